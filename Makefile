@@ -1,0 +1,39 @@
+# Quick start: `make demo` runs the product on embedded defaults, `make test`
+# runs the tests. Both create .venv and start a private Postgres cluster when
+# DATABASE_URL is unset (see mailer/pgcluster.py).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DB = $${DATABASE_URL:-$$($(BIN)/python -m mailer.pgcluster ensure)}
+
+.PHONY: demo test lint bench db-stop clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,speed]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@url="$(DB)" && DATABASE_URL="$$url" $(BIN)/mailer demo
+
+test: $(STAMP)
+	@url="$(DB)" && DATABASE_URL="$$url" $(BIN)/pytest -q
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	@url="$(DB)" && DATABASE_URL="$$url" $(BIN)/python bench/import_contacts.py
+
+db-stop:
+	-$(BIN)/python -m mailer.pgcluster stop
+
+clean: db-stop
+	rm -rf .pgdata .demo

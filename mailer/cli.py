@@ -1,0 +1,358 @@
+"""The `mailer` command: one sub-command per operator task.
+
+argparse (stdlib) is enough for a tree of sub-commands with typed options;
+output goes through rich for tables. Expected bad input (a bad file, a bad
+setting) prints one clear error and exits 2; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from mailer import config, imports
+from mailer.addresses import InvalidAddress, address_hash, normalise
+from mailer.contacts_file import Defaults, FileError
+from mailer.store import ImportRefused, MigrationError, Store
+
+console = Console()
+err = Console(stderr=True)
+
+Handler = Callable[[argparse.Namespace, config.Settings], Coroutine[Any, Any, int]]
+
+
+def _store(settings: config.Settings) -> Any:
+    db = settings.database
+    return Store.open(db.url, min_size=db.pool_min, max_size=db.pool_max)
+
+
+# ---------------------------------------------------------------- db
+
+
+async def db_migrate(args: argparse.Namespace, settings: config.Settings) -> int:
+    async with _store(settings) as store:
+        applied = await store.migrate()
+    if applied:
+        for m in applied:
+            console.print(f"applied {m.version:04d}_{m.name}")
+    else:
+        console.print("database is up to date")
+    return 0
+
+
+async def db_status(args: argparse.Namespace, settings: config.Settings) -> int:
+    async with _store(settings) as store:
+        states = await store.migration_status()
+    table = Table("version", "name", "applied at")
+    for s in states:
+        table.add_row(f"{s.version:04d}", s.name, str(s.applied_at) if s.applied_at else "pending")
+    console.print(table)
+    return 0 if all(s.applied_at for s in states) else 1
+
+
+# ---------------------------------------------------------------- topics
+
+
+async def topics_add(args: argparse.Namespace, settings: config.Settings) -> int:
+    async with _store(settings) as store:
+        topic_id = await store.topic_upsert(
+            args.slug, args.name or args.slug, args.description, not args.opt_in
+        )
+    console.print(f"topic {args.slug} (id {topic_id})")
+    return 0
+
+
+async def topics_list(args: argparse.Namespace, settings: config.Settings) -> int:
+    async with _store(settings) as store:
+        topics = await store.topics_list()
+    table = Table("slug", "name", "subscription")
+    for t in topics:
+        table.add_row(t["slug"], t["name"], "opt-out" if t["default_subscribed"] else "opt-in")
+    console.print(table)
+    return 0
+
+
+# ---------------------------------------------------------------- contacts
+
+
+async def contacts_import(args: argparse.Namespace, settings: config.Settings) -> int:
+    defaults = Defaults(
+        consent=args.consent,
+        source=args.source,
+        consent_date=args.consent_date,
+        channel=args.channel,
+        locale=args.locale,
+        topics=args.topics,
+    )
+    async with _store(settings) as store:
+        try:
+            outcome = await imports.import_contacts(
+                store,
+                Path(args.file),
+                defaults,
+                default_locale=settings.imports.default_locale,
+                skip_invalid=args.skip_invalid,
+                rejects_path=Path(args.rejects) if args.rejects else None,
+            )
+        except ImportRefused as exc:
+            _print_rejects(exc.examples, exc.rejected, exc.rejects_file)
+            err.print(f"[red]error:[/] {exc}")
+            return 2
+    r = outcome.result
+    if outcome.rejects_file:
+        _print_rejects(outcome.rejected, r.rows_rejected, outcome.rejects_file)
+    table = Table(
+        "rows read",
+        "valid",
+        "rejected",
+        "created",
+        "updated",
+        "consents added",
+        "topic subscriptions",
+        "suppressed",
+    )
+    table.add_row(
+        *(
+            str(v)
+            for v in (
+                r.rows_read,
+                r.rows_valid,
+                r.rows_rejected,
+                r.contacts_created,
+                r.contacts_updated,
+                r.consents_added,
+                r.topics_added,
+                r.suppressed,
+            )
+        )
+    )
+    console.print(table)
+    return 0
+
+
+def _print_rejects(examples: Sequence[Any], total: int, where: Path | None) -> None:
+    for row in examples:
+        err.print(f"line {row.line}: {row.reason}", markup=False, highlight=False)
+    if total > len(examples):
+        err.print(f"… and {total - len(examples)} more")
+    if where is not None and total:
+        err.print(f"all rejected rows: {where}")
+
+
+async def contacts_show(args: argparse.Namespace, settings: config.Settings) -> int:
+    try:
+        email = normalise(args.email)
+    except InvalidAddress as exc:
+        err.print(f"[red]error:[/] {args.email!r} is not a valid address: {exc}")
+        return 2
+    async with _store(settings) as store:
+        story = await store.contact_story(email, address_hash(email))
+    if story is None:
+        err.print(f"no contact and no suppression for {email}")
+        return 1
+    contact = story["contact"]
+    if contact is None:
+        console.print(f"{email}: not a contact")
+    else:
+        console.print(
+            f"[bold]{contact['email']}[/]  {contact['name'] or ''}  locale={contact['locale']}  "
+            f"tracking={'on' if contact['tracking'] else 'off'}  "
+            f"last activity={_day(contact['last_activity_at'])}  "
+            f"attributes={contact['attributes']}"
+        )
+        ledger = Table(
+            "when",
+            "channel",
+            "action",
+            "kind / topic",
+            "source",
+            "ends",
+            "evidence",
+            title="consent history",
+        )
+        for row in story["ledger"]:
+            ledger.add_row(
+                _day(row["obtained_at"]),
+                row["channel"],
+                row["action"],
+                row["kind"] or (f"topic {row['topic']}" if row["topic"] else "-"),
+                row["source"],
+                _day(row["ends_at"]),
+                str(row["evidence"]),
+            )
+        console.print(ledger)
+        prefs = Table("preference", "state", "since", title="preferences")
+        for row in story["topics"]:
+            prefs.add_row(
+                f"topic {row['slug']}",
+                "subscribed" if row["subscribed"] else "opted out",
+                _day(row["updated_at"]),
+            )
+        for row in story["channels"]:
+            prefs.add_row(
+                f"channel {row['channel']}",
+                "on" if row["enabled"] else "off",
+                _day(row["updated_at"]),
+            )
+        console.print(prefs)
+    sup = Table("scope", "reason", "source", "since", title="suppressions")
+    for row in story["suppressions"]:
+        target = row["channel"] or row["topic"] or ""
+        sup.add_row(
+            f"{row['scope']} {target}".strip(),
+            row["reason"],
+            row["source"],
+            _day(row["created_at"]),
+        )
+    console.print(sup)
+    return 0
+
+
+def _day(value: Any) -> str:
+    return value.date().isoformat() if value is not None else "-"
+
+
+# ---------------------------------------------------------------- suppressions
+
+
+async def suppress_import(args: argparse.Namespace, settings: config.Settings) -> int:
+    if (args.scope == "channel") != (args.channel is not None):
+        err.print("[red]error:[/] --channel is required with --scope channel, and only then")
+        return 2
+    if (args.scope == "topic") != (args.topic is not None):
+        err.print("[red]error:[/] --topic is required with --scope topic, and only then")
+        return 2
+    async with _store(settings) as store:
+        topic_id = None
+        if args.topic is not None:
+            ids = {t["slug"]: t["id"] for t in await store.topics_list()}
+            if args.topic not in ids:
+                err.print(f"[red]error:[/] --topic: unknown topic {args.topic!r}")
+                return 2
+            topic_id = ids[args.topic]
+        result, rejected = await imports.import_suppressions(
+            store,
+            Path(args.file),
+            reason=args.reason,
+            scope=args.scope,
+            channel=args.channel,
+            topic_id=topic_id,
+            source=args.source or Path(args.file).name,
+        )
+    _print_rejects(rejected[:20], len(rejected), None)
+    console.print(
+        f"{result.rows_valid} address(es) read, {result.added} new suppression(s), "
+        f"{result.rows_rejected} rejected"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+
+async def demo(args: argparse.Namespace, settings: config.Settings) -> int:
+    from mailer import demo as demo_flow
+
+    return await demo_flow.run(settings, Path(args.folder), console)
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailer", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="TOML settings file (or MAILER_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="schema migrations").add_subparsers(dest="db", required=True)
+    db.add_parser("migrate", help="apply pending migrations").set_defaults(handler=db_migrate)
+    db.add_parser("status", help="list migrations and when they were applied").set_defaults(
+        handler=db_status
+    )
+
+    topics = sub.add_parser("topics", help="message topics").add_subparsers(dest="t", required=True)
+    add = topics.add_parser("add", help="create or update a topic")
+    add.add_argument("slug")
+    add.add_argument("--name")
+    add.add_argument("--description", default="")
+    add.add_argument(
+        "--opt-in",
+        action="store_true",
+        help="only contacts who subscribed to the topic receive it (newsletters)",
+    )
+    add.set_defaults(handler=topics_add)
+    topics.add_parser("list").set_defaults(handler=topics_list)
+
+    contacts = sub.add_parser("contacts", help="contacts and their consent").add_subparsers(
+        dest="c", required=True
+    )
+    imp = contacts.add_parser("import", help="import a contacts CSV (all or nothing)")
+    imp.add_argument("file")
+    imp.add_argument("--consent", help="consent kind for rows without one (e.g. express)")
+    imp.add_argument("--source", help="consent source for rows without one")
+    imp.add_argument("--consent-date", help="consent date for rows without one (YYYY-MM-DD)")
+    imp.add_argument("--channel", default="email")
+    imp.add_argument("--locale", help="locale for rows without one")
+    imp.add_argument("--topics", help="topic slugs (;-separated) for rows without any")
+    imp.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="import the valid rows even if some are rejected",
+    )
+    imp.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
+    imp.set_defaults(handler=contacts_import)
+    show = contacts.add_parser("show", help="a contact's consent story")
+    show.add_argument("email")
+    show.set_defaults(handler=contacts_show)
+
+    suppress = sub.add_parser("suppress", help="suppression lists").add_subparsers(
+        dest="s", required=True
+    )
+    simp = suppress.add_parser("import", help="suppress every address in a file")
+    simp.add_argument("file")
+    simp.add_argument(
+        "--reason",
+        default="registry",
+        choices=["registry", "manual", "complaint", "hard_bounce", "unsubscribe"],
+    )
+    simp.add_argument("--scope", default="global", choices=["global", "channel", "topic"])
+    simp.add_argument("--channel", choices=["email", "sms", "postal", "phone"])
+    simp.add_argument("--topic")
+    simp.add_argument("--source", help="where the list comes from (default: the file name)")
+    simp.set_defaults(handler=suppress_import)
+
+    dem = sub.add_parser("demo", help="run the product end to end on embedded defaults")
+    dem.add_argument("--folder", default=".demo", help="where the demo writes its files")
+    dem.set_defaults(handler=demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = config.load(args.config)
+    except config.ConfigError as exc:
+        err.print(f"[red]configuration error:[/] {exc}", highlight=False)
+        return 2
+    handler: Handler = args.handler
+    try:
+        return asyncio.run(handler(args, settings))
+    except (FileError, MigrationError, config.ConfigError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+    except OSError as exc:
+        if "Connect call failed" in str(exc) or isinstance(exc, ConnectionRefusedError):
+            err.print(f"[red]error:[/] cannot reach Postgres at database.url: {exc}")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

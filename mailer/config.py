@@ -1,0 +1,353 @@
+"""Settings: embedded defaults, then a TOML file, then MAILER_* environment variables.
+
+Every setting is declared once below with its type and default; the example
+file `config/mailer.example.toml` documents the same list. Unknown keys are
+errors (a typo must not silently fall back to a default), and every error
+names the setting. Secrets never come from the TOML file: SMTP passwords and
+token keys are read from the environment or from a file path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SECRET_KEYS = frozenset({"password", "keys", "secret", "dkim_private_key"})
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "postgresql://postgres@127.0.0.1:5432/mailer"
+    pool_min: int = 1
+    pool_max: int = 10
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    name: str = "default"
+    host: str = "127.0.0.1"
+    port: int = 2525
+    tls: str = "none"
+    username: str = ""
+    password_file: str = ""
+    weight: int = 1
+    connections: int = 8
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    # Domain for Message-ID and the VERP return path (bounces+TOKEN@domain).
+    domain: str = "mailer.localhost"
+    bounce_local_part: str = "bounces"
+    unsubscribe_mailbox: str = "unsubscribe"
+    dkim_selector: str = ""
+    dkim_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    base_url: str = "http://127.0.0.1:8080"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    buffer_max: int = 50_000
+    flush_interval_ms: int = 250
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    keys_file: str = ""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    batch_size: int = 500
+    lease_seconds: int = 300
+    retry_deadline_hours: float = 24.0
+    metrics_port: int = 9101
+
+
+@dataclass(frozen=True)
+class DomainThrottle:
+    rate: float = 10.0
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    global_rate: float = 200.0
+    default_domain_rate: float = 20.0
+    default_domain_concurrency: int = 8
+    warmup_daily_cap: int = 0
+    warmup_growth: float = 1.5
+    domains: Mapping[str, DomainThrottle] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    default_locale: str = "en"
+    locales: tuple[str, ...] = ("en", "fr")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    smtp: RelaySettings = field(default_factory=RelaySettings)
+    relays: tuple[RelaySettings, ...] = ()
+    sender: SenderSettings = field(default_factory=SenderSettings)
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    imports: ImportSettings = field(default_factory=ImportSettings)
+    # Secrets, filled from the environment or files only.
+    token_keys: str | None = field(default=None, repr=False)
+
+    def all_relays(self) -> tuple[RelaySettings, ...]:
+        """The configured relays: [[relays]] when given, else the single [smtp] relay."""
+        return self.relays or (self.smtp,)
+
+    def require_token_keys(self) -> str:
+        """The token key spec, or a ConfigError naming where to set it."""
+        if not self.token_keys:
+            raise ConfigError(
+                "tokens.keys: not set; export MAILER_TOKEN_KEYS='1:<base64 secret>' "
+                "or point tokens.keys_file at a file holding it"
+            )
+        return self.token_keys
+
+    def relay_password(self, relay: RelaySettings) -> str | None:
+        """A relay's SMTP password: MAILER_SMTP_PASSWORD[_<NAME>] or the relay's password_file."""
+        env_name = f"MAILER_SMTP_PASSWORD_{relay.name.upper().replace('-', '_')}"
+        for name in (env_name, "MAILER_SMTP_PASSWORD"):
+            if os.environ.get(name):
+                return os.environ[name]
+        if relay.password_file:
+            return _read_secret_file(relay.password_file, f"relays.{relay.name}.password_file")
+        return None
+
+
+# TOML section name -> Settings attribute (where they differ).
+_SECTION_ATTR = {"import": "imports"}
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from defaults, the TOML file (if any) and the environment."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("MAILER_CONFIG"):
+        path = Path(env["MAILER_CONFIG"])
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    _refuse_secrets(raw, "")
+    values: dict[str, Any] = {}
+    for section, data in raw.items():
+        attr = _SECTION_ATTR.get(section, section)
+        if attr == "relays":
+            if not isinstance(data, list):
+                raise ConfigError("relays: expected an array of tables ([[relays]])")
+            values["relays"] = tuple(
+                _build(RelaySettings, item, f"relays[{i}]") for i, item in enumerate(data)
+            )
+        elif attr in _sections():
+            values[attr] = data
+        else:
+            raise ConfigError(f"{section}: unknown section")
+    for attr, cls in _sections().items():
+        section_env = _env_overrides(cls, _toml_name(attr), env)
+        merged = {**values.get(attr, {}), **section_env}
+        if not isinstance(merged, dict):
+            raise ConfigError(f"{_toml_name(attr)}: expected a table")
+        values[attr] = _build(cls, merged, _toml_name(attr))
+    if env.get("DATABASE_URL"):
+        values["database"] = dataclasses.replace(values["database"], url=env["DATABASE_URL"])
+    values["token_keys"] = env.get("MAILER_TOKEN_KEYS") or (
+        _read_secret_file(values["tokens"].keys_file, "tokens.keys_file")
+        if values["tokens"].keys_file
+        else None
+    )
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Settings)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(Settings)
+        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+def _toml_name(attr: str) -> str:
+    return {v: k for k, v in _SECTION_ATTR.items()}.get(attr, attr)
+
+
+def _refuse_secrets(raw: Mapping[str, Any], prefix: str) -> None:
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if key in SECRET_KEYS:
+            raise ConfigError(
+                f"{name}: secrets are never read from the TOML file; use the environment "
+                "(MAILER_SMTP_PASSWORD, MAILER_TOKEN_KEYS) or a *_file path"
+            )
+        if isinstance(value, Mapping):
+            _refuse_secrets(value, f"{name}.")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    _refuse_secrets(item, f"{name}[{i}].")
+
+
+def _env_overrides(cls: type, section: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """MAILER_<SECTION>_<KEY> for every scalar field of a section."""
+    found: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        name = f"MAILER_{section.upper()}_{f.name.upper()}"
+        if name in env:
+            found[f.name] = _EnvValue(name, env[name])
+    return found
+
+
+@dataclass(frozen=True)
+class _EnvValue:
+    """A string from the environment, converted by the field's type."""
+
+    name: str
+    text: str
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting")
+    kwargs = {key: _convert(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if isinstance(value, _EnvValue):
+        name = f"{name} (from {value.name})"
+        value = _parse_env(hint, value.text, name)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: expected a table")
+        item_cls = typing.get_args(hint)[1]
+        return {k: _build(item_cls, v, f"{name}.{k}") for k, v in value.items()}
+    raise ConfigError(f"{name}: unsupported setting type {hint!r}")
+
+
+def _parse_env(hint: Any, text: str, name: str) -> Any:
+    try:
+        if hint is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+        if typing.get_origin(hint) is tuple:
+            return [part.strip() for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{name}: cannot read {text!r} as {hint.__name__}") from None
+    return text
+
+
+def _read_secret_file(path: str, name: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+
+
+def _validate(s: Settings) -> None:
+    checks: list[tuple[bool, str]] = [
+        (
+            s.database.url.startswith(("postgres://", "postgresql://")),
+            "database.url: expected a postgresql:// URL",
+        ),
+        (
+            1 <= s.database.pool_min <= s.database.pool_max,
+            "database.pool_min/pool_max: need 1 <= pool_min <= pool_max",
+        ),
+        (s.engine.batch_size > 0, "engine.batch_size: must be positive"),
+        (s.engine.lease_seconds >= 10, "engine.lease_seconds: must be at least 10"),
+        (s.engine.retry_deadline_hours > 0, "engine.retry_deadline_hours: must be positive"),
+        (s.throttle.global_rate > 0, "throttle.global_rate: must be positive"),
+        (s.throttle.default_domain_rate > 0, "throttle.default_domain_rate: must be positive"),
+        (s.throttle.warmup_growth >= 1, "throttle.warmup_growth: must be at least 1"),
+        (
+            s.tracker.base_url.startswith(("http://", "https://")),
+            "tracker.base_url: expected an http(s):// URL",
+        ),
+        (s.tracker.buffer_max > 0, "tracker.buffer_max: must be positive"),
+        (s.tracker.flush_interval_ms > 0, "tracker.flush_interval_ms: must be positive"),
+        (
+            s.imports.default_locale in s.imports.locales,
+            "import.default_locale: must be one of import.locales",
+        ),
+    ]
+    for relay in s.all_relays():
+        where = f"relays.{relay.name}" if s.relays else "smtp"
+        checks += [
+            (
+                relay.tls in ("none", "starttls", "tls"),
+                f"{where}.tls: expected none, starttls or tls",
+            ),
+            (0 < relay.port < 65536, f"{where}.port: expected 1-65535"),
+            (relay.connections > 0, f"{where}.connections: must be positive"),
+            (relay.weight > 0, f"{where}.weight: must be positive"),
+        ]
+    for domain, limit in s.throttle.domains.items():
+        checks += [
+            (limit.rate > 0, f"throttle.domains.{domain}.rate: must be positive"),
+            (limit.concurrency > 0, f"throttle.domains.{domain}.concurrency: must be positive"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

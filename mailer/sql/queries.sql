@@ -1,0 +1,223 @@
+-- Every statement the mailer runs, by name. Loaded once at start
+-- (mailer/queries.py); the store calls them by these names.
+
+-- ---------------------------------------------------------------- migrations
+
+-- name: migrations_bootstrap
+-- The bookkeeping table cannot be created by a migration (it records them).
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   bytea NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: migrations_lock
+-- Session-level advisory lock: a second migrator waits here, then finds
+-- everything applied. Released explicitly (or when the connection closes).
+SELECT pg_advisory_lock($1)
+
+-- name: migrations_unlock
+SELECT pg_advisory_unlock($1)
+
+-- name: migrations_applied
+SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version
+
+-- name: migrations_table_exists
+-- `db status` reads without creating anything.
+SELECT to_regclass('schema_migrations') IS NOT NULL
+
+-- name: migrations_record
+INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)
+
+-- ---------------------------------------------------------------- topics
+
+-- name: topic_upsert
+INSERT INTO topics (slug, name, description, default_subscribed)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (slug) DO UPDATE
+    SET name = EXCLUDED.name, description = EXCLUDED.description,
+        default_subscribed = EXCLUDED.default_subscribed
+RETURNING id
+
+-- name: topics_list
+SELECT id, slug, name, description, default_subscribed FROM topics ORDER BY slug
+
+-- ---------------------------------------------------------------- contact import
+
+-- name: import_create_staging
+-- One row per valid CSV line. Temporary and dropped at commit: a failed or
+-- refused import leaves nothing behind.
+CREATE TEMPORARY TABLE import_rows (
+    line             integer NOT NULL,
+    email            text NOT NULL,
+    email_hash       bytea NOT NULL,
+    name             text,
+    locale           text,
+    attributes       jsonb NOT NULL,
+    last_activity_at timestamptz,
+    tracking         boolean,
+    channel          text NOT NULL,
+    kind             text,
+    source           text,
+    obtained_at      timestamptz,
+    ends_at          timestamptz,
+    topics           text[] NOT NULL
+) ON COMMIT DROP
+
+-- name: import_index_staging
+-- After COPY (indexing while loading is slower); the merge joins on email.
+CREATE INDEX ON import_rows (email, line)
+
+-- name: import_merge_rows
+-- Duplicates in the file merge into one contact: the last non-empty value of
+-- each field wins, attributes merge key by key (later lines win), last
+-- activity is the latest seen.
+CREATE TEMPORARY TABLE import_contacts ON COMMIT DROP AS
+SELECT email,
+       email_hash,
+       (array_agg(name ORDER BY line DESC) FILTER (WHERE name IS NOT NULL))[1] AS name,
+       (array_agg(locale ORDER BY line DESC) FILTER (WHERE locale IS NOT NULL))[1] AS locale,
+       jsonb_merge_agg(attributes ORDER BY line) AS attributes,
+       max(last_activity_at) AS last_activity_at,
+       (array_agg(tracking ORDER BY line DESC) FILTER (WHERE tracking IS NOT NULL))[1] AS tracking
+FROM import_rows
+GROUP BY email, email_hash  -- the hash is a function of the address: one group per address
+
+-- name: import_update_contacts
+-- Existing contacts change only where the file says something new, so
+-- re-importing the same file writes nothing. Empty cells never erase data.
+UPDATE contacts c
+SET name = coalesce(m.name, c.name),
+    locale = coalesce(m.locale, c.locale),
+    attributes = c.attributes || m.attributes,
+    last_activity_at = greatest(c.last_activity_at, m.last_activity_at),
+    tracking = coalesce(m.tracking, c.tracking),
+    updated_at = now()
+FROM import_contacts m
+WHERE c.email = m.email
+  AND (c.name, c.locale, c.attributes, c.last_activity_at, c.tracking)
+      IS DISTINCT FROM
+      (coalesce(m.name, c.name), coalesce(m.locale, c.locale), c.attributes || m.attributes,
+       greatest(c.last_activity_at, m.last_activity_at), coalesce(m.tracking, c.tracking))
+
+-- name: import_insert_contacts
+INSERT INTO contacts (email, email_hash, name, locale, attributes, last_activity_at, tracking)
+SELECT m.email, m.email_hash, m.name, coalesce(m.locale, $1), m.attributes, m.last_activity_at,
+       coalesce(m.tracking, true)
+FROM import_contacts m
+WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email = m.email)
+ON CONFLICT (email) DO NOTHING
+
+-- name: import_insert_consents
+-- The ledger gains a grant only when the file states one not yet recorded
+-- (same contact, channel, kind, source, date and end). Re-imports add
+-- nothing, and an old grant in a file never overrides a later withdrawal:
+-- it is already in the ledger, so it is not appended again. Evidence names
+-- the file and line (CASL s.13: proof of consent).
+INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, ends_at, evidence)
+SELECT DISTINCT ON (c.id, r.channel, r.kind, r.source, r.obtained_at, r.ends_at)
+       c.id, r.channel, 'grant', r.kind, r.source, r.obtained_at, r.ends_at,
+       jsonb_build_object('import_id', $1::bigint, 'file', $2::text, 'line', r.line)
+FROM import_rows r
+JOIN contacts c ON c.email = r.email
+WHERE r.kind IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM consents x
+      WHERE x.contact_id = c.id AND x.channel = r.channel AND x.obtained_at = r.obtained_at
+        AND x.action = 'grant' AND x.topic_id IS NULL AND x.kind = r.kind
+        AND x.source = r.source AND x.ends_at IS NOT DISTINCT FROM r.ends_at)
+ORDER BY c.id, r.channel, r.kind, r.source, r.obtained_at, r.ends_at, r.line
+
+-- name: import_insert_topics
+-- Subscribes contacts to the topics the file lists. A topic the person opted
+-- out of stays opted out: an import never overrides a person's own choice.
+-- Each new subscription is logged in the ledger (topic rows).
+WITH wanted AS (
+    SELECT c.id AS contact_id, t.id AS topic_id, min(r.line) AS line
+    FROM import_rows r
+    CROSS JOIN LATERAL unnest(r.topics) AS listed (slug)
+    JOIN topics t ON t.slug = listed.slug
+    JOIN contacts c ON c.email = r.email
+    GROUP BY c.id, t.id
+), added AS (
+    INSERT INTO contact_topics (contact_id, topic_id, subscribed)
+    SELECT contact_id, topic_id, true FROM wanted
+    ON CONFLICT (contact_id, topic_id) DO NOTHING
+    RETURNING contact_id, topic_id
+), logged AS (
+    INSERT INTO consents (contact_id, channel, action, topic_id, source, obtained_at, evidence)
+    SELECT a.contact_id, 'email', 'grant', a.topic_id, 'import', now(),
+           jsonb_build_object('import_id', $1::bigint, 'file', $2::text, 'line', w.line)
+    FROM added a JOIN wanted w USING (contact_id, topic_id)
+    RETURNING 1
+)
+SELECT count(*) FROM logged
+
+-- name: import_suppressed_count
+-- How many of the imported addresses are suppressed: they are kept as
+-- contacts but will never be mailed, and the operator should know.
+SELECT count(*) FROM import_contacts m
+WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = m.email_hash)
+
+-- name: import_begin
+-- Recorded first so that ledger evidence can name the import; committed
+-- together with everything else, or not at all.
+INSERT INTO imports (kind, file_name, file_sha256, rows_read, rows_valid, rows_rejected)
+VALUES ($1, $2, $3, 0, 0, 0)
+RETURNING id
+
+-- name: import_finish
+UPDATE imports SET rows_read = $2, rows_valid = $3, rows_rejected = $4, summary = $5
+WHERE id = $1
+
+-- ---------------------------------------------------------------- suppressions
+
+-- name: suppress_create_staging
+CREATE TEMPORARY TABLE import_suppressions (
+    line       integer NOT NULL,
+    email_hash bytea NOT NULL
+) ON COMMIT DROP
+
+-- name: suppress_insert
+-- Keyed by address hash: works for addresses we have never seen as contacts
+-- (a registry lists strangers too) and survives erasure.
+INSERT INTO suppressions (email_hash, scope, channel, topic_id, reason, source, detail)
+SELECT DISTINCT ON (email_hash) email_hash, $1, $2, $3, $4, $5,
+       jsonb_build_object('import_id', $6::bigint, 'line', line)
+FROM import_suppressions
+ORDER BY email_hash, line
+ON CONFLICT DO NOTHING
+
+-- ---------------------------------------------------------------- a contact's story
+
+-- name: contact_by_email
+SELECT id, email, name, locale, attributes, last_activity_at, tracking, erased_at, created_at,
+       updated_at
+FROM contacts WHERE email = $1
+
+-- name: contact_ledger
+SELECT l.id, l.channel, l.action, l.kind, t.slug AS topic, l.source, l.obtained_at, l.ends_at,
+       l.evidence, l.recorded_at
+FROM consents l LEFT JOIN topics t ON t.id = l.topic_id
+WHERE l.contact_id = $1
+ORDER BY l.obtained_at, l.id
+
+-- name: contact_topic_prefs
+SELECT t.slug, ct.subscribed, ct.updated_at
+FROM contact_topics ct JOIN topics t ON t.id = ct.topic_id
+WHERE ct.contact_id = $1 ORDER BY t.slug
+
+-- name: contact_channel_prefs
+SELECT channel, enabled, updated_at FROM contact_channels WHERE contact_id = $1 ORDER BY channel
+
+-- name: suppressions_for_hash
+SELECT s.scope, s.channel, t.slug AS topic, s.reason, s.source, s.created_at
+FROM suppressions s LEFT JOIN topics t ON t.id = s.topic_id
+WHERE s.email_hash = $1 ORDER BY s.created_at, s.id
+
+-- name: summary_counts
+SELECT (SELECT count(*) FROM contacts WHERE erased_at IS NULL) AS contacts,
+       (SELECT count(*) FROM consents) AS ledger_rows,
+       (SELECT count(*) FROM suppressions) AS suppressions,
+       (SELECT count(*) FROM topics) AS topics

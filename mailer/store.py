@@ -1,0 +1,319 @@
+"""The mailer's only door to Postgres: every statement is a named query.
+
+No other module of the package imports asyncpg. Methods are named after the
+queries they run, so a metric label, a method and a `-- name:` line share one
+vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from mailer import migrations, queries
+from mailer.contacts_file import ContactRow, Rejected
+
+Q = queries.get
+
+_STAGING_COLUMNS = (
+    "line",
+    "email",
+    "email_hash",
+    "name",
+    "locale",
+    "attributes",
+    "last_activity_at",
+    "tracking",
+    "channel",
+    "kind",
+    "source",
+    "obtained_at",
+    "ends_at",
+    "topics",
+)
+
+
+class MigrationError(RuntimeError):
+    """The database's migration history disagrees with the shipped files."""
+
+
+class ImportRefused(ValueError):
+    """An all-or-nothing import found invalid rows; nothing was written."""
+
+    def __init__(self, rejected: int, valid: int) -> None:
+        super().__init__(
+            f"{rejected} invalid row(s) out of {rejected + valid}: nothing was imported "
+            "(fix the rows listed in the rejects file, or pass --skip-invalid)"
+        )
+        self.rejected = rejected
+        self.valid = valid
+        # Filled by the import flow: the first rejected rows and where all are.
+        self.examples: list[Rejected] = []
+        self.rejects_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    version: int
+    name: str
+    applied_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    import_id: int
+    rows_read: int
+    rows_valid: int
+    rows_rejected: int
+    contacts_created: int
+    contacts_updated: int
+    consents_added: int
+    topics_added: int
+    suppressed: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class SuppressionImportResult:
+    rows_valid: int
+    rows_rejected: int
+    added: int
+
+
+class Store:
+    """A pool of connections and the named queries run on them."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[Store]:
+        """Connect a pool for the block's lifetime, closing it on the way out."""
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        try:
+            yield cls(pool)
+        finally:
+            await pool.close()
+
+    # ------------------------------------------------------------ migrations
+
+    async def migrate(self) -> list[migrations.Migration]:
+        """Apply pending migrations in order, each in its own transaction; return those applied."""
+        shipped = migrations.available()
+        applied_now: list[migrations.Migration] = []
+        async with self.pool.acquire() as conn:
+            # Lock first: even CREATE TABLE IF NOT EXISTS races between sessions.
+            await conn.execute(Q("migrations_lock"), migrations.ADVISORY_LOCK_KEY)
+            try:
+                await conn.execute(Q("migrations_bootstrap"))
+                done = {r["version"]: r for r in await conn.fetch(Q("migrations_applied"))}
+                for migration in shipped:
+                    row = done.get(migration.version)
+                    if row is not None:
+                        if bytes(row["checksum"]) != migration.checksum:
+                            raise MigrationError(
+                                f"migration {migration.version:04d}_{migration.name} was edited "
+                                "after it was applied; add a new migration instead"
+                            )
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)
+                        await conn.execute(
+                            Q("migrations_record"),
+                            migration.version,
+                            migration.name,
+                            migration.checksum,
+                        )
+                    applied_now.append(migration)
+            finally:
+                await conn.execute(Q("migrations_unlock"), migrations.ADVISORY_LOCK_KEY)
+        return applied_now
+
+    async def migration_status(self) -> list[MigrationState]:
+        """Every shipped migration with when it was applied (None = pending)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q("migrations_bootstrap"))
+            done = {
+                r["version"]: r["applied_at"] for r in await conn.fetch(Q("migrations_applied"))
+            }
+        return [
+            MigrationState(m.version, m.name, done.get(m.version)) for m in migrations.available()
+        ]
+
+    # ------------------------------------------------------------ topics
+
+    async def topic_upsert(
+        self, slug: str, name: str, description: str = "", default_subscribed: bool = True
+    ) -> int:
+        """Create or update a topic; return its id."""
+        return int(
+            await self.pool.fetchval(Q("topic_upsert"), slug, name, description, default_subscribed)
+        )
+
+    async def topics_list(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.pool.fetch(Q("topics_list"))]
+
+    # ------------------------------------------------------------ contact import
+
+    async def import_contacts(
+        self,
+        rows: Iterable[ContactRow | Rejected],
+        *,
+        file_name: str,
+        file_sha256: bytes,
+        default_locale: str,
+        skip_invalid: bool,
+        on_reject: Any,
+    ) -> ImportResult:
+        """COPY validated rows into a staging table, then merge set-based, in one transaction."""
+        counts = {"valid": 0, "rejected": 0}
+
+        def records() -> Iterator[tuple[Any, ...]]:
+            for row in rows:
+                if isinstance(row, Rejected):
+                    counts["rejected"] += 1
+                    on_reject(row)
+                    continue
+                counts["valid"] += 1
+                yield (
+                    row.line,
+                    row.email,
+                    row.email_hash,
+                    row.name,
+                    row.locale,
+                    row.attributes,
+                    row.last_activity_at,
+                    row.tracking,
+                    row.channel,
+                    row.kind,
+                    row.source,
+                    row.obtained_at,
+                    row.ends_at,
+                    row.topics,
+                )
+
+        async with self.pool.acquire() as conn, conn.transaction():
+            import_id = int(
+                await conn.fetchval(Q("import_begin"), "contacts", file_name, file_sha256)
+            )
+            await conn.execute(Q("import_create_staging"))
+            await conn.copy_records_to_table(
+                "import_rows", records=records(), columns=_STAGING_COLUMNS
+            )
+            if counts["rejected"] and not skip_invalid:
+                raise ImportRefused(counts["rejected"], counts["valid"])
+            await conn.execute(Q("import_index_staging"))
+            await conn.execute("ANALYZE import_rows")
+            await conn.execute(Q("import_merge_rows"))
+            updated = _affected(await conn.execute(Q("import_update_contacts")))
+            created = _affected(await conn.execute(Q("import_insert_contacts"), default_locale))
+            consents = _affected(
+                await conn.execute(Q("import_insert_consents"), import_id, file_name)
+            )
+            topics = int(await conn.fetchval(Q("import_insert_topics"), import_id, file_name))
+            suppressed = int(await conn.fetchval(Q("import_suppressed_count")))
+            result = ImportResult(
+                import_id=import_id,
+                rows_read=counts["valid"] + counts["rejected"],
+                rows_valid=counts["valid"],
+                rows_rejected=counts["rejected"],
+                contacts_created=created,
+                contacts_updated=updated,
+                consents_added=consents,
+                topics_added=topics,
+                suppressed=suppressed,
+            )
+            await conn.execute(
+                Q("import_finish"),
+                import_id,
+                result.rows_read,
+                result.rows_valid,
+                result.rows_rejected,
+                json.dumps(result.as_dict()),
+            )
+        return result
+
+    async def import_suppressions(
+        self,
+        hashes: Iterable[tuple[int, bytes]],
+        *,
+        file_name: str,
+        file_sha256: bytes,
+        reason: str,
+        scope: str,
+        channel: str | None,
+        topic_id: int | None,
+        source: str,
+        rejected: int,
+    ) -> SuppressionImportResult:
+        """Suppress (line, address hash) pairs in one transaction; repeats are no-ops."""
+        valid = 0
+
+        def records() -> Iterator[tuple[int, bytes]]:
+            nonlocal valid
+            for item in hashes:
+                valid += 1
+                yield item
+
+        async with self.pool.acquire() as conn, conn.transaction():
+            import_id = int(
+                await conn.fetchval(Q("import_begin"), "suppressions", file_name, file_sha256)
+            )
+            await conn.execute(Q("suppress_create_staging"))
+            await conn.copy_records_to_table(
+                "import_suppressions", records=records(), columns=("line", "email_hash")
+            )
+            added = _affected(
+                await conn.execute(
+                    Q("suppress_insert"), scope, channel, topic_id, reason, source, import_id
+                )
+            )
+            await conn.execute(
+                Q("import_finish"),
+                import_id,
+                valid + rejected,
+                valid,
+                rejected,
+                json.dumps({"added": added, "reason": reason, "scope": scope}),
+            )
+        return SuppressionImportResult(valid, rejected, added)
+
+    # ------------------------------------------------------------ a contact's story
+
+    async def contact_story(self, email: str, email_hash: bytes) -> dict[str, Any] | None:
+        """The contact, its ledger in order, its preferences and the suppressions on its address."""
+        async with self.pool.acquire() as conn:
+            contact = await conn.fetchrow(Q("contact_by_email"), email)
+            suppressions = [
+                dict(r) for r in await conn.fetch(Q("suppressions_for_hash"), email_hash)
+            ]
+            if contact is None:
+                return {"contact": None, "suppressions": suppressions} if suppressions else None
+            cid = contact["id"]
+            return {
+                "contact": dict(contact),
+                "ledger": [dict(r) for r in await conn.fetch(Q("contact_ledger"), cid)],
+                "topics": [dict(r) for r in await conn.fetch(Q("contact_topic_prefs"), cid)],
+                "channels": [dict(r) for r in await conn.fetch(Q("contact_channel_prefs"), cid)],
+                "suppressions": suppressions,
+            }
+
+    async def summary_counts(self) -> dict[str, int]:
+        row = await self.pool.fetchrow(Q("summary_counts"))
+        assert row is not None  # an aggregate always returns a row
+        return {k: int(v) for k, v in row.items()}
+
+
+def _affected(status: str) -> int:
+    """Rows affected, from a command tag such as 'INSERT 0 42' or 'UPDATE 7'."""
+    return int(status.rsplit(" ", 1)[-1])
