@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from mailer.addresses import InvalidAddress, address_hash, normalise
 
@@ -89,14 +89,21 @@ class Defaults:
     topics: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ContactRow:
+class ContactRow(NamedTuple):
+    """One valid line, fields in the staging table's column order (it is COPY'd as is).
+
+    A NamedTuple rather than a frozen dataclass: building one costs 0.3 µs
+    instead of 3 µs, a tenth of the whole per-row budget.
+    """
+
     line: int
     email: str
     email_hash: bytes
     name: str | None
     locale: str | None
-    attributes: str  # JSON text, ready for COPY into jsonb
+    # Values of the file's attr.<key> columns, in header order (None = empty);
+    # Postgres pairs them with the keys (cheaper than json.dumps per row).
+    attribute_values: list[str | None]
     last_activity_at: datetime | None
     tracking: bool | None
     channel: str
@@ -104,7 +111,7 @@ class ContactRow:
     source: str | None
     obtained_at: datetime | None
     ends_at: datetime | None
-    topics: list[str] = field(default_factory=list)
+    topics: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,18 @@ def file_sha256(path: Path) -> bytes:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.digest()
+
+
+def attribute_keys(path: Path) -> list[str]:
+    """The attribute keys of a file (its attr.<key> columns, in order), paired with
+    ContactRow.attribute_values."""
+    with _open(path) as fh:
+        try:
+            header = next(csv.reader(fh), None)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise FileError(f"{path}: not a readable UTF-8 CSV file ({exc})") from None
+    columns = _check_header(path, header)
+    return [c[len(ATTR_PREFIX) :] for c in columns if c.startswith(ATTR_PREFIX)]
 
 
 def read(
@@ -188,48 +207,51 @@ def _check_header(path: Path, header: list[str] | None) -> list[str]:
 
 
 class _RowParser:
+    """Turns one CSV record into a ContactRow; ~10 µs a row, so it avoids per-cell lookups."""
+
     def __init__(
         self, columns: list[str], defaults: Defaults, topics: frozenset[str], now: datetime
     ) -> None:
-        self.columns = columns
         self.width = len(columns)
-        self.index = {name: i for i, name in enumerate(columns)}
-        self.attrs = [
-            (i, c[len(ATTR_PREFIX) :]) for i, c in enumerate(columns) if c.startswith(ATTR_PREFIX)
-        ]
+        index = {name: i for i, name in enumerate(columns)}
+        self.pos = {name: index.get(name) for name in COLUMNS}
+        self.attr_positions = [i for i, c in enumerate(columns) if c.startswith(ATTR_PREFIX)]
         self.defaults = defaults
         self.topics = topics
         self.now = now
 
-    def _cell(self, raw: list[str], name: str, default: str | None = None) -> str | None:
-        i = self.index.get(name)
-        value = raw[i].strip() if i is not None else ""
-        if len(value) > _MAX_FIELD:
-            raise _RowError(f"{name}: longer than {_MAX_FIELD} characters")
-        return value or default
-
     def __call__(self, line: int, raw: list[str]) -> ContactRow:
         if len(raw) != self.width:
             raise _RowError(f"expected {self.width} fields, found {len(raw)}")
-        d = self.defaults
-        address = self._cell(raw, "email")
+        cells = [cell.strip() for cell in raw]
+        for name, i in self.pos.items():
+            if i is not None and len(cells[i]) > _MAX_FIELD:
+                raise _RowError(f"{name}: longer than {_MAX_FIELD} characters")
+        pos, d = self.pos, self.defaults
+
+        def cell(name: str, default: str | None = None) -> str | None:
+            i = pos[name]
+            return (cells[i] if i is not None else "") or default
+
+        address = cell("email")
         if address is None:
             raise _RowError("email: empty")
         try:
             email = normalise(address)
         except InvalidAddress as exc:
             raise _RowError(f"email: {address!r} is not valid: {exc}") from None
-        kind_text = self._cell(raw, "consent", d.consent)
+        kind_text = cell("consent", d.consent)
         kind = KINDS.get(kind_text.lower()) if kind_text else None
         if kind_text and kind is None:
             raise _RowError(
                 f"consent: unknown kind {kind_text!r} "
                 f"(expected {', '.join(sorted(CANONICAL_KINDS))})"
             )
-        source = self._cell(raw, "consent_source", d.source)
-        obtained = _when(self._cell(raw, "consent_date", d.consent_date), "consent_date")
-        ends = _when(self._cell(raw, "consent_ends"), "consent_ends")
+        source = obtained = ends = None
         if kind is not None:
+            source = cell("consent_source", d.source)
+            obtained = _when(cell("consent_date", d.consent_date), "consent_date")
+            ends = _when(cell("consent_ends"), "consent_ends")
             if source is None:
                 raise _RowError("consent_source: required with a consent (or give --source)")
             if obtained is None:
@@ -240,47 +262,64 @@ class _RowParser:
                 raise _RowError("consent_ends: only for implied_contract or implied_publication")
             if ends is not None and ends < obtained:
                 raise _RowError("consent_ends: before consent_date")
-        channel = (self._cell(raw, "channel", d.channel) or "email").lower()
-        if channel not in CHANNELS:
-            raise _RowError(
-                f"channel: unknown channel {channel!r} (expected {', '.join(sorted(CHANNELS))})"
-            )
-        locale = self._cell(raw, "locale", d.locale)
-        if locale is not None:
-            locale = locale.lower().replace("_", "-")
-            if not _LOCALE.fullmatch(locale):
-                raise _RowError(f"locale: {locale!r} is not a language tag like 'fr' or 'fr-ca'")
-        topics = self._topics(self._cell(raw, "topics", d.topics))
-        tracking_text = self._cell(raw, "tracking")
+        channel = _channel(cell("channel", d.channel) or "email")
+        locale = _locale(cell("locale", d.locale))
+        tracking_text = cell("tracking")
         return ContactRow(
             line=line,
             email=email,
             email_hash=address_hash(email),
-            name=self._cell(raw, "name"),
+            name=cell("name"),
             locale=locale,
-            attributes=json.dumps({key: raw[i].strip() for i, key in self.attrs if raw[i].strip()}),
-            last_activity_at=_when(self._cell(raw, "last_activity"), "last_activity"),
+            attribute_values=[cells[i] or None for i in self.attr_positions],
+            last_activity_at=_when(cell("last_activity"), "last_activity"),
             tracking=_flag(tracking_text) if tracking_text else None,
             channel=channel,
             kind=kind,
-            source=source if kind else None,
-            obtained_at=obtained if kind else None,
-            ends_at=ends if kind else None,
-            topics=topics,
+            source=source,
+            obtained_at=obtained,
+            ends_at=ends,
+            topics=_topics(cell("topics", d.topics), self.topics),
         )
 
-    def _topics(self, text: str | None) -> list[str]:
-        if not text:
-            return []
-        slugs = sorted({part.strip().lower() for part in text.split(";") if part.strip()})
-        for slug in slugs:
-            if not _TOPIC.fullmatch(slug) or slug not in self.topics:
-                raise _RowError(
-                    f"topics: unknown topic {slug!r} (create it with `mailer topics add`)"
-                )
-        return slugs
+
+# The helpers below are pure functions of one cell's text, and the same few
+# values repeat across a file (dates, locales, topic lists): caching them
+# halves the cost of a row.
 
 
+@lru_cache(maxsize=256)
+def _channel(text: str) -> str:
+    channel = text.lower()
+    if channel not in CHANNELS:
+        raise _RowError(
+            f"channel: unknown channel {channel!r} (expected {', '.join(sorted(CHANNELS))})"
+        )
+    return channel
+
+
+@lru_cache(maxsize=256)
+def _locale(text: str | None) -> str | None:
+    if text is None:
+        return None
+    locale = text.lower().replace("_", "-")
+    if not _LOCALE.fullmatch(locale):
+        raise _RowError(f"locale: {locale!r} is not a language tag like 'fr' or 'fr-ca'")
+    return locale
+
+
+@lru_cache(maxsize=1024)
+def _topics(text: str | None, known: frozenset[str]) -> list[str]:
+    if not text:
+        return []
+    slugs = sorted({part.strip().lower() for part in text.split(";") if part.strip()})
+    for slug in slugs:
+        if not _TOPIC.fullmatch(slug) or slug not in known:
+            raise _RowError(f"topics: unknown topic {slug!r} (create it with `mailer topics add`)")
+    return slugs
+
+
+@lru_cache(maxsize=16_384)
 def _when(text: str | None, name: str) -> datetime | None:
     if text is None:
         return None
