@@ -108,8 +108,9 @@ class LedgerEntry:
 
     def __post_init__(self) -> None:
         # Fail at construction, naming the row, rather than deep inside a comparison.
-        if self.action is Action.GRANT and self.kind is None:
-            raise ValueError(f"ledger row {self.id}: a grant needs a kind")
+        if self.action is Action.GRANT and self.kind is None and self.topic_id is None:
+            # Topic rows (a subscription to a topic) carry no consent kind.
+            raise ValueError(f"ledger row {self.id}: a consent grant needs a kind")
         if self.obtained_at.tzinfo is None:
             raise ValueError(f"ledger row {self.id}: obtained_at must be timezone-aware")
         if self.ends_at is not None and self.ends_at.tzinfo is None:

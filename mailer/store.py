@@ -15,11 +15,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
-from mailer import migrations, queries
+from mailer import migrations, queries, segment
 from mailer.contacts_file import ContactRow, Rejected
 
 Q = queries.get
@@ -103,7 +103,11 @@ class Store:
     @asynccontextmanager
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[Store]:
         """Connect a pool for the block's lifetime, closing it on the way out."""
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        # UTC sessions: interval arithmetic on timestamptz (consent expiry,
+        # "active within N months") follows the session zone.
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, server_settings={"timezone": "UTC"}
+        )
         try:
             yield cls(pool)
         finally:
@@ -300,6 +304,75 @@ class Store:
             )
         return SuppressionImportResult(valid, rejected, added)
 
+    # ------------------------------------------------------------ audience
+
+    async def campaign_spec(self, slug: str) -> CampaignSpec | None:
+        """What the audience of a campaign depends on."""
+        row = await self.pool.fetchrow(Q("campaign_spec"), slug)
+        return None if row is None else CampaignSpec.from_row(row)
+
+    async def campaign_insert_minimal(
+        self,
+        slug: str,
+        topic_id: int,
+        *,
+        channel: str = "email",
+        policy: str = "casl",
+        segment: str | None = None,
+        active_within_months: int | None = None,
+        definition: dict[str, Any] | None = None,
+    ) -> int:
+        """A campaign row with the columns the audience needs (campaign files fill the rest)."""
+        return int(
+            await self.pool.fetchval(
+                Q("campaign_insert_minimal"),
+                slug,
+                slug,
+                topic_id,
+                channel,
+                policy,
+                segment,
+                active_within_months,
+                json.dumps(definition or {}),
+            )
+        )
+
+    async def audience(
+        self, spec: CampaignSpec, at: datetime, contact_ids: list[int] | None = None
+    ) -> list[AudienceRow]:
+        """Every contact (or the given ones) with its first failing reason or its consent."""
+        sql, args = audience_query(spec, at, contact_ids)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q("audience_session_settings"))
+            rows = await conn.fetch(sql, *args)
+        return [AudienceRow(*row) for row in rows]
+
+    async def audience_counts(self, spec: CampaignSpec, at: datetime) -> dict[str, int]:
+        """Eligible count and excluded counts by reason, without freezing anything."""
+        sql, args = audience_query(spec, at, None)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q("audience_session_settings"))
+            rows = await conn.fetch(Q("audience_count_wrapper").replace(":audience", sql), *args)
+        return {r["reason"]: int(r["contacts"]) for r in rows}
+
+    async def freeze_audience(self, campaign_id: int, at: datetime) -> FreezeResult:
+        """Turn the campaign's audience into delivery rows, once, with counts by reason."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q("campaign_lock"), campaign_id)
+            if row is None:
+                raise LookupError(f"campaign {campaign_id} does not exist")
+            spec = CampaignSpec.from_row(row)
+            sql, args = audience_query(spec, at, None)
+            await conn.execute(Q("audience_session_settings"))
+            await conn.execute(Q("audience_result_create").replace(":audience", sql), *args)
+            added = _affected(await conn.execute(Q("audience_freeze"), campaign_id))
+            counts = {
+                r["reason"]: int(r["contacts"])
+                for r in await conn.fetch(Q("audience_result_counts"))
+            }
+            await conn.execute(Q("audience_record"), campaign_id, at, json.dumps(counts))
+        return FreezeResult(added, counts)
+
     # ------------------------------------------------------------ a contact's story
 
     async def contact_story(self, email: str, email_hash: bytes) -> dict[str, Any] | None:
@@ -324,6 +397,84 @@ class Store:
         row = await self.pool.fetchrow(Q("summary_counts"))
         assert row is not None  # an aggregate always returns a row
         return {k: int(v) for k, v in row.items()}
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """The campaign fields the audience query needs."""
+
+    id: int
+    topic_id: int
+    topic_default_subscribed: bool
+    channel: str
+    policy: str
+    segment: str | None
+    active_within_months: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> CampaignSpec:
+        return cls(
+            id=row["id"],
+            topic_id=row["topic_id"],
+            topic_default_subscribed=row["default_subscribed"],
+            channel=row["channel"],
+            policy=row["policy"],
+            segment=row["segment"],
+            active_within_months=row["active_within_months"],
+        )
+
+
+class AudienceRow(NamedTuple):
+    contact_id: int
+    domain: str
+    reason: str | None
+    consent_id: int | None
+    consent_kind: str | None
+    consent_source: str | None
+    consent_obtained_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FreezeResult:
+    added: int
+    counts: dict[str, int]
+
+
+_AUDIENCE_MARKERS = {
+    "/*ledger_contacts*/": "audience_fragment_ledger_contacts",
+    "/*suppression_contacts*/": "audience_fragment_suppression_contacts",
+    "/*contacts*/": "audience_fragment_contacts",
+}
+
+
+def audience_query(
+    spec: CampaignSpec, at: datetime, contact_ids: list[int] | None
+) -> tuple[str, list[Any]]:
+    """The audience SQL for a campaign, with its segment compiled to parameters.
+
+    Only fixed fragments from queries.sql and the segment compiler's output
+    (which never inlines a value) are spliced in; every value is a parameter.
+    """
+    sql = Q("audience")
+    args: list[Any] = [
+        spec.topic_id,
+        spec.topic_default_subscribed,
+        spec.channel,
+        spec.policy,
+        at,
+        spec.active_within_months,
+    ]
+    if spec.segment:
+        fragment, params = segment.compile_sql(
+            segment.parse(spec.segment), first_param=len(args) + 1, now_param="$5"
+        )
+        sql = sql.replace("/*segment*/ true", f"({fragment})")
+        args += params
+    if contact_ids is not None:
+        args.append(contact_ids)
+        for marker, name in _AUDIENCE_MARKERS.items():
+            sql = sql.replace(marker, Q(name).replace(":ids", f"${len(args)}"))
+    return sql, args
 
 
 def _affected(status: str) -> int:

@@ -230,7 +230,7 @@ def test_publication_consent_lasts_while_declared_relevant() -> None:
 
 
 def test_a_ledger_row_must_be_a_grant_with_a_kind_and_timezone_aware() -> None:
-    with pytest.raises(ValueError, match="row 9: a grant needs a kind"):
+    with pytest.raises(ValueError, match="row 9: a consent grant needs a kind"):
         LedgerEntry(9, EMAIL, Action.GRANT, None, "import", utc(2024, 1, 1))
     with pytest.raises(ValueError, match="row 9: obtained_at must be timezone-aware"):
         LedgerEntry(9, EMAIL, Action.GRANT, Kind.EXPRESS, "import", datetime(2024, 1, 1))

@@ -229,3 +229,175 @@ SELECT (SELECT count(*) FROM contacts WHERE erased_at IS NULL) AS contacts,
        (SELECT count(*) FROM consents) AS ledger_rows,
        (SELECT count(*) FROM suppressions) AS suppressions,
        (SELECT count(*) FROM topics) AS topics
+
+-- ---------------------------------------------------------------- audience
+
+-- name: audience
+-- The consent rules of mailer/consent.py, set-based, in one pass over the
+-- contacts: every contact gets the FIRST failing reason in Reason order, or
+-- NULL (eligible) with the ledger row that justifies sending. A property
+-- test proves this and consent.evaluate agree on random ledgers.
+-- Parameters: $1 topic id, $2 topic is opt-out (default subscribed),
+-- $3 channel, $4 policy, $5 send time, $6 "active within N months" or NULL;
+-- the segment filter binds $7… . Markers /*…*/ are replaced by the store
+-- with fixed fragments below (never with operator text).
+-- Runs with TimeZone = UTC (the pool sets it): interval arithmetic on
+-- timestamptz follows the session zone, and consent.add_months works in UTC.
+WITH ledger AS (
+    SELECT l.contact_id, l.id, l.action, l.kind, l.source, l.obtained_at, l.ends_at
+    FROM consents l
+    WHERE l.channel = $3::text AND l.topic_id IS NULL AND l.action IN ('grant', 'withdraw')
+      AND l.obtained_at <= $5::timestamptz /*ledger_contacts*/
+), withdrawals AS (
+    -- The last withdrawal cancels every grant before it.
+    SELECT DISTINCT ON (contact_id) contact_id, obtained_at AS w_at, id AS w_id
+    FROM ledger WHERE action = 'withdraw'
+    ORDER BY contact_id, obtained_at DESC, id DESC
+), kept AS (
+    -- Latest grant per kind after that withdrawal: a later row about a kind
+    -- supersedes an earlier one (how a contract's end is recorded).
+    SELECT DISTINCT ON (g.contact_id, g.kind)
+           g.contact_id, g.id, g.kind, g.source, g.obtained_at,
+           CASE g.kind  -- NULL: no end
+               WHEN 'implied_purchase' THEN g.obtained_at + interval '24 months'  -- CASL s.10(10)(a)
+               WHEN 'implied_contract' THEN g.ends_at + interval '24 months'      -- after it ends
+               WHEN 'implied_inquiry' THEN g.obtained_at + interval '6 months'    -- CASL s.10(10)(c)
+               WHEN 'implied_publication' THEN g.ends_at                          -- while relevant
+           END AS valid_until
+    FROM ledger g
+    LEFT JOIN withdrawals w ON w.contact_id = g.contact_id
+    WHERE g.action = 'grant'
+      AND (w.contact_id IS NULL OR (g.obtained_at, g.id) > (w.w_at, w.w_id))
+      AND ($4::text <> 'gdpr' OR g.kind = 'express')  -- GDPR: express consent only
+    ORDER BY g.contact_id, g.kind, g.obtained_at DESC, g.id DESC
+), consent AS (
+    -- The best kept grant: a valid one first; express, then the latest end.
+    SELECT DISTINCT ON (contact_id)
+           contact_id, id, kind, source, obtained_at,
+           (valid_until IS NULL OR $5 < valid_until) AS valid
+    FROM kept
+    ORDER BY contact_id, (valid_until IS NULL OR $5 < valid_until) DESC, (kind = 'express') DESC,
+             (valid_until IS NULL) DESC, valid_until DESC, id DESC
+), blocked AS (
+    SELECT s.email_hash,
+           bool_or(s.reason = 'hard_bounce') AS hard_bounced,
+           bool_or(s.reason = 'complaint') AS complained,
+           bool_or(s.reason = 'registry') AS registry,
+           bool_or(s.scope = 'global' AND s.reason IN ('unsubscribe', 'manual', 'erasure'))
+               AS suppressed_global,
+           bool_or(s.scope = 'channel' AND s.reason IN ('unsubscribe', 'manual', 'erasure'))
+               AS unsubscribed_channel,
+           bool_or(s.scope = 'topic' AND s.reason IN ('unsubscribe', 'manual', 'erasure'))
+               AS unsubscribed_topic
+    FROM suppressions s
+    WHERE (s.scope = 'global' OR (s.scope = 'channel' AND s.channel = $3)
+           OR (s.scope = 'topic' AND s.topic_id = $1::bigint)) /*suppression_contacts*/
+    GROUP BY s.email_hash
+)
+SELECT c.id AS contact_id,
+       split_part(c.email, '@', 2) AS domain,
+       r.reason,
+       CASE WHEN r.reason IS NULL AND k.valid THEN k.id END AS consent_id,
+       CASE WHEN r.reason IS NULL AND k.valid THEN k.kind END AS consent_kind,
+       CASE WHEN r.reason IS NULL AND k.valid THEN k.source END AS consent_source,
+       CASE WHEN r.reason IS NULL AND k.valid THEN k.obtained_at END AS consent_obtained_at
+FROM contacts c
+LEFT JOIN blocked b ON b.email_hash = c.email_hash
+LEFT JOIN contact_channels ch ON ch.contact_id = c.id AND ch.channel = $3
+LEFT JOIN contact_topics ct ON ct.contact_id = c.id AND ct.topic_id = $1
+LEFT JOIN consent k ON k.contact_id = c.id
+LEFT JOIN withdrawals w ON w.contact_id = c.id
+CROSS JOIN LATERAL (
+    SELECT CASE
+               -- CAN-SPAM 15 U.S.C. 7704(a)(4): opt-out model; only an
+               -- unrenewed opt-out excludes.
+               WHEN $4 = 'can_spam' THEN
+                   CASE WHEN w.contact_id IS NOT NULL AND k.contact_id IS NULL
+                        THEN 'consent_withdrawn' END
+               WHEN k.valid THEN NULL
+               WHEN k.contact_id IS NOT NULL THEN 'consent_expired'
+               WHEN w.contact_id IS NOT NULL THEN 'consent_withdrawn'
+               ELSE 'no_consent'
+           END AS consent_reason
+) v
+CROSS JOIN LATERAL (
+    -- The first failing reason, in the order of consent.Reason.
+    SELECT CASE
+               WHEN NOT coalesce(/*segment*/ true, false) THEN 'segment'
+               WHEN c.erased_at IS NOT NULL THEN 'erased'
+               WHEN b.hard_bounced THEN 'hard_bounced'
+               WHEN b.complained THEN 'complained'
+               WHEN b.registry THEN 'registry'
+               WHEN b.suppressed_global THEN 'suppressed_global'
+               WHEN b.unsubscribed_channel OR NOT ch.enabled THEN 'unsubscribed_channel'
+               WHEN b.unsubscribed_topic OR NOT ct.subscribed THEN 'unsubscribed_topic'
+               WHEN ct.subscribed IS NULL AND NOT $2::boolean THEN 'not_subscribed_topic'
+               WHEN v.consent_reason IS NOT NULL THEN v.consent_reason
+               WHEN $6::integer IS NOT NULL AND (c.last_activity_at IS NULL
+                    OR c.last_activity_at < $5 - make_interval(months => $6::integer))
+                   THEN 'inactive'
+           END AS reason
+) r
+WHERE true /*contacts*/
+
+-- name: audience_fragment_ledger_contacts
+AND l.contact_id = ANY(:ids::bigint[])
+
+-- name: audience_fragment_suppression_contacts
+AND s.email_hash IN (SELECT email_hash FROM contacts WHERE id = ANY(:ids::bigint[]))
+
+-- name: audience_fragment_contacts
+AND c.id = ANY(:ids::bigint[])
+
+-- name: audience_session_settings
+-- A one-pass plan over millions of rows: hash joins and sorts want memory,
+-- and JIT compilation costs more than it saves.
+SELECT set_config('jit', 'off', true), set_config('work_mem', '128MB', true)
+
+-- name: campaign_lock
+-- Serialises launches of one campaign (two terminals, two workers).
+SELECT c.id, c.topic_id, t.default_subscribed, c.channel, c.policy, c.segment,
+       c.active_within_months, c.status
+FROM campaigns c JOIN topics t ON t.id = c.topic_id
+WHERE c.id = $1
+FOR UPDATE OF c
+
+-- name: campaign_spec
+SELECT c.id, c.slug, c.topic_id, t.slug AS topic_slug, t.default_subscribed, c.channel, c.policy,
+       c.segment, c.active_within_months, c.status, c.audience_at, c.audience_counts
+FROM campaigns c JOIN topics t ON t.id = c.topic_id
+WHERE c.slug = $1
+
+-- name: audience_count_wrapper
+SELECT coalesce(reason, 'eligible') AS reason, count(*) AS contacts
+FROM (:audience) AS audience GROUP BY 1 ORDER BY 1
+
+-- name: audience_result_create
+-- Computed once per launch, then both frozen and counted.
+CREATE TEMPORARY TABLE audience_result ON COMMIT DROP AS :audience
+
+-- name: audience_freeze
+-- One delivery per eligible contact, with the consent that justified it as
+-- it stood at freeze time. Unique (campaign, contact): re-launching never
+-- adds a duplicate.
+INSERT INTO deliveries (campaign_id, contact_id, domain, consent_id, consent_kind, consent_source,
+                        consent_obtained_at)
+SELECT $1, contact_id, domain, consent_id, consent_kind, consent_source, consent_obtained_at
+FROM audience_result
+WHERE reason IS NULL
+ORDER BY contact_id
+ON CONFLICT (campaign_id, contact_id) DO NOTHING
+
+-- name: audience_result_counts
+SELECT coalesce(reason, 'eligible') AS reason, count(*) AS contacts
+FROM audience_result GROUP BY 1 ORDER BY 1
+
+-- name: audience_record
+UPDATE campaigns SET audience_at = $2, audience_counts = $3, updated_at = now() WHERE id = $1
+
+-- name: campaign_insert_minimal
+-- Used until campaign files land: the columns the audience needs.
+INSERT INTO campaigns (slug, name, topic_id, channel, policy, segment, active_within_months,
+                       definition)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING id

@@ -160,7 +160,10 @@ CREATE TABLE campaigns (
     definition           jsonb NOT NULL,
     template_version_id  bigint REFERENCES template_versions (id),
     scheduled_at         timestamptz,
+    -- When the audience was frozen into deliveries, and how many contacts
+    -- each exclusion reason kept out (the audience report).
     audience_at          timestamptz,
+    audience_counts      jsonb,
     started_at           timestamptz,
     finished_at          timestamptz,
     created_at           timestamptz NOT NULL DEFAULT now(),
