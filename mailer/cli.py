@@ -11,13 +11,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from mailer import config, imports
+from mailer import audience, config, consent, imports
 from mailer.addresses import InvalidAddress, address_hash, normalise
 from mailer.contacts_file import Defaults, FileError
 from mailer.store import ImportRefused, MigrationError, Store
@@ -219,6 +220,99 @@ def _day(value: Any) -> str:
     return value.date().isoformat() if value is not None else "-"
 
 
+# ---------------------------------------------------------------- audience
+
+
+async def campaign_audience(args: argparse.Namespace, settings: config.Settings) -> int:
+    at = _at(args)
+    async with _store(settings) as store:
+        spec = await store.campaign_spec(args.campaign)
+        if spec is None:
+            err.print(f"[red]error:[/] no campaign {args.campaign!r}")
+            return 2
+        counts = await store.audience_counts(spec, at)
+    total = sum(counts.values())
+    table = Table(
+        "", "contacts", "why", title=f"audience of {args.campaign} at {at:%Y-%m-%d %H:%M} UTC"
+    )
+    table.add_row("[bold]eligible[/]", f"{counts.pop('eligible', 0):,}", "")
+    for reason in consent.Reason:
+        if reason.value in counts:
+            table.add_row(reason.value, f"{counts[reason.value]:,}", consent.REASON_TEXT[reason])
+    table.add_row("total", f"{total:,}", "")
+    console.print(table)
+    return 0
+
+
+async def contacts_explain(args: argparse.Namespace, settings: config.Settings) -> int:
+    at = _at(args)
+    try:
+        email = normalise(args.email)
+    except InvalidAddress as exc:
+        err.print(f"[red]error:[/] {args.email!r} is not a valid address: {exc}")
+        return 2
+    async with _store(settings) as store:
+        spec = await store.campaign_spec(args.campaign)
+        inputs = await store.contact_rule_inputs(email)
+    if spec is None:
+        err.print(f"[red]error:[/] no campaign {args.campaign!r}")
+        return 2
+    if inputs is None:
+        err.print(f"no contact {email}")
+        return 1
+    verdict = audience.explain(inputs, spec, at)
+    if verdict.eligible:
+        console.print(f"[green]eligible[/] for {args.campaign}: {verdict.detail}", highlight=False)
+    else:
+        assert verdict.reason is not None
+        console.print(
+            f"[red]not eligible[/] for {args.campaign} ({verdict.reason.value}): {verdict.detail}",
+            highlight=False,
+        )
+    return 0
+
+
+async def consents_expiring(args: argparse.Namespace, settings: config.Settings) -> int:
+    at = _at(args)
+    try:
+        window = audience.parse_duration(args.within, now=at)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --within: {exc}")
+        return 2
+    async with _store(settings) as store:
+        rows = await store.consents_expiring(args.channel, at, at + window)
+    table = Table(
+        "email",
+        "name",
+        "locale",
+        "consent",
+        "source",
+        "obtained",
+        "lapses",
+        title=f"implied {args.channel} consents lapsing before {at + window:%Y-%m-%d}",
+    )
+    for r in rows:
+        table.add_row(
+            r["email"],
+            r["name"] or "",
+            r["locale"],
+            r["kind"],
+            r["source"],
+            _day(r["obtained_at"]),
+            _day(r["valid_until"]),
+        )
+    console.print(table)
+    console.print(f"{len(rows):,} contact(s) to ask for express consent")
+    return 0
+
+
+def _at(args: argparse.Namespace) -> datetime:
+    if getattr(args, "at", None):
+        parsed = datetime.fromisoformat(args.at)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
 # ---------------------------------------------------------------- suppressions
 
 
@@ -311,6 +405,28 @@ def build_parser() -> argparse.ArgumentParser:
     show = contacts.add_parser("show", help="a contact's consent story")
     show.add_argument("email")
     show.set_defaults(handler=contacts_show)
+    explain = contacts.add_parser("explain", help="may this contact receive a campaign, and why")
+    explain.add_argument("email")
+    explain.add_argument("--campaign", required=True)
+    explain.add_argument("--at", help="send time (ISO 8601, default now)")
+    explain.set_defaults(handler=contacts_explain)
+
+    campaign = sub.add_parser("campaign", help="campaigns").add_subparsers(
+        dest="cmp", required=True
+    )
+    aud = campaign.add_parser("audience", help="eligible count and exclusions by reason")
+    aud.add_argument("campaign")
+    aud.add_argument("--at", help="send time (ISO 8601, default now)")
+    aud.set_defaults(handler=campaign_audience)
+
+    consents = sub.add_parser("consents", help="the consent ledger").add_subparsers(
+        dest="cons", required=True
+    )
+    exp = consents.add_parser("expiring", help="implied consents about to lapse (re-permission)")
+    exp.add_argument("--within", default="30d", help="window: 30d, 2w, 6m (default 30d)")
+    exp.add_argument("--channel", default="email", choices=["email", "sms", "postal", "phone"])
+    exp.add_argument("--at", help="start of the window (ISO 8601, default now)")
+    exp.set_defaults(handler=consents_expiring)
 
     suppress = sub.add_parser("suppress", help="suppression lists").add_subparsers(
         dest="s", required=True

@@ -59,6 +59,7 @@ LAST_NAMES = [
 ]
 DOMAINS = ["gmail.com", "outlook.com", "yahoo.com", "videotron.ca", "bell.net", "example.org"]
 VEHICLES = ["SUV", "sedan", "pickup", "hatchback", "minivan"]
+DEMO_CAMPAIGN = "spring-service"
 TOPICS = [
     ("service", "Service reminders", True),
     ("parts", "Parts received", True),
@@ -180,6 +181,13 @@ async def run(settings: config.Settings, folder: Path, console: Console) -> int:
             source="National Do Not Contact List (sample)",
         )
         counts = await store.summary_counts()
+        spec = await store.campaign_spec(DEMO_CAMPAIGN)
+        if spec is None:
+            topic_id = {t["slug"]: t["id"] for t in await store.topics_list()}["service"]
+            await store.campaign_insert_minimal(DEMO_CAMPAIGN, topic_id)
+            spec = await store.campaign_spec(DEMO_CAMPAIGN)
+        assert spec is not None
+        audience = await store.audience_counts(spec, now)
     table = Table("step", "rows", "created", "updated", "ledger rows added", title="import")
     for label, outcome in (("first import", first), ("same file again", again)):
         r = outcome.result
@@ -197,6 +205,14 @@ async def run(settings: config.Settings, folder: Path, console: Console) -> int:
         f"{counts['suppressions']} suppressions, {counts['topics']} topics"
     )
     console.print(f"sample files: {contacts_csv}, {registry}")
+    aud = Table("audience of " + DEMO_CAMPAIGN, "contacts")
+    for reason, n in sorted(audience.items(), key=lambda kv: -kv[1]):
+        aud.add_row(reason, f"{n:,}")
+    console.print(aud)
+    console.print(
+        f"try: [bold].venv/bin/mailer contacts explain {_first_email(contacts_csv)} "
+        f"--campaign {DEMO_CAMPAIGN}[/]"
+    )
     console.print(f"try: [bold].venv/bin/mailer contacts show {_first_email(contacts_csv)}[/]")
     return 0
 

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from mailer import migrations, queries, segment
+from mailer import migrations, queries
+from mailer.audience import CampaignSpec, audience_query
 from mailer.contacts_file import ContactRow, Rejected
 
 Q = queries.get
@@ -373,6 +374,25 @@ class Store:
             await conn.execute(Q("audience_record"), campaign_id, at, json.dumps(counts))
         return FreezeResult(added, counts)
 
+    async def contact_rule_inputs(self, email: str) -> dict[str, Any] | None:
+        """One contact's ledger, preferences and suppressions, as plain values."""
+        row = await self.pool.fetchrow(Q("contact_rule_inputs"), email)
+        if row is None:
+            return None
+        out = dict(row)
+        for key in ("ledger", "channels", "topics", "suppressions", "attributes"):
+            out[key] = json.loads(out[key])
+        return out
+
+    async def consents_expiring(
+        self, channel: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        """Implied consents lapsing in [start, end), for contacts without express consent."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q("audience_session_settings"))
+            rows = await conn.fetch(Q("consents_expiring"), channel, start, end)
+        return [dict(r) for r in rows]
+
     # ------------------------------------------------------------ a contact's story
 
     async def contact_story(self, email: str, email_hash: bytes) -> dict[str, Any] | None:
@@ -399,31 +419,6 @@ class Store:
         return {k: int(v) for k, v in row.items()}
 
 
-@dataclass(frozen=True)
-class CampaignSpec:
-    """The campaign fields the audience query needs."""
-
-    id: int
-    topic_id: int
-    topic_default_subscribed: bool
-    channel: str
-    policy: str
-    segment: str | None
-    active_within_months: int | None
-
-    @classmethod
-    def from_row(cls, row: Any) -> CampaignSpec:
-        return cls(
-            id=row["id"],
-            topic_id=row["topic_id"],
-            topic_default_subscribed=row["default_subscribed"],
-            channel=row["channel"],
-            policy=row["policy"],
-            segment=row["segment"],
-            active_within_months=row["active_within_months"],
-        )
-
-
 class AudienceRow(NamedTuple):
     contact_id: int
     domain: str
@@ -438,43 +433,6 @@ class AudienceRow(NamedTuple):
 class FreezeResult:
     added: int
     counts: dict[str, int]
-
-
-_AUDIENCE_MARKERS = {
-    "/*ledger_contacts*/": "audience_fragment_ledger_contacts",
-    "/*suppression_contacts*/": "audience_fragment_suppression_contacts",
-    "/*contacts*/": "audience_fragment_contacts",
-}
-
-
-def audience_query(
-    spec: CampaignSpec, at: datetime, contact_ids: list[int] | None
-) -> tuple[str, list[Any]]:
-    """The audience SQL for a campaign, with its segment compiled to parameters.
-
-    Only fixed fragments from queries.sql and the segment compiler's output
-    (which never inlines a value) are spliced in; every value is a parameter.
-    """
-    sql = Q("audience")
-    args: list[Any] = [
-        spec.topic_id,
-        spec.topic_default_subscribed,
-        spec.channel,
-        spec.policy,
-        at,
-        spec.active_within_months,
-    ]
-    if spec.segment:
-        fragment, params = segment.compile_sql(
-            segment.parse(spec.segment), first_param=len(args) + 1, now_param="$5"
-        )
-        sql = sql.replace("/*segment*/ true", f"({fragment})")
-        args += params
-    if contact_ids is not None:
-        args.append(contact_ids)
-        for marker, name in _AUDIENCE_MARKERS.items():
-            sql = sql.replace(marker, Q(name).replace(":ids", f"${len(args)}"))
-    return sql, args
 
 
 def _affected(status: str) -> int:

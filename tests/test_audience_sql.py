@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mailer import consent, segment
 from mailer.addresses import address_hash
+from mailer.audience import CampaignSpec, audience_query
 from mailer.consent import (
     Action,
     AudienceSpec,
@@ -23,7 +24,7 @@ from mailer.consent import (
     SuppressionReason,
     SuppressionScope,
 )
-from mailer.store import CampaignSpec, Store, audience_query
+from mailer.store import Store
 
 AT = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 # Instants near every boundary the rules have, plus Feb 29 and month ends.

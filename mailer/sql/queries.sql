@@ -401,3 +401,53 @@ INSERT INTO campaigns (slug, name, topic_id, channel, policy, segment, active_wi
                        definition)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id
+
+-- name: contact_rule_inputs
+-- Everything consent.evaluate needs about one contact (contacts explain).
+SELECT c.id, c.email, c.name, c.locale, c.attributes, c.last_activity_at, c.erased_at,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'id', l.id, 'channel', l.channel, 'action', l.action, 'kind', l.kind,
+                    'source', l.source, 'obtained_at', l.obtained_at, 'ends_at', l.ends_at,
+                    'topic_id', l.topic_id) ORDER BY l.obtained_at, l.id)
+                 FROM consents l WHERE l.contact_id = c.id), '[]') AS ledger,
+       coalesce((SELECT jsonb_object_agg(ch.channel, ch.enabled)
+                 FROM contact_channels ch WHERE ch.contact_id = c.id), '{}') AS channels,
+       coalesce((SELECT jsonb_object_agg(ct.topic_id::text, ct.subscribed)
+                 FROM contact_topics ct WHERE ct.contact_id = c.id), '{}') AS topics,
+       coalesce((SELECT array_agg(t.slug) FROM contact_topics ct JOIN topics t ON t.id = ct.topic_id
+                 WHERE ct.contact_id = c.id AND ct.subscribed), '{}') AS topic_slugs,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('scope', s.scope, 'reason', s.reason,
+                    'channel', s.channel, 'topic_id', s.topic_id))
+                 FROM suppressions s WHERE s.email_hash = c.email_hash), '[]') AS suppressions
+FROM contacts c WHERE c.email = $1
+
+-- name: consents_expiring
+-- Implied consents that lapse within the window: the re-permission list.
+-- Same "latest grant per kind after the last withdrawal" rule as the
+-- audience; contacts who also hold express consent do not need asking.
+WITH ledger AS (
+    SELECT l.* FROM consents l
+    WHERE l.channel = $1 AND l.topic_id IS NULL AND l.action IN ('grant', 'withdraw')
+      AND l.obtained_at <= $2
+), withdrawals AS (
+    SELECT DISTINCT ON (contact_id) contact_id, obtained_at AS w_at, id AS w_id
+    FROM ledger WHERE action = 'withdraw' ORDER BY contact_id, obtained_at DESC, id DESC
+), kept AS (
+    SELECT DISTINCT ON (g.contact_id, g.kind) g.contact_id, g.id, g.kind, g.source, g.obtained_at,
+           CASE g.kind
+               WHEN 'implied_purchase' THEN g.obtained_at + interval '24 months'
+               WHEN 'implied_contract' THEN g.ends_at + interval '24 months'
+               WHEN 'implied_inquiry' THEN g.obtained_at + interval '6 months'
+               WHEN 'implied_publication' THEN g.ends_at
+           END AS valid_until
+    FROM ledger g LEFT JOIN withdrawals w ON w.contact_id = g.contact_id
+    WHERE g.action = 'grant'
+      AND (w.contact_id IS NULL OR (g.obtained_at, g.id) > (w.w_at, w.w_id))
+    ORDER BY g.contact_id, g.kind, g.obtained_at DESC, g.id DESC
+)
+SELECT c.email, c.name, c.locale, k.kind, k.source, k.obtained_at, k.valid_until
+FROM kept k JOIN contacts c ON c.id = k.contact_id
+WHERE k.kind <> 'express' AND k.valid_until >= $2 AND k.valid_until < $3
+  AND c.erased_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM kept e WHERE e.contact_id = k.contact_id AND e.kind = 'express')
+ORDER BY k.valid_until, c.email
