@@ -39,8 +39,8 @@ AT = datetime(2026, 11, 1, tzinfo=UTC)
 
 # Synthetic data in SQL: a million rows per statement, no Python loop.
 SETUP = [
-    "INSERT INTO topics (slug, name, default_subscribed) SELECT 'topic' || i, 'Topic ' || i, i <= 3 "
-    "FROM generate_series(1, 5) i",
+    "INSERT INTO topics (slug, name, default_subscribed) "
+    "SELECT 'topic' || i, 'Topic ' || i, i <= 3 FROM generate_series(1, 5) i",
     "INSERT INTO contacts (email, email_hash, locale, last_activity_at, attributes) "
     "SELECT e, sha256(convert_to(e, 'UTF8')), CASE WHEN i % 2 = 0 THEN 'fr' ELSE 'en' END, "
     "  timestamptz '2026-11-01' - (i % 900) * interval '1 day', "
@@ -63,9 +63,10 @@ SETUP = [
     "INSERT INTO suppressions (email_hash, scope, channel, topic_id, reason, source) "
     "SELECT c.email_hash, s.scope, CASE WHEN s.scope = 'channel' THEN 'email' END, "
     "  CASE WHEN s.scope = 'topic' THEN 1 END, s.reason, 'bench' "
-    "FROM contacts c JOIN LATERAL (SELECT (ARRAY['global','channel','topic'])[1 + c.id % 3] AS scope, "
-    "  (ARRAY['unsubscribe','hard_bounce','complaint','registry','manual'])[1 + c.id % 5] AS reason) s "
-    "ON true WHERE c.id % 10 = 3",
+    "FROM contacts c JOIN LATERAL ("
+    "  SELECT (ARRAY['global','channel','topic'])[1 + c.id % 3] AS scope, "
+    "  (ARRAY['unsubscribe','hard_bounce','complaint','registry','manual'])[1 + c.id % 5] "
+    "  AS reason) s ON true WHERE c.id % 10 = 3",
     "ANALYZE",
 ]
 
