@@ -161,7 +161,7 @@ async def main() -> None:
     print(f"{'':48}{'seconds':>9}{'contacts/s':>13}")
     print(f"{'(a) floor: contacts + ledger count, one scan':48}{floor:>9.2f}{n / floor:>13,.0f}")
     print(f"{'(b) audience with reasons (counts)':48}{counting:>9.2f}{n / counting:>13,.0f}")
-    print(f"{'(c) freeze: audience + deliveries insert':48}{freezing:>9.2f}{n / freezing:>13,.0f}")
+    print(f"{'(c) freeze: audience + deliveries':48}{freezing:>9.2f}{n / freezing:>13,.0f}")
     print(
         f"{'(d) naive per-contact loop (extrapolated)':48}{n / naive_rate:>9.0f}{naive_rate:>13,.0f}"
     )
