@@ -162,8 +162,9 @@ async def main() -> None:
     print(f"{'(a) floor: contacts + ledger count, one scan':48}{floor:>9.2f}{n / floor:>13,.0f}")
     print(f"{'(b) audience with reasons (counts)':48}{counting:>9.2f}{n / counting:>13,.0f}")
     print(f"{'(c) freeze: audience + deliveries':48}{freezing:>9.2f}{n / freezing:>13,.0f}")
+    naive_total = n / naive_rate
     print(
-        f"{'(d) naive per-contact loop (extrapolated)':48}{n / naive_rate:>9.0f}{naive_rate:>13,.0f}"
+        f"{'(d) naive per-contact loop (extrapolated)':48}{naive_total:>9.0f}{naive_rate:>13,.0f}"
     )
     total = counting + freezing
     print(
