@@ -243,7 +243,9 @@ SELECT (SELECT count(*) FROM contacts WHERE erased_at IS NULL) AS contacts,
 -- with fixed fragments below (never with operator text).
 -- Runs with TimeZone = UTC (the pool sets it): interval arithmetic on
 -- timestamptz follows the session zone, and consent.add_months works in UTC.
-WITH ledger AS (
+WITH ledger AS NOT MATERIALIZED (
+    -- Inlined into both readers: scanning consents twice is cheaper than
+    -- writing 2.5 M rows to a CTE buffer.
     SELECT l.contact_id, l.id, l.action, l.kind, l.source, l.obtained_at, l.ends_at
     FROM consents l
     WHERE l.channel = $3::text AND l.topic_id IS NULL AND l.action IN ('grant', 'withdraw')
@@ -350,9 +352,10 @@ AND s.email_hash IN (SELECT email_hash FROM contacts WHERE id = ANY(:ids::bigint
 AND c.id = ANY(:ids::bigint[])
 
 -- name: audience_session_settings
--- A one-pass plan over millions of rows: hash joins and sorts want memory,
--- and JIT compilation costs more than it saves.
-SELECT set_config('jit', 'off', true), set_config('work_mem', '128MB', true)
+-- A one-pass plan over millions of rows: its two sorts of ~2 M ledger rows
+-- spill to disk below ~300 MB (measured), and JIT compilation costs more
+-- than it saves.
+SELECT set_config('jit', 'off', true), set_config('work_mem', '512MB', true)
 
 -- name: campaign_lock
 -- Serialises launches of one campaign (two terminals, two workers).
@@ -451,3 +454,130 @@ WHERE k.kind <> 'express' AND k.valid_until >= $2 AND k.valid_until < $3
   AND c.erased_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM kept e WHERE e.contact_id = k.contact_id AND e.kind = 'express')
 ORDER BY k.valid_until, c.email
+
+-- ---------------------------------------------------------------- send engine
+
+-- name: running_campaigns
+-- Campaigns a worker may claim from; scheduled ones whose time has come are
+-- started by `start_due_campaigns` first.
+SELECT id FROM campaigns WHERE status = 'running' ORDER BY id
+
+-- name: start_due_campaigns
+UPDATE campaigns SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
+WHERE status = 'scheduled' AND scheduled_at <= now() AND audience_at IS NOT NULL
+RETURNING id, slug
+
+-- name: claim_batch
+-- FOR UPDATE SKIP LOCKED: concurrent workers take disjoint rows without
+-- waiting on each other. The campaign must still be running at claim time,
+-- which is how pause and cancel take effect within one batch. The lease is
+-- renewed while the worker lives; a row found `sending` with an expired
+-- lease was in flight during a crash and becomes `uncertain`, never resent
+-- on its own (the guarantee listmonk and Mautic break).
+WITH picked AS (
+    SELECT d.id
+    FROM deliveries d
+    WHERE d.campaign_id = $1 AND d.status IN ('queued', 'deferred') AND d.next_attempt_at <= now()
+      AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = $1 AND c.status = 'running')
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d
+SET status = 'sending', lease_until = now() + make_interval(secs => $3), worker = $4,
+    attempts = d.attempts + 1, updated_at = now()
+FROM picked, contacts c
+WHERE d.id = picked.id AND c.id = d.contact_id
+RETURNING d.id, d.campaign_id, d.contact_id, d.domain, d.attempts, d.created_at,
+          d.consent_kind, d.consent_source, d.consent_obtained_at,
+          c.email, c.name, c.locale, c.attributes, c.tracking
+
+-- name: renew_leases
+UPDATE deliveries SET lease_until = now() + make_interval(secs => $2)
+WHERE worker = $1 AND status = 'sending'
+
+-- name: release_batch
+-- Graceful shutdown: rows claimed but never handed to SMTP go back to the queue.
+UPDATE deliveries
+SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
+    attempts = attempts - 1, lease_until = NULL, worker = NULL, updated_at = now()
+WHERE id = ANY($1::bigint[]) AND status = 'sending' AND worker = $2
+
+-- name: record_outcomes
+-- One statement per batch of outcomes. Only rows this worker still holds
+-- are touched: a row whose lease was swept to `uncertain` keeps that state.
+UPDATE deliveries d
+SET status = o.status, smtp_code = o.code, smtp_reply = o.reply, message_id = o.message_id,
+    sent_at = CASE WHEN o.status = 'sent' THEN o.at END,
+    next_attempt_at = coalesce(o.retry_at, d.next_attempt_at), skip_reason = o.skip_reason,
+    lease_until = NULL, worker = NULL, updated_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::timestamptz[], $8::text[])
+     AS o (id, status, code, reply, message_id, at, retry_at, skip_reason)
+WHERE d.id = o.id AND d.status = 'sending' AND d.worker = $9
+
+-- name: archive_insert
+INSERT INTO archive (delivery_id, template_version_id, render_inputs, sha256, size_bytes)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[], $4::bytea[], $5::integer[])
+ON CONFLICT (delivery_id) DO NOTHING
+
+-- name: suppress_hard_bounces
+-- A hard bounce (5.1.x, 5.2.1) means the address is dead: suppress it on the
+-- channel for every future campaign.
+INSERT INTO suppressions (email_hash, scope, channel, reason, source, detail)
+SELECT c.email_hash, 'channel', 'email', 'hard_bounce', 'smtp', jsonb_build_object('delivery_id', d.id)
+FROM deliveries d JOIN contacts c ON c.id = d.contact_id
+WHERE d.id = ANY($1::bigint[]) AND c.email_hash IS NOT NULL
+ON CONFLICT DO NOTHING
+
+-- name: sweep_uncertain
+-- Rows left `sending` by a dead worker: reported as uncertain, not resent.
+UPDATE deliveries SET status = 'uncertain', lease_until = NULL, updated_at = now()
+WHERE status = 'sending' AND lease_until < now()
+RETURNING campaign_id
+
+-- name: finish_campaigns
+-- A running campaign with nothing left to send or retry is done.
+UPDATE campaigns c SET status = 'done', finished_at = now(), updated_at = now()
+WHERE c.status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.campaign_id = c.id AND d.status IN ('queued', 'deferred', 'sending'))
+RETURNING c.id, c.slug
+
+-- name: throttle_take
+SELECT granted, wait_s FROM throttle_take($1, $2, $3, $4)
+
+-- name: throttle_penalise
+SELECT throttle_penalise($1)
+
+-- name: throttle_record_wait
+UPDATE throttle_buckets SET waited_s = waited_s + $2 WHERE key = $1
+
+-- name: warmup_take
+SELECT warmup_take($1, $2, $3)
+
+-- name: warmup_first_day
+SELECT min(day) FROM send_days WHERE sent > 0
+
+-- name: campaign_status_counts
+SELECT status, count(*) AS n FROM deliveries WHERE campaign_id = $1 GROUP BY status
+
+-- name: campaign_set_status
+-- Transitions are checked in Python (lifecycle.py) and again here: the
+-- update only happens from the expected state.
+UPDATE campaigns SET status = $3, updated_at = now(),
+       started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+       finished_at = CASE WHEN $3 IN ('done', 'cancelled') THEN now() ELSE finished_at END
+WHERE id = $1 AND status = ANY($2::text[])
+RETURNING status
+
+-- name: cancel_remaining
+-- Cancelling gives every row not yet sent a final state.
+UPDATE deliveries SET status = 'skipped', skip_reason = 'cancelled', lease_until = NULL,
+       updated_at = now()
+WHERE campaign_id = $1 AND status IN ('queued', 'deferred')
+
+-- name: resend_uncertain
+-- Only by explicit operator decision: uncertain rows go back to the queue.
+UPDATE deliveries SET status = 'queued', next_attempt_at = now(), updated_at = now()
+WHERE campaign_id = $1 AND status = 'uncertain'

@@ -190,7 +190,7 @@ CREATE TABLE deliveries (
     consent_source      text,
     consent_obtained_at timestamptz,
     attempts            integer NOT NULL DEFAULT 0,
-    next_attempt_at     timestamptz,
+    next_attempt_at     timestamptz NOT NULL DEFAULT now(),
     lease_until         timestamptz,
     worker              text,
     skip_reason         text,
@@ -280,3 +280,78 @@ CREATE TABLE imports (
     imported_by text NOT NULL DEFAULT current_user,
     imported_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Token buckets shared by every send worker: global and per recipient
+-- domain. A worker takes a small grant of tokens in one statement and spends
+-- it locally, so the configured rates hold however many workers run.
+CREATE TABLE throttle_buckets (
+    key          text PRIMARY KEY,
+    tokens       double precision NOT NULL,
+    refreshed_at timestamptz NOT NULL,
+    -- Adaptive slow-down: the configured rate is multiplied by this factor.
+    -- A 421 / "too many connections" halves it; it recovers by doubling
+    -- every minute without a new complaint, up to 1.
+    factor       double precision NOT NULL DEFAULT 1 CHECK (factor > 0 AND factor <= 1),
+    penalised_at timestamptz,
+    -- Time senders spent waiting on this bucket (seconds), for the dashboard.
+    waited_s     double precision NOT NULL DEFAULT 0
+);
+
+-- Grants up to p_want tokens; returns how many, and how long to wait for the
+-- next one when none were granted.
+CREATE FUNCTION throttle_take(p_key text, p_rate double precision, p_burst double precision,
+                              p_want integer, OUT granted integer, OUT wait_s double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    b      throttle_buckets;
+    now_ts timestamptz := clock_timestamp();
+    rate   double precision;
+BEGIN
+    INSERT INTO throttle_buckets (key, tokens, refreshed_at) VALUES (p_key, p_burst, now_ts)
+    ON CONFLICT (key) DO NOTHING;
+    SELECT * INTO b FROM throttle_buckets WHERE key = p_key FOR UPDATE;
+    IF b.penalised_at IS NOT NULL THEN
+        b.factor := least(1, b.factor * 2 ^ floor(extract(epoch FROM now_ts - b.penalised_at) / 60));
+    END IF;
+    rate := p_rate * b.factor;
+    b.tokens := least(p_burst, b.tokens + extract(epoch FROM now_ts - b.refreshed_at) * rate);
+    granted := greatest(0, least(p_want, floor(b.tokens)))::integer;
+    wait_s := CASE WHEN granted > 0 THEN 0 ELSE (1 - b.tokens) / rate END;
+    UPDATE throttle_buckets
+    SET tokens = b.tokens - granted, refreshed_at = now_ts,
+        factor = CASE WHEN b.factor >= 1 THEN 1 ELSE b.factor END,
+        penalised_at = CASE WHEN b.factor >= 1 THEN NULL ELSE penalised_at END
+    WHERE key = p_key;
+END $$;
+
+-- A domain said "slow down": halve its rate (never below 1/64 of the
+-- configured one), shared by every worker at once.
+CREATE FUNCTION throttle_penalise(p_key text) RETURNS double precision
+LANGUAGE sql AS $$
+    INSERT INTO throttle_buckets (key, tokens, refreshed_at, factor, penalised_at)
+    VALUES (p_key, 0, clock_timestamp(), 0.5, clock_timestamp())
+    ON CONFLICT (key) DO UPDATE
+        SET factor = greatest(1.0 / 64, throttle_buckets.factor / 2),
+            penalised_at = clock_timestamp(), tokens = 0
+    RETURNING factor
+$$;
+
+-- Messages sent per day, for the warm-up cap (one row per day).
+CREATE TABLE send_days (
+    day  date PRIMARY KEY,
+    sent integer NOT NULL DEFAULT 0
+);
+
+-- Grants up to p_want sends from today's warm-up cap.
+CREATE FUNCTION warmup_take(p_day date, p_cap integer, p_want integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    already integer;
+    granted integer;
+BEGIN
+    INSERT INTO send_days (day) VALUES (p_day) ON CONFLICT (day) DO NOTHING;
+    SELECT sent INTO already FROM send_days WHERE day = p_day FOR UPDATE;
+    granted := least(p_want, greatest(0, p_cap - already));
+    UPDATE send_days SET sent = sent + granted WHERE day = p_day;
+    RETURN granted;
+END $$;

@@ -1,0 +1,102 @@
+"""What an SMTP reply means for a delivery: sent, deferred (and when to retry), bounced, failed.
+
+One place classifies every reply and every aiosmtplib error, so the engine,
+the metrics and the report use one vocabulary.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    SENT = "sent"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    code: int | None
+    reply: str
+    # 5.1.x (bad mailbox/domain), 5.2.1 (disabled): the address is dead; suppress it.
+    hard_bounce: bool = False
+    # 421 and "too many connections": the receiving domain asks us to slow down.
+    slow_down: bool = False
+
+    @property
+    def reply_class(self) -> str:
+        """'2xx', '4xx', '5xx' or 'none' (connection errors): a metric label."""
+        return f"{self.code // 100}xx" if self.code else "none"
+
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_SLOW_DOWN_WORDS = ("too many", "rate limit", "try again later", "throttl")
+
+
+def _enhanced(reply: str) -> tuple[int, int, int] | None:
+    match = _ENHANCED.search(reply)
+    return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
+
+
+def from_reply(code: int, reply: str) -> Outcome:
+    """Classify a final SMTP reply code and text."""
+    text = reply.strip()[:500]
+    if 200 <= code < 300:
+        return Outcome(Status.SENT, code, text)
+    if 400 <= code < 500:
+        lowered = text.lower()
+        slow = code == 421 or any(word in lowered for word in _SLOW_DOWN_WORDS)
+        return Outcome(Status.DEFERRED, code, text, slow_down=slow)
+    if 500 <= code < 600:
+        enhanced = _enhanced(text)
+        # RFC 3463: X.1.x addressing (no such user/domain), X.2.1 mailbox disabled.
+        hard = enhanced is not None and (enhanced[1] == 1 or enhanced[1:] == (2, 1))
+        if enhanced is None and code in (550, 551, 553):
+            hard = "user" in text.lower() or "mailbox" in text.lower()
+        return Outcome(Status.BOUNCED, code, text, hard_bounce=hard)
+    return Outcome(Status.DEFERRED, code, text)
+
+
+def from_connection_error(error: BaseException) -> Outcome:
+    """A dropped connection, a timeout or a refused connect: try again later."""
+    return Outcome(Status.DEFERRED, None, f"{type(error).__name__}: {error}"[:500])
+
+
+def retry_delay(
+    attempt: int, *, base_s: float = 60.0, cap_s: float = 3600.0, rng: random.Random | None = None
+) -> timedelta:
+    """Exponential backoff with full jitter: 1, 2, 4 … minutes, capped at an hour.
+
+    Full jitter (a random delay up to the exponential bound) spreads the
+    retries of many recipients of one throttling domain instead of sending
+    them back in one wave (AWS architecture blog, "Exponential Backoff and Jitter").
+    """
+    bound = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    draw = (rng or random).uniform(bound / 2, bound)
+    return timedelta(seconds=draw)
+
+
+def after_deferral(
+    outcome: Outcome,
+    *,
+    attempt: int,
+    first_try: datetime,
+    now: datetime,
+    deadline: timedelta,
+    rng: random.Random | None = None,
+) -> tuple[Outcome, datetime | None]:
+    """A deferral becomes a retry time, or `failed` once the next try would pass the deadline."""
+    retry_at = now + retry_delay(attempt, rng=rng)
+    if retry_at - first_try > deadline:
+        return Outcome(
+            Status.FAILED, outcome.code, f"gave up after {attempt} attempts: {outcome.reply}"[:500]
+        ), None
+    return outcome, retry_at

@@ -1,0 +1,127 @@
+"""Persistent SMTP connections to the configured relays, many messages per connection.
+
+Each relay keeps up to `connections` open aiosmtplib clients; a message
+borrows one, and a dropped connection is reopened on next use. Every reply
+and error is classified by mailer.outcome, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from mailer import outcome
+from mailer.config import RelaySettings
+from mailer.outcome import Outcome
+
+
+@dataclass
+class Relay:
+    """One relay: its settings and a pool of connected clients."""
+
+    settings: RelaySettings
+    password: str | None
+    idle: asyncio.Queue[aiosmtplib.SMTP] = field(default_factory=asyncio.Queue)
+    opened: int = 0
+    slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.settings.connections)
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            use_tls=s.tls == "tls",
+            # False, not None: never upgrade opportunistically when TLS is "none".
+            start_tls=s.tls == "starttls",
+            username=s.username or None,
+            password=self.password if s.username else None,
+            timeout=s.timeout_s,
+        )
+
+    async def _borrow(self) -> aiosmtplib.SMTP:
+        while not self.idle.empty():
+            client = self.idle.get_nowait()
+            if client.is_connected:
+                return client
+            self.opened -= 1
+        client = self._client()
+        await client.connect()
+        self.opened += 1
+        return client
+
+    async def send(self, mail_from: str, rcpt: str, data: bytes) -> Outcome:
+        """Deliver one message to one recipient; never raises for SMTP or network trouble."""
+        async with self.slots:
+            try:
+                client = await self._borrow()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                return outcome.from_connection_error(exc)
+            try:
+                errors, reply = await client.sendmail(mail_from, [rcpt], data)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refused = exc.recipients[0]
+                result = outcome.from_reply(refused.code, refused.message)
+            except aiosmtplib.SMTPResponseException as exc:
+                result = outcome.from_reply(exc.code, exc.message)
+                if exc.code == 421:  # the server closes after a 421
+                    await self._discard(client)
+                    return result
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                await self._discard(client)
+                return outcome.from_connection_error(exc)
+            else:
+                if rcpt in errors:  # a per-recipient refusal in an accepted transaction
+                    refused_reply = errors[rcpt]
+                    result = outcome.from_reply(refused_reply.code, refused_reply.message)
+                else:
+                    result = outcome.from_reply(250, reply)
+            self.idle.put_nowait(client)
+            return result
+
+    async def _discard(self, client: aiosmtplib.SMTP) -> None:
+        self.opened -= 1
+        with contextlib.suppress(Exception):  # a broken connection may fail to close
+            client.close()
+
+    async def close(self) -> None:
+        """QUIT every idle connection."""
+        while not self.idle.empty():
+            client = self.idle.get_nowait()
+            self.opened -= 1
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+
+
+class Relays:
+    """Several relays sharing the traffic by weight."""
+
+    def __init__(self, relays: Sequence[Relay], rng: random.Random | None = None) -> None:
+        if not relays:
+            raise ValueError("at least one SMTP relay is needed")
+        self.relays = list(relays)
+        self.weights = [r.settings.weight for r in self.relays]
+        self.rng = rng or random.Random()
+
+    def pick(self) -> Relay:
+        return self.rng.choices(self.relays, self.weights)[0]
+
+    @property
+    def open_connections(self) -> int:
+        return sum(r.opened for r in self.relays)
+
+    @property
+    def capacity(self) -> int:
+        return sum(r.settings.connections for r in self.relays)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(r.close() for r in self.relays))
