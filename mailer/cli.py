@@ -20,8 +20,13 @@ from rich.table import Table
 
 from mailer import audience, config, consent, imports
 from mailer.addresses import InvalidAddress, address_hash, normalise
+from mailer.campaign_file import CampaignFileError
 from mailer.contacts_file import Defaults, FileError
+from mailer.lifecycle import CampaignError
+from mailer.render import TemplateFileError
 from mailer.store import ImportRefused, MigrationError, Store
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 console = Console()
 err = Console(stderr=True)
@@ -348,6 +353,41 @@ async def suppress_import(args: argparse.Namespace, settings: config.Settings) -
     return 0
 
 
+# ---------------------------------------------------------------- campaigns and sending
+
+
+def _campaign_handler(name: str, **extra: Any) -> Handler:
+    """Adapts a mailer.sending command to a CLI handler with a store."""
+
+    async def handler(args: argparse.Namespace, settings: config.Settings) -> int:
+        from mailer import sending
+
+        func = getattr(sending, name)
+        async with _store(settings) as store:
+            if name in ("preview", "send", "worker"):
+                return int(await func(args, store, settings, console, **extra))
+            return int(await func(args, store, console, **extra))
+
+    return handler
+
+
+async def campaign_list(args: argparse.Namespace, settings: config.Settings) -> int:
+    async with _store(settings) as store:
+        rows = await store.campaigns_list()
+    table = Table("campaign", "status", "topic", "deliveries", "created", "finished")
+    for r in rows:
+        table.add_row(
+            r["slug"],
+            r["status"],
+            r["topic"],
+            f"{r['deliveries']:,}",
+            _day(r["created_at"]),
+            _day(r["finished_at"]),
+        )
+    console.print(table)
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -414,6 +454,34 @@ def build_parser() -> argparse.ArgumentParser:
     campaign = sub.add_parser("campaign", help="campaigns").add_subparsers(
         dest="cmp", required=True
     )
+    create = campaign.add_parser("create", help="create a draft campaign from a campaign file")
+    create.add_argument("file")
+    create.add_argument("--templates", default=str(TEMPLATES), help="templates folder")
+    create.set_defaults(handler=_campaign_handler("create"))
+    campaign.add_parser("list", help="every campaign and its state").set_defaults(
+        handler=campaign_list
+    )
+    for name, help_text in (
+        ("check", "render for a sample of each consent kind and report missing elements"),
+        ("status", "deliveries by state, from the ledger"),
+        ("resend-uncertain", "queue again the deliveries left uncertain by a crash"),
+    ):
+        cmd = campaign.add_parser(name, help=help_text)
+        cmd.add_argument("campaign")
+        cmd.set_defaults(handler=_campaign_handler(name.replace("-", "_")))
+    for name, target in (("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
+        cmd = campaign.add_parser(name, help=f"{name} a campaign (takes effect within one batch)")
+        cmd.add_argument("campaign")
+        cmd.set_defaults(handler=_campaign_handler("transition", target=target))
+    prev = campaign.add_parser("preview", help="write the exact message a contact would get")
+    prev.add_argument("campaign")
+    prev.add_argument("--to", required=True, help="the contact's address")
+    prev.add_argument("--out", help="where to write the .eml (default CAMPAIGN-EMAIL.eml)")
+    prev.set_defaults(handler=_campaign_handler("preview"))
+    snd = campaign.add_parser("send", help="lint, freeze the audience and send, with progress")
+    snd.add_argument("campaign")
+    snd.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    snd.set_defaults(handler=_campaign_handler("send"))
     aud = campaign.add_parser("audience", help="eligible count and exclusions by reason")
     aud.add_argument("campaign")
     aud.add_argument("--at", help="send time (ISO 8601, default now)")
@@ -444,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     simp.add_argument("--source", help="where the list comes from (default: the file name)")
     simp.set_defaults(handler=suppress_import)
 
+    sub.add_parser("worker", help="send running campaigns until SIGTERM").set_defaults(
+        handler=_campaign_handler("worker")
+    )
+
     dem = sub.add_parser("demo", help="run the product end to end on embedded defaults")
     dem.add_argument("--folder", default=".demo", help="where the demo writes its files")
     dem.set_defaults(handler=demo)
@@ -460,7 +532,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(args, settings))
-    except (FileError, MigrationError, config.ConfigError) as exc:
+    except (
+        FileError,
+        MigrationError,
+        config.ConfigError,
+        CampaignError,
+        CampaignFileError,
+        TemplateFileError,
+    ) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
     except OSError as exc:

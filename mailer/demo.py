@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import random
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,6 +105,8 @@ def write_sample_contacts(path: Path, count: int, now: datetime, seed: int = 7) 
                 "last_activity",
                 "attr.vehicle",
                 "attr.city",
+                "attr.next_service",
+                "attr.mileage",
             ]
         )
         for i in range(count):
@@ -114,7 +117,9 @@ def write_sample_contacts(path: Path, count: int, now: datetime, seed: int = 7) 
             when = (now - timedelta(days=rng.randint(low, high))).date().isoformat() if kind else ""
             topics = ["service"] + [t for t in ("promotions", "events") if rng.random() < 0.4]
             active = (now - timedelta(days=rng.randint(1, 900))).date().isoformat()
-            local = f"{first}.{last}.{i}".lower().replace("'", "")
+            # Real addresses are ASCII far more often than names are.
+            plain = unicodedata.normalize("NFKD", f"{first}.{last}").encode("ascii", "ignore")
+            local = f"{plain.decode()}.{i}".lower().replace("'", "")
             out.writerow(
                 [
                     f"{local}@{rng.choice(DOMAINS)}",
@@ -127,6 +132,8 @@ def write_sample_contacts(path: Path, count: int, now: datetime, seed: int = 7) 
                     active,
                     rng.choice(VEHICLES),
                     rng.choice(["Montréal", "Québec", "Laval", "Ottawa"]),
+                    (now + timedelta(days=rng.randint(7, 60))).date().isoformat(),
+                    str(rng.randint(5, 180) * 1000),
                 ]
             )
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -393,6 +393,168 @@ class Store:
             rows = await conn.fetch(Q("consents_expiring"), channel, start, end)
         return [dict(r) for r in rows]
 
+    # ------------------------------------------------------------ campaigns and templates
+
+    async def template_version_upsert(self, name: str, sha256: bytes, files: dict[str, str]) -> int:
+        return int(
+            await self.pool.fetchval(Q("template_version_upsert"), name, sha256, json.dumps(files))
+        )
+
+    async def campaign_create(
+        self,
+        definition: dict[str, Any],
+        *,
+        topic_id: int,
+        template_version_id: int,
+        scheduled_at: datetime | None,
+    ) -> int:
+        """Insert a campaign row in `draft` from a validated definition."""
+        d = definition
+        return int(
+            await self.pool.fetchval(
+                Q("campaign_create"),
+                d["slug"],
+                d["name"],
+                d["kind"],
+                topic_id,
+                d["channel"],
+                d["policy"],
+                d.get("segment"),
+                d.get("active_within_months"),
+                json.dumps(d),
+                template_version_id,
+                scheduled_at,
+            )
+        )
+
+    async def campaign_by_slug(self, slug: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(Q("campaign_by_slug"), slug)
+        if row is None:
+            return None
+        out = dict(row)
+        out["definition"] = json.loads(out["definition"])
+        out["audience_counts"] = json.loads(out["audience_counts"] or "{}")
+        return out
+
+    async def campaign_for_engine(self, campaign_id: int) -> dict[str, Any]:
+        """Definition, template files and registered links of a campaign."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q("campaign_for_engine"), campaign_id)
+            if row is None:
+                raise LookupError(f"campaign {campaign_id} has no template version")
+            links = {r["url"]: r["id"] for r in await conn.fetch(Q("campaign_links"), campaign_id)}
+        out = dict(row)
+        out["definition"] = json.loads(out["definition"])
+        out["files"] = json.loads(out["files"])
+        out["links"] = links
+        return out
+
+    async def links_register(self, campaign_id: int, urls: list[str]) -> dict[str, int]:
+        rows = await self.pool.fetch(Q("links_register"), campaign_id, urls)
+        return {r["url"]: r["id"] for r in rows}
+
+    async def campaigns_list(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.pool.fetch(Q("campaigns_list"))]
+
+    # ------------------------------------------------------------ send engine
+
+    async def running_campaigns(self) -> list[int]:
+        """Start scheduled campaigns whose time has come; return the running ones."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q("start_due_campaigns"))
+            return [r["id"] for r in await conn.fetch(Q("running_campaigns"))]
+
+    async def claim_batch(
+        self, campaign_id: int, limit: int, lease_seconds: float, worker: str
+    ) -> list[asyncpg.Record]:
+        """Take up to `limit` due deliveries of a running campaign, `sending` under a lease."""
+        return list(
+            await self.pool.fetch(Q("claim_batch"), campaign_id, limit, lease_seconds, worker)
+        )
+
+    async def renew_leases(self, worker: str, lease_seconds: float) -> None:
+        await self.pool.execute(Q("renew_leases"), worker, lease_seconds)
+
+    async def release_batch(self, delivery_ids: list[int], worker: str) -> int:
+        """Hand rows never given to SMTP back to the queue (graceful shutdown)."""
+        return _affected(await self.pool.execute(Q("release_batch"), delivery_ids, worker))
+
+    async def record_outcomes(self, worker: str, batch: Sequence[OutcomeRow]) -> int:
+        """Write outcomes, their archive rows and hard-bounce suppressions, atomically."""
+        if not batch:
+            return 0
+        sent = [o for o in batch if o.archive is not None]
+        hard = [o.delivery_id for o in batch if o.hard_bounce]
+        async with self.pool.acquire() as conn, conn.transaction():
+            updated = _affected(
+                await conn.execute(
+                    Q("record_outcomes"),
+                    [o.delivery_id for o in batch],
+                    [o.status for o in batch],
+                    [o.code for o in batch],
+                    [o.reply for o in batch],
+                    [o.message_id for o in batch],
+                    [o.at for o in batch],
+                    [o.retry_at for o in batch],
+                    [o.skip_reason for o in batch],
+                    worker,
+                )
+            )
+            if sent:
+                await conn.execute(
+                    Q("archive_insert"),
+                    [o.delivery_id for o in sent],
+                    [o.template_version_id for o in sent],
+                    [json.dumps(o.archive) for o in sent],
+                    [o.sha256 for o in sent],
+                    [o.size for o in sent],
+                )
+            if hard:
+                await conn.execute(Q("suppress_hard_bounces"), hard)
+        return updated
+
+    async def sweep_uncertain(self) -> int:
+        """Rows whose worker died mid-send become `uncertain` (reported, never resent)."""
+        return len(await self.pool.fetch(Q("sweep_uncertain")))
+
+    async def finish_campaigns(self) -> list[str]:
+        return [r["slug"] for r in await self.pool.fetch(Q("finish_campaigns"))]
+
+    async def throttle_take(
+        self, key: str, rate: float, burst: float, want: int
+    ) -> tuple[int, float]:
+        row = await self.pool.fetchrow(Q("throttle_take"), key, rate, burst, want)
+        assert row is not None
+        return int(row["granted"]), float(row["wait_s"])
+
+    async def throttle_penalise(self, key: str) -> float:
+        return float(await self.pool.fetchval(Q("throttle_penalise"), key))
+
+    async def throttle_record_wait(self, key: str, seconds: float) -> None:
+        await self.pool.execute(Q("throttle_record_wait"), key, seconds)
+
+    async def warmup_take(self, day: date, cap: int, want: int) -> int:
+        return int(await self.pool.fetchval(Q("warmup_take"), day, cap, want))
+
+    async def warmup_first_day(self) -> date | None:
+        value = await self.pool.fetchval(Q("warmup_first_day"))
+        return value if isinstance(value, date) else None
+
+    async def campaign_status_counts(self, campaign_id: int) -> dict[str, int]:
+        rows = await self.pool.fetch(Q("campaign_status_counts"), campaign_id)
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    async def campaign_set_status(self, campaign_id: int, allowed_from: list[str], to: str) -> bool:
+        """Move a campaign to `to` if it is in one of `allowed_from`; False if it was not."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            changed = await conn.fetchval(Q("campaign_set_status"), campaign_id, allowed_from, to)
+            if changed and to == "cancelled":
+                await conn.execute(Q("cancel_remaining"), campaign_id)
+        return changed is not None
+
+    async def resend_uncertain(self, campaign_id: int) -> int:
+        return _affected(await self.pool.execute(Q("resend_uncertain"), campaign_id))
+
     # ------------------------------------------------------------ a contact's story
 
     async def contact_story(self, email: str, email_hash: bytes) -> dict[str, Any] | None:
@@ -427,6 +589,26 @@ class AudienceRow(NamedTuple):
     consent_kind: str | None
     consent_source: str | None
     consent_obtained_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """The final (or retry) state of one delivery, as the engine records it."""
+
+    delivery_id: int
+    status: str
+    code: int | None = None
+    reply: str | None = None
+    message_id: str | None = None
+    at: datetime | None = None
+    retry_at: datetime | None = None
+    skip_reason: str | None = None
+    hard_bounce: bool = False
+    # For sent messages: what the archive keeps.
+    archive: dict[str, Any] | None = None
+    template_version_id: int | None = None
+    sha256: bytes | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -242,3 +242,19 @@ async def test_importing_a_suppressed_address_counts_it_as_suppressed(
     )
     path = write(tmp_path, "g@example.com,G,en,express,form,2025-01-01,,,\n")
     assert (await run_import(store, path)).result.suppressed == 1
+
+
+@pytest.mark.usefixtures("topics")
+async def test_numeric_and_boolean_attributes_are_typed_and_codes_with_leading_zeros_are_not(
+    store: Store, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path,
+        "t@example.com,48200,true,01234,2026-12-01\n",
+        header="email,attr.mileage,attr.vip,attr.postal,attr.next_service\n",
+    )
+    await run_import(store, path)
+    attributes = await conn.fetchval("SELECT attributes::text FROM contacts")
+    assert attributes == (
+        '{"vip": true, "postal": "01234", "mileage": 48200, "next_service": "2026-12-01"}'
+    )

@@ -87,8 +87,11 @@ SELECT NULL::bigint AS id,
        email_hash,
        (array_agg(name ORDER BY line DESC) FILTER (WHERE name IS NOT NULL))[1] AS name,
        (array_agg(locale ORDER BY line DESC) FILTER (WHERE locale IS NOT NULL))[1] AS locale,
-       jsonb_merge_agg(jsonb_strip_nulls(jsonb_object($1::text[], attribute_values))
-                       ORDER BY line) AS attributes,
+       jsonb_merge_agg(
+           (SELECT coalesce(jsonb_object_agg(a.key, attribute_json(a.value)), '{}')
+            FROM unnest($1::text[], attribute_values) AS a (key, value)
+            WHERE a.value IS NOT NULL)
+           ORDER BY line) AS attributes,
        max(last_activity_at) AS last_activity_at,
        (array_agg(tracking ORDER BY line DESC) FILTER (WHERE tracking IS NOT NULL))[1] AS tracking
 FROM import_rows
@@ -581,3 +584,56 @@ WHERE campaign_id = $1 AND status IN ('queued', 'deferred')
 -- Only by explicit operator decision: uncertain rows go back to the queue.
 UPDATE deliveries SET status = 'queued', next_attempt_at = now(), updated_at = now()
 WHERE campaign_id = $1 AND status = 'uncertain'
+
+-- ---------------------------------------------------------------- campaigns and templates
+
+-- name: template_version_upsert
+-- Template versions are immutable: the same files give the same row; a
+-- changed file makes a new version (messages already archived keep theirs).
+WITH inserted AS (
+    INSERT INTO template_versions (name, sha256, files) VALUES ($1, $2, $3)
+    ON CONFLICT (name, sha256) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM inserted
+UNION ALL
+SELECT id FROM template_versions WHERE name = $1 AND sha256 = $2
+LIMIT 1
+
+-- name: campaign_create
+INSERT INTO campaigns (slug, name, kind, topic_id, channel, policy, segment, active_within_months,
+                       definition, template_version_id, scheduled_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+RETURNING id
+
+-- name: campaign_by_slug
+SELECT c.id, c.slug, c.status, c.definition, c.template_version_id, c.scheduled_at,
+       c.audience_at, c.audience_counts, c.started_at, c.finished_at, t.slug AS topic_slug
+FROM campaigns c JOIN topics t ON t.id = c.topic_id
+WHERE c.slug = $1
+
+-- name: campaign_for_engine
+SELECT c.id, c.slug, c.status, c.definition, c.template_version_id, tv.files, tv.name AS template
+FROM campaigns c JOIN template_versions tv ON tv.id = c.template_version_id
+WHERE c.id = $1
+
+-- name: campaign_links
+SELECT url, id FROM links WHERE campaign_id = $1
+
+-- name: links_register
+-- Links are registered per campaign; the click token carries the id, and the
+-- tracker redirects only to a registered URL (never one from the request).
+WITH inserted AS (
+    INSERT INTO links (campaign_id, url) SELECT $1, unnest($2::text[])
+    ON CONFLICT (campaign_id, url) DO NOTHING
+    RETURNING url, id
+)
+SELECT url, id FROM inserted
+UNION ALL
+SELECT url, id FROM links WHERE campaign_id = $1 AND url = ANY($2::text[])
+
+-- name: campaigns_list
+SELECT c.slug, c.name, c.status, t.slug AS topic, c.created_at, c.started_at, c.finished_at,
+       (SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id) AS deliveries
+FROM campaigns c JOIN topics t ON t.id = c.topic_id
+ORDER BY c.created_at DESC

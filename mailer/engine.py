@@ -1,0 +1,438 @@
+"""The send engine: claim → re-check → render → throttle → SMTP → record.
+
+One `Engine` is one worker process's pipeline. Any number of them, on one
+machine or several, share the running campaigns: each claims batches of
+deliveries with FOR UPDATE SKIP LOCKED and a lease, so none sends what
+another holds.
+
+    claimer ──► per-domain queues ──► domain senders (≤ concurrency each,
+       │                                 sharing the relays' connections)
+       └──► skipped outcomes ──┬──────────── outcomes ──► recorder (batched)
+
+Memory stays flat: the claimer only claims while fewer than `max_pending`
+messages are in the pipeline. On SIGTERM the claimer stops, senders finish
+the message in hand, messages never handed to SMTP are released back to the
+queue, the recorder flushes, connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from mailer import campaign_file, outcome
+from mailer.audience import CampaignSpec
+from mailer.config import DomainThrottle, Settings
+from mailer.consent import Kind
+from mailer.message import Composed, Composer, Recipient
+from mailer.metrics import EngineMetrics
+from mailer.outcome import Outcome, Status
+from mailer.pacer import Pacer, WarmupExhausted
+from mailer.render import MessageError, Renderer, TemplateSet, UnregisteredLinks
+from mailer.smtp import Relays
+from mailer.store import OutcomeRow, Store
+from mailer.tokens import Keyring
+
+log = logging.getLogger("mailer.engine")
+
+# How often the claimer looks again when nothing is due, and how often dead
+# workers' leases are swept.
+IDLE_SLEEP_S = 0.5
+SWEEP_EVERY_S = 10.0
+# The recorder writes at least this often, or when this many outcomes wait.
+FLUSH_EVERY_S = 0.2
+FLUSH_ROWS = 500
+MAX_NEW_LINKS_ROUNDS = 20
+
+
+@dataclass
+class Job:
+    """One claimed delivery on its way through the pipeline."""
+
+    delivery_id: int
+    campaign_id: int
+    domain: str
+    attempts: int
+    created_at: datetime
+    recipient: Recipient
+    composed: Composed | None = None
+
+
+@dataclass
+class CampaignContext:
+    """What a worker needs to send one campaign, built once per campaign."""
+
+    spec: CampaignSpec
+    composer: Composer
+    template_version_id: int
+    overrides: DomainThrottle | None
+
+
+@dataclass
+class Progress:
+    """Counts since this engine started, for the progress bar and the summary."""
+
+    claimed: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: str) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        keyring: Keyring,
+        relays: Relays,
+        *,
+        metrics: EngineMetrics | None = None,
+        stop: asyncio.Event | None = None,
+        worker_id: str | None = None,
+        only_campaigns: set[int] | None = None,
+        max_pending: int | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.keyring = keyring
+        self.relays = relays
+        self.metrics = metrics or EngineMetrics()
+        self.stop = stop or asyncio.Event()
+        self.worker = worker_id or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self.only = only_campaigns
+        self.max_pending = max_pending or max(2 * settings.engine.batch_size, 4 * relays.capacity)
+        self.clock = clock
+        self.pacer = Pacer(store, settings.throttle, self.metrics)
+        self.contexts: dict[int, CampaignContext] = {}
+        self.domain_queues: dict[str, asyncio.Queue[Job]] = {}
+        self.senders: list[asyncio.Task[None]] = []
+        self.outcomes: asyncio.Queue[OutcomeRow | None] = asyncio.Queue()
+        self.pending = 0  # claimed, not yet recorded
+        self.room = asyncio.Event()
+        self.progress = Progress()
+        self.deadline = timedelta(hours=settings.engine.retry_deadline_hours)
+
+    # ------------------------------------------------------------ run
+
+    async def run(self, *, until_idle: bool = False) -> Progress:
+        """Send until stopped (or, with until_idle, until nothing is due and nothing in flight)."""
+        recorder = asyncio.create_task(self._recorder(), name="recorder")
+        leases = asyncio.create_task(self._renew_leases(), name="leases")
+        try:
+            await self._claimer(until_idle)
+        finally:
+            self.stop.set()
+            await asyncio.gather(*self.senders, return_exceptions=True)
+            await self._release_unsent()
+            leases.cancel()
+            # Outcomes already known must reach the ledger, whatever happens now.
+            await asyncio.shield(self._drain_recorder(recorder))
+            await self.relays.close()
+        return self.progress
+
+    async def _claimer(self, until_idle: bool) -> None:
+        last_sweep = 0.0
+        while not self.stop.is_set():
+            if time.monotonic() - last_sweep > SWEEP_EVERY_S:
+                last_sweep = time.monotonic()
+                swept = await self.store.sweep_uncertain()
+                if swept:
+                    self.metrics.uncertain.inc(swept)
+                    log.warning(
+                        "%d deliveries were in flight in a dead worker: now uncertain", swept
+                    )
+                await self.store.finish_campaigns()
+            claimed = 0
+            for campaign_id in await self.store.running_campaigns():
+                if self.only is not None and campaign_id not in self.only:
+                    continue
+                room = self.max_pending - self.pending
+                if room < max(1, self.settings.engine.batch_size // 4):
+                    break
+                claimed += await self._claim(
+                    campaign_id, min(room, self.settings.engine.batch_size)
+                )
+            if claimed:
+                continue
+            if until_idle and self.pending == 0:
+                await self.store.finish_campaigns()
+                return
+            self.room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_stop_or_room(), IDLE_SLEEP_S)
+
+    async def _wait_stop_or_room(self) -> None:
+        stop = asyncio.create_task(self.stop.wait())
+        room = asyncio.create_task(self.room.wait())
+        try:
+            await asyncio.wait({stop, room}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            room.cancel()
+
+    # ------------------------------------------------------------ claim, re-check, render
+
+    async def _claim(self, campaign_id: int, limit: int) -> int:
+        rows = await self.store.claim_batch(
+            campaign_id, limit, self.settings.engine.lease_seconds, self.worker
+        )
+        if not rows:
+            return 0
+        self.pending += len(rows)
+        self.progress.claimed += len(rows)
+        self.metrics.claimed.inc(len(rows))
+        ctx = await self._context(campaign_id)
+        now = self.clock()
+        # A contact who opted out after the freeze is skipped, never sent.
+        verdicts = await self.store.audience(ctx.spec, now, [r["contact_id"] for r in rows])
+        reasons = {v.contact_id: v.reason for v in verdicts}
+        for row in rows:
+            reason = reasons.get(row["contact_id"], "erased")
+            if reason is not None:
+                await self._done(OutcomeRow(row["id"], Status.SKIPPED, skip_reason=reason), "skip")
+                continue
+            job = _job(row)
+            started = time.perf_counter()
+            try:
+                job.composed = await self._compose(ctx, job, now)
+            except MessageError as exc:
+                log.info("delivery %d skipped: %s", job.delivery_id, exc)
+                await self._done(
+                    OutcomeRow(
+                        job.delivery_id,
+                        Status.SKIPPED,
+                        skip_reason=exc.reason,
+                        reply=str(exc)[:500],
+                    ),
+                    "skip",
+                )
+                continue
+            self.metrics.render_seconds.observe(time.perf_counter() - started)
+            self._dispatch(job, ctx)
+        return len(rows)
+
+    async def _compose(self, ctx: CampaignContext, job: Job, now: datetime) -> Composed:
+        for _ in range(MAX_NEW_LINKS_ROUNDS):
+            try:
+                return ctx.composer.compose(job.recipient, now)
+            except UnregisteredLinks as exc:
+                # URLs seen for the first time (new campaign, personalised link):
+                # register them so each click token names a stored link.
+                registered = await self.store.links_register(job.campaign_id, list(exc.urls))
+                ctx.composer.add_links(registered)
+        raise MessageError(f"more than {MAX_NEW_LINKS_ROUNDS} rounds of new links")
+
+    async def _context(self, campaign_id: int) -> CampaignContext:
+        ctx = self.contexts.get(campaign_id)
+        if ctx is not None:
+            return ctx
+        data = await self.store.campaign_for_engine(campaign_id)
+        definition = campaign_file.from_mapping(data["definition"], templates_dir=None)
+        renderer = Renderer(TemplateSet(data["template"], data["files"]))
+        composer = Composer.for_settings(
+            definition, renderer, self.keyring, self.settings, link_ids=data["links"]
+        )
+        spec = await self.store.campaign_spec(definition.slug)
+        assert spec is not None
+        t = definition.throttle
+        overrides = (
+            DomainThrottle(
+                rate=t.rate or self.settings.throttle.default_domain_rate,
+                concurrency=t.concurrency or self.settings.throttle.default_domain_concurrency,
+            )
+            if t.rate or t.concurrency
+            else None
+        )
+        ctx = CampaignContext(spec, composer, data["template_version_id"], overrides)
+        self.contexts[campaign_id] = ctx
+        return ctx
+
+    # ------------------------------------------------------------ throttle and SMTP
+
+    def _dispatch(self, job: Job, ctx: CampaignContext) -> None:
+        queue = self.domain_queues.get(job.domain)
+        if queue is None:
+            queue = self.domain_queues[job.domain] = asyncio.Queue()
+            limit = self.pacer.limit(job.domain, ctx.overrides)
+            for _ in range(limit.concurrency):
+                self.senders.append(
+                    asyncio.create_task(self._sender(job.domain, queue), name=f"send:{job.domain}")
+                )
+        queue.put_nowait(job)
+        self.metrics.queue_depth.labels("send").set(self.pending)
+
+    async def _sender(self, domain: str, queue: asyncio.Queue[Job]) -> None:
+        while not self.stop.is_set():
+            get = asyncio.create_task(queue.get())
+            stop = asyncio.create_task(self.stop.wait())
+            done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if get not in done:
+                get.cancel()
+                return
+            await self._send(domain, get.result())
+
+    async def _send(self, domain: str, job: Job) -> None:
+        ctx = self.contexts[job.campaign_id]
+        composed = job.composed
+        assert composed is not None
+        try:
+            await self.pacer.acquire(domain, ctx.overrides)
+        except WarmupExhausted as exc:
+            tomorrow = datetime.combine(
+                self.clock().date() + timedelta(days=1), datetime.min.time(), UTC
+            )
+            await self._done(
+                OutcomeRow(job.delivery_id, Status.DEFERRED, reply=str(exc), retry_at=tomorrow),
+                "none",
+            )
+            return
+        relay = self.relays.pick()
+        started = time.perf_counter()
+        result = await relay.send(composed.return_path, job.recipient.email, composed.data)
+        self.metrics.send_seconds.observe(time.perf_counter() - started)
+        self.metrics.connections.set(self.relays.open_connections)
+        if result.slow_down:
+            await self.pacer.slow_down(domain)
+        await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)
+
+    def _outcome_row(
+        self, job: Job, ctx: CampaignContext, composed: Composed, result: Outcome
+    ) -> OutcomeRow:
+        now = self.clock()
+        if result.status is Status.SENT:
+            return OutcomeRow(
+                job.delivery_id,
+                Status.SENT,
+                code=result.code,
+                reply=result.reply,
+                message_id=composed.archive.get("envelope", {}).get("message_id"),
+                at=now,
+                archive=composed.archive,
+                template_version_id=ctx.template_version_id,
+                sha256=bytes.fromhex(composed.sha256),
+                size=len(composed.data),
+            )
+        if result.status is Status.DEFERRED:
+            final, retry_at = outcome.after_deferral(
+                result,
+                attempt=job.attempts,
+                first_try=job.created_at,
+                now=now,
+                deadline=self.deadline,
+            )
+            return OutcomeRow(
+                job.delivery_id, final.status, code=final.code, reply=final.reply, retry_at=retry_at
+            )
+        return OutcomeRow(
+            job.delivery_id,
+            result.status,
+            code=result.code,
+            reply=result.reply,
+            hard_bounce=result.hard_bounce,
+        )
+
+    # ------------------------------------------------------------ record
+
+    async def _done(self, row: OutcomeRow, reply_class: str) -> None:
+        self.metrics.messages.labels(row.status, reply_class).inc()
+        self.progress.add(row.status)
+        await self.outcomes.put(row)
+
+    async def _recorder(self) -> None:
+        """Write outcomes in batches until the end-of-run marker (None) arrives."""
+        finished = False
+        while not finished:
+            first = await self.outcomes.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + FLUSH_EVERY_S
+            while len(batch) < FLUSH_ROWS:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.outcomes.get(), remaining)
+                except TimeoutError:
+                    break
+                if item is None:
+                    finished = True
+                    break
+                batch.append(item)
+            await self._write(batch)
+
+    async def _write(self, batch: list[OutcomeRow]) -> None:
+        for attempt in range(5):
+            try:
+                await self.store.record_outcomes(self.worker, batch)
+                break
+            except (asyncpg.PostgresConnectionError, OSError) as exc:
+                # The rows stay `sending` under our lease; retry rather than lose outcomes.
+                log.warning("recording %d outcomes failed (%s), retrying", len(batch), exc)
+                await asyncio.sleep(0.5 * 2**attempt)
+        self.pending -= len(batch)
+        self.room.set()
+
+    async def _drain_recorder(self, recorder: asyncio.Task[None]) -> None:
+        # The marker queues behind every known outcome: the recorder writes them all, then ends.
+        await self.outcomes.put(None)
+        await recorder
+
+    async def _release_unsent(self) -> None:
+        """Graceful stop: messages never handed to SMTP go back to the queue."""
+        unsent: list[int] = []
+        for queue in self.domain_queues.values():
+            while not queue.empty():
+                unsent.append(queue.get_nowait().delivery_id)
+        if unsent:
+            released = await self.store.release_batch(unsent, self.worker)
+            self.metrics.released.inc(released)
+            self.pending -= len(unsent)
+
+    async def _renew_leases(self) -> None:
+        lease = self.settings.engine.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await self.store.renew_leases(self.worker, lease)
+
+
+def _job(row: Any) -> Job:
+    attributes = row["attributes"]
+    return Job(
+        delivery_id=row["id"],
+        campaign_id=row["campaign_id"],
+        domain=row["domain"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        recipient=Recipient(
+            delivery_id=row["id"],
+            email=row["email"],
+            name=row["name"],
+            locale=row["locale"],
+            attributes=attributes if isinstance(attributes, dict) else _json(attributes),
+            consent_kind=Kind(row["consent_kind"]) if row["consent_kind"] else None,
+            consent_source=row["consent_source"] or "",
+            consent_obtained_at=row["consent_obtained_at"],
+            tracking=row["tracking"],
+        ),
+    )
+
+
+def _json(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}

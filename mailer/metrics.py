@@ -1,0 +1,77 @@
+"""Prometheus metrics of the send engine (mailer_*), on a registry of their own.
+
+A registry per engine (not the process-global one) lets tests run several
+workers in one process; `serve()` exposes it on the configured port.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class EngineMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "mailer_messages",
+            "Deliveries by outcome and SMTP reply class",
+            ["outcome", "reply_class"],
+            registry=r,
+        )
+        self.send_seconds = Histogram(
+            "mailer_send_duration_seconds",
+            "Time to hand one message to the SMTP relay",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.render_seconds = Histogram(
+            "mailer_render_duration_seconds",
+            "Time to render, sign and assemble one message",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.throttle_wait = Counter(
+            "mailer_throttle_wait_seconds",
+            "Time senders waited for throttle tokens, by recipient domain",
+            ["domain"],
+            registry=r,
+        )
+        self.slowdowns = Counter(
+            "mailer_throttle_slowdowns",
+            "Times a domain asked us to slow down (421, too many connections)",
+            ["domain"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "mailer_queue_depth", "Items waiting between pipeline stages", ["stage"], registry=r
+        )
+        self.connections = Gauge(
+            "mailer_smtp_connections_open", "SMTP connections currently open", registry=r
+        )
+        self.claimed = Counter(
+            "mailer_claimed_deliveries", "Deliveries claimed from the ledger", registry=r
+        )
+        self.released = Counter(
+            "mailer_released_deliveries",
+            "Claimed deliveries handed back at shutdown, never sent",
+            registry=r,
+        )
+        self.uncertain = Counter(
+            "mailer_uncertain_deliveries",
+            "Deliveries found in flight after a worker died (not resent)",
+            registry=r,
+        )
+        self.progress = Gauge(
+            "mailer_campaign_deliveries",
+            "Deliveries of running campaigns by status",
+            ["campaign", "status"],
+            registry=r,
+        )
+
+    def serve(self, port: int) -> None:
+        """Expose /metrics on 127.0.0.1:port (0 disables)."""
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)

@@ -1,0 +1,80 @@
+"""Shared setup for send-engine tests: contacts, the sample campaign, a keyring, relays."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from mailer import config, lifecycle
+from mailer.addresses import address_hash
+from mailer.engine import Engine
+from mailer.smtp import Relay, Relays
+from mailer.store import Store
+from mailer.tokens import Keyring
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+KEYS = "1:" + base64.b64encode(b"k" * 32).decode()
+NOW = datetime.now(UTC)
+
+
+def settings_for(port: int, **engine: float) -> config.Settings:
+    base = config.load(environ={})
+    relay = dataclasses.replace(base.smtp, port=port, connections=4, timeout_s=10.0)
+    return dataclasses.replace(
+        base,
+        smtp=relay,
+        engine=dataclasses.replace(base.engine, **engine),  # type: ignore[arg-type]
+        throttle=dataclasses.replace(
+            base.throttle, global_rate=10_000.0, default_domain_rate=10_000.0
+        ),
+        token_keys=KEYS,
+    )
+
+
+async def add_contacts(
+    conn: asyncpg.Connection, count: int, *, domains: tuple[str, ...] = ("example.com",)
+) -> list[str]:
+    """Contacts with express consent and the attributes the sample template uses."""
+    emails = [f"person{i}@{domains[i % len(domains)]}" for i in range(count)]
+    attributes = json.dumps(
+        {"vehicle": "Toyota RAV4", "next_service": "2026-12-01", "mileage": 48200}
+    )
+    await conn.executemany(
+        "INSERT INTO contacts (email, email_hash, name, locale, attributes, last_activity_at) "
+        "VALUES ($1, $2, $3, $4, $5, now())",
+        [
+            (e, address_hash(e), f"Person {i}", "fr" if i % 2 else "en", attributes)
+            for i, e in enumerate(emails)
+        ],
+    )
+    await conn.execute(
+        "INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at) "
+        "SELECT id, 'email', 'grant', 'express', 'Salon E-commerce Paris', $1 FROM contacts",
+        NOW - timedelta(days=400),
+    )
+    return emails
+
+
+async def sample_campaign(store: Store) -> int:
+    """The shipped service reminder, created and launched."""
+    await store.topic_upsert("service", "Service reminders")
+    _, definition = await lifecycle.create(store, TEMPLATES / "service_reminder.toml", TEMPLATES)
+    launched = await lifecycle.launch(store, definition.slug, NOW)
+    return launched.campaign_id
+
+
+def engine_for(store: Store, settings: config.Settings, **kwargs: object) -> Engine:
+    relays = Relays([Relay(relay, None) for relay in settings.all_relays()])
+    return Engine(
+        store,
+        settings,
+        Keyring.from_spec(settings.require_token_keys()),
+        relays,
+        **kwargs,  # type: ignore[arg-type]
+    )

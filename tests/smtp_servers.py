@@ -1,0 +1,106 @@
+"""Real in-process SMTP servers (aiosmtpd) for behaviour tests: a recorder and a fault injector."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Faults:
+    """What the server answers, per recipient (exact address) or at random."""
+
+    rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply, e.g. "450 4.2.1 busy"
+    # Answer the first N attempts of these addresses with this reply, then accept.
+    transient: dict[str, tuple[int, str]] = field(default_factory=dict)
+    random_4xx: float = 0.0
+    drop_rate: float = 0.0  # close the connection instead of answering DATA
+    delay_s: float = 0.0
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt: str
+    data: bytes
+    at: float
+
+
+class RecordingHandler:
+    def __init__(self, faults: Faults | None = None, seed: int = 1) -> None:
+        self.faults = faults or Faults()
+        self.messages: list[Received] = []
+        self.attempts: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.rng = random.Random(seed)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        with self.lock:
+            self.attempts[address] = self.attempts.get(address, 0) + 1
+            tries = self.attempts[address]
+        if address in self.faults.rcpt:
+            return self.faults.rcpt[address]
+        if address in self.faults.transient:
+            times, reply = self.faults.transient[address]
+            if tries <= times:
+                return reply
+        if self.faults.random_4xx and self.rng.random() < self.faults.random_4xx:
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.faults.delay_s:
+            await asyncio.sleep(self.faults.delay_s)
+        if self.faults.drop_rate and self.rng.random() < self.faults.drop_rate:
+            session.transport.close()
+            return "421 4.4.2 closing"
+        now = time.monotonic()
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.messages.append(Received(envelope.mail_from, rcpt, envelope.content, now))
+        return "250 2.0.0 queued as test"
+
+    @property
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [m.rcpt for m in self.messages]
+
+
+@contextmanager
+def smtp_server(faults: Faults | None = None) -> Iterator[tuple[int, RecordingHandler]]:
+    """An aiosmtpd server on 127.0.0.1 in its own thread, recording what it accepts."""
+    handler = RecordingHandler(faults)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, handler
+    finally:
+        controller.stop()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a condition set by the server thread (an asyncio.Event cannot cross threads)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():  # noqa: ASYNC110 - the state lives in the aiosmtpd thread
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)

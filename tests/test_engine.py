@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import asyncio
+import email
+from email import policy
+
+import asyncpg
+
+from mailer import lifecycle
+from mailer.addresses import address_hash
+from mailer.store import Store
+from tests.engine_setup import add_contacts, engine_for, sample_campaign, settings_for
+from tests.smtp_servers import Faults, smtp_server, wait_until
+
+
+async def statuses(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM deliveries GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def test_every_delivery_is_sent_once_and_the_sink_received_exactly_the_sent_set(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    emails = await add_contacts(conn, 60, domains=("a.example", "b.example", "c.example"))
+    await sample_campaign(store)
+    with smtp_server() as (port, sink):
+        progress = await engine_for(store, settings_for(port)).run(until_idle=True)
+    assert await statuses(conn) == {"sent": 60}
+    assert sorted(sink.recipients) == sorted(emails)
+    assert progress.by_status == {"sent": 60}
+    assert await conn.fetchval("SELECT status FROM campaigns") == "done"
+    assert await conn.fetchval("SELECT count(*) FROM archive") == 60
+
+
+async def test_a_sent_message_carries_the_one_click_headers_and_the_consent_footer(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 2)
+    await sample_campaign(store)
+    with smtp_server() as (port, sink):
+        await engine_for(store, settings_for(port)).run(until_idle=True)
+    message = email.message_from_bytes(sink.messages[0].data, policy=policy.default)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "/u/" in message["List-Unsubscribe"]
+    assert sink.messages[0].mail_from.startswith("bounces+")
+    body = message.get_body(("plain",))
+    assert body is not None
+    assert "Salon E-commerce Paris" in body.get_content()
+
+
+async def test_a_hard_bounce_is_recorded_and_suppresses_the_address(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    emails = await add_contacts(conn, 5)
+    await sample_campaign(store)
+    faults = Faults(rcpt={emails[0]: "550 5.1.1 no such user"})
+    with smtp_server(faults) as (port, _sink):
+        await engine_for(store, settings_for(port)).run(until_idle=True)
+    assert await statuses(conn) == {"sent": 4, "bounced": 1}
+    scope = await conn.fetchrow(
+        "SELECT scope, channel, reason FROM suppressions WHERE email_hash = $1",
+        address_hash(emails[0]),
+    )
+    assert tuple(scope or ()) == ("channel", "email", "hard_bounce")
+
+
+async def test_a_temporary_failure_is_deferred_with_backoff_not_failed(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    emails = await add_contacts(conn, 3)
+    await sample_campaign(store)
+    faults = Faults(transient={emails[1]: (5, "451 4.7.1 greylisted, try again later")})
+    with smtp_server(faults) as (port, sink):
+        await engine_for(store, settings_for(port)).run(until_idle=True)
+    assert await statuses(conn) == {"sent": 2, "deferred": 1}
+    row = await conn.fetchrow(
+        "SELECT d.next_attempt_at - now() AS wait, d.smtp_code FROM deliveries d "
+        "JOIN contacts c ON c.id = d.contact_id WHERE c.email = $1",
+        emails[1],
+    )
+    assert row is not None
+    assert row["smtp_code"] == 451
+    assert row["wait"].total_seconds() > 20  # at least half a minute of backoff, with jitter
+    assert emails[1] not in sink.recipients
+    assert await conn.fetchval("SELECT status FROM campaigns") == "running"
+
+
+async def test_a_contact_who_unsubscribes_after_launch_is_skipped_not_sent(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    emails = await add_contacts(conn, 4)
+    await sample_campaign(store)
+    await conn.execute(
+        "INSERT INTO suppressions (email_hash, scope, channel, reason, source) "
+        "VALUES ($1, 'channel', 'email', 'unsubscribe', 'one-click')",
+        address_hash(emails[2]),
+    )
+    with smtp_server() as (port, sink):
+        await engine_for(store, settings_for(port)).run(until_idle=True)
+    assert await statuses(conn) == {"sent": 3, "skipped": 1}
+    assert emails[2] not in sink.recipients
+    reason = await conn.fetchval("SELECT skip_reason FROM deliveries WHERE status = 'skipped'")
+    assert reason == "unsubscribed_channel"
+
+
+async def test_two_and_four_workers_on_one_campaign_never_send_an_address_twice(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    emails = await add_contacts(conn, 400, domains=("a.example", "b.example"))
+    await sample_campaign(store)
+    with smtp_server() as (port, sink):
+        settings = settings_for(port, batch_size=20)
+        workers = [engine_for(store, settings) for _ in range(4)]
+        await asyncio.gather(*(w.run(until_idle=True) for w in workers))
+    assert sorted(sink.recipients) == sorted(emails)
+    assert await statuses(conn) == {"sent": 400}
+
+
+async def test_pause_stops_claiming_within_one_batch_and_resume_finishes(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    emails = await add_contacts(conn, 200)
+    await sample_campaign(store)
+    slug = await conn.fetchval("SELECT slug FROM campaigns")
+    with smtp_server(Faults(delay_s=0.01)) as (port, sink):
+        settings = settings_for(port, batch_size=10)
+        engine = engine_for(store, settings, max_pending=10)
+        run = asyncio.create_task(engine.run())
+        await wait_until(lambda: len(sink.recipients) >= 20)
+        await lifecycle.transition(store, slug, "paused")
+        at_pause = len(sink.recipients)
+        await asyncio.sleep(0.5)
+        assert len(sink.recipients) <= at_pause + 10  # at most the batch in flight
+        await lifecycle.transition(store, slug, "running")
+        await wait_until(lambda: len(sink.recipients) >= len(emails))
+        engine.stop.set()
+        await run
+    assert await statuses(conn) == {"sent": 200}
+
+
+async def test_cancel_gives_every_unsent_row_a_final_state(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 50)
+    await sample_campaign(store)
+    slug = await conn.fetchval("SELECT slug FROM campaigns")
+    await lifecycle.transition(store, slug, "cancelled")
+    assert await statuses(conn) == {"skipped": 50}
+    assert await conn.fetchval("SELECT DISTINCT skip_reason FROM deliveries") == "cancelled"
+
+
+async def test_graceful_stop_hands_back_what_was_not_sent_and_records_the_rest(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 100)
+    await sample_campaign(store)
+    with smtp_server(Faults(delay_s=0.02)) as (port, sink):
+        engine = engine_for(store, settings_for(port, batch_size=50))
+        run = asyncio.create_task(engine.run())
+        await wait_until(lambda: len(sink.recipients) >= 10)
+        engine.stop.set()
+        await run
+        received = len(sink.recipients)
+    counts = await statuses(conn)
+    assert counts.get("sending", 0) == 0
+    assert counts["sent"] == received
+    assert counts["sent"] + counts.get("queued", 0) == 100
