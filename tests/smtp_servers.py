@@ -97,10 +97,10 @@ def smtp_server(faults: Faults | None = None) -> Iterator[tuple[int, RecordingHa
         controller.stop()
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+async def wait_until(predicate: Callable[[], bool], within_s: float = 30.0) -> None:
     """Poll a condition set by the server thread (an asyncio.Event cannot cross threads)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():  # noqa: ASYNC110 - the state lives in the aiosmtpd thread
+    deadline = time.monotonic() + within_s
+    while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(0.01)
