@@ -512,9 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     simp.add_argument("--source", help="where the list comes from (default: the file name)")
     simp.set_defaults(handler=suppress_import)
 
-    sub.add_parser("worker", help="send running campaigns until SIGTERM").set_defaults(
-        handler=_campaign_handler("worker")
+    wrk = sub.add_parser("worker", help="send running campaigns until SIGTERM")
+    wrk.add_argument(
+        "--until-idle", action="store_true", help="exit once nothing is due and nothing in flight"
     )
+    wrk.set_defaults(handler=_campaign_handler("worker"))
 
     dem = sub.add_parser("demo", help="run the product end to end on embedded defaults")
     dem.add_argument("--folder", default=".demo", help="where the demo writes its files")

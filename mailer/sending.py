@@ -244,6 +244,6 @@ async def worker(
         f"worker {engine.worker} running; metrics on "
         f"127.0.0.1:{settings.engine.metrics_port}/metrics"
     )
-    progress = await engine.run()
+    progress = await engine.run(until_idle=args.until_idle)
     console.print(f"worker stopped: {progress.by_status}")
     return 0
