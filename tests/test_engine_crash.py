@@ -77,7 +77,10 @@ async def test_kill_9_at_random_points_never_sends_twice_and_leaves_no_row_unres
         assert await final.wait() == 0
         await wait_until(lambda: True)
         received = Counter(sink.recipients)
-    rows = dict(await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY status"))
+    rows: dict[str, int] = {
+        r["status"]: r["n"]
+        for r in await conn.fetch("SELECT status, count(*) AS n FROM deliveries GROUP BY status")
+    }
     duplicates = {address: n for address, n in received.items() if n > 1}
     assert duplicates == {}
     assert set(rows) <= {"sent", "uncertain"}, rows
