@@ -61,6 +61,7 @@ __all__ = [
     "Sample",
     "Sender",
     "Throttle",
+    "from_mapping",
     "load",
     "parse",
     "template_exists",

@@ -117,7 +117,7 @@ class Engine:
         self.clock = clock
         self.pacer = Pacer(store, settings.throttle, self.metrics)
         self.contexts: dict[int, CampaignContext] = {}
-        self.domain_queues: dict[str, asyncio.Queue[Job]] = {}
+        self.domain_queues: dict[str, asyncio.Queue[Job | None]] = {}
         self.senders: list[asyncio.Task[None]] = []
         self.outcomes: asyncio.Queue[OutcomeRow | None] = asyncio.Queue()
         self.pending = 0  # claimed, not yet recorded
@@ -135,8 +135,13 @@ class Engine:
             await self._claimer(until_idle)
         finally:
             self.stop.set()
-            await asyncio.gather(*self.senders, return_exceptions=True)
+            # Messages not yet taken by a sender were never handed to SMTP: hand
+            # them back; senders finish the one in hand and meet the end marker.
             await self._release_unsent()
+            for domain, queue in self.domain_queues.items():
+                for _ in range(self.pacer.limit(domain).concurrency):
+                    queue.put_nowait(None)
+            await asyncio.gather(*self.senders, return_exceptions=True)
             leases.cancel()
             # Outcomes already known must reach the ledger, whatever happens now.
             await asyncio.shield(self._drain_recorder(recorder))
@@ -274,23 +279,18 @@ class Engine:
         queue.put_nowait(job)
         self.metrics.queue_depth.labels("send").set(self.pending)
 
-    async def _sender(self, domain: str, queue: asyncio.Queue[Job]) -> None:
-        while not self.stop.is_set():
-            get = asyncio.create_task(queue.get())
-            stop = asyncio.create_task(self.stop.wait())
-            done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if get not in done:
-                get.cancel()
-                return
-            await self._send(domain, get.result())
+    async def _sender(self, domain: str, queue: asyncio.Queue[Job | None]) -> None:
+        """Send this domain's messages one at a time until the end marker (None)."""
+        while (job := await queue.get()) is not None:
+            await self._send(domain, job)
 
     async def _send(self, domain: str, job: Job) -> None:
         ctx = self.contexts[job.campaign_id]
         composed = job.composed
         assert composed is not None
         try:
-            await self.pacer.acquire(domain, ctx.overrides)
+            waiting = self.domain_queues[domain].qsize() + 1
+            await self.pacer.acquire(domain, ctx.overrides, waiting=waiting)
         except WarmupExhausted as exc:
             tomorrow = datetime.combine(
                 self.clock().date() + timedelta(days=1), datetime.min.time(), UTC
@@ -353,27 +353,22 @@ class Engine:
         await self.outcomes.put(row)
 
     async def _recorder(self) -> None:
-        """Write outcomes in batches until the end-of-run marker (None) arrives."""
-        finished = False
-        while not finished:
+        """Write outcomes in batches (every FLUSH_EVERY_S) until the end marker (None)."""
+        while True:
             first = await self.outcomes.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.monotonic() + FLUSH_EVERY_S
-            while len(batch) < FLUSH_ROWS:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.outcomes.get(), remaining)
-                except TimeoutError:
-                    break
-                if item is None:
-                    finished = True
-                    break
+            if self.outcomes.qsize() < FLUSH_ROWS and first is not None:
+                await asyncio.sleep(FLUSH_EVERY_S)  # let a batch gather: one statement, not many
+            batch: list[OutcomeRow] = []
+            item: OutcomeRow | None = first
+            while item is not None:
                 batch.append(item)
-            await self._write(batch)
+                if len(batch) >= FLUSH_ROWS or self.outcomes.empty():
+                    break
+                item = self.outcomes.get_nowait()
+            if batch:
+                await self._write(batch)
+            if item is None:
+                return
 
     async def _write(self, batch: list[OutcomeRow]) -> None:
         for attempt in range(5):
@@ -397,7 +392,9 @@ class Engine:
         unsent: list[int] = []
         for queue in self.domain_queues.values():
             while not queue.empty():
-                unsent.append(queue.get_nowait().delivery_id)
+                job = queue.get_nowait()
+                if job is not None:
+                    unsent.append(job.delivery_id)
         if unsent:
             released = await self.store.release_batch(unsent, self.worker)
             self.metrics.released.inc(released)

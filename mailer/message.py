@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 CRLF = b"\r\n"
+_ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+_ONE_CLICK_PREFIXES = ("<https://", "<http://127.0.0.1:", "<http://127.0.0.1/", "<http://localhost")
 # CR/LF would start a new header (injection); other C0 controls, DEL and the Unicode line
 # separators break parsers or get "repaired" differently along the way.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
@@ -176,7 +178,12 @@ class Skeleton:
                 self._reply_to,
                 b"List-Unsubscribe: ",
                 envelope.list_unsubscribe.encode("ascii"),
-                b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nFeedback-ID: ",
+                CRLF,
+                # RFC 8058 s.3.1: one-click only with an HTTPS URI (a dev tracker on http://
+                # keeps the link and the mailto, without claiming one-click). Loopback
+                # counts as secure: nothing crosses a network (the demo's tracker).
+                _ONE_CLICK if envelope.list_unsubscribe.startswith(_ONE_CLICK_PREFIXES) else b"",
+                b"Feedback-ID: ",
                 envelope.feedback_id.encode("ascii"),
                 b'\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="',
                 boundary,

@@ -278,6 +278,34 @@ def test_list_unsubscribe_headers_satisfy_rfc_8058(
     assert verify_dkim(composed.data)
 
 
+def _composer_at(base_url: str, definition: CampaignDefinition, renderer: Renderer) -> Composer:
+    return Composer(
+        definition,
+        renderer,
+        KEYRING,
+        tracker_base_url=base_url,
+        sender_domain=DOMAIN,
+        link_ids={url: i for i, url in enumerate(renderer.links)},
+    )
+
+
+def test_a_tracker_on_plain_http_across_a_network_gets_no_one_click_header(
+    definition: CampaignDefinition, renderer: Renderer
+) -> None:
+    composer = _composer_at("http://t.example.com", definition, renderer)
+    message = parse(composer.compose(recipient(definition), NOW))
+    assert message["List-Unsubscribe"].startswith("<http://t.example.com/u/")
+    assert "List-Unsubscribe-Post" not in message
+
+
+def test_a_tracker_on_loopback_keeps_the_one_click_header_for_local_demos(
+    definition: CampaignDefinition, renderer: Renderer
+) -> None:
+    composer = _composer_at("http://127.0.0.1:8080", definition, renderer)
+    message = parse(composer.compose(recipient(definition), NOW))
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
 def test_every_token_verifies_and_names_the_delivery(
     definition: CampaignDefinition, composer: Composer, renderer: Renderer
 ) -> None:

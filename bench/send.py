@@ -1,0 +1,236 @@
+"""Send benchmark: the full engine against the raw SMTP limit, same sink, same connections.
+
+In one invocation, against one minimal SMTP sink (mailer.sink, a separate
+process, so the sink is not the bottleneck) and the same number of
+connections:
+  (a) the limit: a raw aiosmtplib loop sending one pre-rendered message;
+  (b) the engine on a campaign of N recipients: claim, re-check, render,
+      sign tokens, archive hash, throttle, SMTP, outcomes in Postgres.
+Prints both rates, the ratio, CPU per message and peak RSS (each side runs
+in its own child process).
+
+    DATABASE_URL=… python bench/send.py [--recipients 100000] [--connections 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiosmtplib
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mailer import config, lifecycle  # noqa: E402
+from mailer.engine import Engine  # noqa: E402
+from mailer.smtp import Relay, Relays  # noqa: E402
+from mailer.store import Store  # noqa: E402
+from mailer.tokens import Keyring  # noqa: E402
+
+TEMPLATES = ROOT / "templates"
+KEYS = "1:" + base64.b64encode(b"b" * 32).decode()
+CONTACTS_SQL = (
+    "INSERT INTO contacts (email, email_hash, name, locale, attributes, last_activity_at) "
+    "SELECT e, sha256(convert_to(e, 'UTF8')), 'Person ' || i, "
+    "  CASE WHEN i % 2 = 0 THEN 'fr' ELSE 'en' END, "
+    "  jsonb_build_object('vehicle', 'Toyota RAV4', 'next_service', '2026-12-01', "
+    "  'mileage', 40000 + i % 1000), now() "
+    "FROM (SELECT i, 'user' || i || '@d' || (i % 20) || '.example' AS e "
+    "      FROM generate_series(1, $1) i) s"
+)
+CONSENTS_SQL = (
+    "INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at) "
+    "SELECT id, 'email', 'grant', 'express', 'Salon E-commerce Paris', now() - interval '1 year' "
+    "FROM contacts"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def usage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1024
+
+
+async def raw(port: int, count: int, connections: int) -> dict[str, float]:
+    """The limit: pre-rendered bytes, N persistent connections, nothing else."""
+    message = (ROOT / "bench" / ".data" / "sample.eml").read_bytes()
+    clients = [
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        for _ in range(connections)
+    ]
+    for client in clients:
+        await client.connect()
+    per = count // connections
+
+    async def loop(client: aiosmtplib.SMTP, base: int) -> None:
+        for i in range(per):
+            await client.sendmail("bounces@bench.example", [f"user{base + i}@d1.example"], message)
+
+    cpu0 = usage()[0]
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(c, n * per) for n, c in enumerate(clients)))
+    elapsed = time.perf_counter() - start
+    cpu, rss = usage()
+    for client in clients:
+        await client.quit()
+    return {"messages": per * connections, "seconds": elapsed, "cpu": cpu - cpu0, "rss": rss}
+
+
+async def engine(url: str, port: int, connections: int) -> dict[str, float]:
+    base = config.load(environ={})
+    settings = dataclasses.replace(
+        base,
+        smtp=dataclasses.replace(base.smtp, port=port, connections=connections),
+        throttle=dataclasses.replace(
+            base.throttle,
+            global_rate=1e6,
+            default_domain_rate=1e6,
+            default_domain_concurrency=connections,
+        ),
+        token_keys=KEYS,
+    )
+    async with Store.open(url, max_size=4) as store:
+        relays = Relays([Relay(settings.smtp, None)])
+        eng = Engine(store, settings, Keyring.from_spec(KEYS), relays)
+        cpu0 = usage()[0]
+        start = time.perf_counter()
+        progress = await eng.run(until_idle=True)
+        elapsed = time.perf_counter() - start
+        cpu, rss = usage()
+        # One message as the engine sent it, for the raw loop.
+        sample = await store.pool.fetchval("SELECT render_inputs FROM archive LIMIT 1")
+    assert sample
+    return {
+        "messages": progress.by_status.get("sent", 0),
+        "other": sum(v for k, v in progress.by_status.items() if k != "sent"),
+        "seconds": elapsed,
+        "cpu": cpu - cpu0,
+        "rss": rss,
+    }
+
+
+async def prepare(dsn: str, recipients: int) -> str:
+    name = f"bench_send_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+    async with Store.open(url) as store:
+        await store.migrate()
+        await store.topic_upsert("service", "Service reminders")
+        await store.pool.execute(CONTACTS_SQL, recipients)
+        await store.pool.execute(CONSENTS_SQL)
+        await store.pool.execute("ANALYZE")
+        _, definition = await lifecycle.create(
+            store, TEMPLATES / "service_reminder.toml", TEMPLATES
+        )
+        await lifecycle.launch(store, definition.slug, datetime.now(UTC))
+    return url
+
+
+def child(kind: str, args: list[str]) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+async def write_sample(url: str) -> None:
+    """A message exactly as the engine builds it, for the raw loop to send."""
+    from mailer.message import reproduce
+    from mailer.render import TemplateSet
+
+    conn = await asyncpg.connect(url)
+    row = await conn.fetchrow(
+        "SELECT a.render_inputs, tv.name, tv.files FROM archive a "
+        "JOIN template_versions tv ON tv.id = a.template_version_id LIMIT 1"
+    )
+    await conn.close()
+    assert row is not None
+    data = reproduce(
+        TemplateSet(row["name"], json.loads(row["files"])), json.loads(row["render_inputs"])
+    )
+    (ROOT / "bench" / ".data").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / ".data" / "sample.eml").write_bytes(data)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--child")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--url")
+    args = parser.parse_args()
+    if args.child == "raw":
+        print(json.dumps(await raw(args.port, args.recipients, args.connections)))
+        return
+    if args.child == "engine":
+        print(json.dumps(await engine(args.url, args.port, args.connections)))
+        return
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        sys.exit("DATABASE_URL is not set")
+    port = free_port()
+    sink = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailer.sink", "--port", str(port), cwd=ROOT
+    )
+    await asyncio.sleep(0.5)
+    print(f"preparing a campaign of {args.recipients:,} recipients …", flush=True)
+    url = await prepare(dsn, args.recipients)
+    try:
+        common = ["--port", str(port), "--connections", str(args.connections)]
+        eng = child("engine", [*common, "--url", url, "--recipients", str(args.recipients)])
+        await write_sample(url)
+        lim = child("raw", [*common, "--recipients", str(min(args.recipients, 50_000))])
+    finally:
+        sink.terminate()
+        await sink.wait()
+        admin = await asyncpg.connect(dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+        await admin.close()
+    rate_raw = lim["messages"] / lim["seconds"]
+    rate_engine = eng["messages"] / eng["seconds"]
+    print(f"\nsend, {args.connections} SMTP connections, minimal sink, this machine")
+    print(f"{'':44}{'msg/s':>9}{'CPU/msg':>11}{'peak RSS':>11}")
+    print(
+        f"{'(a) raw aiosmtplib, pre-rendered':44}{rate_raw:>9,.0f}"
+        f"{lim['cpu'] / lim['messages'] * 1e3:>8.2f} ms{lim['rss']:>7.0f} MiB"
+    )
+    print(
+        f"{'(b) engine, ' + format(args.recipients, ',') + ' recipients':44}{rate_engine:>9,.0f}"
+        f"{eng['cpu'] / eng['messages'] * 1e3:>8.2f} ms{eng['rss']:>7.0f} MiB"
+    )
+    print(
+        f"\nengine / raw = {rate_engine / rate_raw:.2f} (goal >= 0.7)   "
+        f"sent {eng['messages']:,.0f}, other outcomes {eng['other']:,.0f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
