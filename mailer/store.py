@@ -555,6 +555,27 @@ class Store:
     async def resend_uncertain(self, campaign_id: int) -> int:
         return _affected(await self.pool.execute(Q("resend_uncertain"), campaign_id))
 
+    # ------------------------------------------------------------ archive
+
+    async def archive_by_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(Q("archive_by_delivery"), delivery_id)
+        if row is None:
+            return None
+        out = dict(row)
+        out["render_inputs"] = json.loads(out["render_inputs"])
+        out["files"] = json.loads(out["files"])
+        return out
+
+    async def archive_for_campaign(self, campaign_id: int) -> AsyncIterator[dict[str, Any]]:
+        """Stream a campaign's archived messages (a server-side cursor: flat memory)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            async for row in conn.cursor(Q("archive_for_campaign"), campaign_id, prefetch=200):
+                out = dict(row)
+                out["render_inputs"] = json.loads(out["render_inputs"])
+                out["files"] = json.loads(out["files"])
+                out["consent_evidence"] = json.loads(out["consent_evidence"] or "null")
+                yield out
+
     # ------------------------------------------------------------ a contact's story
 
     async def contact_story(self, email: str, email_hash: bytes) -> dict[str, Any] | None:

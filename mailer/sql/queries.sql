@@ -637,3 +637,28 @@ SELECT c.slug, c.name, c.status, t.slug AS topic, c.created_at, c.started_at, c.
        (SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id) AS deliveries
 FROM campaigns c JOIN topics t ON t.id = c.topic_id
 ORDER BY c.created_at DESC
+
+-- ---------------------------------------------------------------- archive
+
+-- name: archive_by_delivery
+SELECT a.delivery_id, a.render_inputs, a.sha256, a.size_bytes, a.created_at,
+       tv.name AS template, tv.files, d.campaign_id, d.status, d.sent_at, d.message_id
+FROM archive a
+JOIN template_versions tv ON tv.id = a.template_version_id
+JOIN deliveries d ON d.id = a.delivery_id
+WHERE a.delivery_id = $1
+
+-- name: archive_for_campaign
+-- Every sent message of a campaign with the consent that justified it, as
+-- frozen on the delivery, and the ledger row's evidence (what an auditor
+-- asks: "show me the consent and the message").
+SELECT a.delivery_id, a.render_inputs, a.sha256, tv.name AS template, tv.files,
+       d.sent_at, d.message_id, d.consent_kind, d.consent_source, d.consent_obtained_at,
+       l.evidence AS consent_evidence, c.email
+FROM deliveries d
+JOIN archive a ON a.delivery_id = d.id
+JOIN template_versions tv ON tv.id = a.template_version_id
+JOIN contacts c ON c.id = d.contact_id
+LEFT JOIN consents l ON l.id = d.consent_id
+WHERE d.campaign_id = $1
+ORDER BY d.id
