@@ -289,8 +289,7 @@ class Engine:
         composed = job.composed
         assert composed is not None
         try:
-            waiting = self.domain_queues[domain].qsize() + 1
-            await self.pacer.acquire(domain, ctx.overrides, waiting=waiting)
+            await self.pacer.acquire(domain, ctx.overrides)
         except WarmupExhausted as exc:
             tomorrow = datetime.combine(
                 self.clock().date() + timedelta(days=1), datetime.min.time(), UTC

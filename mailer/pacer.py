@@ -45,13 +45,13 @@ class Pacer:
             sem = self.in_flight[limit.key] = asyncio.Semaphore(limit.concurrency)
         return sem
 
-    async def _take(self, limit: throttle.Limit, domain: str, waiting: int) -> float:
+    async def _take(self, limit: throttle.Limit, domain: str) -> float:
         """One token of a bucket; returns the seconds spent waiting."""
         waited = 0.0
         async with self.locks[limit.key]:
             while self.tokens[limit.key] <= 0:
                 granted, wait_s = await self.store.throttle_take(
-                    limit.key, limit.rate, limit.burst, limit.grant_size(waiting)
+                    limit.key, limit.rate, limit.burst, limit.grant_size()
                 )
                 if granted:
                     self.tokens[limit.key] += granted
@@ -65,16 +65,11 @@ class Pacer:
             self.metrics.throttle_wait.labels(domain).inc(waited)
         return waited
 
-    async def acquire(
-        self, domain: str, overrides: DomainThrottle | None = None, *, waiting: int = 1
-    ) -> None:
-        """Wait until one message to `domain` may go (global, domain and warm-up limits).
-
-        `waiting` (messages queued for the domain) sizes the grant asked of Postgres.
-        """
+    async def acquire(self, domain: str, overrides: DomainThrottle | None = None) -> None:
+        """Wait until one message to `domain` may go (global, domain and warm-up limits)."""
         await self._warmup()
-        await self._take(self.global_limit, "*", self.global_limit.grant_size(1_000_000))
-        await self._take(self.limit(domain, overrides), domain, waiting)
+        await self._take(self.global_limit, "*")
+        await self._take(self.limit(domain, overrides), domain)
 
     async def _warmup(self) -> None:
         now = datetime.now(UTC)
