@@ -1,7 +1,7 @@
 """Named SQL queries loaded from `.sql` files (`-- name: <name>` headers).
 
-Every statement a process runs is in `mailer/sql/queries.sql`, read once at
-start; asking for a name that does not exist fails at start-up, not in the
+Every statement a process runs is in `mailer/sql/*.sql` (queries.sql, and
+report.sql for the reports), read once at start; asking for a name that does not exist fails at start-up, not in the
 middle of a campaign.
 """
 
@@ -37,16 +37,25 @@ def parse(text: str, origin: str) -> dict[str, str]:
 
 @cache
 def load() -> dict[str, str]:
-    """All named queries of the package."""
-    text = resources.files("mailer").joinpath("sql/queries.sql").read_text(encoding="utf-8")
-    return parse(text, "mailer/sql/queries.sql")
+    """All named queries of the package: every mailer/sql/*.sql file (not the migrations)."""
+    found: dict[str, str] = {}
+    folder = resources.files("mailer").joinpath("sql")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        origin = f"mailer/sql/{entry.name}"
+        for name, sql in parse(entry.read_text(encoding="utf-8"), origin).items():
+            if name in found:
+                raise QueryFileError(f"{origin}: query {name!r} is also defined elsewhere")
+            found[name] = sql
+    return found
 
 
 def require(names: Iterable[str]) -> None:
     """Fail at start if any of these queries is missing."""
     missing = sorted(set(names) - set(load()))
     if missing:
-        raise QueryFileError(f"mailer/sql/queries.sql lacks queries: {', '.join(missing)}")
+        raise QueryFileError(f"mailer/sql/*.sql lack queries: {', '.join(missing)}")
 
 
 def get(name: str) -> str:
@@ -54,4 +63,4 @@ def get(name: str) -> str:
     try:
         return load()[name]
     except KeyError:
-        raise QueryFileError(f"mailer/sql/queries.sql has no query {name!r}") from None
+        raise QueryFileError(f"mailer/sql/*.sql have no query {name!r}") from None
