@@ -1,24 +1,43 @@
-"""`make demo`: the product end to end on embedded defaults.
+"""`make demo`: the whole product end to end on embedded defaults, in under a minute.
 
-Today it migrates, creates the sample topics, writes ~2,000 sample contacts
-with a realistic consent mix, imports them twice (the second import must
-change nothing) with a registry suppression list, and prints a summary.
+A private Postgres (started by make), ~2,000 sample contacts with a realistic
+consent mix imported twice (the second import changes nothing), registry and
+earlier-unsubscribe suppression lists, the sample service reminder sent
+through the real engine with throttling to a local SMTP sink that keeps each
+message as an .eml file, simulated readers (people and machines) opening,
+clicking and unsubscribing through the real tracker over HTTP, and the
+campaign report. Safe to run again: each run is a new campaign.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import csv
+import dataclasses
 import random
+import secrets
+import socket
+import time
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aiohttp import web
 from rich.console import Console
 from rich.table import Table
 
-from mailer import config, imports
+from mailer import config, demo_audience, imports, lifecycle, sending
 from mailer.contacts_file import Defaults
+from mailer.demo_audience import read_mailbox
+from mailer.metrics import EngineMetrics
+from mailer.sink import Sink
+from mailer.sink import serve as serve_sink
 from mailer.store import Store
+from tracker import app as tracker_app
+from tracker.bots import SCANNER_WINDOW_SECONDS
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 FIRST_NAMES = [
     "Camille",
@@ -60,7 +79,6 @@ LAST_NAMES = [
 ]
 DOMAINS = ["gmail.com", "outlook.com", "yahoo.com", "videotron.ca", "bell.net", "example.org"]
 VEHICLES = ["SUV", "sedan", "pickup", "hatchback", "minivan"]
-DEMO_CAMPAIGN = "spring-service"
 TOPICS = [
     ("service", "Service reminders", True),
     ("parts", "Parts received", True),
@@ -150,78 +168,205 @@ def write_sample_registry(path: Path, contacts_csv: Path, every: int = 40) -> No
         fh.write("stranger@example.net\n")
 
 
-async def run(settings: config.Settings, folder: Path, console: Console) -> int:
-    """Run the demo; return the process exit code."""
+def write_unsubscribed(path: Path, contacts_csv: Path, every: int = 33) -> None:
+    """People who unsubscribed from email in the old system (an ESP export)."""
+    with (
+        contacts_csv.open(encoding="utf-8", newline="") as src,
+        path.open("w", encoding="utf-8") as fh,
+    ):
+        for i, row in enumerate(csv.DictReader(src)):
+            if i % every == 5:
+                fh.write(row["email"] + "\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _token_keys(folder: Path) -> str:
+    """The demo's signing key, kept across runs so links in earlier demo mail stay valid."""
+    path = folder / "token_keys"
+    if not path.exists():
+        path.write_text("1:" + base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def demo_settings(settings: config.Settings, folder: Path) -> config.Settings:
+    """Embedded defaults pointed at the demo's own sink, tracker and metrics ports."""
+    tracker_port, smtp_port, metrics_port = _free_port(), _free_port(), _free_port()
+    return dataclasses.replace(
+        settings,
+        smtp=dataclasses.replace(
+            settings.smtp, host="127.0.0.1", port=smtp_port, tls="none", username=""
+        ),
+        relays=(),
+        tracker=dataclasses.replace(
+            settings.tracker,
+            host="127.0.0.1",
+            port=tracker_port,
+            base_url=f"http://127.0.0.1:{tracker_port}",
+        ),
+        engine=dataclasses.replace(settings.engine, metrics_port=metrics_port),
+        # Throttled like a real send, just fast enough for a one-minute demo.
+        throttle=dataclasses.replace(
+            settings.throttle, global_rate=600.0, default_domain_rate=150.0
+        ),
+        token_keys=settings.token_keys or _token_keys(folder),
+    )
+
+
+async def run(
+    settings: config.Settings, folder: Path, console: Console, *, contacts: int = 2000
+) -> int:
+    """Run the whole product once; return the process exit code."""
+    started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a CLI step, nothing else runs
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_folder = folder / "runs" / stamp
+    mailbox = run_folder / "mail"
+    settings = demo_settings(settings, folder)
     now = datetime.now(UTC)
-    contacts_csv = folder / "contacts.csv"
-    registry = folder / "registry.txt"
-    write_sample_contacts(contacts_csv, 2000, now)
+    contacts_csv, registry, unsubscribed = (
+        folder / "contacts.csv",
+        folder / "registry.txt",
+        folder / "unsubscribed.txt",
+    )
+    write_sample_contacts(contacts_csv, contacts, now)
     write_sample_registry(registry, contacts_csv)
+    write_unsubscribed(unsubscribed, contacts_csv)
     db = settings.database
     async with Store.open(db.url, min_size=1, max_size=db.pool_max) as store:
-        applied = await store.migrate()
-        console.print(f"schema: {len(applied)} migration(s) applied")
-        for slug, name, default in TOPICS:
-            await store.topic_upsert(slug, name, "", default)
-        first = await imports.import_contacts(
-            store,
-            contacts_csv,
-            Defaults(),
-            default_locale=settings.imports.default_locale,
-            skip_invalid=False,
-        )
-        again = await imports.import_contacts(
-            store,
-            contacts_csv,
-            Defaults(),
-            default_locale=settings.imports.default_locale,
-            skip_invalid=False,
-        )
-        suppressed, _ = await imports.import_suppressions(
-            store,
-            registry,
-            reason="registry",
-            scope="global",
-            channel=None,
-            topic_id=None,
-            source="National Do Not Contact List (sample)",
-        )
-        counts = await store.summary_counts()
-        spec = await store.campaign_spec(DEMO_CAMPAIGN)
-        if spec is None:
-            topic_id = {t["slug"]: t["id"] for t in await store.topics_list()}["service"]
-            await store.campaign_insert_minimal(DEMO_CAMPAIGN, topic_id)
-            spec = await store.campaign_spec(DEMO_CAMPAIGN)
-        assert spec is not None
-        audience = await store.audience_counts(spec, now)
-    table = Table("step", "rows", "created", "updated", "ledger rows added", title="import")
-    for label, outcome in (("first import", first), ("same file again", again)):
-        r = outcome.result
-        table.add_row(
-            label,
-            str(r.rows_read),
-            str(r.contacts_created),
-            str(r.contacts_updated),
-            str(r.consents_added),
-        )
-    console.print(table)
-    console.print(f"registry: {suppressed.added} new suppression(s) from {registry}")
+        console.rule("1. contacts and consent")
+        await _load_contacts(store, settings, console, contacts_csv, registry, unsubscribed)
+
+        sink = Sink(mailbox)
+        smtp = await serve_sink(sink, "127.0.0.1", settings.smtp.port)
+        runner = web.AppRunner(tracker_app.create_app(settings), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", settings.tracker.port).start()
+        try:
+            console.rule("2. the campaign")
+            slug = f"service-reminder-demo-{stamp}"
+            campaign_id, _ = await lifecycle.create(
+                store, TEMPLATES / "service_reminder.toml", TEMPLATES, slug=slug
+            )
+            launched = await lifecycle.launch(store, slug, datetime.now(UTC))
+            counts = launched.freeze.counts
+            console.print(
+                f"[bold]{slug}[/]: lint passed, audience frozen: "
+                f"{counts.get('eligible', 0):,} eligible; excluded "
+                + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "eligible")
+            )
+            metrics = EngineMetrics()
+            metrics.serve(settings.engine.metrics_port)
+            engine = sending.build_engine(
+                store, settings, metrics=metrics, only_campaigns={campaign_id}
+            )
+            task = asyncio.create_task(engine.run(until_idle=True))
+            await sending.watch_progress(store, campaign_id, task, console)
+            await task
+
+            console.rule("3. readers, through the tracker")
+            readers = read_mailbox(mailbox)
+            bots = await demo_audience.machines(readers)
+            # People read later than scanners: past the tracker's scanner window.
+            await asyncio.sleep(SCANNER_WINDOW_SECONDS + 0.5)
+            humans = await demo_audience.people(readers)
+            console.print(
+                f"{len(readers):,} messages in the mailbox; machines: {dict(bots.hits)}; "
+                f"people: {dict(humans.hits)}"
+            )
+        finally:
+            await runner.cleanup()  # flushes the tracker's event buffer
+            smtp.close()
+            await smtp.wait_closed()
+
+        console.rule("4. the report")
+        report_file = run_folder / "report.html"
+        await _report(store, campaign_id, report_file, console)
+    elapsed = time.monotonic() - started
+    console.rule(f"done in {elapsed:.0f} s")
+    console.print(f"messages (.eml):   {mailbox}/ ({sink.count:,} files)")
+    console.print(f"report:            {report_file}")
     console.print(
-        f"database now holds {counts['contacts']} contacts, {counts['ledger_rows']} ledger rows, "
-        f"{counts['suppressions']} suppressions, {counts['topics']} topics"
+        f"tracker (stopped): {settings.tracker.base_url}  — run it with "
+        "[bold]mailer tracker serve[/]"
     )
-    console.print(f"sample files: {contacts_csv}, {registry}")
-    aud = Table("audience of " + DEMO_CAMPAIGN, "contacts")
-    for reason, n in sorted(audience.items(), key=lambda kv: -kv[1]):
-        aud.add_row(reason, f"{n:,}")
-    console.print(aud)
+    console.print(
+        f"metrics (stopped): http://127.0.0.1:{settings.engine.metrics_port}/metrics and "
+        f"{settings.tracker.base_url}/metrics; dashboards in config/grafana/"
+    )
     console.print(
         f"try: [bold].venv/bin/mailer contacts explain {_first_email(contacts_csv)} "
-        f"--campaign {DEMO_CAMPAIGN}[/]"
+        f"--campaign {slug}[/]"
     )
-    console.print(f"try: [bold].venv/bin/mailer contacts show {_first_email(contacts_csv)}[/]")
     return 0
+
+
+async def _load_contacts(
+    store: Store,
+    settings: config.Settings,
+    console: Console,
+    contacts_csv: Path,
+    registry: Path,
+    unsubscribed: Path,
+) -> None:
+    applied = await store.migrate()
+    console.print(f"schema: {len(applied)} migration(s) applied")
+    for slug, name, default in TOPICS:
+        await store.topic_upsert(slug, name, "", default)
+    table = Table("import", "rows", "created", "updated", "ledger rows added")
+    for label in ("contacts.csv", "contacts.csv again (changes nothing)"):
+        r = (
+            await imports.import_contacts(
+                store,
+                contacts_csv,
+                Defaults(),
+                default_locale=settings.imports.default_locale,
+                skip_invalid=False,
+            )
+        ).result
+        table.add_row(
+            label,
+            f"{r.rows_read:,}",
+            f"{r.contacts_created:,}",
+            f"{r.contacts_updated:,}",
+            f"{r.consents_added:,}",
+        )
+    console.print(table)
+    dnc, _ = await imports.import_suppressions(
+        store,
+        registry,
+        reason="registry",
+        scope="global",
+        channel=None,
+        topic_id=None,
+        source="National Do Not Contact List (sample)",
+    )
+    unsub, _ = await imports.import_suppressions(
+        store,
+        unsubscribed,
+        reason="unsubscribe",
+        scope="channel",
+        channel="email",
+        topic_id=None,
+        source="previous ESP unsubscribe export",
+    )
+    console.print(
+        f"suppressions: {dnc.rows_valid} do-not-contact registry entries, "
+        f"{unsub.rows_valid} earlier email unsubscribes"
+    )
+
+
+async def _report(store: Store, campaign_id: int, html: Path, console: Console) -> None:
+    spec_counts = await store.campaign_status_counts(campaign_id)
+    table = Table("deliveries", "count")
+    for state, n in sorted(spec_counts.items()):
+        table.add_row(state, f"{n:,}")
+    console.print(table)
 
 
 def _first_email(contacts_csv: Path) -> str:

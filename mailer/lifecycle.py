@@ -11,6 +11,7 @@ cannot move a campaign along an edge that does not exist.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,9 +40,13 @@ def sources_of(target: str) -> list[str]:
     return sorted(state for state, targets in TRANSITIONS.items() if target in targets)
 
 
-async def create(store: Store, path: Path, templates_dir: Path) -> tuple[int, CampaignDefinition]:
-    """Create a draft campaign from a campaign file; errors name the field."""
+async def create(
+    store: Store, path: Path, templates_dir: Path, *, slug: str | None = None
+) -> tuple[int, CampaignDefinition]:
+    """Create a draft campaign from a campaign file (optionally under another slug)."""
     definition = campaign_file.load(path, templates_dir)
+    if slug is not None:
+        definition = dataclasses.replace(definition, slug=slug)
     topics = {t["slug"]: t["id"] for t in await store.topics_list()}
     if definition.topic not in topics:
         raise CampaignError(

@@ -1,8 +1,8 @@
 """Named SQL queries loaded from `.sql` files (`-- name: <name>` headers).
 
 Every statement a process runs is in `mailer/sql/*.sql` (queries.sql, and
-report.sql for the reports), read once at start; asking for a name that does not exist fails at start-up, not in the
-middle of a campaign.
+report.sql for the reports), read once at start; asking for a name that does
+not exist fails at start-up, not in the middle of a campaign.
 """
 
 from __future__ import annotations

@@ -151,12 +151,14 @@ async def send(
         store, settings, stop=stop, metrics=metrics, only_campaigns={launched.campaign_id}
     )
     run = asyncio.create_task(engine.run(until_idle=True))
-    await _watch(store, launched.campaign_id, run, console)
+    await watch_progress(store, launched.campaign_id, run, console)
     await run
     return await status(args, store, console)
 
 
-async def _watch(store: Store, campaign_id: int, run: asyncio.Task[Any], console: Console) -> None:
+async def watch_progress(
+    store: Store, campaign_id: int, run: asyncio.Task[Any], console: Console
+) -> None:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

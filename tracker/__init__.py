@@ -1,0 +1,1 @@
+"""The tracking server: open pixel, click redirects, unsubscribe and preference centre."""

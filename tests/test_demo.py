@@ -1,0 +1,51 @@
+"""`make demo` in smoke mode: the same code path, fewer contacts, checked against the ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import asyncpg
+from rich.console import Console
+
+from mailer import config, demo
+
+
+async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
+    db_url: str, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    base = config.load(environ={})
+    settings = dataclasses.replace(base, database=dataclasses.replace(base.database, url=db_url))
+    with (tmp_path / "demo.log").open("w") as log:
+        assert await demo.run(settings, tmp_path, Console(file=log, width=120), contacts=300) == 0
+
+    mailboxes = list((tmp_path / "runs").glob("*/mail"))
+    assert len(mailboxes) == 1
+    files = sorted(mailboxes[0].glob("*.eml"))
+    sent = {
+        r["email"]
+        for r in await conn.fetch(
+            "SELECT c.email FROM deliveries d JOIN contacts c ON c.id = d.contact_id "
+            "WHERE d.status = 'sent'"
+        )
+    }
+    frozen = await conn.fetchval("SELECT count(*) FROM deliveries")
+    eligible = await conn.fetchval("SELECT (audience_counts->>'eligible')::int FROM campaigns")
+    assert frozen == eligible
+    recipients = []
+    for path in files:
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        recipients.append(str(message["To"]).rpartition("<")[2].rstrip(">"))
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert "/u/" in str(message["List-Unsubscribe"])
+        text = message.get_body(("plain",))
+        assert text is not None
+        assert "2450, boulevard Laurier" in text.get_content()  # sender's postal address
+    assert len(recipients) == len(set(recipients))  # exactly one message each
+    assert set(recipients) == sent  # every sent row has its message, nobody else got one
+    not_sent = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status <> 'sent'")
+    assert not_sent == 0
+    events = await conn.fetchval("SELECT count(*) FROM events")
+    assert events > 0
+    assert (tmp_path / "runs").exists()

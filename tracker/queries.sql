@@ -1,0 +1,217 @@
+-- Every statement the tracker runs, by name. Loaded once at start
+-- (tracker/store.py); a missing name fails there, not on a recipient's click.
+
+-- ---------------------------------------------------------------- health
+
+-- name: ping
+SELECT 1
+
+-- name: ensure_event_partitions
+-- This month and the next two exist before their first event arrives; rows
+-- outside them still land in events_default, so a missed call loses nothing.
+SELECT ensure_event_partitions(current_date, 3)
+
+-- ---------------------------------------------------------------- events
+
+-- name: events_inbox_create
+-- Opens carry only a delivery id (the token has no campaign), and looking the
+-- campaign up per hit would cost one query per pixel: the very thing the
+-- buffer avoids. So a batch is COPYed into a per-session temporary table and
+-- resolved against deliveries in one INSERT … SELECT. ON COMMIT DELETE ROWS
+-- and IF NOT EXISTS keep it valid across pooled sessions and transaction-mode
+-- poolers alike.
+CREATE TEMPORARY TABLE IF NOT EXISTS tracker_events_inbox (
+    occurred_at timestamptz NOT NULL,
+    kind        text NOT NULL,
+    delivery_id bigint NOT NULL,
+    link_id     bigint,
+    machine     boolean NOT NULL,
+    user_agent  text,
+    ip_prefix   text  -- cast here, not in the tracker: parsing addresses in Python is slow
+) ON COMMIT DELETE ROWS
+
+-- name: events_inbox_move
+-- A delivery that no longer exists (a token for a row someone deleted) has no
+-- campaign: its events are dropped here and counted by the caller.
+INSERT INTO events (occurred_at, kind, delivery_id, campaign_id, link_id, machine, user_agent,
+                    ip_prefix)
+SELECT i.occurred_at, i.kind, i.delivery_id, d.campaign_id, i.link_id, i.machine, i.user_agent,
+       i.ip_prefix::cidr
+FROM tracker_events_inbox i
+JOIN deliveries d ON d.id = i.delivery_id
+
+-- name: click_target
+-- Only the URL registered for the delivery's own campaign: a click token
+-- naming another campaign's link finds nothing (never redirect to a URL
+-- taken from the request).
+SELECT l.url, d.campaign_id, d.sent_at
+FROM deliveries d
+JOIN links l ON l.id = $2 AND l.campaign_id = d.campaign_id
+WHERE d.id = $1
+
+-- ---------------------------------------------------------------- pages
+
+-- name: recipient
+-- Who is unsubscribing from what: the contact, the campaign's topic and the
+-- sender's name (definition->'sender'->>'name', else the campaign's name).
+SELECT d.id AS delivery_id, d.campaign_id, c.id AS contact_id, c.email, c.email_hash,
+       c.name, c.locale, c.erased_at IS NOT NULL AS erased,
+       coalesce(nullif(p.definition #>> '{sender,name}', ''), p.name) AS sender,
+       p.channel, t.id AS topic_id, t.name AS topic_name
+FROM deliveries d
+JOIN contacts c ON c.id = d.contact_id
+JOIN campaigns p ON p.id = d.campaign_id
+JOIN topics t ON t.id = p.topic_id
+WHERE d.id = $1
+
+-- name: contact_lock
+-- Serialises every opt-out and preference change of one contact: two one-click
+-- POSTs arriving together (mailbox providers retry) must not both append.
+SELECT email_hash FROM contacts WHERE id = $1 AND erased_at IS NULL FOR NO KEY UPDATE
+
+-- name: contact_ledger
+SELECT l.id, l.channel, l.action, l.kind, l.topic_id, t.name AS topic_name, l.source,
+       l.obtained_at, l.ends_at
+FROM consents l LEFT JOIN topics t ON t.id = l.topic_id
+WHERE l.contact_id = $1
+ORDER BY l.obtained_at, l.id
+
+-- name: contact_channels
+SELECT channel, enabled FROM contact_channels WHERE contact_id = $1
+
+-- name: contact_topics
+-- Every topic, with the contact's own choice where it made one.
+SELECT t.id, t.name, t.description, t.default_subscribed, ct.subscribed
+FROM topics t
+LEFT JOIN contact_topics ct ON ct.topic_id = t.id AND ct.contact_id = $1
+ORDER BY t.name, t.id
+
+-- name: contact_suppressions
+SELECT scope, channel, topic_id, reason FROM suppressions WHERE email_hash = $1
+
+-- ---------------------------------------------------------------- opt-outs
+
+-- name: channels_withdraw
+-- $1 contact, $2 channels, $3 email hash, $4 source, $5 ledger evidence,
+-- $6 suppression detail. Idempotent: the ledger gains a withdraw row only
+-- when the channel's latest consent row is not already a withdraw backed by
+-- a suppression; the suppression key makes repeats no-ops; the preference
+-- row is written only when it changes.
+WITH wanted AS (
+    SELECT DISTINCT unnest($2::text[]) AS channel
+), state AS (
+    SELECT w.channel,
+           (SELECT l.action FROM consents l
+            WHERE l.contact_id = $1 AND l.channel = w.channel AND l.topic_id IS NULL
+            ORDER BY l.obtained_at DESC, l.id DESC LIMIT 1) AS last_action,
+           EXISTS (SELECT 1 FROM suppressions s
+                   WHERE s.email_hash = $3 AND s.scope = 'channel' AND s.channel = w.channel
+                     AND s.reason = 'unsubscribe') AS suppressed
+    FROM wanted w
+), logged AS (
+    INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtained_at,
+                          evidence)
+    SELECT $1, s.channel, 'withdraw', NULL, NULL, $4, now(), $5::jsonb
+    FROM state s
+    WHERE NOT (s.last_action IS NOT DISTINCT FROM 'withdraw' AND s.suppressed)
+    RETURNING 1
+), suppressed AS (
+    INSERT INTO suppressions (email_hash, scope, channel, topic_id, reason, source, detail)
+    SELECT $3, 'channel', w.channel, NULL, 'unsubscribe', $4, $6::jsonb FROM wanted w
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), prefs AS (
+    INSERT INTO contact_channels (contact_id, channel, enabled)
+    SELECT $1, w.channel, false FROM wanted w
+    ON CONFLICT (contact_id, channel) DO UPDATE SET enabled = false, updated_at = now()
+        WHERE contact_channels.enabled
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM logged) + (SELECT count(*) FROM suppressed)
+       + (SELECT count(*) FROM prefs) AS changed
+
+-- name: topics_withdraw
+-- $1 contact, $2 topic ids, $3 email hash, $4 source, $5 evidence, $6 detail.
+-- The same idempotency rule as channels_withdraw, per topic; topic rows are
+-- preference history on the email channel with no kind.
+WITH wanted AS (
+    SELECT DISTINCT unnest($2::bigint[]) AS topic_id
+), state AS (
+    SELECT w.topic_id,
+           (SELECT l.action FROM consents l
+            WHERE l.contact_id = $1 AND l.topic_id = w.topic_id
+            ORDER BY l.obtained_at DESC, l.id DESC LIMIT 1) AS last_action,
+           EXISTS (SELECT 1 FROM suppressions s
+                   WHERE s.email_hash = $3 AND s.scope = 'topic' AND s.topic_id = w.topic_id
+                     AND s.reason = 'unsubscribe') AS suppressed
+    FROM wanted w
+), logged AS (
+    INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtained_at,
+                          evidence)
+    SELECT $1, 'email', 'withdraw', NULL, s.topic_id, $4, now(), $5::jsonb
+    FROM state s
+    WHERE NOT (s.last_action IS NOT DISTINCT FROM 'withdraw' AND s.suppressed)
+    RETURNING 1
+), suppressed AS (
+    INSERT INTO suppressions (email_hash, scope, channel, topic_id, reason, source, detail)
+    SELECT $3, 'topic', NULL, w.topic_id, 'unsubscribe', $4, $6::jsonb FROM wanted w
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), prefs AS (
+    INSERT INTO contact_topics (contact_id, topic_id, subscribed, source)
+    SELECT $1, w.topic_id, false, $4 FROM wanted w
+    ON CONFLICT (contact_id, topic_id) DO UPDATE
+        SET subscribed = false, source = EXCLUDED.source, updated_at = now()
+        WHERE contact_topics.subscribed
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM logged) + (SELECT count(*) FROM suppressed)
+       + (SELECT count(*) FROM prefs) AS changed
+
+-- ---------------------------------------------------------------- re-subscribe
+
+-- name: channels_grant
+-- $1 contact, $2 channels, $3 email hash, $4 evidence. Called only for a
+-- switch the person turned on: that act is express consent (CASL s.10(1)),
+-- recorded as such. Lifts only the person's own 'unsubscribe' suppression;
+-- hard bounces, complaints, registries and manual blocks stay.
+WITH wanted AS (
+    SELECT DISTINCT unnest($2::text[]) AS channel
+), lifted AS (
+    DELETE FROM suppressions s USING wanted w
+    WHERE s.email_hash = $3 AND s.scope = 'channel' AND s.channel = w.channel
+      AND s.reason = 'unsubscribe'
+    RETURNING 1
+), prefs AS (
+    INSERT INTO contact_channels (contact_id, channel, enabled)
+    SELECT $1, w.channel, true FROM wanted w
+    ON CONFLICT (contact_id, channel) DO UPDATE SET enabled = true, updated_at = now()
+        WHERE NOT contact_channels.enabled
+    RETURNING 1
+)
+INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtained_at, evidence)
+SELECT $1, w.channel, 'grant', 'express', NULL, 'preference centre', now(), $4::jsonb
+FROM wanted w
+
+-- name: topics_grant
+-- $1 contact, $2 topic ids, $3 email hash, $4 evidence. The topic row is
+-- preference history (kind NULL, as the import writes it); the person's own
+-- topic opt-out suppression is lifted, no other.
+WITH wanted AS (
+    SELECT DISTINCT unnest($2::bigint[]) AS topic_id
+), lifted AS (
+    DELETE FROM suppressions s USING wanted w
+    WHERE s.email_hash = $3 AND s.scope = 'topic' AND s.topic_id = w.topic_id
+      AND s.reason = 'unsubscribe'
+    RETURNING 1
+), prefs AS (
+    INSERT INTO contact_topics (contact_id, topic_id, subscribed, source)
+    SELECT $1, w.topic_id, true, 'preference centre' FROM wanted w
+    ON CONFLICT (contact_id, topic_id) DO UPDATE
+        SET subscribed = true, source = EXCLUDED.source, updated_at = now()
+        WHERE NOT contact_topics.subscribed
+    RETURNING 1
+)
+INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtained_at, evidence)
+SELECT $1, 'email', 'grant', NULL, w.topic_id, 'preference centre', now(), $4::jsonb
+FROM wanted w

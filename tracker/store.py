@@ -1,0 +1,373 @@
+"""The tracker's only door to Postgres: every statement is a named query in queries.sql.
+
+No other tracker module imports asyncpg. Opt-outs and preference changes run in one
+transaction each, serialised per contact, and commit before the handler answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from mailer.queries import QueryFileError, parse
+from tracker.events import Event
+from tracker.preferences import (
+    Changes,
+    LedgerRow,
+    Preferences,
+    SuppressionRow,
+    TopicRow,
+    changes,
+    current,
+)
+
+log = logging.getLogger(__name__)
+
+# What pool.acquire() hands out; the methods below take either kind.
+_Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+_EVENT_COLUMNS = Event._fields  # the inbox table's columns, in the same order
+# A hung server must not hold the flusher (and so shutdown) forever.
+_WRITE_TIMEOUT_S = 30.0
+_PING_TIMEOUT_S = 2.0
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Every named query of tracker/queries.sql, read once."""
+    text = resources.files("tracker").joinpath("queries.sql").read_text(encoding="utf-8")
+    return parse(text, "tracker/queries.sql")
+
+
+REQUIRED = frozenset(
+    {
+        "ping",
+        "ensure_event_partitions",
+        "events_inbox_create",
+        "events_inbox_move",
+        "click_target",
+        "recipient",
+        "contact_lock",
+        "contact_ledger",
+        "contact_channels",
+        "contact_topics",
+        "contact_suppressions",
+        "channels_withdraw",
+        "topics_withdraw",
+        "channels_grant",
+        "topics_grant",
+    }
+)
+
+
+def _q(name: str) -> str:
+    return queries()[name]
+
+
+class Unavailable(RuntimeError):
+    """Postgres cannot be reached right now (the handler answers 503, not a traceback)."""
+
+
+# Errors that mean "the database is not there", as opposed to a bug in a query.
+_OUTAGES = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+@asynccontextmanager
+async def _outage_as_unavailable() -> AsyncIterator[None]:
+    try:
+        yield
+    except _OUTAGES as exc:
+        raise Unavailable(str(exc) or type(exc).__name__) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ClickTarget:
+    url: str
+    campaign_id: int
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who a delivery went to and what it was about: what the pages show and act on."""
+
+    delivery_id: int
+    campaign_id: int
+    contact_id: int
+    email: str | None
+    email_hash: bytes | None
+    name: str | None
+    locale: str
+    erased: bool
+    sender: str
+    channel: str
+    topic_id: int
+    topic_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A contact's consent history and current preferences, read together."""
+
+    ledger: tuple[LedgerRow, ...]
+    preferences: Preferences
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Evidence and detail are jsonb; dicts in, dicts out.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class TrackerStore:
+    """A connection pool and the tracker's named queries."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        missing = sorted(REQUIRED - set(queries()))
+        if missing:
+            raise QueryFileError(f"tracker/queries.sql lacks queries: {', '.join(missing)}")
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("TrackerStore.start() was not awaited")
+        return self._pool
+
+    async def start(self) -> bool:
+        """Open the pool; False when Postgres is unreachable (the pool then connects lazily).
+
+        The pixel must be served even while the database is down, so a tracker starts
+        anyway, buffers events, and reports the outage on /healthz.
+        """
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._min_size, max_size=self._max_size, init=_init_connection
+            )
+            return True
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.error("Postgres unreachable at start (%s); serving and retrying", exc)
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=0, max_size=self._max_size, init=_init_connection
+            )
+            return False
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> bool:
+        """Whether a pooled connection answers a trivial query."""
+        try:
+            async with self.pool.acquire(timeout=_PING_TIMEOUT_S) as conn:
+                await conn.fetchval(_q("ping"), timeout=_PING_TIMEOUT_S)
+            return True
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
+    async def ensure_event_partitions(self) -> None:
+        """Create the event partitions for this month and the next two."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(_q("ensure_event_partitions"))
+
+    # ------------------------------------------------------------ events
+
+    async def write_events(self, events: Sequence[Event]) -> int:
+        """COPY a batch into the events table; returns the rows that landed."""
+        async with self.pool.acquire(timeout=_WRITE_TIMEOUT_S) as conn, conn.transaction():
+            await conn.execute(_q("events_inbox_create"))
+            await conn.copy_records_to_table(
+                "tracker_events_inbox",
+                records=events,
+                columns=_EVENT_COLUMNS,
+                timeout=_WRITE_TIMEOUT_S,
+            )
+            status = await conn.execute(_q("events_inbox_move"), timeout=_WRITE_TIMEOUT_S)
+        return int(status.rpartition(" ")[2])
+
+    async def click_target(self, delivery_id: int, link_id: int) -> ClickTarget | None:
+        """The URL registered for this link in the delivery's campaign, or None."""
+        async with _outage_as_unavailable():
+            row = await self.pool.fetchrow(_q("click_target"), delivery_id, link_id)
+        if row is None:
+            return None
+        return ClickTarget(row["url"], row["campaign_id"], row["sent_at"])
+
+    # ------------------------------------------------------------ pages
+
+    async def recipient(self, delivery_id: int) -> Recipient | None:
+        """The contact, campaign and topic behind a delivery, or None."""
+        async with _outage_as_unavailable():
+            row = await self.pool.fetchrow(_q("recipient"), delivery_id)
+        if row is None:
+            return None
+        return Recipient(
+            delivery_id=row["delivery_id"],
+            campaign_id=row["campaign_id"],
+            contact_id=row["contact_id"],
+            email=row["email"],
+            email_hash=bytes(row["email_hash"]) if row["email_hash"] is not None else None,
+            name=row["name"],
+            locale=row["locale"],
+            erased=row["erased"],
+            sender=row["sender"],
+            channel=row["channel"],
+            topic_id=row["topic_id"],
+            topic_name=row["topic_name"],
+        )
+
+    async def snapshot(self, recipient: Recipient, now: datetime) -> Snapshot:
+        """The contact's ledger and switch positions, as the preference centre shows them."""
+        async with (
+            _outage_as_unavailable(),
+            self.pool.acquire() as conn,
+            conn.transaction(readonly=True),
+        ):
+            return await self._snapshot(conn, recipient, now)
+
+    async def _snapshot(self, conn: _Conn, recipient: Recipient, now: datetime) -> Snapshot:
+        contact = recipient.contact_id
+        ledger = tuple(
+            LedgerRow(
+                id=r["id"],
+                channel=r["channel"],
+                action=r["action"],
+                kind=r["kind"],
+                topic_id=r["topic_id"],
+                topic_name=r["topic_name"],
+                source=r["source"],
+                obtained_at=r["obtained_at"],
+                ends_at=r["ends_at"],
+            )
+            for r in await conn.fetch(_q("contact_ledger"), contact)
+        )
+        channel_prefs = {
+            r["channel"]: r["enabled"] for r in await conn.fetch(_q("contact_channels"), contact)
+        }
+        topics = [
+            TopicRow(r["id"], r["name"], r["description"], r["default_subscribed"], r["subscribed"])
+            for r in await conn.fetch(_q("contact_topics"), contact)
+        ]
+        suppressions = [
+            SuppressionRow(r["scope"], r["channel"], r["topic_id"], r["reason"])
+            for r in await conn.fetch(_q("contact_suppressions"), recipient.email_hash)
+        ]
+        return Snapshot(ledger, current(ledger, channel_prefs, topics, suppressions, now))
+
+    # ------------------------------------------------------------ opt-outs
+
+    async def opt_out(
+        self,
+        recipient: Recipient,
+        *,
+        channels: Collection[str],
+        topic_ids: Collection[int],
+        source: str,
+        evidence: Mapping[str, Any],
+    ) -> bool | None:
+        """Withdraw channels and/or topics durably; True if anything changed, None if erased."""
+        async with _outage_as_unavailable(), self.pool.acquire() as conn, conn.transaction():
+            email_hash = await conn.fetchval(_q("contact_lock"), recipient.contact_id)
+            if email_hash is None:
+                return None
+            changed = await self._withdraw(
+                conn, recipient, email_hash, channels, topic_ids, source, evidence
+            )
+        return changed > 0
+
+    async def _withdraw(
+        self,
+        conn: _Conn,
+        recipient: Recipient,
+        email_hash: bytes,
+        channels: Collection[str],
+        topic_ids: Collection[int],
+        source: str,
+        evidence: Mapping[str, Any],
+    ) -> int:
+        detail = {"delivery_id": recipient.delivery_id, "campaign_id": recipient.campaign_id}
+        changed = 0
+        args = (recipient.contact_id,)
+        if channels:
+            changed += await conn.fetchval(
+                _q("channels_withdraw"),
+                *args,
+                sorted(channels),
+                email_hash,
+                source,
+                dict(evidence),
+                detail,
+            )
+        if topic_ids:
+            changed += await conn.fetchval(
+                _q("topics_withdraw"),
+                *args,
+                sorted(topic_ids),
+                email_hash,
+                source,
+                dict(evidence),
+                detail,
+            )
+        return int(changed)
+
+    async def save_preferences(
+        self,
+        recipient: Recipient,
+        *,
+        channels_wanted: Collection[str],
+        topics_wanted: Collection[int],
+        topics_shown: Collection[int],
+        evidence: Mapping[str, Any],
+        now: datetime,
+    ) -> Changes | None:
+        """Apply a submitted preference form; the changes made, or None if the contact is erased.
+
+        The switches are judged against the state read under the contact's lock, so a
+        double submit or a concurrent one-click cannot log the same change twice.
+        """
+        async with _outage_as_unavailable(), self.pool.acquire() as conn, conn.transaction():
+            email_hash = await conn.fetchval(_q("contact_lock"), recipient.contact_id)
+            if email_hash is None:
+                return None
+            snap = await self._snapshot(conn, recipient, now)
+            diff = changes(snap.preferences, channels_wanted, topics_wanted, topics_shown)
+            source = "preference centre"
+            await self._withdraw(
+                conn, recipient, email_hash, diff.channels_off, diff.topics_off, source, evidence
+            )
+            if diff.channels_on:
+                await conn.execute(
+                    _q("channels_grant"),
+                    recipient.contact_id,
+                    sorted(diff.channels_on),
+                    email_hash,
+                    dict(evidence),
+                )
+            if diff.topics_on:
+                await conn.execute(
+                    _q("topics_grant"),
+                    recipient.contact_id,
+                    sorted(diff.topics_on),
+                    email_hash,
+                    dict(evidence),
+                )
+        return diff
