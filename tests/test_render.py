@@ -477,6 +477,12 @@ def test_a_changed_file_changes_the_template_version_hash(tmp_path: Path) -> Non
     assert TemplateSet.load(tmp_path, "custom").sha256() != before
 
 
+def test_a_syntax_error_in_a_layout_is_found_before_any_message(tmp_path: Path) -> None:
+    (tmp_path / "base.html").write_text("ok\n{% block content %}{% endblock %}{% endif %}")
+    with pytest.raises(TemplateFileError, match=r"base\.html:2"):
+        custom_renderer(tmp_path, '{% extends "base.html" %}')
+
+
 def test_a_computed_template_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TemplateFileError, match="computed name"):
         custom_renderer(tmp_path, "{% extends attributes.layout %}")
