@@ -550,6 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
     simp.add_argument("--source", help="where the list comes from (default: the file name)")
     simp.set_defaults(handler=suppress_import)
 
+    trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(
+        dest="trk", required=True
+    )
+    trk.add_parser("serve", help="serve /o /c /u /p /healthz /metrics until SIGTERM")
+
     arch = sub.add_parser("archive", help="sent messages, reproducible").add_subparsers(
         dest="arch", required=True
     )
@@ -577,9 +582,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = config.load(args.config)
+        if args.command == "tracker":
+            settings.require_token_keys()
     except config.ConfigError as exc:
         err.print(f"[red]configuration error:[/] {exc}", highlight=False)
         return 2
+    if args.command == "tracker":
+        from tracker import app as tracker_app
+
+        tracker_app.serve(settings)  # its own event loop (uvloop when installed)
+        return 0
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(args, settings))
