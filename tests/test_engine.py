@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 from email import policy
 
 import asyncpg
+from prometheus_client import generate_latest
 
 from mailer import lifecycle
 from mailer.addresses import address_hash
+from mailer.config import DomainThrottle
 from mailer.store import Store
 from tests.engine_setup import add_contacts, engine_for, sample_campaign, settings_for
 from tests.smtp_servers import Faults, smtp_server, wait_until
@@ -165,3 +168,43 @@ async def test_graceful_stop_hands_back_what_was_not_sent_and_records_the_rest(
     assert counts.get("sending", 0) == 0
     assert counts["sent"] == received
     assert counts["sent"] + counts.get("queued", 0) == 100
+
+
+async def test_a_domain_rate_limit_holds_across_several_workers(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 120, domains=("slow.example",))
+    await sample_campaign(store)
+    with smtp_server() as (port, sink):
+        base = settings_for(port, batch_size=20)
+        limited = dataclasses.replace(
+            base,
+            throttle=dataclasses.replace(
+                base.throttle,
+                domains={"slow.example": DomainThrottle(rate=40.0, concurrency=4)},
+            ),
+        )
+        workers = [engine_for(store, limited) for _ in range(3)]
+        await asyncio.gather(*(w.run(until_idle=True) for w in workers))
+        times = sorted(m.at for m in sink.messages)
+    assert len(times) == 120
+    # After the first burst (a quarter second of tokens), the sink sees at most 40/s.
+    span = times[-1] - times[0]
+    assert span >= (120 - 10) / 40 * 0.9
+    assert await statuses(conn) == {"sent": 120}
+
+
+async def test_the_engine_exports_its_metrics_by_outcome_and_reply_class(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    emails = await add_contacts(conn, 4)
+    await sample_campaign(store)
+    faults = Faults(rcpt={emails[0]: "550 5.1.1 no such user"})
+    with smtp_server(faults) as (port, _sink):
+        engine = engine_for(store, settings_for(port))
+        await engine.run(until_idle=True)
+    exposition = generate_latest(engine.metrics.registry).decode()
+    assert 'mailer_messages_total{outcome="sent",reply_class="2xx"} 3.0' in exposition
+    assert 'mailer_messages_total{outcome="bounced",reply_class="5xx"} 1.0' in exposition
+    assert "mailer_render_duration_seconds_count 4.0" in exposition
+    assert "mailer_send_duration_seconds_count 4.0" in exposition
