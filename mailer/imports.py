@@ -59,7 +59,6 @@ async def import_contacts(
                 rows,
                 file_name=path.name,
                 file_sha256=contacts_file.file_sha256(path),
-                attribute_keys=contacts_file.attribute_keys(path),
                 default_locale=default_locale,
                 skip_invalid=skip_invalid,
                 on_reject=on_reject,

@@ -57,7 +57,7 @@ CREATE TEMPORARY TABLE import_rows (
     email_hash       bytea NOT NULL,
     name             text,
     locale           text,
-    attribute_values text[] NOT NULL,
+    attributes       jsonb NOT NULL,
     last_activity_at timestamptz,
     tracking         boolean,
     channel          text NOT NULL,
@@ -87,11 +87,7 @@ SELECT NULL::bigint AS id,
        email_hash,
        (array_agg(name ORDER BY line DESC) FILTER (WHERE name IS NOT NULL))[1] AS name,
        (array_agg(locale ORDER BY line DESC) FILTER (WHERE locale IS NOT NULL))[1] AS locale,
-       jsonb_merge_agg(
-           (SELECT coalesce(jsonb_object_agg(a.key, attribute_json(a.value)), '{}')
-            FROM unnest($1::text[], attribute_values) AS a (key, value)
-            WHERE a.value IS NOT NULL)
-           ORDER BY line) AS attributes,
+       jsonb_merge_agg(attributes ORDER BY line) AS attributes,
        max(last_activity_at) AS last_activity_at,
        (array_agg(tracking ORDER BY line DESC) FILTER (WHERE tracking IS NOT NULL))[1] AS tracking
 FROM import_rows

@@ -267,19 +267,6 @@ END $$;
 -- of an address listed on several lines of one import file.
 CREATE AGGREGATE jsonb_merge_agg(jsonb) (SFUNC = jsonb_concat, STYPE = jsonb, INITCOND = '{}');
 
--- A CSV cell as a typed attribute: plain decimal numbers become JSON
--- numbers and true/false booleans, so segments can compare
--- `attributes.mileage >= 50000` and templates can format numbers. Anything
--- else (postal codes with leading zeros, dates, phone numbers) stays text.
-CREATE FUNCTION attribute_json(value text) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN value ~ '^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,6})?$' THEN to_jsonb(value::numeric)
-        WHEN value IN ('true', 'false') THEN to_jsonb(value::boolean)
-        ELSE to_jsonb(value)
-    END
-$$;
-
 -- Who imported what, when: the record a re-import or an auditor reads.
 CREATE TABLE imports (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
