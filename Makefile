@@ -30,7 +30,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	@url="$(DB)" && DATABASE_URL="$$url" $(BIN)/python bench/import_contacts.py
+	@url="$(DB)" && for b in import_contacts audience render send tracker; do \
+		echo "== bench/$$b.py"; DATABASE_URL="$$url" $(BIN)/python bench/$$b.py || exit 1; done
 
 db-stop:
 	-$(BIN)/python -m mailer.pgcluster stop
