@@ -141,9 +141,15 @@ async def prepare(dsn: str, recipients: int) -> str:
         await store.pool.execute(CONTACTS_SQL, recipients)
         await store.pool.execute(CONSENTS_SQL)
         await store.pool.execute("ANALYZE")
-        _, definition = await lifecycle.create(
-            store, TEMPLATES / "service_reminder.toml", TEMPLATES
-        )
+        # The sample campaign caps each domain at 20 msg/s (a polite default for a dealer);
+        # the benchmark measures the engine, not that policy, so it lifts the cap.
+        text = (TEMPLATES / "service_reminder.toml").read_text(encoding="utf-8")
+        text = text.replace("rate = 20.0", "rate = 1000000.0")
+        text = text.replace("concurrency = 4", "concurrency = 8")
+        campaign_path = ROOT / "bench" / ".data" / "bench_campaign.toml"
+        campaign_path.parent.mkdir(parents=True, exist_ok=True)
+        campaign_path.write_text(text, encoding="utf-8")
+        _, definition = await lifecycle.create(store, campaign_path, TEMPLATES)
         await lifecycle.launch(store, definition.slug, datetime.now(UTC))
     return url
 
@@ -233,4 +239,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # Both sides run on the same event loop implementation (uvloop when installed), as the
+    # `mailer` command does.
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
