@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -13,13 +14,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import FormData, web
+from aiohttp import ClientSession, FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mailer.addresses import address_hash
 from mailer.config import DatabaseSettings, Settings, TrackerSettings
 from mailer.tokens import Keyring, Purpose, Token
-from tracker.app import GIF, TRACKER, create_app
+from tracker.app import GIF, TRACKER, create_app, run
 
 KEYS = "1:" + base64.b64encode(bytes(range(7, 39))).decode()
 RING = Keyring.from_spec(KEYS)
@@ -517,17 +518,29 @@ async def test_form_post_without_a_valid_csrf_field_or_from_another_site_is_refu
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
-async def test_tampered_unsubscribe_token_gets_404_and_writes_nothing(
-    client: Client, world: World, conn: asyncpg.Connection, method: str
+@pytest.mark.parametrize(
+    ("route", "purpose"), [("u", Purpose.UNSUBSCRIBE), ("p", Purpose.PREFERENCES)]
+)
+async def test_tampered_unsubscribe_or_preference_token_gets_404_and_writes_nothing(
+    client: Client,
+    world: World,
+    conn: asyncpg.Connection,
+    method: str,
+    route: str,
+    purpose: Purpose,
 ) -> None:
     before = await table_counts(conn)
+    genuine = sign(purpose, world.delivery_id)
+    fields = await form_fields(client, f"/{route}/{genuine}")
+    body = {"data": {**fields, "channel": "sms", "shown": str(world.topic_id)}}
     for token in (
-        tamper(sign(Purpose.UNSUBSCRIBE, world.delivery_id)),
+        tamper(genuine),
         sign(Purpose.OPEN, world.delivery_id),
-        sign(Purpose.UNSUBSCRIBE, world.delivery_id + 1000),  # genuine, no such delivery
+        sign(purpose, world.delivery_id + 1000),  # genuine, no such delivery
     ):
-        response = await client.request(method, f"/u/{token}", **gmail_one_click())
-        assert response.status == 404
+        for kwargs in (gmail_one_click(), body):
+            response = await client.request(method, f"/{route}/{token}", **kwargs)
+            assert response.status == 404
     assert await table_counts(conn) == before
 
 
@@ -719,3 +732,29 @@ async def test_two_tracker_instances_share_one_database(
     assert await conn.fetchval("SELECT count(*) FROM events") == 2
     assert await conn.fetchval("SELECT count(*) FROM consents WHERE action = 'withdraw'") == 2
     assert await conn.fetchval("SELECT count(*) FROM suppressions") == 2
+
+
+async def test_run_serves_on_the_configured_port_until_stopped_then_flushes(
+    db_url: str, world: World, conn: asyncpg.Connection
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = settings_for(db_url, port=port, flush_interval_ms=600_000)
+    stop = asyncio.Event()
+    server = asyncio.create_task(run(settings, stop))
+    async with ClientSession() as session:
+        for _ in range(50):
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as health:
+                    assert health.status == 200
+                    break
+            except OSError:
+                await asyncio.sleep(0.05)
+        async with session.get(
+            f"http://127.0.0.1:{port}/o/{sign(Purpose.OPEN, world.delivery_id)}"
+        ) as pixel:
+            assert await pixel.read() == GIF
+    stop.set()  # what SIGTERM does
+    await asyncio.wait_for(server, 15)
+    assert await conn.fetchval("SELECT count(*) FROM events") == 1

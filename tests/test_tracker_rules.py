@@ -284,7 +284,7 @@ def test_a_hit_becomes_an_event_row_with_a_truncated_address_and_a_verdict() -> 
     at = NOW.timestamp()
     hit = Hit(at, "open", 7, None, False, "Mozilla/5.0", "127.0.0.1", "17.2.3.4")
     event, why = to_event(hit)
-    assert event == Event(NOW, "open", 7, None, True, "Mozilla/5.0", "17.2.3.0/24")
+    assert event == Event(at, "open", 7, None, True, "Mozilla/5.0", "17.2.3.0/24")
     assert why == "apple_mpp"
     click = Hit(at, "click", 7, 3, False, CHROME + "x" * 1000, "203.0.113.9", None, at - 3600)
     event, why = to_event(click)
@@ -314,7 +314,7 @@ class Recorder(BufferObserver):
 
 
 def event(n: int) -> Event:
-    return Event(NOW, "open", n, None, False, None, None)
+    return Event(NOW.timestamp(), "open", n, None, False, None, None)
 
 
 async def test_a_full_buffer_drops_and_counts_without_waiting() -> None:
