@@ -55,6 +55,8 @@ SWEEP_EVERY_S = 10.0
 FLUSH_EVERY_S = 0.2
 FLUSH_ROWS = 500
 MAX_NEW_LINKS_ROUNDS = 20
+# Messages rendered between two yields to the event loop (~5 ms of work).
+YIELD_EVERY = 16
 
 
 @dataclass
@@ -208,6 +210,7 @@ class Engine:
         # A contact who opted out after the freeze is skipped, never sent.
         verdicts = await self.store.audience(ctx.spec, now, [r["contact_id"] for r in rows])
         reasons = {v.contact_id: v.reason for v in verdicts}
+        rendered = 0
         for row in rows:
             reason = reasons.get(row["contact_id"], "erased")
             if reason is not None:
@@ -231,6 +234,11 @@ class Engine:
                 continue
             self.metrics.render_seconds.observe(time.perf_counter() - started)
             self._dispatch(job, ctx)
+            # Rendering takes ~0.3 ms a message: a whole batch in one go held the loop
+            # for ~150 ms while every SMTP reply waited. Yield every few messages.
+            rendered += 1
+            if rendered % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         return len(rows)
 
     async def _compose(self, ctx: CampaignContext, job: Job, now: datetime) -> Composed:
