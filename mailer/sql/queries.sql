@@ -242,35 +242,47 @@ SELECT (SELECT count(*) FROM contacts WHERE erased_at IS NULL) AS contacts,
 -- with fixed fragments below (never with operator text).
 -- Runs with TimeZone = UTC (the pool sets it): interval arithmetic on
 -- timestamptz follows the session zone, and consent.add_months works in UTC.
-WITH ledger AS NOT MATERIALIZED (
-    -- Inlined into both readers: scanning consents twice is cheaper than
-    -- writing 2.5 M rows to a CTE buffer.
-    SELECT l.contact_id, l.id, l.action, l.kind, l.source, l.obtained_at, l.ends_at
+WITH marked AS (
+    -- One sorted pass over the contact's ledger, newest first: for each row, what
+    -- comes after it. A grant is kept when no withdrawal and no row of its own kind
+    -- comes later (a later row about a kind supersedes: how a contract's end is
+    -- recorded). One window, one sort, instead of joins and sorts per rule.
+    SELECT l.contact_id, l.id, l.action, l.kind, l.source, l.obtained_at, l.ends_at,
+           coalesce(bool_or(l.action = 'withdraw') OVER later, false) AS withdrawn_later,
+           coalesce(bool_or(l.kind = 'express') OVER later, false) AS express_later,
+           coalesce(bool_or(l.kind = 'implied_purchase') OVER later, false) AS purchase_later,
+           coalesce(bool_or(l.kind = 'implied_contract') OVER later, false) AS contract_later,
+           coalesce(bool_or(l.kind = 'implied_inquiry') OVER later, false) AS inquiry_later,
+           coalesce(bool_or(l.kind = 'implied_publication') OVER later, false) AS publication_later
     FROM consents l
     WHERE l.channel = $3::text AND l.topic_id IS NULL AND l.action IN ('grant', 'withdraw')
       AND l.obtained_at <= $5::timestamptz /*ledger_contacts*/
+    WINDOW later AS (PARTITION BY l.contact_id ORDER BY l.obtained_at DESC, l.id DESC
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ), withdrawals AS (
-    -- The last withdrawal cancels every grant before it.
-    SELECT DISTINCT ON (contact_id) contact_id, obtained_at AS w_at, id AS w_id
-    FROM ledger WHERE action = 'withdraw'
-    ORDER BY contact_id, obtained_at DESC, id DESC
+    -- Contacts with a withdrawal on record (for consent_withdrawn).
+    SELECT DISTINCT l.contact_id
+    FROM consents l
+    WHERE l.channel = $3 AND l.topic_id IS NULL AND l.action = 'withdraw'
+      AND l.obtained_at <= $5 /*ledger_contacts*/
 ), kept AS (
-    -- Latest grant per kind after that withdrawal: a later row about a kind
-    -- supersedes an earlier one (how a contract's end is recorded).
-    SELECT DISTINCT ON (g.contact_id, g.kind)
-           g.contact_id, g.id, g.kind, g.source, g.obtained_at,
-           CASE g.kind  -- NULL: no end
-               WHEN 'implied_purchase' THEN g.obtained_at + interval '24 months'  -- CASL s.10(10)(a)
-               WHEN 'implied_contract' THEN g.ends_at + interval '24 months'      -- after it ends
-               WHEN 'implied_inquiry' THEN g.obtained_at + interval '6 months'    -- CASL s.10(10)(c)
-               WHEN 'implied_publication' THEN g.ends_at                          -- while relevant
+    SELECT m.contact_id, m.id, m.kind, m.source, m.obtained_at,
+           CASE m.kind  -- NULL: no end
+               WHEN 'implied_purchase' THEN m.obtained_at + interval '24 months'  -- CASL s.10(10)(a)
+               WHEN 'implied_contract' THEN m.ends_at + interval '24 months'      -- after it ends
+               WHEN 'implied_inquiry' THEN m.obtained_at + interval '6 months'    -- CASL s.10(10)(c)
+               WHEN 'implied_publication' THEN m.ends_at                          -- while relevant
            END AS valid_until
-    FROM ledger g
-    LEFT JOIN withdrawals w ON w.contact_id = g.contact_id
-    WHERE g.action = 'grant'
-      AND (w.contact_id IS NULL OR (g.obtained_at, g.id) > (w.w_at, w.w_id))
-      AND ($4::text <> 'gdpr' OR g.kind = 'express')  -- GDPR: express consent only
-    ORDER BY g.contact_id, g.kind, g.obtained_at DESC, g.id DESC
+    FROM marked m
+    WHERE m.action = 'grant' AND NOT m.withdrawn_later
+      AND NOT CASE m.kind
+                  WHEN 'express' THEN m.express_later
+                  WHEN 'implied_purchase' THEN m.purchase_later
+                  WHEN 'implied_contract' THEN m.contract_later
+                  WHEN 'implied_inquiry' THEN m.inquiry_later
+                  WHEN 'implied_publication' THEN m.publication_later
+              END
+      AND ($4::text <> 'gdpr' OR m.kind = 'express')  -- GDPR: express consent only
 ), consent AS (
     -- The best kept grant: a valid one first; express, then the latest end.
     SELECT DISTINCT ON (contact_id)
