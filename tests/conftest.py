@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -41,30 +42,34 @@ async def template_db(server_dsn: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def db_url(server_dsn: str, template_db: str) -> AsyncIterator[str]:
-    """A fresh, migrated database of its own for one test."""
-    name = f"mailer_t_{uuid.uuid4().hex[:12]}"
+@asynccontextmanager
+async def _scratch_database(
+    server_dsn: str, prefix: str, template: str | None = None
+) -> AsyncIterator[str]:
+    """A database created for one test (from `template` if given), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
     admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
         yield _with_database(server_dsn, name)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+async def db_url(server_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    async with _scratch_database(server_dsn, "mailer_t", template_db) as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_db_url(server_dsn: str) -> AsyncIterator[str]:
     """A database with no schema at all, for migration tests."""
-    name = f"mailer_e_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield _with_database(server_dsn, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with _scratch_database(server_dsn, "mailer_e") as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,40 +11,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from mailer.consent import valid_until
+from mailer.footer import format_date
 from tracker.preferences import LedgerRow
 
 Lang = Literal["en", "fr"]
-
-_MONTHS: dict[Lang, tuple[str, ...]] = {
-    "en": (
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ),
-    "fr": (
-        "janvier",
-        "février",
-        "mars",
-        "avril",
-        "mai",
-        "juin",
-        "juillet",
-        "août",
-        "septembre",
-        "octobre",
-        "novembre",
-        "décembre",
-    ),
-}
 
 _CHANNELS: dict[Lang, dict[str, str]] = {
     "en": {"email": "email", "sms": "text messages", "postal": "post", "phone": "phone calls"},
@@ -176,10 +146,8 @@ def language(locale: str | None) -> Lang:
 
 
 def long_date(moment: datetime, lang: Lang) -> str:
-    """A day spelt out: "19 September 2012", "1er septembre 2012" (UTC)."""
-    day = moment.astimezone(UTC)
-    number = "1er" if lang == "fr" and day.day == 1 else str(day.day)
-    return f"{number} {_MONTHS[lang][day.month - 1]} {day.year}"
+    """A day spelt out: "19 September 2012", "1er septembre 2012" (UTC), as message footers do."""
+    return format_date(moment.astimezone(UTC).date(), lang)
 
 
 def channel_name(channel: str, lang: Lang) -> str:
