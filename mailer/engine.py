@@ -25,7 +25,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,7 +67,7 @@ class Job:
     campaign_id: int
     domain: str
     attempts: int
-    created_at: datetime
+    first_attempt_at: datetime
     recipient: Recipient
     composed: Composed | None = None
 
@@ -127,6 +127,10 @@ class Engine:
         self.room = asyncio.Event()
         self.progress = Progress()
         self.deadline = timedelta(hours=settings.engine.retry_deadline_hours)
+        self._last_sweep = 0.0
+        # Claimed deliveries that will not reach SMTP in this run (stop, errors):
+        # handed back to the queue in one statement.
+        self._unsent: list[int] = []
 
     # ------------------------------------------------------------ run
 
@@ -141,49 +145,62 @@ class Engine:
             await self._claimer(until_idle)
         finally:
             self.stop.set()
-            # Messages not yet taken by a sender were never handed to SMTP: hand
-            # them back; senders finish the one in hand and meet the end marker.
-            await self._release_unsent()
+            # Each step is guarded on its own: a failure in one (Postgres down
+            # while handing back) must not skip the next (recording outcomes).
+            for queue in self.domain_queues.values():
+                self._unsent.extend(_drain(queue))
             for domain, queue in self.domain_queues.items():
                 for _ in range(self.pacer.limit(domain).concurrency):
-                    queue.put_nowait(None)
+                    queue.put_nowait(None)  # senders finish the message in hand, then stop
             await asyncio.gather(*self.senders, return_exceptions=True)
+            await _logged(self._release_unsent(), "handing back unsent deliveries")
             leases.cancel()
             # Outcomes already known must reach the ledger, whatever happens now.
             await asyncio.shield(self._drain_recorder(recorder))
-            await self.relays.close()
+            await _logged(self.relays.close(), "closing SMTP connections")
         return self.progress
 
     async def _claimer(self, until_idle: bool) -> None:
-        last_sweep = 0.0
+        """Claim while there is room; a database outage pauses claiming, it does not end it."""
+        failures = 0
         while not self.stop.is_set():
-            if time.monotonic() - last_sweep > SWEEP_EVERY_S:
-                last_sweep = time.monotonic()
-                swept = await self.store.sweep_uncertain()
-                if swept:
-                    self.metrics.uncertain.inc(swept)
-                    log.warning(
-                        "%d deliveries were in flight in a dead worker: now uncertain", swept
-                    )
-                await self.store.finish_campaigns()
-            claimed = 0
-            for campaign_id in await self.store.running_campaigns():
-                if self.only is not None and campaign_id not in self.only:
-                    continue
-                room = self.max_pending - self.pending
-                if room < max(1, self.settings.engine.batch_size // 4):
-                    break
-                claimed += await self._claim(
-                    campaign_id, min(room, self.settings.engine.batch_size)
-                )
-            if claimed:
+            try:
+                if await self._claim_round(until_idle):
+                    return
+                failures = 0
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                log.warning("claiming failed (%s); retrying in %.1f s", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
+
+    async def _claim_round(self, until_idle: bool) -> bool:
+        """One pass over the running campaigns; True when the run is over (until_idle)."""
+        if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+            self._last_sweep = time.monotonic()
+            swept = await self.store.sweep_uncertain()
+            if swept:
+                self.metrics.uncertain.inc(swept)
+                log.warning("%d deliveries were in flight in a dead worker: now uncertain", swept)
+            await self.store.finish_campaigns()
+        claimed = 0
+        for campaign_id in await self.store.running_campaigns():
+            if self.only is not None and campaign_id not in self.only:
                 continue
-            if until_idle and self.pending == 0:
-                await self.store.finish_campaigns()
-                return
-            self.room.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_stop_or_room(), IDLE_SLEEP_S)
+            room = self.max_pending - self.pending
+            if room < max(1, self.settings.engine.batch_size // 4):
+                break
+            claimed += await self._claim(campaign_id, min(room, self.settings.engine.batch_size))
+        if claimed:
+            return False
+        if until_idle and self.pending == 0:
+            await self.store.finish_campaigns()
+            return True
+        self.room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_stop_or_room(), IDLE_SLEEP_S)
+        return False
 
     async def _wait_stop_or_room(self) -> None:
         stop = asyncio.create_task(self.stop.wait())
@@ -205,6 +222,21 @@ class Engine:
         self.pending += len(rows)
         self.progress.claimed += len(rows)
         self.metrics.claimed.inc(len(rows))
+        handled: set[int] = set()
+        try:
+            await self._prepare(campaign_id, rows, handled)
+        except Exception:
+            # Whatever failed, the rows not yet dispatched or recorded go back to
+            # the queue instead of waiting in `sending` to become uncertain.
+            stranded = [r["id"] for r in rows if r["id"] not in handled]
+            log.exception("preparing %d deliveries failed; handing them back", len(stranded))
+            self._unsent.extend(stranded)
+            await _logged(self._release_unsent(), "handing back deliveries")
+            raise
+        return len(rows)
+
+    async def _prepare(self, campaign_id: int, rows: list[Any], handled: set[int]) -> None:
+        """Re-check, render and dispatch claimed rows; `handled` collects those done with."""
         ctx = await self._context(campaign_id)
         now = self.clock()
         # A contact who opted out after the freeze is skipped, never sent.
@@ -214,6 +246,7 @@ class Engine:
         for row in rows:
             reason = reasons.get(row["contact_id"], "erased")
             if reason is not None:
+                handled.add(row["id"])
                 await self._done(OutcomeRow(row["id"], Status.SKIPPED, skip_reason=reason), "skip")
                 continue
             job = _job(row)
@@ -222,6 +255,7 @@ class Engine:
                 job.composed = await self._compose(ctx, job, now)
             except MessageError as exc:
                 log.info("delivery %d skipped: %s", job.delivery_id, exc)
+                handled.add(job.delivery_id)
                 await self._done(
                     OutcomeRow(
                         job.delivery_id,
@@ -233,13 +267,13 @@ class Engine:
                 )
                 continue
             self.metrics.render_seconds.observe(time.perf_counter() - started)
+            handled.add(job.delivery_id)
             self._dispatch(job, ctx)
             # Rendering takes ~0.3 ms a message: a whole batch in one go held the loop
             # for ~150 ms while every SMTP reply waited. Yield every few messages.
             rendered += 1
             if rendered % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        return len(rows)
 
     async def _compose(self, ctx: CampaignContext, job: Job, now: datetime) -> Composed:
         for _ in range(MAX_NEW_LINKS_ROUNDS):
@@ -294,7 +328,17 @@ class Engine:
     async def _sender(self, domain: str, queue: asyncio.Queue[Job | None]) -> None:
         """Send this domain's messages one at a time until the end marker (None)."""
         while (job := await queue.get()) is not None:
-            await self._send(domain, job)
+            try:
+                await self._send(domain, job)
+            except Exception:
+                # Only reachable before SMTP (relay.send never raises for SMTP or
+                # network trouble): the message was not sent; retry it later.
+                log.exception("delivery %d could not be sent; deferring it", job.delivery_id)
+                retry_at = self.clock() + timedelta(minutes=1)
+                row = OutcomeRow(
+                    job.delivery_id, Status.DEFERRED, reply="internal error", retry_at=retry_at
+                )
+                await self._done(row, "none")
 
     async def _send(self, domain: str, job: Job) -> None:
         ctx = self.contexts[job.campaign_id]
@@ -310,6 +354,11 @@ class Engine:
                 OutcomeRow(job.delivery_id, Status.DEFERRED, reply=str(exc), retry_at=tomorrow),
                 "none",
             )
+            return
+        if self.stop.is_set():
+            # Stopping while this message waited for throttle tokens: it was never
+            # handed to SMTP, so it goes back to the queue rather than out late.
+            self._unsent.append(job.delivery_id)
             return
         relay = self.relays.pick()
         started = time.perf_counter()
@@ -341,7 +390,7 @@ class Engine:
             final, retry_at = outcome.after_deferral(
                 result,
                 attempt=job.attempts,
-                first_try=job.created_at,
+                first_try=job.first_attempt_at,
                 now=now,
                 deadline=self.deadline,
             )
@@ -382,14 +431,18 @@ class Engine:
                 return
 
     async def _write(self, batch: list[OutcomeRow]) -> None:
-        for attempt in range(5):
+        """Record a batch; never drop it: outcomes are known facts (a sent message is sent)."""
+        attempt = 0
+        while True:
             try:
                 await self.store.record_outcomes(self.worker, batch)
                 break
-            except (asyncpg.PostgresConnectionError, OSError) as exc:
-                # The rows stay `sending` under our lease; retry rather than lose outcomes.
-                log.warning("recording %d outcomes failed (%s), retrying", len(batch), exc)
-                await asyncio.sleep(0.5 * 2**attempt)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                # The rows stay `sending` (or become `uncertain`, which a later
+                # write still replaces); the lease renewer keeps them ours meanwhile.
+                attempt += 1
+                log.error("recording %d outcomes failed (%s); retry %d", len(batch), exc, attempt)
+                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
         self.pending -= len(batch)
         self.room.set()
 
@@ -399,17 +452,13 @@ class Engine:
         await recorder
 
     async def _release_unsent(self) -> None:
-        """Graceful stop: messages never handed to SMTP go back to the queue."""
-        unsent: list[int] = []
-        for queue in self.domain_queues.values():
-            while not queue.empty():
-                job = queue.get_nowait()
-                if job is not None:
-                    unsent.append(job.delivery_id)
+        """Messages never handed to SMTP go back to the queue (or to `skipped` if cancelled)."""
+        unsent, self._unsent = self._unsent, []
         if unsent:
             released = await self.store.release_batch(unsent, self.worker)
             self.metrics.released.inc(released)
             self.pending -= len(unsent)
+            self.room.set()
 
     async def _renew_leases(self) -> None:
         lease = self.settings.engine.lease_seconds
@@ -419,6 +468,24 @@ class Engine:
                 await self.store.renew_leases(self.worker, lease)
 
 
+def _drain(queue: asyncio.Queue[Job | None]) -> list[int]:
+    """The delivery ids waiting in a sender queue, taken out of it."""
+    ids = []
+    while not queue.empty():
+        job = queue.get_nowait()
+        if job is not None:
+            ids.append(job.delivery_id)
+    return ids
+
+
+async def _logged(step: Awaitable[None], what: str) -> None:
+    """Run one shutdown step; log its failure instead of skipping the steps after it."""
+    try:
+        await step
+    except Exception:
+        log.exception("%s failed", what)
+
+
 def _job(row: Any) -> Job:
     attributes = row["attributes"]
     return Job(
@@ -426,7 +493,7 @@ def _job(row: Any) -> Job:
         campaign_id=row["campaign_id"],
         domain=row["domain"],
         attempts=row["attempts"],
-        created_at=row["created_at"],
+        first_attempt_at=row["first_attempt_at"],
         recipient=Recipient(
             delivery_id=row["id"],
             email=row["email"],

@@ -101,7 +101,10 @@ async def launch(store: Store, slug: str, at: datetime) -> Launch:
         listed = "\n  ".join(str(p) for p in problems)
         raise CampaignError(f"campaign {slug!r} does not start: its messages lack\n  {listed}")
     campaign_id = await _campaign_id(store, slug)
-    frozen = await store.freeze_audience(campaign_id, at)
+    try:
+        frozen = await store.freeze_audience(campaign_id, at)
+    except LookupError as exc:  # cancelled or finished since we looked
+        raise CampaignError(f"campaign {slug!r} cannot be sent: {exc}") from None
     target = (
         "scheduled" if definition.schedule is not None and definition.schedule > at else "running"
     )

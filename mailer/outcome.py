@@ -19,6 +19,9 @@ class Status(StrEnum):
     BOUNCED = "bounced"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # The connection failed after the message was handed over: it may have been
+    # delivered. Never retried on its own (no duplicates); reported.
+    UNCERTAIN = "uncertain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +68,23 @@ def from_reply(code: int, reply: str) -> Outcome:
     return Outcome(Status.DEFERRED, code, text)
 
 
-def from_connection_error(error: BaseException) -> Outcome:
-    """A dropped connection, a timeout or a refused connect: try again later."""
-    return Outcome(Status.DEFERRED, None, f"{type(error).__name__}: {error}"[:500])
+def from_connection_error(error: BaseException, *, after_data: bool = False) -> Outcome:
+    """A dropped connection, a timeout or a refused connect: try again later.
+
+    After the message body was sent the server may have queued it and the reply
+    was lost: retrying could deliver twice, so the outcome is `uncertain`.
+    """
+    status = Status.UNCERTAIN if after_data else Status.DEFERRED
+    return Outcome(status, None, f"{type(error).__name__}: {error}"[:500])
+
+
+def from_sender_refusal(code: int, reply: str) -> Outcome:
+    """MAIL FROM refused: our envelope sender or account is the problem, not the recipient.
+
+    Never a bounce (suppressing recipients for our own misconfiguration would
+    be permanent damage); deferred so it is retried once the operator fixes it.
+    """
+    return Outcome(Status.DEFERRED, code, f"sender refused: {reply}"[:500])
 
 
 def retry_delay(

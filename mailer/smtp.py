@@ -67,6 +67,9 @@ class Relay:
                 return outcome.from_connection_error(exc)
             try:
                 result = await _transaction(client, mail_from, rcpt, data)
+            except _AfterData as exc:
+                await self._discard(client)
+                return outcome.from_connection_error(exc.__cause__ or exc, after_data=True)
             except (aiosmtplib.SMTPException, OSError) as exc:
                 await self._discard(client)
                 return outcome.from_connection_error(exc)
@@ -103,7 +106,7 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt: str, data:
     mail = await client.execute_command(b"MAIL", b"FROM:<" + mail_from.encode("ascii") + b">")
     if mail.code != 250:
         await _reset(client)
-        return outcome.from_reply(mail.code, mail.message)
+        return outcome.from_sender_refusal(mail.code, mail.message)
     accepted = await client.execute_command(b"RCPT", b"TO:<" + rcpt.encode("ascii") + b">")
     if accepted.code not in (250, 251):
         await _reset(client)
@@ -114,7 +117,14 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt: str, data:
         if exc.code != 421:
             await _reset(client)
         return outcome.from_reply(exc.code, exc.message)
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        # Timeout or disconnect while the server held the message: it may be queued.
+        raise _AfterData from exc
     return outcome.from_reply(reply.code, reply.message)
+
+
+class _AfterData(Exception):
+    """The connection failed after DATA: the server may have accepted the message."""
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:

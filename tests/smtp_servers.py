@@ -26,6 +26,7 @@ class Faults:
     """What the server answers, per recipient (exact address) or at random."""
 
     rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply, e.g. "450 4.2.1 busy"
+    mail_reply: str | None = None  # answer to every MAIL FROM, e.g. "553 5.1.8 sender refused"
     # Answer the first N attempts of these addresses with this reply, then accept.
     transient: dict[str, tuple[int, str]] = field(default_factory=dict)
     random_4xx: float = 0.0
@@ -48,6 +49,15 @@ class RecordingHandler:
         self.attempts: dict[str, int] = {}
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self.faults.mail_reply:
+            return self.faults.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]

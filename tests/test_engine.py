@@ -208,3 +208,54 @@ async def test_the_engine_exports_its_metrics_by_outcome_and_reply_class(
     assert 'mailer_messages_total{outcome="bounced",reply_class="5xx"} 1.0' in exposition
     assert "mailer_render_duration_seconds_count 4.0" in exposition
     assert "mailer_send_duration_seconds_count 4.0" in exposition
+
+
+async def test_a_refused_sender_address_defers_and_never_suppresses_the_recipients(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 3)
+    await sample_campaign(store)
+    with smtp_server(Faults(mail_reply="553 5.1.8 sender address rejected")) as (port, _sink):
+        await engine_for(store, settings_for(port)).run(until_idle=True)
+    assert await statuses(conn) == {"deferred": 3}
+    assert await conn.fetchval("SELECT count(*) FROM suppressions") == 0
+
+
+async def test_a_reply_lost_after_the_message_was_handed_over_is_uncertain_not_retried(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 1)
+    await sample_campaign(store)
+    with smtp_server(Faults(delay_s=2.5)) as (port, _sink):
+        settings = settings_for(port)
+        slow = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, timeout_s=1.0))
+        await engine_for(store, slow).run(until_idle=True)
+    # The server held the whole message when the reply timed out: it may be delivered.
+    assert await statuses(conn) == {"uncertain": 1}
+
+
+async def test_resending_uncertain_rows_reopens_a_finished_campaign_and_sends_them(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 2)
+    campaign = await sample_campaign(store)
+    await conn.execute("UPDATE deliveries SET status = 'uncertain'")
+    await conn.execute("UPDATE campaigns SET status = 'done'")
+    assert await store.resend_uncertain(campaign) == 2
+    with smtp_server() as (port, sink):
+        await engine_for(store, settings_for(port)).run(until_idle=True)
+    assert await statuses(conn) == {"sent": 2}
+    assert len(sink.recipients) == 2
+
+
+async def test_a_slowed_domain_recovers_by_doubling_each_minute_not_at_every_request(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    assert await store.throttle_penalise("domain:x.example") == 0.5
+    assert await store.throttle_penalise("domain:x.example") == 0.5  # same burst: one complaint
+    for _ in range(5):
+        await store.throttle_take("domain:x.example", 100.0, 25.0, 25)
+    factor = await conn.fetchval(
+        "SELECT factor FROM throttle_buckets WHERE key = 'domain:x.example'"
+    )
+    assert factor == 0.5

@@ -496,10 +496,11 @@ WITH picked AS (
 )
 UPDATE deliveries d
 SET status = 'sending', lease_until = now() + make_interval(secs => $3), worker = $4,
-    attempts = d.attempts + 1, updated_at = now()
+    attempts = d.attempts + 1, first_attempt_at = coalesce(d.first_attempt_at, now()),
+    updated_at = now()
 FROM picked, contacts c
 WHERE d.id = picked.id AND c.id = d.contact_id
-RETURNING d.id, d.campaign_id, d.contact_id, d.domain, d.attempts, d.created_at,
+RETURNING d.id, d.campaign_id, d.contact_id, d.domain, d.attempts, d.first_attempt_at,
           d.consent_kind, d.consent_source, d.consent_obtained_at,
           c.email, c.name, c.locale, c.attributes, c.tracking
 
@@ -508,24 +509,39 @@ UPDATE deliveries SET lease_until = now() + make_interval(secs => $2)
 WHERE worker = $1 AND status = 'sending'
 
 -- name: release_batch
--- Graceful shutdown: rows claimed but never handed to SMTP go back to the queue.
-UPDATE deliveries
-SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
-    attempts = attempts - 1, lease_until = NULL, worker = NULL, updated_at = now()
-WHERE id = ANY($1::bigint[]) AND status = 'sending' AND worker = $2
+-- Graceful shutdown: rows claimed but never handed to SMTP go back to the
+-- queue — or, if their campaign was cancelled meanwhile, to their final state.
+UPDATE deliveries d
+SET status = CASE WHEN c.status = 'cancelled' THEN 'skipped'
+                  WHEN d.attempts > 1 THEN 'deferred' ELSE 'queued' END,
+    skip_reason = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE d.skip_reason END,
+    attempts = d.attempts - 1, lease_until = NULL, worker = NULL, updated_at = now()
+FROM campaigns c
+WHERE d.id = ANY($1::bigint[]) AND d.status = 'sending' AND d.worker = $2
+  AND c.id = d.campaign_id
 
 -- name: record_outcomes
--- One statement per batch of outcomes. Only rows this worker still holds
--- are touched: a row whose lease was swept to `uncertain` keeps that state.
+-- One statement per batch of outcomes, for rows this worker holds. A row
+-- swept to `uncertain` because this worker's lease lapsed (it was slow, not
+-- dead) still takes the outcome the worker knows: known beats uncertain. A
+-- deferral in a campaign cancelled meanwhile becomes its final `skipped`.
+-- Returns the rows written, so the archive and suppressions follow exactly them.
 UPDATE deliveries d
-SET status = o.status, smtp_code = o.code, smtp_reply = o.reply, message_id = o.message_id,
+SET status = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'skipped'
+                  ELSE o.status END,
+    smtp_code = o.code, smtp_reply = o.reply, message_id = o.message_id,
     sent_at = CASE WHEN o.status = 'sent' THEN o.at END,
-    next_attempt_at = coalesce(o.retry_at, d.next_attempt_at), skip_reason = o.skip_reason,
+    next_attempt_at = coalesce(o.retry_at, d.next_attempt_at),
+    skip_reason = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'cancelled'
+                       ELSE o.skip_reason END,
     lease_until = NULL, worker = NULL, updated_at = now()
 FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::timestamptz[],
             $7::timestamptz[], $8::text[])
-     AS o (id, status, code, reply, message_id, at, retry_at, skip_reason)
-WHERE d.id = o.id AND d.status = 'sending' AND d.worker = $9
+     AS o (id, status, code, reply, message_id, at, retry_at, skip_reason),
+     campaigns c
+WHERE d.id = o.id AND d.status IN ('sending', 'uncertain') AND d.worker = $9
+  AND c.id = d.campaign_id
+RETURNING d.id
 
 -- name: archive_insert
 INSERT INTO archive (delivery_id, template_version_id, render_inputs, sha256, size_bytes)
@@ -589,9 +605,16 @@ UPDATE deliveries SET status = 'skipped', skip_reason = 'cancelled', lease_until
 WHERE campaign_id = $1 AND status IN ('queued', 'deferred')
 
 -- name: resend_uncertain
--- Only by explicit operator decision: uncertain rows go back to the queue.
-UPDATE deliveries SET status = 'queued', next_attempt_at = now(), updated_at = now()
+-- Only by explicit operator decision: uncertain rows go back to the queue
+-- (the campaign is set running again in the same transaction).
+UPDATE deliveries SET status = 'queued', next_attempt_at = now(), worker = NULL,
+       updated_at = now()
 WHERE campaign_id = $1 AND status = 'uncertain'
+
+-- name: campaign_reopen
+-- A done campaign with rows queued again (resend-uncertain) runs again.
+UPDATE campaigns SET status = 'running', finished_at = NULL, updated_at = now()
+WHERE id = $1 AND status = 'done'
 
 -- ---------------------------------------------------------------- campaigns and templates
 

@@ -190,6 +190,9 @@ CREATE TABLE deliveries (
     consent_source      text,
     consent_obtained_at timestamptz,
     attempts            integer NOT NULL DEFAULT 0,
+    -- The retry deadline counts from the first attempt, not from the freeze
+    -- (a scheduled or paused campaign must not fail on its first 4xx).
+    first_attempt_at    timestamptz,
     next_attempt_at     timestamptz NOT NULL DEFAULT now(),
     lease_until         timestamptz,
     worker              text,
@@ -310,31 +313,40 @@ BEGIN
     INSERT INTO throttle_buckets (key, tokens, refreshed_at) VALUES (p_key, p_burst, now_ts)
     ON CONFLICT (key) DO NOTHING;
     SELECT * INTO b FROM throttle_buckets WHERE key = p_key FOR UPDATE;
-    IF b.penalised_at IS NOT NULL THEN
-        b.factor := least(1, b.factor * 2 ^ floor(extract(epoch FROM now_ts - b.penalised_at) / 60));
-    END IF;
-    rate := p_rate * b.factor;
+    -- The stored factor is the one set by the last penalty; the recovery is
+    -- computed from penalised_at each time, never written back (writing it
+    -- back would compound: 1/64 recovered in a minute instead of six).
+    rate := p_rate * CASE WHEN b.penalised_at IS NULL THEN 1
+                          ELSE least(1, b.factor * 2 ^ floor(
+                              extract(epoch FROM now_ts - b.penalised_at) / 60)) END;
     b.tokens := least(p_burst, b.tokens + extract(epoch FROM now_ts - b.refreshed_at) * rate);
     granted := greatest(0, least(p_want, floor(b.tokens)))::integer;
     wait_s := CASE WHEN granted > 0 THEN 0 ELSE (1 - b.tokens) / rate END;
     UPDATE throttle_buckets
     SET tokens = b.tokens - granted, refreshed_at = now_ts,
-        factor = CASE WHEN b.factor >= 1 THEN 1 ELSE b.factor END,
-        penalised_at = CASE WHEN b.factor >= 1 THEN NULL ELSE penalised_at END
+        factor = CASE WHEN rate >= p_rate THEN 1 ELSE factor END,
+        penalised_at = CASE WHEN rate >= p_rate THEN NULL ELSE penalised_at END
     WHERE key = p_key;
 END $$;
 
 -- A domain said "slow down": halve its rate (never below 1/64 of the
 -- configured one), shared by every worker at once.
 CREATE FUNCTION throttle_penalise(p_key text) RETURNS double precision
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+DECLARE
+    result double precision;
+BEGIN
     INSERT INTO throttle_buckets (key, tokens, refreshed_at, factor, penalised_at)
     VALUES (p_key, 0, clock_timestamp(), 0.5, clock_timestamp())
     ON CONFLICT (key) DO UPDATE
         SET factor = greatest(1.0 / 64, throttle_buckets.factor / 2),
             penalised_at = clock_timestamp(), tokens = 0
-    RETURNING factor
-$$;
+        -- One burst of 421s from several senders is one complaint, not eight.
+        WHERE throttle_buckets.penalised_at IS NULL
+           OR throttle_buckets.penalised_at < clock_timestamp() - interval '5 seconds';
+    SELECT factor INTO result FROM throttle_buckets WHERE key = p_key;
+    RETURN result;
+END $$;
 
 -- Messages sent per day, for the warm-up cap (one row per day).
 CREATE TABLE send_days (

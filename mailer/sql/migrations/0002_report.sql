@@ -62,13 +62,14 @@ CREATE TABLE report_hourly (
 
 -- What makes a later event not unique: one row per delivery and kind (link 0)
 -- and per delivery and clicked link; `human` turns true at the first human
--- event. About one row per engaged recipient and link, not per event.
+-- event. About one row per engaged recipient and link, not per event. The
+-- key includes `human` so a fold's probe can be answered from the index.
 CREATE TABLE report_firsts (
     delivery_id bigint NOT NULL,
     kind        text NOT NULL,
     link_id     bigint NOT NULL,
     human       boolean NOT NULL,
-    PRIMARY KEY (delivery_id, kind, link_id)
+    PRIMARY KEY (delivery_id, kind, link_id) INCLUDE (human)
 );
 
 -- A campaign's opt-outs: the tracker's withdraw rows name the campaign in
