@@ -47,8 +47,15 @@ class Reproduced:
         return self.stored_sha256 == self.sha256
 
 
+def erased(row: dict[str, Any]) -> bool:
+    """True when the recipient was erased: the render inputs are gone, the hash is kept."""
+    return "erased_at" in row["render_inputs"]
+
+
 def reproduce_row(row: dict[str, Any], renderers: dict[str, Renderer] | None = None) -> Reproduced:
     """Re-render one archived message and compare its hash with the one taken at send time."""
+    if erased(row):
+        raise ValueError(f"delivery {row['delivery_id']}: recipient erased, message not kept")
     templates = TemplateSet(row["template"], row["files"])
     key = templates.sha256()
     cache = renderers if renderers is not None else {}
@@ -59,38 +66,57 @@ def reproduce_row(row: dict[str, Any], renderers: dict[str, Renderer] | None = N
     return Reproduced(data, bytes(row["sha256"]).hex(), hashlib.sha256(data).hexdigest())
 
 
-async def export_campaign(store: Store, campaign_id: int, slug: str, out: Path) -> tuple[int, int]:
-    """Write a zip: messages/<delivery>.eml and consents.csv; return (messages, verified)."""
+@dataclass(frozen=True)
+class ExportCounts:
+    messages: int
+    verified: int  # re-rendered to the exact bytes sent
+    erased: int  # recipient erased: hash and consent kept, message not
+
+    @property
+    def complete(self) -> bool:
+        return self.verified + self.erased == self.messages
+
+
+async def export_campaign(store: Store, campaign_id: int, slug: str, out: Path) -> ExportCounts:
+    """Write a zip: messages/<delivery>.eml and a consents CSV."""
     renderers: dict[str, Renderer] = {}
-    count = verified = 0
+    count = verified = gone = 0
     # The table goes to a temporary file, not memory: a campaign may have millions of rows.
     table = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
     writer = csv.writer(table)
     writer.writerow(CSV_COLUMNS)
     with table, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         async for row in store.archive_for_campaign(campaign_id):
+            count += 1
+            if erased(row):
+                # GDPR art. 17: the message cannot be rebuilt; its hash and the
+                # consent it relied on stay on record.
+                gone += 1
+                writer.writerow(_csv_row(row, bytes(row["sha256"]).hex(), "erased", ""))
+                continue
             again = reproduce_row(row, renderers)
             name = f"messages/{row['delivery_id']}.eml"
             bundle.writestr(name, again.data)
-            count += 1
             verified += again.verified
-            writer.writerow(
-                [
-                    row["delivery_id"],
-                    row["email"] or "(erased)",
-                    row["sent_at"],
-                    row["message_id"],
-                    again.stored_sha256,
-                    again.verified,
-                    row["consent_kind"] or "",
-                    row["consent_source"] or "",
-                    row["consent_obtained_at"] or "",
-                    json.dumps(row["consent_evidence"], ensure_ascii=False),
-                    name,
-                ]
-            )
+            writer.writerow(_csv_row(row, again.stored_sha256, str(again.verified), name))
         table.seek(0)
         with bundle.open(f"{slug}-consents.csv", "w") as target:
             for line in table:
                 target.write(line.encode("utf-8"))
-    return count, verified
+    return ExportCounts(count, verified, gone)
+
+
+def _csv_row(row: dict[str, Any], sha256: str, verified: str, eml: str) -> list[Any]:
+    return [
+        row["delivery_id"],
+        row["email"] or "(erased)",
+        row["sent_at"],
+        row["message_id"],
+        sha256,
+        verified,
+        row["consent_kind"] or "",
+        row["consent_source"] or "",
+        row["consent_obtained_at"] or "",
+        json.dumps(row["consent_evidence"], ensure_ascii=False),
+        eml,
+    ]

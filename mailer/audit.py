@@ -201,9 +201,9 @@ def csv_row(
     row: Mapping[str, Any], standing: Standing, eml: str, verified: bool | None
 ) -> list[Any]:
     """One line of the auditor's CSV, in CSV_COLUMNS order."""
-    optouts = [
-        {**o, "processing_s": processing_seconds(o)} for o in row["optouts"]
-    ]  # requested/recorded stay ISO strings, as the ledger gave them
+    # requested_at / recorded_at stay the ISO strings the ledger gave; the auditor
+    # reads the processing time next to them.
+    optouts = [{**o, "processing_s": processing_seconds(o)} for o in row["optouts"]]
     erased = row["erased_at"] is not None
     return [
         row["delivery_id"],

@@ -371,6 +371,16 @@ def _campaign_handler(name: str, **extra: Any) -> Handler:
     return handler
 
 
+def _privacy_handler(func: Callable[..., Coroutine[Any, Any, int]]) -> Handler:
+    """Adapts a mailer.privacy / mailer.audit (args, store, console) handler."""
+
+    async def handler(args: argparse.Namespace, settings: config.Settings) -> int:
+        async with _store(settings) as store:
+            return int(await func(args, store, console))
+
+    return handler
+
+
 async def campaign_list(args: argparse.Namespace, settings: config.Settings) -> int:
     async with _store(settings) as store:
         rows = await store.campaigns_list()
@@ -399,6 +409,13 @@ async def archive_show(args: argparse.Namespace, settings: config.Settings) -> i
     if row is None:
         err.print(f"[red]error:[/] no archived message for delivery {args.delivery}")
         return 2
+    if archive.erased(row):
+        console.print(
+            f"delivery {args.delivery}: the recipient was erased on "
+            f"{row['render_inputs']['erased_at']}; the message cannot be rebuilt. "
+            f"sha256 at send time: {bytes(row['sha256']).hex()}"
+        )
+        return 0
     again = archive.reproduce_row(row)
     head = again.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
     console.print(head, markup=False, highlight=False)
@@ -421,9 +438,12 @@ async def archive_export(args: argparse.Namespace, settings: config.Settings) ->
             err.print(f"[red]error:[/] no campaign {args.campaign!r}")
             return 2
         out = Path(args.out or f"{args.campaign}-archive.zip")
-        count, verified = await archive.export_campaign(store, spec.id, args.campaign, out)
-    console.print(f"wrote {out}: {count:,} messages, {verified:,} verified by hash, with consents")
-    return 0 if count == verified else 1
+        counts = await archive.export_campaign(store, spec.id, args.campaign, out)
+    console.print(
+        f"wrote {out}: {counts.messages:,} messages, {counts.verified:,} verified by hash, "
+        f"{counts.erased:,} of erased recipients (hash and consent only), with consents"
+    )
+    return 0 if counts.complete else 1
 
 
 # ---------------------------------------------------------------- demo
@@ -488,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--campaign", required=True)
     explain.add_argument("--at", help="send time (ISO 8601, default now)")
     explain.set_defaults(handler=contacts_explain)
+    from mailer import privacy
+
+    # hygiene report|purge, contacts export|erase, audit export
+    privacy.add_commands(sub, contacts, _privacy_handler)
 
     campaign = sub.add_parser("campaign", help="campaigns").add_subparsers(
         dest="cmp", required=True

@@ -42,11 +42,27 @@ async def test_the_export_bundles_each_message_with_the_consent_that_justified_i
     with smtp_server() as (port, _sink):
         await engine_for(store, settings_for(port)).run(until_idle=True)
     out = tmp_path / "export.zip"
-    count, verified = await archive.export_campaign(store, campaign, "c", out)
-    assert (count, verified) == (3, 3)
+    counts = await archive.export_campaign(store, campaign, "c", out)
+    assert (counts.messages, counts.verified, counts.erased) == (3, 3, 0)
     with zipfile.ZipFile(out) as bundle:
         rows = list(csv.DictReader(io.TextIOWrapper(bundle.open("c-consents.csv"), "utf-8")))
         assert {r["consent_kind"] for r in rows} == {"express"}
         assert {r["consent_source"] for r in rows} == {"Salon E-commerce Paris"}
-        assert all(bundle.read(r["eml"]).startswith(b"") for r in rows)
+        for r in rows:
+            assert hashlib.sha256(bundle.read(r["eml"])).hexdigest() == r["sha256"]
         assert len([n for n in bundle.namelist() if n.endswith(".eml")]) == 3
+
+
+async def test_an_erased_recipient_stays_in_the_export_with_hash_and_consent_but_no_message(
+    store: Store, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await add_contacts(conn, 2)
+    campaign = await sample_campaign(store)
+    with smtp_server() as (port, _sink):
+        await engine_for(store, settings_for(port)).run(until_idle=True)
+    await conn.execute(
+        "UPDATE archive SET render_inputs = jsonb_build_object('erased_at', now()) "
+        "WHERE delivery_id = (SELECT min(delivery_id) FROM archive)"
+    )
+    counts = await archive.export_campaign(store, campaign, "c", tmp_path / "e.zip")
+    assert (counts.messages, counts.verified, counts.erased, counts.complete) == (2, 1, 1, True)

@@ -1,5 +1,5 @@
 -- The campaign report's statements (`mailer campaign report`), run by
--- Store.campaign_report. Events are read through the report_* rollups of
+-- Store.campaign_report_rows. Events are read through the report_* rollups of
 -- migration 0002: each event is folded once, from a per-campaign mark, so a
 -- report costs about the events written since the last one, not the
 -- campaign's (bench/report.py: figures in bench/README.md, "Report").
