@@ -381,6 +381,13 @@ def _privacy_handler(func: Callable[..., Coroutine[Any, Any, int]]) -> Handler:
     return handler
 
 
+async def campaign_report(args: argparse.Namespace, settings: config.Settings) -> int:
+    from mailer import report
+
+    async with _store(settings) as store:
+        return await report.report(args, store, console)
+
+
 async def campaign_list(args: argparse.Namespace, settings: config.Settings) -> int:
     async with _store(settings) as store:
         rows = await store.campaigns_list()
@@ -544,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     snd.add_argument("campaign")
     snd.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     snd.set_defaults(handler=_campaign_handler("send"))
+    rep = campaign.add_parser("report", help="deliveries, opens, clicks, opt-outs")
+    rep.add_argument("campaign")
+    rep.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    rep.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    rep.set_defaults(handler=campaign_report)
     aud = campaign.add_parser("audience", help="eligible count and exclusions by reason")
     aud.add_argument("campaign")
     aud.add_argument("--at", help="send time (ISO 8601, default now)")

@@ -27,7 +27,7 @@ from aiohttp import web
 from rich.console import Console
 from rich.table import Table
 
-from mailer import config, demo_audience, imports, lifecycle, sending
+from mailer import config, demo_audience, imports, lifecycle, report, sending
 from mailer.contacts_file import Defaults
 from mailer.demo_audience import read_mailbox
 from mailer.metrics import EngineMetrics
@@ -362,11 +362,9 @@ async def _load_contacts(
 
 
 async def _report(store: Store, campaign_id: int, html: Path, console: Console) -> None:
-    spec_counts = await store.campaign_status_counts(campaign_id)
-    table = Table("deliveries", "count")
-    for state, n in sorted(spec_counts.items()):
-        table.add_row(state, f"{n:,}")
-    console.print(table)
+    figures = await report.figures(store, campaign_id)
+    console.print(report.render_rich(figures))
+    html.write_text(report.render_html(figures), encoding="utf-8")  # noqa: ASYNC240
 
 
 def _first_email(contacts_csv: Path) -> str:

@@ -46,6 +46,7 @@ class Engagement:
 
     @property
     def events(self) -> int:
+        """Every event, people's and machines'."""
         return self.human_events + self.machine_events
 
 
@@ -104,6 +105,7 @@ class ReportFigures:
 
     @property
     def deliveries(self) -> int:
+        """Rows in the delivery ledger, whatever their state."""
         return sum(self.outcomes.values())
 
     @property

@@ -9,7 +9,8 @@ from pathlib import Path
 import asyncpg
 from rich.console import Console
 
-from mailer import config, demo
+from mailer import config, demo, report
+from mailer.store import Store
 
 
 async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
@@ -48,4 +49,12 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
     assert not_sent == 0
     events = await conn.fetchval("SELECT count(*) FROM events")
     assert events > 0
-    assert (tmp_path / "runs").exists()
+    # The report's numbers are the ledger's.
+    async with Store.open(db_url) as store:
+        campaign_id = await conn.fetchval("SELECT id FROM campaigns")
+        figures = await report.figures(store, campaign_id)
+    assert figures.adds_up
+    assert figures.outcomes["sent"] == len(sent)
+    opens = await conn.fetchval("SELECT count(*) FROM events WHERE kind = 'open'")
+    assert figures.opens.human_events + figures.opens.machine_events == opens
+    assert list((tmp_path / "runs").glob("*/report.html"))

@@ -8,7 +8,7 @@
 
 -- name: report_session_settings
 -- A first fold of a big campaign groups millions of events. Hashed in
--- memory, 10 M events took 18 s; the planner, which overestimates the
+-- memory, 10 M events took 18-28 s; the planner, which overestimates the
 -- groups 4x, otherwise sorts them on disk (62 s). Hash tables take what they
 -- need (~0.7 GB for 10 M events; a few MB for the usual few thousand) and
 -- spill beyond 2 GB. Custom plans always: a generic plan cannot know that a
