@@ -22,16 +22,15 @@ import os
 import resource
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import create_database, drop_database  # noqa: E402
 from mailer import audience  # noqa: E402
 from mailer.store import Store  # noqa: E402
 
@@ -76,10 +75,6 @@ FLOOR = (
 )
 
 
-def _db(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
 async def naive(conn: asyncpg.Connection, store: Store, sample: int) -> float:
     """Per contact: three queries and the Python rules, as a loop-per-row engine would."""
     spec = await store.campaign_spec("bench")
@@ -101,13 +96,9 @@ async def main() -> None:
     dsn = os.environ.get("DATABASE_URL")
     if not dsn:
         sys.exit("DATABASE_URL is not set")
-    name = f"bench_audience_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _db(dsn, name)
+    url = await create_database(dsn, "bench_audience")
     try:
         async with Store.open(url, max_size=4) as store:
-            await store.migrate()
             conn = await asyncpg.connect(url)
             print(f"building {args.contacts:,} contacts …", flush=True)
             started = time.perf_counter()
@@ -150,8 +141,7 @@ async def main() -> None:
             )
             await conn.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(dsn, url)
 
     n = args.contacts
     print(

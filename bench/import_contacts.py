@@ -25,16 +25,15 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import create_database, drop_database  # noqa: E402
 from mailer import imports  # noqa: E402
 from mailer.contacts_file import Defaults  # noqa: E402
 from mailer.store import Store  # noqa: E402
@@ -89,27 +88,12 @@ def generate(path: Path, rows: int, seed: int = 1) -> None:
             )
 
 
-def _db(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
 async def fresh_database(dsn: str) -> str:
-    name = f"bench_import_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = _db(dsn, name)
+    url = await create_database(dsn, "bench_import")
     async with Store.open(url) as store:
-        await store.migrate()
         await store.topic_upsert("service", "Service")
         await store.topic_upsert("promotions", "Promotions", default_subscribed=False)
     return url
-
-
-async def drop_database(dsn: str, url: str) -> None:
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
-    await admin.close()
 
 
 async def child_ours(url: str, path: Path) -> dict[str, float]:

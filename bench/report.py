@@ -23,15 +23,14 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import create_database, drop_database  # noqa: E402
 from mailer import report  # noqa: E402
 from mailer.store import Store  # noqa: E402
 
@@ -67,10 +66,6 @@ GROUP BY GROUPING SETS ((kind), (kind, link_id), (kind, hour))
 """
 
 
-def _db(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
 async def timed(store: Store, campaign: int) -> float:
     started = time.perf_counter()
     await report.figures(store, campaign)
@@ -85,13 +80,9 @@ async def main() -> None:
     dsn = os.environ.get("DATABASE_URL")
     if not dsn:
         sys.exit("DATABASE_URL is not set")
-    name = f"bench_report_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _db(dsn, name)
+    url = await create_database(dsn, "bench_report")
     try:
         async with Store.open(url, max_size=4) as store:
-            await store.migrate()
             conn = await asyncpg.connect(url)
             topic = await store.topic_upsert("news", "News")
             campaign = await store.campaign_insert_minimal("bench", topic)
@@ -147,8 +138,7 @@ async def main() -> None:
             figures = await report.figures(store, campaign)
             await conn.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(dsn, url)
 
     print(
         f"\n{counted:,} events, {args.deliveries:,} deliveries, one campaign "

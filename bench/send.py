@@ -25,10 +25,8 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiosmtplib
 import asyncpg
@@ -36,6 +34,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import create_database, drop_database  # noqa: E402
 from mailer import config, lifecycle  # noqa: E402
 from mailer.engine import Engine  # noqa: E402
 from mailer.smtp import Relay, Relays  # noqa: E402
@@ -130,13 +129,8 @@ async def engine(url: str, port: int, connections: int) -> dict[str, float]:
 
 
 async def prepare(dsn: str, recipients: int) -> str:
-    name = f"bench_send_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+    url = await create_database(dsn, "bench_send")
     async with Store.open(url) as store:
-        await store.migrate()
         await store.topic_upsert("service", "Service reminders")
         await store.pool.execute(CONTACTS_SQL, recipients)
         await store.pool.execute(CONSENTS_SQL)
@@ -217,9 +211,7 @@ async def main() -> None:
     finally:
         sink.terminate()
         await sink.wait()
-        admin = await asyncpg.connect(dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(dsn, url)
     rate_raw = lim["messages"] / lim["seconds"]
     rate_engine = eng["messages"] / eng["seconds"]
     print(f"\nsend, {args.connections} SMTP connections, minimal sink, this machine")

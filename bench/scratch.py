@@ -1,0 +1,37 @@
+"""Scratch databases for benchmarks: created and migrated on the server DATABASE_URL names."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from mailer.store import Store
+
+
+def database_url(dsn: str, name: str) -> str:
+    """The same server, another database."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+async def create_database(dsn: str, prefix: str) -> str:
+    """A new database with the schema migrated; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = database_url(dsn, name)
+    async with Store.open(url, max_size=2) as store:
+        await store.migrate()
+    return url
+
+
+async def drop_database(dsn: str, url: str) -> None:
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+    finally:
+        await admin.close()
