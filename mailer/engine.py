@@ -184,6 +184,7 @@ class Engine:
                 self.metrics.uncertain.inc(swept)
                 log.warning("%d deliveries were in flight in a dead worker: now uncertain", swept)
             await self.store.finish_campaigns()
+            await self._publish_progress()
         claimed = 0
         for campaign_id in await self.store.running_campaigns():
             if self.only is not None and campaign_id not in self.only:
@@ -201,6 +202,14 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wait_stop_or_room(), IDLE_SLEEP_S)
         return False
+
+    async def _publish_progress(self) -> None:
+        """Deliveries by state of the campaigns this worker sends, for the dashboard."""
+        for campaign_id in await self.store.running_campaigns():
+            if self.only is not None and campaign_id not in self.only:
+                continue
+            for status, count in (await self.store.campaign_status_counts(campaign_id)).items():
+                self.metrics.progress.labels(str(campaign_id), status).set(count)
 
     async def _wait_stop_or_room(self) -> None:
         stop = asyncio.create_task(self.stop.wait())
@@ -365,6 +374,8 @@ class Engine:
         result = await relay.send(composed.return_path, job.recipient.email, composed.data)
         self.metrics.send_seconds.observe(time.perf_counter() - started)
         self.metrics.connections.set(self.relays.open_connections)
+        if result.status is Status.DEFERRED:
+            self.metrics.deferrals.labels(domain).inc()
         if result.slow_down:
             await self.pacer.slow_down(domain)
         await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)

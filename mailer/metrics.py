@@ -39,6 +39,12 @@ class EngineMetrics:
             ["domain"],
             registry=r,
         )
+        self.deferrals = Counter(
+            "mailer_deferrals",
+            "Temporary failures (4xx, connection errors) by recipient domain",
+            ["domain"],
+            registry=r,
+        )
         self.slowdowns = Counter(
             "mailer_throttle_slowdowns",
             "Times a domain asked us to slow down (421, too many connections)",

@@ -47,6 +47,7 @@ def exercised_engine() -> EngineMetrics:
     m.render_seconds.observe(0.0003)
     m.throttle_wait.labels("gmail.com").inc(0.5)
     m.slowdowns.labels("gmail.com").inc()
+    m.deferrals.labels("gmail.com").inc()
     m.queue_depth.labels("send").set(3)
     m.connections.set(4)
     m.claimed.inc(500)
