@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import campaign_file, outcome
+from mailer import campaign_file, outcome, throttle
 from mailer.audience import CampaignSpec
 from mailer.config import DomainThrottle, Settings
 from mailer.consent import Kind
@@ -375,7 +375,8 @@ class Engine:
         self.metrics.send_seconds.observe(time.perf_counter() - started)
         self.metrics.connections.set(self.relays.open_connections)
         if result.status is Status.DEFERRED:
-            self.metrics.deferrals.labels(domain).inc()
+            label = throttle.metric_domain(domain, self.settings.throttle)
+            self.metrics.deferrals.labels(label).inc()
         if result.slow_down:
             await self.pacer.slow_down(domain)
         await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)

@@ -62,7 +62,8 @@ class Pacer:
                 waited += time.perf_counter() - started
             self.tokens[limit.key] -= 1
         if waited:
-            self.metrics.throttle_wait.labels(domain).inc(waited)
+            label = domain if domain == "*" else throttle.metric_domain(domain, self.settings)
+            self.metrics.throttle_wait.labels(label).inc(waited)
         return waited
 
     async def acquire(self, domain: str, overrides: DomainThrottle | None = None) -> None:
@@ -93,4 +94,4 @@ class Pacer:
         key = throttle.domain_key(domain)
         await self.store.throttle_penalise(key)
         self.tokens[key] = 0
-        self.metrics.slowdowns.labels(domain).inc()
+        self.metrics.slowdowns.labels(throttle.metric_domain(domain, self.settings)).inc()

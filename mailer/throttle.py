@@ -82,3 +82,36 @@ def warmup_cap(settings: ThrottleSettings, first_day: date | None, today: date) 
 def wait_for(tokens_short: float, rate: float) -> float:
     """Seconds until `tokens_short` more tokens accrue at `rate` (at least 10 ms)."""
     return max(0.01, tokens_short / rate) if rate > 0 else 1.0
+
+
+# Mailbox providers that get their own metric series even when not configured.
+_PROVIDERS = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "outlook.com",
+        "hotmail.com",
+        "live.com",
+        "yahoo.com",
+        "icloud.com",
+        "me.com",
+        "aol.com",
+        "gmx.com",
+        "orange.fr",
+        "free.fr",
+        "videotron.ca",
+        "bell.net",
+        "sympatico.ca",
+        "shaw.ca",
+        "rogers.com",
+    }
+)
+
+
+def metric_domain(domain: str, settings: ThrottleSettings) -> str:
+    """The domain as a metric label: configured domains and big providers, else "other".
+
+    A 10 M-address list has hundreds of thousands of domains; one series each
+    would swamp Prometheus.
+    """
+    return domain if domain in settings.domains or domain in _PROVIDERS else "other"
