@@ -410,7 +410,8 @@ FROM audience_result GROUP BY 1 ORDER BY 1
 UPDATE campaigns SET audience_at = $2, audience_counts = $3, updated_at = now() WHERE id = $1
 
 -- name: campaign_insert_minimal
--- Used until campaign files land: the columns the audience needs.
+-- A campaign row with only the columns the audience needs, no template:
+-- what tests and benchmarks of the audience, reports and hygiene build on.
 INSERT INTO campaigns (slug, name, topic_id, channel, policy, segment, active_within_months,
                        definition)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
