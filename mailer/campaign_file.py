@@ -1,5 +1,12 @@
 """The campaign file (`mailer campaign create campaign.toml`): parse and validate it.
 
+Re-permission campaigns (`kind = "repermission"`): under CASL a request for consent is
+itself a commercial electronic message, so it may only be sent while a valid implied
+consent still exists. Its audience is the contacts whose implied consent is valid at send
+time and lapses within `repermission_window_days` (default 60): never those already
+lapsed, never those holding express consent (nothing to ask). `consent_text` is the exact
+wording the message and the tracker's "I agree" page show and the ledger's evidence keeps.
+
 ```toml
 slug = "service-reminder-2024-10"     # [a-z0-9][a-z0-9_-]{0,62}
 name = "Service reminder, October"
@@ -14,6 +21,9 @@ timezone = "America/Toronto"           # dates in the footer; default UTC
 channel = "email"                      # only email is sent by this engine
 policy = "casl"                        # casl | can_spam | gdpr
 kind = "regular"                       # regular | repermission
+repermission_window_days = 60          # repermission: ask those whose implied consent lapses
+                                       # within this many days of the send (default 60)
+consent_text = "Yes, …"                # repermission: the exact wording agreed to (required)
 tracking = true
 segment = "attributes.make = toyota"   # optional audience filter (mailer.segment)
 active_within_months = 24              # optional
@@ -88,6 +98,8 @@ _TOP_KEYS = frozenset(
         "channel",
         "policy",
         "kind",
+        "repermission_window_days",
+        "consent_text",
         "tracking",
         "segment",
         "active_within_months",
@@ -157,6 +169,8 @@ class CampaignDefinition:
     channel: Channel = Channel.EMAIL
     policy: Policy = Policy.CASL
     kind: str = "regular"
+    repermission_window_days: int = 60
+    consent_text: str | None = None  # what an "I agree" records, word for word
     tracking: bool = True
     segment: str | None = None
     active_within_months: int | None = None
@@ -179,6 +193,7 @@ class CampaignDefinition:
             "channel": str(self.channel),
             "policy": str(self.policy),
             "kind": self.kind,
+            "repermission_window_days": self.repermission_window_days,
             "tracking": self.tracking,
             "sender": {k: v for k, v in _sender_items(self.sender) if v is not None},
             "sample": {
@@ -191,6 +206,7 @@ class CampaignDefinition:
             "reply_to": self.reply_to,
             "segment": self.segment,
             "active_within_months": self.active_within_months,
+            "consent_text": self.consent_text,
             "schedule": self.schedule.isoformat() if self.schedule else None,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
@@ -246,7 +262,9 @@ def from_mapping(
         timezone=_timezone(check, raw.get("timezone", "UTC")),
         channel=_channel(check, raw.get("channel", "email")),
         policy=check.choice(raw, "policy", Policy, Policy.CASL),
-        kind=check.choice_text(raw, "kind", _KINDS, "regular"),
+        kind=(kind := check.choice_text(raw, "kind", _KINDS, "regular")),
+        repermission_window_days=check.positive_int(raw, "repermission_window_days") or 60,
+        consent_text=_consent_text(check, raw, kind),
         tracking=check.boolean(raw, "tracking", True),
         segment=_segment(check, raw.get("segment")),
         active_within_months=check.positive_int(raw, "active_within_months"),
@@ -393,6 +411,13 @@ def _subject(check: _Checker, value: Any, locales: tuple[str, ...]) -> dict[str,
                 check.problem(name, f"template syntax error: {exc.message}")
             subjects[locale] = source
     return subjects
+
+
+def _consent_text(check: _Checker, raw: Mapping[str, Any], kind: str) -> str | None:
+    if kind != "repermission" and raw.get("consent_text") in (None, ""):
+        return None
+    # A request for consent must state what is agreed to; the tracker shows and records it.
+    return check.text(raw, "consent_text", header=False) or None
 
 
 def _sender(check: _Checker, value: Any) -> Sender:

@@ -84,6 +84,7 @@ def sample_inputs(
             tracking=definition.tracking,
             pixel_url=f"{_SAMPLE_BASE}/o/sample-open-{index}" if definition.tracking else None,
             click_urls=_AnyLink(),
+            confirm_url=f"{_SAMPLE_BASE}/a/sample-confirm-{index}",
         )
         for index, (kind, locale) in enumerate(
             (kind, locale) for kind in kinds for locale in definition.locales

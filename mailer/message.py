@@ -428,6 +428,8 @@ class Composer:
             if tracking
             else None,
             click_urls=clicks,
+            # Always signed (cheap); only re-permission templates show it.
+            confirm_url=f"{base}/a/{sign(Token(Purpose.CONFIRM, did, None, issued))}",
         )
         parts = self._renderer.render(inputs)
         bounce = sign(Token(Purpose.BOUNCE, did, None, issued))

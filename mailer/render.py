@@ -13,10 +13,11 @@ This holds because a literal href renders to itself. An href with Jinja in it
 (`href="https://x/?vin={{ attributes.vin }}"`) renders differently per contact, so a template
 holding one is *personalised*: it gets no slots, and each rendered message goes through
 `links.find_links` + `links.rewrite` instead. The footer's own links
-(`{{ unsubscribe_url }}`, `{{ preferences_url }}`), mailto:/tel: links and links marked
-`data-notrack` or `rel="notrack"` are never tracked, so they keep a template static. In a
-static template, a link that only a `|safe` value produces is not in the source: it stays
-untracked, never broken. Slots are proved equal to per-message rewriting by a property test.
+(`{{ unsubscribe_url }}`, `{{ preferences_url }}`), the re-permission `{{ confirm_url }}`,
+mailto:/tel: links and links marked `data-notrack` or `rel="notrack"` are never tracked, so
+they keep a template static. In a static template, a link that only a `|safe` value produces
+is not in the source: it stays untracked, never broken. Slots are proved equal to
+per-message rewriting by a property test.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ _LOCALE_VARIANT = re.compile(r"\.([a-z]{2})\.(html|txt)")
 _JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
 _JINJA_RAW = re.compile(r"\{%-?\s*raw\b")
 _JINJA_MARK = re.compile(r"\{[{%#]")
-_FOOTER_HREF = re.compile(r"\s*\{\{-?\s*(?:unsubscribe_url|preferences_url)\s*-?\}\}\s*")
+_FOOTER_HREF = re.compile(
+    r"\s*\{\{-?\s*(?:unsubscribe_url|preferences_url|confirm_url)\s*-?\}\}\s*"
+)
 _SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*):")
 _NOTRACK = re.compile(r"\sdata-notrack\b|\srel\s*=\s*['\"]?[^'\">]*\bnotrack\b", re.IGNORECASE)
 _SLOT = "{{{{ _mailer_links[{}] }}}}"
@@ -173,6 +176,8 @@ class CampaignFields:
     from_name: str
     from_address: str
     reply_to: str | None
+    # Re-permission: the exact wording asked for, shown in the message and on the tracker page.
+    consent_text: str | None = None
 
     @classmethod
     def from_definition(cls, d: CampaignDefinition) -> CampaignFields:
@@ -188,6 +193,7 @@ class CampaignFields:
             d.from_name,
             d.from_address,
             d.reply_to,
+            d.consent_text,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -210,7 +216,7 @@ class CampaignFields:
             "from_name": self.from_name,
             "from_address": self.from_address,
             "reply_to": self.reply_to,
-        }
+        } | ({} if self.consent_text is None else {"consent_text": self.consent_text})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CampaignFields:
@@ -226,6 +232,7 @@ class CampaignFields:
             from_name=data["from_name"],
             from_address=data["from_address"],
             reply_to=data["reply_to"],
+            consent_text=data.get("consent_text"),  # absent before re-permission campaigns
         )
 
 
@@ -248,6 +255,8 @@ class RenderInputs:
     pixel_url: str | None = None
     # original URL -> signed click URL; at send time a lazy map that signs on first use
     click_urls: Mapping[str, str] = field(default_factory=dict)
+    # Re-permission "I agree" link (/a/TOKEN); None in archives written before it existed.
+    confirm_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.tracking and self.pixel_url is None:
@@ -273,6 +282,7 @@ class RenderInputs:
             "tracking": self.tracking,
             "pixel_url": self.pixel_url,
             "click_urls": dict(self.click_urls),
+            "confirm_url": self.confirm_url,
         }
 
     @classmethod
@@ -295,6 +305,7 @@ class RenderInputs:
             tracking=data["tracking"],
             pixel_url=data["pixel_url"],
             click_urls=dict(data["click_urls"]),
+            confirm_url=data.get("confirm_url"),  # absent from older archives
         )
 
 
@@ -469,6 +480,8 @@ class Renderer:
             "consent_sentence": sentence,
             "unsubscribe_url": inputs.unsubscribe_url,
             "preferences_url": inputs.preferences_url,
+            "confirm_url": inputs.confirm_url or "",
+            "consent_text": campaign.consent_text or "",
             "footer": self._labels[locale],
             "_mailer_links": _Slots(self._slots, clicks),
         }
@@ -511,7 +524,9 @@ def _signed(clicks: Mapping[str, str], url: str) -> bool:
 
 
 def _found(html: str, inputs: RenderInputs) -> list[FoundLink]:
-    return find_links(html, skip_urls=(inputs.unsubscribe_url, inputs.preferences_url))
+    return find_links(
+        html, skip_urls=(inputs.unsubscribe_url, inputs.preferences_url, inputs.confirm_url or "")
+    )
 
 
 def _distinct_trackable(found: list[FoundLink]) -> list[str]:

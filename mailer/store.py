@@ -369,6 +369,10 @@ class Store:
             sql, args = audience_query(spec, at, None)
             await conn.execute(Q("audience_session_settings"))
             await conn.execute(Q("audience_result_create").replace(":audience", sql), *args)
+            if row["kind"] == "repermission":
+                await conn.execute(
+                    Q("audience_repermission_filter"), at, row["repermission_window_days"]
+                )
             added = _affected(await conn.execute(Q("audience_freeze"), campaign_id))
             counts = {
                 r["reason"]: int(r["contacts"])
@@ -837,6 +841,7 @@ class AudienceRow(NamedTuple):
     consent_kind: str | None
     consent_source: str | None
     consent_obtained_at: datetime | None
+    consent_valid_until: datetime | None = None  # None: no end (express) or not eligible
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The tracking server: pixel, click redirect, unsubscribe, preference centre, health, metrics.
+"""The tracking server: pixel, click redirect, unsubscribe, preference centre, health, metrics,
+and the re-permission "I agree" page (/a/TOKEN).
 
 Handlers stay thin: route → token → event or store call → metrics. The token is verified
 before anything touches the database, and a bad one writes nothing (DESIGN "Tokens").
@@ -31,7 +32,7 @@ from tracker.metrics import Metrics
 from tracker.pages import HEADERS as PAGE_HEADERS
 from tracker.pages import Pages
 from tracker.preferences import Scope, channels_for
-from tracker.store import ClickTarget, Recipient, TrackerStore, Unavailable
+from tracker.store import ClickTarget, ConsentRequest, Recipient, TrackerStore, Unavailable
 from tracker.wording import Lang, language
 
 log = logging.getLogger(__name__)
@@ -386,6 +387,64 @@ async def save_preferences(request: web.Request) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
+async def _consent_request(
+    request: web.Request,
+) -> tuple[Recipient, ConsentRequest] | web.Response:
+    """The recipient and what their re-permission campaign asks, or the page that says why not."""
+    tracker = request.app[TRACKER]
+    found = await _recipient_for(request, Purpose.CONFIRM, "confirm")
+    if isinstance(found, web.Response):
+        return found
+    _, recipient = found
+    try:
+        asked = await tracker.store.consent_request(recipient.campaign_id)
+    except Unavailable as exc:
+        log.warning("confirm lookup failed: %s", exc)
+        return _message(tracker, "unavailable", 503, _lang(recipient))
+    if asked is None:  # a genuine token, but its campaign asks for nothing
+        tracker.metrics.token_rejections.labels("confirm", "not_repermission").inc()
+        return _message(tracker, "not_found", 404)
+    return recipient, asked
+
+
+async def agree_page(request: web.Request) -> web.Response:
+    """GET /a/TOKEN: who, the exact consent text and an "I agree" button; a GET records nothing.
+
+    Link scanners and mail proxies GET every link: consent must be an act of the person.
+    """
+    tracker = request.app[TRACKER]
+    found = await _consent_request(request)
+    if isinstance(found, web.Response):
+        return found
+    recipient, asked = found
+    csrf = forms.csrf_field(tracker.csrf_key, request.match_info["token"])
+    return _page(tracker.pages.agree(recipient, consent_text=asked.consent_text, csrf=csrf))
+
+
+async def agree(request: web.Request) -> web.Response:
+    """POST /a/TOKEN: record express consent with its evidence, committed before we answer."""
+    tracker = request.app[TRACKER]
+    found = await _consent_request(request)
+    if isinstance(found, web.Response):
+        return found
+    recipient, asked = found
+    form = await request.post()
+    if not tracker.form_allowed(request, request.match_info["token"], form.get("csrf")):
+        tracker.metrics.token_rejections.labels("confirm", "csrf").inc()
+        return _message(tracker, "forbidden", 403, _lang(recipient))
+    # CASL s.10(1) and DESIGN "Consent": the proof is who, when, how, and the words agreed to.
+    evidence = tracker.evidence(request, recipient, "confirm link")
+    evidence["consent_text"] = asked.consent_text
+    try:
+        added = await tracker.store.grant_express(recipient, asked.source, evidence)
+    except Unavailable as exc:
+        log.error("consent of delivery %d not recorded: %s", recipient.delivery_id, exc)
+        return _message(tracker, "unavailable", 503, _lang(recipient))
+    if added is None:
+        return _message(tracker, "erased", 200, _lang(recipient))
+    return _page(tracker.pages.agreed(recipient))
+
+
 async def healthz(request: web.Request) -> web.Response:
     """GET /healthz: 200 when the pool answers, else 503 (a balancer takes us out)."""
     tracker = request.app[TRACKER]
@@ -492,6 +551,8 @@ def create_app(
             web.post("/u/{token}", counted("unsubscribe")(unsubscribe)),
             web.get("/p/{token}", counted("preferences")(preferences_page)),
             web.post("/p/{token}", counted("preferences")(save_preferences)),
+            web.get("/a/{token}", counted("confirm")(agree_page)),
+            web.post("/a/{token}", counted("confirm")(agree)),
             web.get("/healthz", counted("healthz")(healthz)),
             web.get("/metrics", counted("metrics")(metrics)),
             # Last: whatever matched nothing above, so that it is counted too.

@@ -95,6 +95,30 @@ class Pages:
             "unsubscribed.html", lang, t["done_title"], done=done, preferences_url=preferences_url
         )
 
+    def agree(self, recipient: Recipient, *, consent_text: str, csrf: str) -> str:
+        """The re-permission question: who asks, the exact consent text, an "I agree" button."""
+        lang = language(recipient.locale)
+        return self._render(
+            "agree.html",
+            lang,
+            TEXT[lang]["agree_title"],
+            email=recipient.email or "",
+            sender=recipient.sender,
+            consent_text=consent_text,
+            csrf=csrf,
+        )
+
+    def agreed(self, recipient: Recipient) -> str:
+        """The answer once the express consent is recorded."""
+        lang = language(recipient.locale)
+        return self._render(
+            "agreed.html",
+            lang,
+            TEXT[lang]["agreed_title"],
+            email=recipient.email or "",
+            sender=recipient.sender,
+        )
+
     def preferences(
         self,
         recipient: Recipient,

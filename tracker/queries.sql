@@ -218,3 +218,30 @@ WITH wanted AS (
 INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtained_at, evidence)
 SELECT $1, 'email', 'grant', NULL, w.topic_id, 'preference centre', now(), $4::jsonb
 FROM wanted w
+
+-- ---------------------------------------------------------------- re-permission
+
+-- name: confirm_campaign
+-- The re-permission campaign behind a delivery: its slug (the ledger source)
+-- and the exact consent text its message and the "I agree" page show.
+SELECT p.slug, p.definition ->> 'consent_text' AS consent_text
+FROM campaigns p
+WHERE p.id = $1 AND p.kind = 'repermission'
+
+-- name: express_grant
+-- $1 contact, $2 source, $3 evidence. Appends an express grant on email
+-- unless the contact's latest email consent row already is one (a repeat
+-- POST, a double click): idempotent under contact_lock. Returns the rows added.
+WITH latest AS (
+    SELECT l.action, l.kind FROM consents l
+    WHERE l.contact_id = $1 AND l.channel = 'email' AND l.topic_id IS NULL
+      AND l.action IN ('grant', 'withdraw')
+    ORDER BY l.obtained_at DESC, l.id DESC LIMIT 1
+), added AS (
+    INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtained_at,
+                          evidence)
+    SELECT $1, 'email', 'grant', 'express', NULL, $2, now(), $3::jsonb
+    WHERE NOT EXISTS (SELECT 1 FROM latest WHERE action = 'grant' AND kind = 'express')
+    RETURNING 1
+)
+SELECT count(*) FROM added

@@ -65,6 +65,8 @@ REQUIRED = frozenset(
         "topics_withdraw",
         "channels_grant",
         "topics_grant",
+        "confirm_campaign",
+        "express_grant",
     }
 )
 
@@ -118,6 +120,14 @@ class Recipient:
     channel: str
     topic_id: int
     topic_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRequest:
+    """A re-permission campaign's ledger source and the exact wording asked for."""
+
+    source: str
+    consent_text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +282,28 @@ class TrackerStore:
             for r in await conn.fetch(_q("contact_suppressions"), recipient.email_hash)
         ]
         return Snapshot(ledger, current(ledger, channel_prefs, topics, suppressions, now))
+
+    # ------------------------------------------------------------ re-permission
+
+    async def consent_request(self, campaign_id: int) -> ConsentRequest | None:
+        """What a re-permission campaign asks for; None for any other campaign."""
+        async with _outage_as_unavailable():
+            row = await self.pool.fetchrow(_q("confirm_campaign"), campaign_id)
+        if row is None or not row["consent_text"]:
+            return None
+        return ConsentRequest(f"repermission: {row['slug']}", row["consent_text"])
+
+    async def grant_express(
+        self, recipient: Recipient, source: str, evidence: Mapping[str, Any]
+    ) -> bool | None:
+        """Append an express email grant, committed; False if already held, None if erased."""
+        async with _outage_as_unavailable(), self.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(_q("contact_lock"), recipient.contact_id) is None:
+                return None
+            added = await conn.fetchval(
+                _q("express_grant"), recipient.contact_id, source, dict(evidence)
+            )
+        return bool(added)
 
     # ------------------------------------------------------------ opt-outs
 

@@ -79,6 +79,15 @@ TEXT: dict[Lang, dict[str, str]] = {
         "unavailable": "We could not complete this now. Please try again in a few minutes.",
         "forbidden_title": "Request refused",
         "forbidden": "This form was not sent from our page. Please open the link again.",
+        "agree_title": "Keep hearing from us",
+        "agree_intro": "{sender} asks {email} for permission to keep writing.",
+        "agree_text_heading": "By clicking the button below, you agree to the following:",
+        "agree_withdraw": (
+            "You can withdraw this consent at any time with the link in every message."
+        ),
+        "agree_button": "I agree",
+        "agreed_title": "Thank you",
+        "agreed": "{email} has agreed to keep receiving messages from {sender}.",
     },
     "fr": {
         "unsubscribe_title": "Désabonnement",
@@ -120,6 +129,15 @@ TEXT: dict[Lang, dict[str, str]] = {
         "unavailable": "Nous n'avons pas pu terminer. Veuillez réessayer dans quelques minutes.",
         "forbidden_title": "Demande refusée",
         "forbidden": "Ce formulaire n'a pas été envoyé depuis notre page. Rouvrez le lien.",
+        "agree_title": "Continuer à vous écrire",
+        "agree_intro": "{sender} demande à {email} la permission de continuer à lui écrire.",
+        "agree_text_heading": "En cliquant sur le bouton ci-dessous, vous acceptez ce qui suit :",
+        "agree_withdraw": (
+            "Vous pouvez retirer ce consentement à tout moment par le lien de chaque message."
+        ),
+        "agree_button": "J'accepte",
+        "agreed_title": "Merci",
+        "agreed": "{email} accepte de continuer à recevoir les messages de {sender}.",
     },
 }
 

@@ -286,7 +286,7 @@ WITH marked AS (
 ), consent AS (
     -- The best kept grant: a valid one first; express, then the latest end.
     SELECT DISTINCT ON (contact_id)
-           contact_id, id, kind, source, obtained_at,
+           contact_id, id, kind, source, obtained_at, valid_until,
            (valid_until IS NULL OR $5 < valid_until) AS valid
     FROM kept
     ORDER BY contact_id, (valid_until IS NULL OR $5 < valid_until) DESC, (kind = 'express') DESC,
@@ -313,7 +313,8 @@ SELECT c.id AS contact_id,
        CASE WHEN r.reason IS NULL AND k.valid THEN k.id END AS consent_id,
        CASE WHEN r.reason IS NULL AND k.valid THEN k.kind END AS consent_kind,
        CASE WHEN r.reason IS NULL AND k.valid THEN k.source END AS consent_source,
-       CASE WHEN r.reason IS NULL AND k.valid THEN k.obtained_at END AS consent_obtained_at
+       CASE WHEN r.reason IS NULL AND k.valid THEN k.obtained_at END AS consent_obtained_at,
+       CASE WHEN r.reason IS NULL AND k.valid THEN k.valid_until END AS consent_valid_until
 FROM contacts c
 LEFT JOIN blocked b ON b.email_hash = c.email_hash
 LEFT JOIN contact_channels ch ON ch.contact_id = c.id AND ch.channel = $3
@@ -371,7 +372,8 @@ SELECT set_config('jit', 'off', true), set_config('work_mem', '512MB', true)
 -- name: campaign_lock
 -- Serialises launches of one campaign (two terminals, two workers).
 SELECT c.id, c.topic_id, t.default_subscribed, c.channel, c.policy, c.segment,
-       c.active_within_months, c.status
+       c.active_within_months, c.status, c.kind,
+       coalesce((c.definition->>'repermission_window_days')::integer, 60) AS repermission_window_days
 FROM campaigns c JOIN topics t ON t.id = c.topic_id
 WHERE c.id = $1
 FOR UPDATE OF c
@@ -389,6 +391,17 @@ FROM (:audience) AS audience GROUP BY 1 ORDER BY 1
 -- name: audience_result_create
 -- Computed once per launch, then both frozen and counted.
 CREATE TEMPORARY TABLE audience_result ON COMMIT DROP AS :audience
+
+-- name: audience_repermission_filter
+-- A re-permission request is itself a commercial message (CASL s.1(2)): it may
+-- only go to someone whose implied consent is still valid now ($1) and lapses
+-- within the window ($2 days). Express holders have nothing to give; already
+-- lapsed contacts stay `consent_expired`; the rest are counted `not_lapsing`.
+UPDATE audience_result SET reason = 'not_lapsing'
+WHERE reason IS NULL
+  AND NOT coalesce(consent_kind <> 'express'
+                   AND consent_valid_until < $1::timestamptz + make_interval(days => $2::integer),
+                   false)
 
 -- name: audience_freeze
 -- One delivery per eligible contact, with the consent that justified it as
