@@ -69,6 +69,7 @@ def exercised_tracker() -> Metrics:
     m.flush_failed()
     m.token_rejections.labels("click", "bad_signature").inc()
     m.optouts.labels("digital", "one-click", "recorded").inc()
+    m.optout_seconds.observe(0.004)
     m.preference_changes.labels("topic_off").inc()
     return m
 

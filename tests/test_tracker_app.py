@@ -758,3 +758,20 @@ async def test_run_serves_on_the_configured_port_until_stopped_then_flushes(
     stop.set()  # what SIGTERM does
     await asyncio.wait_for(server, 15)
     assert await conn.fetchval("SELECT count(*) FROM events") == 1
+
+
+async def test_every_one_click_opt_out_is_timed_for_the_unsubscribe_sla(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    world = await make_world(conn)
+    app = create_app(settings_for(db_url))
+    async with TestClient(TestServer(app)) as client:
+        token = sign(Purpose.UNSUBSCRIBE, world.delivery_id)
+        response = await client.post(
+            f"/u/{token}",
+            data="List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status == 200
+        text = await (await client.get("/metrics")).text()
+    assert "tracker_optout_seconds_count 1.0" in text

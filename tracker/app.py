@@ -300,6 +300,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     evidence = tracker.evidence(request, recipient, method)
     reason = form.get("reason")
     evidence["reason"] = forms.clean_reason(reason if isinstance(reason, str) else None)
+    started = time.perf_counter()
     try:
         changed = await tracker.store.opt_out(
             recipient,
@@ -316,6 +317,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         return _message(tracker, "erased", 200, _lang(recipient))
     outcome = "recorded" if changed else "already"
     tracker.metrics.optouts.labels(scope.value, method, outcome).inc()
+    tracker.metrics.optout_seconds.observe(time.perf_counter() - started)
     body = tracker.pages.unsubscribed(
         recipient, scope, preferences_url=tracker.preferences_path(token.delivery_id)
     )
