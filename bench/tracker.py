@@ -28,18 +28,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import scratch  # noqa: E402
 from mailer import pgcluster  # noqa: E402
-from mailer.store import Store  # noqa: E402
 from mailer.tokens import Keyring, Purpose, Token  # noqa: E402
 
 KEYS = "1:" + base64.b64encode(bytes(range(40, 72))).decode()
@@ -101,21 +99,9 @@ def serve_reference(kind: str, port: int, dsn: str) -> None:
 # ---------------------------------------------------------------- set-up
 
 
-def _with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
-
-
 async def create_database(server_dsn: str) -> str:
     """A fresh migrated database with one campaign and DELIVERIES sent deliveries."""
-    name = f"bench_tracker_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = _with_database(server_dsn, name)
-    async with Store.open(dsn, max_size=2) as store:
-        await store.migrate()
+    dsn = await scratch.create_database(server_dsn, "bench_tracker")
     conn = await asyncpg.connect(dsn)
     try:
         topic = await conn.fetchval(
@@ -142,13 +128,7 @@ async def create_database(server_dsn: str) -> str:
     return dsn
 
 
-async def drop_database(server_dsn: str, dsn: str) -> None:
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        name = urlsplit(dsn).path.lstrip("/")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+drop_database = scratch.drop_database
 
 
 async def count_events(dsn: str) -> int:
