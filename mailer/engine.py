@@ -128,6 +128,7 @@ class Engine:
         self.progress = Progress()
         self.deadline = timedelta(hours=settings.engine.retry_deadline_hours)
         self._last_sweep = 0.0
+        self._running: set[int] = set()
         # Claimed deliveries that will not reach SMTP in this run (stop, errors):
         # handed back to the queue in one statement.
         self._unsent: list[int] = []
@@ -186,7 +187,11 @@ class Engine:
             await self.store.finish_campaigns()
             await self._publish_progress()
         claimed = 0
-        for campaign_id in await self.store.running_campaigns():
+        running = await self.store.running_campaigns()
+        # Senders check this before each message: a pause or cancel seen here stops
+        # messages already rendered and queued, not only new claims.
+        self._running = set(running)
+        for campaign_id in running:
             if self.only is not None and campaign_id not in self.only:
                 continue
             room = self.max_pending - self.pending
@@ -368,6 +373,12 @@ class Engine:
             # Stopping while this message waited for throttle tokens: it was never
             # handed to SMTP, so it goes back to the queue rather than out late.
             self._unsent.append(job.delivery_id)
+            return
+        if job.campaign_id not in self._running:
+            # Paused or cancelled since it was claimed: hand it back now (cancelled
+            # rows get their final state there), so pause takes effect at once.
+            self._unsent.append(job.delivery_id)
+            await self._release_unsent()
             return
         relay = self.relays.pick()
         started = time.perf_counter()

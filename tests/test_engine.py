@@ -259,3 +259,27 @@ async def test_a_slowed_domain_recovers_by_doubling_each_minute_not_at_every_req
         "SELECT factor FROM throttle_buckets WHERE key = 'domain:x.example'"
     )
     assert factor == 0.5
+
+
+async def test_a_pause_also_holds_back_messages_already_rendered_and_queued(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 300)
+    await sample_campaign(store)
+    slug = await conn.fetchval("SELECT slug FROM campaigns")
+    with smtp_server(Faults(delay_s=0.02)) as (port, sink):
+        engine = engine_for(store, settings_for(port, batch_size=300))  # all queued at once
+        run = asyncio.create_task(engine.run())
+        await wait_until(lambda: len(sink.recipients) >= 10)
+        await lifecycle.transition(store, slug, "paused")
+        at_pause = len(sink.recipients)
+        await asyncio.sleep(1.5)
+        # Only what was on the wire (4 connections) and what the claimer had not yet
+        # noticed (one idle round) may still go.
+        assert len(sink.recipients) <= at_pause + 40
+        engine.stop.set()
+        await run
+    counts = await statuses(conn)
+    assert counts.get("sending", 0) == 0
+    assert counts["sent"] == len(sink.recipients)
+    assert counts["sent"] + counts.get("queued", 0) == 300
