@@ -178,19 +178,21 @@ class Engine:
 
     async def _claim_round(self, until_idle: bool) -> bool:
         """One pass over the running campaigns; True when the run is over (until_idle)."""
-        if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+        sweep = time.monotonic() - self._last_sweep > SWEEP_EVERY_S
+        if sweep:
             self._last_sweep = time.monotonic()
             swept = await self.store.sweep_uncertain()
             if swept:
                 self.metrics.uncertain.inc(swept)
                 log.warning("%d deliveries were in flight in a dead worker: now uncertain", swept)
             await self.store.finish_campaigns()
-            await self._publish_progress()
         claimed = 0
         running = await self.store.running_campaigns()
         # Senders check this before each message: a pause or cancel seen here stops
         # messages already rendered and queued, not only new claims.
         self._running = set(running)
+        if sweep:
+            await self._publish_progress(running)
         for campaign_id in running:
             if self.only is not None and campaign_id not in self.only:
                 continue
@@ -208,9 +210,9 @@ class Engine:
             await asyncio.wait_for(self._wait_stop_or_room(), IDLE_SLEEP_S)
         return False
 
-    async def _publish_progress(self) -> None:
+    async def _publish_progress(self, running: list[int]) -> None:
         """Deliveries by state of the campaigns this worker sends, for the dashboard."""
-        for campaign_id in await self.store.running_campaigns():
+        for campaign_id in running:
             if self.only is not None and campaign_id not in self.only:
                 continue
             for status, count in (await self.store.campaign_status_counts(campaign_id)).items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 from mailer import throttle
 from mailer.config import DomainThrottle, ThrottleSettings
@@ -73,21 +73,20 @@ class Pacer:
         await self._take(self.limit(domain, overrides), domain)
 
     async def _warmup(self) -> None:
-        now = datetime.now(UTC)
-        cap = throttle.warmup_cap(self.settings, await self._first_day(), now.date())
-        if cap is None:
+        if self.settings.warmup_daily_cap <= 0:
             return
         async with self.locks["warmup"]:
             if self.warmup_tokens <= 0:
-                self.warmup_tokens = await self.store.warmup_take(now.date(), cap, 50)
+                # Today's cap is only needed to refill: Postgres is asked once per
+                # grant of 50 messages, not once per message.
+                today = datetime.now(UTC).date()
+                first_day = await self.store.warmup_first_day()
+                cap = throttle.warmup_cap(self.settings, first_day, today)
+                assert cap is not None  # warm-up is on (checked above)
+                self.warmup_tokens = await self.store.warmup_take(today, cap, 50)
                 if self.warmup_tokens <= 0:
-                    raise WarmupExhausted(f"warm-up cap of {cap} messages reached for {now.date()}")
+                    raise WarmupExhausted(f"warm-up cap of {cap} messages reached for {today}")
             self.warmup_tokens -= 1
-
-    async def _first_day(self) -> date | None:
-        if self.settings.warmup_daily_cap <= 0:
-            return None
-        return await self.store.warmup_first_day()
 
     async def slow_down(self, domain: str) -> None:
         """The domain answered 421 / too many connections: halve its rate for every worker."""

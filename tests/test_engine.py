@@ -283,3 +283,23 @@ async def test_a_pause_also_holds_back_messages_already_rendered_and_queued(
     assert counts.get("sending", 0) == 0
     assert counts["sent"] == len(sink.recipients)
     assert counts["sent"] + counts.get("queued", 0) == 300
+
+
+async def test_the_warm_up_cap_defers_what_exceeds_todays_allowance_to_tomorrow(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 8)
+    await sample_campaign(store)
+    with smtp_server() as (port, sink):
+        base = settings_for(port)
+        capped = dataclasses.replace(
+            base, throttle=dataclasses.replace(base.throttle, warmup_daily_cap=5)
+        )
+        await engine_for(store, capped).run(until_idle=True)
+    assert await statuses(conn) == {"sent": 5, "deferred": 3}
+    assert len(sink.recipients) == 5
+    later = await conn.fetchval(
+        "SELECT bool_and(next_attempt_at >= date_trunc('day', now()) + interval '1 day') "
+        "FROM deliveries WHERE status = 'deferred'"
+    )
+    assert later is True
