@@ -352,6 +352,7 @@ class Store:
         sql, args = audience_query(spec, at, None)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(Q("audience_session_settings"))
+            await conn.execute(Q("audience_whole_settings"))
             rows = await conn.fetch(Q("audience_count_wrapper").replace(":audience", sql), *args)
         return {r["reason"]: int(r["contacts"]) for r in rows}
 
@@ -368,6 +369,7 @@ class Store:
             spec = CampaignSpec.from_row(row)
             sql, args = audience_query(spec, at, None)
             await conn.execute(Q("audience_session_settings"))
+            await conn.execute(Q("audience_whole_settings"))
             await conn.execute(Q("audience_result_create").replace(":audience", sql), *args)
             if row["kind"] == "repermission":
                 await conn.execute(

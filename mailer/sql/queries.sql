@@ -242,55 +242,35 @@ SELECT (SELECT count(*) FROM contacts WHERE erased_at IS NULL) AS contacts,
 -- with fixed fragments below (never with operator text).
 -- Runs with TimeZone = UTC (the pool sets it): interval arithmetic on
 -- timestamptz follows the session zone, and consent.add_months works in UTC.
-WITH marked AS (
-    -- One sorted pass over the contact's ledger, newest first: for each row, what
-    -- comes after it. A grant is kept when no withdrawal and no row of its own kind
-    -- comes later (a later row about a kind supersedes: how a contract's end is
-    -- recorded). One window, one sort, instead of joins and sorts per rule.
-    SELECT l.contact_id, l.id, l.action, l.kind, l.source, l.obtained_at, l.ends_at,
-           coalesce(bool_or(l.action = 'withdraw') OVER later, false) AS withdrawn_later,
-           coalesce(bool_or(l.kind = 'express') OVER later, false) AS express_later,
-           coalesce(bool_or(l.kind = 'implied_purchase') OVER later, false) AS purchase_later,
-           coalesce(bool_or(l.kind = 'implied_contract') OVER later, false) AS contract_later,
-           coalesce(bool_or(l.kind = 'implied_inquiry') OVER later, false) AS inquiry_later,
-           coalesce(bool_or(l.kind = 'implied_publication') OVER later, false) AS publication_later
-    FROM consents l
-    WHERE l.channel = $3::text AND l.topic_id IS NULL AND l.action IN ('grant', 'withdraw')
-      AND l.obtained_at <= $5::timestamptz /*ledger_contacts*/
-    WINDOW later AS (PARTITION BY l.contact_id ORDER BY l.obtained_at DESC, l.id DESC
-                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-), withdrawals AS (
-    -- Contacts with a withdrawal on record (for consent_withdrawn).
-    SELECT DISTINCT l.contact_id
-    FROM consents l
-    WHERE l.channel = $3 AND l.topic_id IS NULL AND l.action = 'withdraw'
-      AND l.obtained_at <= $5 /*ledger_contacts*/
-), kept AS (
-    SELECT m.contact_id, m.id, m.kind, m.source, m.obtained_at,
-           CASE m.kind  -- NULL: no end
-               WHEN 'implied_purchase' THEN m.obtained_at + interval '24 months'  -- CASL s.10(10)(a)
-               WHEN 'implied_contract' THEN m.ends_at + interval '24 months'      -- after it ends
-               WHEN 'implied_inquiry' THEN m.obtained_at + interval '6 months'    -- CASL s.10(10)(c)
-               WHEN 'implied_publication' THEN m.ends_at                          -- while relevant
-           END AS valid_until
-    FROM marked m
-    WHERE m.action = 'grant' AND NOT m.withdrawn_later
-      AND NOT CASE m.kind
-                  WHEN 'express' THEN m.express_later
-                  WHEN 'implied_purchase' THEN m.purchase_later
-                  WHEN 'implied_contract' THEN m.contract_later
-                  WHEN 'implied_inquiry' THEN m.inquiry_later
-                  WHEN 'implied_publication' THEN m.publication_later
-              END
-      AND ($4::text <> 'gdpr' OR m.kind = 'express')  -- GDPR: express consent only
+WITH latest AS (
+    -- One grouped pass over the ledger (consent_latest, migration 0004).
+    SELECT * FROM consent_latest($3::text, $5::timestamptz) l WHERE true /*ledger_contacts*/
+), ranked AS (
+    -- The best standing grant (consent_choice, migration 0004: kept when no
+    -- withdrawal came after it, ranked valid first, then express, then the
+    -- latest end), or NULL; and whether a withdrawal is on record.
+    SELECT contact_id, withdrawal IS NOT NULL AS withdrawn,
+           GREATEST(
+               consent_choice('express', express[1], withdrawal[1], $5),
+               -- GDPR: express consent only.
+               consent_choice('implied_purchase', CASE WHEN $4::text <> 'gdpr' THEN purchase[1] END,
+                              withdrawal[1], $5),
+               consent_choice('implied_contract', CASE WHEN $4 <> 'gdpr' THEN contract[1] END,
+                              withdrawal[1], $5),
+               consent_choice('implied_inquiry', CASE WHEN $4 <> 'gdpr' THEN inquiry[1] END,
+                              withdrawal[1], $5),
+               consent_choice('implied_publication', CASE WHEN $4 <> 'gdpr' THEN publication[1] END,
+                              withdrawal[1], $5)
+           ) AS best
+    FROM latest
+    -- OFFSET 0 keeps this a subquery: pulled up, the planner would copy the
+    -- GREATEST(...) into every reference to a field of `best` below.
+    OFFSET 0
 ), consent AS (
-    -- The best kept grant: a valid one first; express, then the latest end.
-    SELECT DISTINCT ON (contact_id)
-           contact_id, id, kind, source, obtained_at, valid_until,
-           (valid_until IS NULL OR $5 < valid_until) AS valid
-    FROM kept
-    ORDER BY contact_id, (valid_until IS NULL OR $5 < valid_until) DESC, (kind = 'express') DESC,
-             (valid_until IS NULL) DESC, valid_until DESC, id DESC
+    SELECT contact_id, withdrawn, (best).id AS id, (best).valid AS valid, (best).kind AS kind,
+           (best).source AS source, (best).obtained_at AS obtained_at,
+           (best).valid_until AS valid_until
+    FROM ranked
 ), blocked AS (
     SELECT s.email_hash,
            bool_or(s.reason = 'hard_bounce') AS hard_bounced,
@@ -320,17 +300,15 @@ LEFT JOIN blocked b ON b.email_hash = c.email_hash
 LEFT JOIN contact_channels ch ON ch.contact_id = c.id AND ch.channel = $3
 LEFT JOIN contact_topics ct ON ct.contact_id = c.id AND ct.topic_id = $1
 LEFT JOIN consent k ON k.contact_id = c.id
-LEFT JOIN withdrawals w ON w.contact_id = c.id
 CROSS JOIN LATERAL (
     SELECT CASE
                -- CAN-SPAM 15 U.S.C. 7704(a)(4): opt-out model; only an
                -- unrenewed opt-out excludes.
                WHEN $4 = 'can_spam' THEN
-                   CASE WHEN w.contact_id IS NOT NULL AND k.contact_id IS NULL
-                        THEN 'consent_withdrawn' END
+                   CASE WHEN k.withdrawn AND k.id IS NULL THEN 'consent_withdrawn' END
                WHEN k.valid THEN NULL
-               WHEN k.contact_id IS NOT NULL THEN 'consent_expired'
-               WHEN w.contact_id IS NOT NULL THEN 'consent_withdrawn'
+               WHEN k.id IS NOT NULL THEN 'consent_expired'
+               WHEN k.withdrawn THEN 'consent_withdrawn'
                ELSE 'no_consent'
            END AS consent_reason
 ) v
@@ -364,10 +342,16 @@ AND s.email_hash IN (SELECT email_hash FROM contacts WHERE id = ANY(:ids::bigint
 AND c.id = ANY(:ids::bigint[])
 
 -- name: audience_session_settings
--- A one-pass plan over millions of rows: its two sorts of ~2 M ledger rows
--- spill to disk below ~300 MB (measured), and JIT compilation costs more
--- than it saves.
-SELECT set_config('jit', 'off', true), set_config('work_mem', '512MB', true)
+-- JIT compilation costs more than it saves on these plans; the hash tables
+-- of a one-pass audience (contacts, topic preferences) need ~100 MB at 1 M
+-- contacts, which work_mem × hash_mem_multiplier covers without spilling.
+SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)
+
+-- name: audience_whole_settings
+-- The whole audience reads every contact and ledger row: worth the parallel
+-- workers that the default costs (tuned for short queries) never start for
+-- it. Not for the engine's per-batch re-check, which reads a few hundred.
+SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0', true)
 
 -- name: campaign_lock
 -- Serialises launches of one campaign (two terminals, two workers).
@@ -453,31 +437,23 @@ FROM contacts c WHERE c.email = $1
 -- Implied consents that lapse within the window: the re-permission list.
 -- Same "latest grant per kind after the last withdrawal" rule as the
 -- audience; contacts who also hold express consent do not need asking.
-WITH ledger AS (
-    SELECT l.* FROM consents l
-    WHERE l.channel = $1 AND l.topic_id IS NULL AND l.action IN ('grant', 'withdraw')
-      AND l.obtained_at <= $2
-), withdrawals AS (
-    SELECT DISTINCT ON (contact_id) contact_id, obtained_at AS w_at, id AS w_id
-    FROM ledger WHERE action = 'withdraw' ORDER BY contact_id, obtained_at DESC, id DESC
-), kept AS (
-    SELECT DISTINCT ON (g.contact_id, g.kind) g.contact_id, g.id, g.kind, g.source, g.obtained_at,
-           CASE g.kind
-               WHEN 'implied_purchase' THEN g.obtained_at + interval '24 months'
-               WHEN 'implied_contract' THEN g.ends_at + interval '24 months'
-               WHEN 'implied_inquiry' THEN g.obtained_at + interval '6 months'
-               WHEN 'implied_publication' THEN g.ends_at
-           END AS valid_until
-    FROM ledger g LEFT JOIN withdrawals w ON w.contact_id = g.contact_id
-    WHERE g.action = 'grant'
-      AND (w.contact_id IS NULL OR (g.obtained_at, g.id) > (w.w_at, w.w_id))
-    ORDER BY g.contact_id, g.kind, g.obtained_at DESC, g.id DESC
+WITH standing AS (
+    SELECT l.contact_id, (v.choice).*
+    FROM consent_latest($1::text, $2::timestamptz) l
+    CROSS JOIN LATERAL (VALUES
+        (consent_choice('express', l.express[1], l.withdrawal[1], $2)),
+        (consent_choice('implied_purchase', l.purchase[1], l.withdrawal[1], $2)),
+        (consent_choice('implied_contract', l.contract[1], l.withdrawal[1], $2)),
+        (consent_choice('implied_inquiry', l.inquiry[1], l.withdrawal[1], $2)),
+        (consent_choice('implied_publication', l.publication[1], l.withdrawal[1], $2))
+    ) AS v (choice)
+    WHERE (v.choice).id IS NOT NULL
 )
 SELECT c.email, c.name, c.locale, k.kind, k.source, k.obtained_at, k.valid_until
-FROM kept k JOIN contacts c ON c.id = k.contact_id
-WHERE k.kind <> 'express' AND k.valid_until >= $2 AND k.valid_until < $3
+FROM standing k JOIN contacts c ON c.id = k.contact_id
+WHERE NOT k.express AND k.valid_until >= $2 AND k.valid_until < $3::timestamptz
   AND c.erased_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM kept e WHERE e.contact_id = k.contact_id AND e.kind = 'express')
+  AND NOT EXISTS (SELECT 1 FROM standing e WHERE e.contact_id = k.contact_id AND e.express)
 ORDER BY k.valid_until, c.email
 
 -- ---------------------------------------------------------------- send engine
