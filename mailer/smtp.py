@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -111,16 +112,40 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt: str, data:
     if accepted.code not in (250, 251):
         await _reset(client)
         return outcome.from_reply(accepted.code, accepted.message)
-    try:
-        reply = await client.data(data)
-    except aiosmtplib.SMTPResponseException as exc:
-        if exc.code != 421:
+    start = await client.execute_command(b"DATA")
+    if start.code != 354:
+        if start.code != 421:
             await _reset(client)
-        return outcome.from_reply(exc.code, exc.message)
+        return outcome.from_reply(start.code, start.message)
+    try:
+        reply = await _payload(client, data)
     except (aiosmtplib.SMTPException, OSError) as exc:
         # Timeout or disconnect while the server held the message: it may be queued.
         raise _AfterData from exc
     return outcome.from_reply(reply.code, reply.message)
+
+
+# RFC 5321 s.4.5.2: a line that starts with a period gets one more.
+_LEADING_PERIOD = re.compile(rb"(?m)^\.")
+
+
+async def _payload(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    """The message after DATA's 354, then the server's verdict.
+
+    Not `client.data()`: it runs two regular expressions over every message
+    (line endings, leading periods), measured at ~17 % of the engine's CPU.
+    Skeleton.assemble already writes CRLF line endings, and a leading period
+    is rare enough to check for before paying for the substitution. Written on
+    aiosmtplib's protocol (write, read_response), as its own data() does; the
+    connection is ours alone while borrowed, so its command lock is not needed.
+    """
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_PERIOD.sub(b"..", data)
+    protocol.write(data + b".\r\n" if data.endswith(b"\r\n") else data + b"\r\n.\r\n")
+    return await protocol.read_response(timeout=client.timeout)
 
 
 class _AfterData(Exception):

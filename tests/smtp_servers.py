@@ -80,7 +80,7 @@ class RecordingHandler:
         if self.faults.delay_s:
             await asyncio.sleep(self.faults.delay_s)
         if self.faults.drop_rate and self.rng.random() < self.faults.drop_rate:
-            session.transport.close()
+            server.transport.close()
             return "421 4.4.2 closing"
         now = time.monotonic()
         with self.lock:
