@@ -53,18 +53,29 @@ class CampaignSpec:
         )
 
 
-_AUDIENCE_MARKERS = {
-    "/*ledger_contacts*/": "audience_fragment_ledger_contacts",
-    "/*suppression_contacts*/": "audience_fragment_suppression_contacts",
-    "/*contacts*/": "audience_fragment_contacts",
-}
+# Markers /*NAME*/ in the audience SQL, replaced to narrow it to some contacts by
+# `audience_fragment_NAME` (a list of ids) or `audience_range_NAME` (an id range).
+_MARKERS = (
+    "ledger_contacts",
+    "suppression_contacts",
+    "channel_contacts",
+    "topic_contacts",
+    "contacts",
+)
+# Few rows, keyed by address hash: a range reads the whole table.
+_WHOLE_IN_RANGES = frozenset({"suppression_contacts"})
 
 
 def audience_query(
-    spec: CampaignSpec, at: datetime, contact_ids: list[int] | None
+    spec: CampaignSpec,
+    at: datetime,
+    contact_ids: list[int] | None,
+    id_range: tuple[int, int] | None = None,
 ) -> tuple[str, list[Any]]:
     """The audience SQL for a campaign, with its segment compiled to parameters.
 
+    Narrowed to `contact_ids` (the engine's re-check) or to ids within
+    `id_range` inclusive (one part of a whole audience computed in parallel).
     Only fixed fragments from queries.sql and the segment compiler's output
     (which never inlines a value) are spliced in; every value is a parameter.
     """
@@ -85,9 +96,23 @@ def audience_query(
         args += params
     if contact_ids is not None:
         args.append(contact_ids)
-        for marker, name in _AUDIENCE_MARKERS.items():
-            sql = sql.replace(marker, queries.get(name).replace(":ids", f"${len(args)}"))
+        for name in _MARKERS:
+            fragment = queries.get(f"audience_fragment_{name}").replace(":ids", f"${len(args)}")
+            sql = sql.replace(f"/*{name}*/", fragment)
+    elif id_range is not None:
+        args += list(id_range)
+        lo, hi = f"${len(args) - 1}", f"${len(args)}"
+        for name in _MARKERS:
+            if name not in _WHOLE_IN_RANGES:
+                fragment = queries.get(f"audience_range_{name}").replace(":lo", lo)
+                sql = sql.replace(f"/*{name}*/", fragment.replace(":hi", hi))
     return sql, args
+
+
+def id_ranges(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi] cut into at most `parts` inclusive ranges of (nearly) equal width."""
+    width = max(1, -(-(hi - lo + 1) // parts))
+    return [(start, min(hi, start + width - 1)) for start in range(lo, hi + 1, width)]
 
 
 _DURATION = re.compile(r"(\d+)\s*(d|day|days|w|week|weeks|m|month|months)")

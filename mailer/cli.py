@@ -36,7 +36,9 @@ Handler = Callable[[argparse.Namespace, config.Settings], Coroutine[Any, Any, in
 
 def _store(settings: config.Settings) -> Any:
     db = settings.database
-    return Store.open(db.url, min_size=db.pool_min, max_size=db.pool_max)
+    return Store.open(
+        db.url, min_size=db.pool_min, max_size=db.pool_max, audience_parts=db.audience_parts
+    )
 
 
 # ---------------------------------------------------------------- db

@@ -30,6 +30,9 @@ class DatabaseSettings:
     url: str = "postgresql://postgres@127.0.0.1:5432/mailer"
     pool_min: int = 1
     pool_max: int = 10
+    # Connections that compute a whole audience at once, each over a range of
+    # contact ids: about one per core of the database server.
+    audience_parts: int = 2
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,7 @@ def _validate(s: Settings) -> None:
             1 <= s.database.pool_min <= s.database.pool_max,
             "database.pool_min/pool_max: need 1 <= pool_min <= pool_max",
         ),
+        (s.database.audience_parts >= 1, "database.audience_parts: must be at least 1"),
         (s.engine.batch_size > 0, "engine.batch_size: must be positive"),
         (s.engine.lease_seconds >= 10, "engine.lease_seconds: must be at least 10"),
         (s.engine.retry_deadline_hours > 0, "engine.retry_deadline_hours: must be positive"),

@@ -238,7 +238,9 @@ async def run(
     write_sample_registry(registry, contacts_csv)
     write_unsubscribed(unsubscribed, contacts_csv)
     db = settings.database
-    async with Store.open(db.url, min_size=1, max_size=db.pool_max) as store:
+    async with Store.open(
+        db.url, min_size=1, max_size=db.pool_max, audience_parts=db.audience_parts
+    ) as store:
         console.rule("1. contacts and consent")
         await _load_contacts(store, settings, console, contacts_csv, registry, unsubscribed)
 

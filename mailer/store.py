@@ -7,23 +7,27 @@ vocabulary.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mailer import migrations, queries
-from mailer.audience import CampaignSpec, audience_query
+from mailer.audience import CampaignSpec, audience_query, id_ranges
 from mailer.contacts_file import ContactRow, Rejected
 
 Q = queries.get
+T = TypeVar("T")
 
 _STAGING_COLUMNS = (
     "line",
@@ -97,12 +101,17 @@ class SuppressionImportResult:
 class Store:
     """A pool of connections and the named queries run on them."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, audience_parts: int = 1) -> None:
         self.pool = pool
+        # Connections that compute a whole audience at once, each over a range of
+        # contact ids; never all of the pool (a launch must not starve the rest).
+        self.audience_parts = max(1, min(audience_parts, pool.get_max_size() - 1))
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[Store]:
+    async def open(
+        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, audience_parts: int = 2
+    ) -> AsyncIterator[Store]:
         """Connect a pool for the block's lifetime, closing it on the way out."""
         # UTC sessions: interval arithmetic on timestamptz (consent expiry,
         # "active within N months") follows the session zone.
@@ -110,7 +119,7 @@ class Store:
             dsn, min_size=min_size, max_size=max_size, server_settings={"timezone": "UTC"}
         )
         try:
-            yield cls(pool)
+            yield cls(pool, audience_parts=audience_parts)
         finally:
             await pool.close()
 
@@ -349,39 +358,59 @@ class Store:
 
     async def audience_counts(self, spec: CampaignSpec, at: datetime) -> dict[str, int]:
         """Eligible count and excluded counts by reason, without freezing anything."""
-        sql, args = audience_query(spec, at, None)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q("audience_session_settings"))
-            await conn.execute(Q("audience_whole_settings"))
-            rows = await conn.fetch(Q("audience_count_wrapper").replace(":audience", sql), *args)
-        return {r["reason"]: int(r["contacts"]) for r in rows}
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [
+                await stack.enter_async_context(self.pool.acquire())
+                for _ in range(self.audience_parts)
+            ]
+            ranges = await _contact_ranges(conns[0], len(conns))
+            parts = await _gather_all(
+                _count_part(conn, spec, at, part) for conn, part in zip(conns, ranges, strict=False)
+            )
+        return _sum_counts(parts)
 
     async def freeze_audience(self, campaign_id: int, at: datetime) -> FreezeResult:
-        """Turn the campaign's audience into delivery rows, once, with counts by reason."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(Q("campaign_lock"), campaign_id)
-            if row is None:
-                raise LookupError(f"campaign {campaign_id} does not exist")
-            if row["status"] in ("done", "cancelled"):
-                # Checked under the lock: a cancel committed since the caller looked
-                # must not get fresh queued rows that nothing will ever send.
-                raise LookupError(f"campaign {campaign_id} is {row['status']}")
-            spec = CampaignSpec.from_row(row)
-            sql, args = audience_query(spec, at, None)
-            await conn.execute(Q("audience_session_settings"))
-            await conn.execute(Q("audience_whole_settings"))
-            await conn.execute(Q("audience_result_create").replace(":audience", sql), *args)
-            if row["kind"] == "repermission":
-                await conn.execute(
-                    Q("audience_repermission_filter"), at, row["repermission_window_days"]
+        """Turn the campaign's audience into delivery rows, once, with counts by reason.
+
+        Several connections compute and insert it at once, each over a range of
+        contact ids, in transactions committed together once all succeeded (the
+        first one, holding the campaign's lock, last). A crash in the few
+        milliseconds between those commits leaves the campaign unlaunched with
+        part of its rows; launching it again completes them (ON CONFLICT DO
+        NOTHING), as after a crash between the freeze and the status change.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [
+                await stack.enter_async_context(self.pool.acquire())
+                for _ in range(self.audience_parts)
+            ]
+            transactions = [conn.transaction() for conn in conns]
+            for transaction in transactions:
+                await transaction.start()
+            try:
+                lead = conns[0]
+                row = await lead.fetchrow(Q("campaign_lock"), campaign_id)
+                if row is None:
+                    raise LookupError(f"campaign {campaign_id} does not exist")
+                if row["status"] in ("done", "cancelled"):
+                    # Checked under the lock: a cancel committed since the caller looked
+                    # must not get fresh queued rows that nothing will ever send.
+                    raise LookupError(f"campaign {campaign_id} is {row['status']}")
+                ranges = await _contact_ranges(lead, len(conns))
+                parts = await _gather_all(
+                    _freeze_part(conn, row, at, part)
+                    for conn, part in zip(conns, ranges, strict=False)
                 )
-            added = _affected(await conn.execute(Q("audience_freeze"), campaign_id))
-            counts = {
-                r["reason"]: int(r["contacts"])
-                for r in await conn.fetch(Q("audience_result_counts"))
-            }
-            await conn.execute(Q("audience_record"), campaign_id, at, json.dumps(counts))
-        return FreezeResult(added, counts)
+                counts = _sum_counts(counts for _, counts in parts)
+                await lead.execute(Q("audience_record"), campaign_id, at, json.dumps(counts))
+                for transaction in reversed(transactions):
+                    await transaction.commit()
+            except BaseException:
+                for transaction in transactions:
+                    with contextlib.suppress(Exception):
+                        await transaction.rollback()
+                raise
+        return FreezeResult(sum(added for added, _ in parts), counts)
 
     async def contact_rule_inputs(self, email: str) -> dict[str, Any] | None:
         """One contact's ledger, preferences and suppressions, as plain values."""
@@ -870,6 +899,56 @@ class OutcomeRow:
 class FreezeResult:
     added: int
     counts: dict[str, int]
+
+
+async def _contact_ranges(conn: PoolConnectionProxy, parts: int) -> list[tuple[int, int]]:
+    bounds = await conn.fetchrow(Q("contact_id_bounds"))
+    assert bounds is not None  # an aggregate always returns its row
+    return id_ranges(bounds["lo"], bounds["hi"], parts)
+
+
+async def _gather_all(work: Iterable[Awaitable[T]]) -> list[T]:
+    """Every result, or the first error once ALL are finished: a connection
+    still running a statement cannot be rolled back or handed back."""
+    results = await asyncio.gather(*work, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[T], results)
+
+
+async def _count_part(
+    conn: PoolConnectionProxy, spec: CampaignSpec, at: datetime, part: tuple[int, int]
+) -> dict[str, int]:
+    sql, args = audience_query(spec, at, None, part)
+    async with conn.transaction():
+        await conn.execute(Q("audience_session_settings"))
+        rows = await conn.fetch(Q("audience_count_wrapper").replace(":audience", sql), *args)
+    return {r["reason"]: int(r["contacts"]) for r in rows}
+
+
+async def _freeze_part(
+    conn: PoolConnectionProxy, campaign: Any, at: datetime, part: tuple[int, int]
+) -> tuple[int, dict[str, int]]:
+    """One range's audience into delivery rows, inside the caller's transaction."""
+    sql, args = audience_query(CampaignSpec.from_row(campaign), at, None, part)
+    await conn.execute(Q("audience_session_settings"))
+    await conn.execute(Q("audience_result_create").replace(":audience", sql), *args)
+    if campaign["kind"] == "repermission":
+        await conn.execute(
+            Q("audience_repermission_filter"), at, campaign["repermission_window_days"]
+        )
+    added = _affected(await conn.execute(Q("audience_freeze"), campaign["id"]))
+    rows = await conn.fetch(Q("audience_result_counts"))
+    return added, {r["reason"]: int(r["contacts"]) for r in rows}
+
+
+def _sum_counts(parts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for counts in parts:
+        for reason, n in counts.items():
+            total[reason] = total.get(reason, 0) + n
+    return dict(sorted(total.items()))
 
 
 def _affected(status: str) -> int:

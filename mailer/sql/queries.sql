@@ -297,8 +297,8 @@ SELECT c.id AS contact_id,
        CASE WHEN r.reason IS NULL AND k.valid THEN k.valid_until END AS consent_valid_until
 FROM contacts c
 LEFT JOIN blocked b ON b.email_hash = c.email_hash
-LEFT JOIN contact_channels ch ON ch.contact_id = c.id AND ch.channel = $3
-LEFT JOIN contact_topics ct ON ct.contact_id = c.id AND ct.topic_id = $1
+LEFT JOIN contact_channels ch ON ch.contact_id = c.id AND ch.channel = $3 /*channel_contacts*/
+LEFT JOIN contact_topics ct ON ct.contact_id = c.id AND ct.topic_id = $1 /*topic_contacts*/
 LEFT JOIN consent k ON k.contact_id = c.id
 CROSS JOIN LATERAL (
     SELECT CASE
@@ -338,20 +338,39 @@ AND l.contact_id = ANY(:ids::bigint[])
 -- name: audience_fragment_suppression_contacts
 AND s.email_hash IN (SELECT email_hash FROM contacts WHERE id = ANY(:ids::bigint[]))
 
+-- name: audience_fragment_channel_contacts
+AND ch.contact_id = ANY(:ids::bigint[])
+
+-- name: audience_fragment_topic_contacts
+AND ct.contact_id = ANY(:ids::bigint[])
+
 -- name: audience_fragment_contacts
 AND c.id = ANY(:ids::bigint[])
+
+-- One part of a whole audience computed on several connections at once: the
+-- contacts with ids in [:lo, :hi], every table read by index range. (The
+-- suppressions are few and keyed by address hash: each part reads them all.)
+
+-- name: audience_range_ledger_contacts
+AND l.contact_id BETWEEN :lo::bigint AND :hi::bigint
+
+-- name: audience_range_channel_contacts
+AND ch.contact_id BETWEEN :lo::bigint AND :hi::bigint
+
+-- name: audience_range_topic_contacts
+AND ct.contact_id BETWEEN :lo::bigint AND :hi::bigint
+
+-- name: audience_range_contacts
+AND c.id BETWEEN :lo::bigint AND :hi::bigint
+
+-- name: contact_id_bounds
+SELECT coalesce(min(id), 0) AS lo, coalesce(max(id), 0) AS hi FROM contacts
 
 -- name: audience_session_settings
 -- JIT compilation costs more than it saves on these plans; the hash tables
 -- of a one-pass audience (contacts, topic preferences) need ~100 MB at 1 M
 -- contacts, which work_mem × hash_mem_multiplier covers without spilling.
 SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)
-
--- name: audience_whole_settings
--- The whole audience reads every contact and ledger row: worth the parallel
--- workers that the default costs (tuned for short queries) never start for
--- it. Not for the engine's per-batch re-check, which reads a few hundred.
-SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0', true)
 
 -- name: campaign_lock
 -- Serialises launches of one campaign (two terminals, two workers).
