@@ -5,8 +5,10 @@ machine or several, share the running campaigns: each claims batches of
 deliveries with FOR UPDATE SKIP LOCKED and a lease, so none sends what
 another holds.
 
-    claimer ──► per-domain queues ──► domain senders (≤ concurrency each,
-       │                                 sharing the relays' connections)
+    claimer ──► send queues ──► senders (one queue per recipient domain, or per
+       │                          campaign and domain when the campaign tightens
+       │                          that domain's limit; ≤ concurrency senders each,
+       │                          sharing the relays' connections)
        └──► skipped outcomes ──┬──────────── outcomes ──► recorder (batched)
 
 Memory stays flat: the claimer only claims while fewer than `max_pending`
@@ -83,6 +85,14 @@ class CampaignContext:
 
 
 @dataclass
+class SendQueue:
+    """Jobs waiting for one throttle limit, and how many senders take from them."""
+
+    jobs: asyncio.Queue[Job | None]
+    senders: int
+
+
+@dataclass
 class Progress:
     """Counts since this engine started, for the progress bar and the summary."""
 
@@ -120,7 +130,9 @@ class Engine:
         self.clock = clock
         self.pacer = Pacer(store, settings.throttle, self.metrics)
         self.contexts: dict[int, CampaignContext] = {}
-        self.domain_queues: dict[str, asyncio.Queue[Job | None]] = {}
+        # One queue per throttle limit, with its senders: a campaign held to a tighter
+        # rate for a domain waits in its own queue, never in front of other campaigns.
+        self.queues: dict[str, SendQueue] = {}
         self.senders: list[asyncio.Task[None]] = []
         self.outcomes: asyncio.Queue[OutcomeRow | None] = asyncio.Queue()
         self.pending = 0  # claimed, not yet recorded
@@ -148,11 +160,11 @@ class Engine:
             self.stop.set()
             # Each step is guarded on its own: a failure in one (Postgres down
             # while handing back) must not skip the next (recording outcomes).
-            for queue in self.domain_queues.values():
-                self._unsent.extend(_drain(queue))
-            for domain, queue in self.domain_queues.items():
-                for _ in range(self.pacer.limit(domain).concurrency):
-                    queue.put_nowait(None)  # senders finish the message in hand, then stop
+            for send_queue in self.queues.values():
+                self._unsent.extend(_drain(send_queue.jobs))
+            for send_queue in self.queues.values():
+                for _ in range(send_queue.senders):
+                    send_queue.jobs.put_nowait(None)  # finish the message in hand, then stop
             await asyncio.gather(*self.senders, return_exceptions=True)
             await _logged(self._release_unsent(), "handing back unsent deliveries")
             leases.cancel()
@@ -330,22 +342,35 @@ class Engine:
     # ------------------------------------------------------------ throttle and SMTP
 
     def _dispatch(self, job: Job, ctx: CampaignContext) -> None:
-        queue = self.domain_queues.get(job.domain)
-        if queue is None:
-            queue = self.domain_queues[job.domain] = asyncio.Queue()
-            limit = self.pacer.limit(job.domain, ctx.overrides)
-            for _ in range(limit.concurrency):
+        limit = self.pacer.limit(job.domain)
+        own = (
+            None
+            if ctx.overrides is None
+            else throttle.campaign_limit(
+                job.campaign_id, job.domain, self.settings.throttle, ctx.overrides
+            )
+        )
+        key = limit.key if own is None else own.key
+        send_queue = self.queues.get(key)
+        if send_queue is None:
+            senders = (limit if own is None else own).concurrency
+            send_queue = self.queues[key] = SendQueue(asyncio.Queue(), senders)
+            for _ in range(senders):
                 self.senders.append(
-                    asyncio.create_task(self._sender(job.domain, queue), name=f"send:{job.domain}")
+                    asyncio.create_task(
+                        self._sender(job.domain, send_queue.jobs, own), name=f"send:{key}"
+                    )
                 )
-        queue.put_nowait(job)
+        send_queue.jobs.put_nowait(job)
         self.metrics.queue_depth.labels("send").set(self.pending)
 
-    async def _sender(self, domain: str, queue: asyncio.Queue[Job | None]) -> None:
-        """Send this domain's messages one at a time until the end marker (None)."""
+    async def _sender(
+        self, domain: str, queue: asyncio.Queue[Job | None], own: throttle.Limit | None
+    ) -> None:
+        """Send one queue's messages one at a time until the end marker (None)."""
         while (job := await queue.get()) is not None:
             try:
-                await self._send(domain, job)
+                await self._send(domain, job, self.contexts[job.campaign_id], own)
             except Exception:
                 # Only reachable before SMTP (relay.send never raises for SMTP or
                 # network trouble): the message was not sent; retry it later.
@@ -356,12 +381,13 @@ class Engine:
                 )
                 await self._done(row, "none")
 
-    async def _send(self, domain: str, job: Job) -> None:
-        ctx = self.contexts[job.campaign_id]
+    async def _send(
+        self, domain: str, job: Job, ctx: CampaignContext, own: throttle.Limit | None
+    ) -> None:
         composed = job.composed
         assert composed is not None
         try:
-            await self.pacer.acquire(domain, ctx.overrides)
+            await self.pacer.acquire(domain, own)
         except WarmupExhausted as exc:
             tomorrow = datetime.combine(
                 self.clock().date() + timedelta(days=1), datetime.min.time(), UTC
@@ -383,9 +409,10 @@ class Engine:
             await self._release_unsent()
             return
         relay = self.relays.pick()
-        started = time.perf_counter()
-        result = await relay.send(composed.return_path, job.recipient.email, composed.data)
-        self.metrics.send_seconds.observe(time.perf_counter() - started)
+        async with self.pacer.in_flight(domain):
+            started = time.perf_counter()
+            result = await relay.send(composed.return_path, job.recipient.email, composed.data)
+            self.metrics.send_seconds.observe(time.perf_counter() - started)
         self.metrics.connections.set(self.relays.open_connections)
         if result.status is Status.DEFERRED:
             label = throttle.metric_domain(domain, self.settings.throttle)

@@ -1,21 +1,25 @@
 """Waiting for throttle tokens: local grants taken from the buckets in Postgres.
 
-A sender asks for one token of the global bucket and one of its recipient
-domain's bucket. Grants are taken a few at a time (mailer.throttle decides
-how many) and spent locally, so Postgres sees a handful of statements per
-second per domain while every worker shares the same limits. A per-domain
-semaphore caps the messages in flight to one domain from this process.
+A sender asks for one token of the global bucket, one of its recipient
+domain's bucket and, when the campaign tightens that domain's limit, one of
+the campaign's own bucket for it. Grants are taken a few at a time
+(mailer.throttle decides how many) and spent locally, so Postgres sees a
+handful of statements per second per domain while every worker shares the
+same limits. Concurrency is per process: a campaign's tighter one is the
+number of senders of its queue, and a domain's in-flight cap covers them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from mailer import throttle
-from mailer.config import DomainThrottle, ThrottleSettings
+from mailer.config import ThrottleSettings
 from mailer.metrics import EngineMetrics
 from mailer.store import Store
 
@@ -31,19 +35,26 @@ class Pacer:
         self.metrics = metrics
         self.tokens: dict[str, int] = defaultdict(int)
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.in_flight: dict[str, asyncio.Semaphore] = {}
+        self.slots: dict[str, asyncio.Semaphore] = {}
         self.global_limit = throttle.global_limit(settings)
         self.warmup_tokens = 0
 
-    def limit(self, domain: str, overrides: DomainThrottle | None = None) -> throttle.Limit:
-        return throttle.limit_for(domain, self.settings, overrides)
+    def limit(self, domain: str) -> throttle.Limit:
+        return throttle.limit_for(domain, self.settings)
 
-    def slot(self, limit: throttle.Limit) -> asyncio.Semaphore:
-        """The per-domain concurrency cap of this process."""
-        sem = self.in_flight.get(limit.key)
-        if sem is None:
-            sem = self.in_flight[limit.key] = asyncio.Semaphore(limit.concurrency)
-        return sem
+    @contextlib.asynccontextmanager
+    async def in_flight(self, domain: str) -> AsyncIterator[None]:
+        """Hold one of the domain's in-flight places in this process while sending.
+
+        Held around SMTP only, never while waiting for tokens: the domain's cap
+        counts messages of every campaign, while a campaign slowed by its own
+        limit waits in its own queue.
+        """
+        slot = self.slots.get(domain)
+        if slot is None:
+            slot = self.slots[domain] = asyncio.Semaphore(self.limit(domain).concurrency)
+        async with slot:
+            yield
 
     async def _take(self, limit: throttle.Limit, domain: str) -> float:
         """One token of a bucket; returns the seconds spent waiting."""
@@ -66,11 +77,13 @@ class Pacer:
             self.metrics.throttle_wait.labels(label).inc(waited)
         return waited
 
-    async def acquire(self, domain: str, overrides: DomainThrottle | None = None) -> None:
-        """Wait until one message to `domain` may go (global, domain and warm-up limits)."""
+    async def acquire(self, domain: str, campaign: throttle.Limit | None = None) -> None:
+        """Wait until one message to `domain` may go (warm-up, global, domain, campaign)."""
         await self._warmup()
         await self._take(self.global_limit, "*")
-        await self._take(self.limit(domain, overrides), domain)
+        await self._take(self.limit(domain), domain)
+        if campaign is not None:
+            await self._take(campaign, domain)
 
     async def _warmup(self) -> None:
         if self.settings.warmup_daily_cap <= 0:

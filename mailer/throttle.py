@@ -49,16 +49,30 @@ def domain_key(domain: str) -> str:
     return f"domain:{domain}"
 
 
-def limit_for(
-    domain: str, settings: ThrottleSettings, overrides: DomainThrottle | None = None
-) -> Limit:
-    """The configured limit of a recipient domain (a campaign may only tighten it)."""
+def limit_for(domain: str, settings: ThrottleSettings) -> Limit:
+    """The configured limit of a recipient domain, shared by every campaign and worker."""
     configured = settings.domains.get(domain)
     rate = configured.rate if configured else settings.default_domain_rate
     concurrency = configured.concurrency if configured else settings.default_domain_concurrency
-    if overrides is not None:
-        rate, concurrency = min(rate, overrides.rate), min(concurrency, overrides.concurrency)
     return Limit(domain_key(domain), rate, concurrency)
+
+
+def campaign_limit(
+    campaign_id: int, domain: str, settings: ThrottleSettings, overrides: DomainThrottle
+) -> Limit:
+    """A campaign's own limit for one domain, taken on top of the domain's shared one.
+
+    A campaign may only tighten the domain's limit. Its own bucket (not the
+    domain's at a lower rate: a bucket refills at the rate its callers pass,
+    so two campaigns sharing one would blur both limits) holds it to its rate
+    across workers, while other campaigns keep the domain's.
+    """
+    shared = limit_for(domain, settings)
+    return Limit(
+        f"campaign:{campaign_id}:{domain}",
+        min(shared.rate, overrides.rate),
+        min(shared.concurrency, overrides.concurrency),
+    )
 
 
 def global_limit(settings: ThrottleSettings) -> Limit:

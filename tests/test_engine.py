@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import email
 from email import policy
+from pathlib import Path
 
 import asyncpg
 from prometheus_client import generate_latest
@@ -12,7 +13,14 @@ from mailer import lifecycle
 from mailer.addresses import address_hash
 from mailer.config import DomainThrottle
 from mailer.store import Store
-from tests.engine_setup import add_contacts, engine_for, sample_campaign, settings_for
+from tests.engine_setup import (
+    NOW,
+    TEMPLATES,
+    add_contacts,
+    engine_for,
+    sample_campaign,
+    settings_for,
+)
 from tests.smtp_servers import Faults, smtp_server, wait_until
 
 
@@ -192,6 +200,39 @@ async def test_a_domain_rate_limit_holds_across_several_workers(
     span = times[-1] - times[0]
     assert span >= (120 - 10) / 40 * 0.9
     assert await statuses(conn) == {"sent": 120}
+
+
+async def test_a_campaigns_tighter_domain_limit_holds_it_back_without_holding_back_others(
+    store: Store, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await add_contacts(conn, 40, domains=("shared.example",))
+    held = await sample_campaign(store)  # its file caps each domain at 20 msg/s
+    text = (TEMPLATES / "service_reminder.toml").read_text(encoding="utf-8")
+    free_file = tmp_path / "free.toml"
+    free_file.write_text(
+        text.replace('slug = "service-reminder-2024-10"', 'slug = "free"').replace(
+            "[throttle]\nrate = 20.0\nconcurrency = 4\n", ""
+        ),
+        encoding="utf-8",
+    )
+    _, definition = await lifecycle.create(store, free_file, TEMPLATES)
+    free = (await lifecycle.launch(store, definition.slug, NOW)).campaign_id
+    with smtp_server() as (port, sink):
+        await engine_for(store, settings_for(port, batch_size=100)).run(until_idle=True)
+    assert len(sink.messages) == 80
+    spans = {
+        r["campaign_id"]: (r["first"], r["last"])
+        for r in await conn.fetch(
+            "SELECT campaign_id, min(sent_at) AS first, max(sent_at) AS last FROM deliveries "
+            "WHERE status = 'sent' GROUP BY campaign_id"
+        )
+    }
+    held_seconds = (spans[held][1] - spans[held][0]).total_seconds()
+    # 40 messages at 20/s after a first burst of five: the campaign's own bucket held.
+    assert held_seconds >= (40 - 5) / 20 * 0.9
+    # The other campaign, on the same domain, was not queued behind it.
+    assert spans[free][1] < spans[held][1]
+    assert (spans[free][1] - spans[free][0]).total_seconds() < held_seconds / 2
 
 
 async def test_the_engine_exports_its_metrics_by_outcome_and_reply_class(
