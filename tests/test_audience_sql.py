@@ -253,3 +253,41 @@ def test_a_hostile_segment_reaches_the_audience_sql_only_as_a_parameter() -> Non
     sql, args = audience_query(campaign, AT, None)
     assert "DROP TABLE" not in sql
     assert "'; DROP TABLE contacts; --" in args
+
+
+async def test_two_grants_without_an_end_pick_the_later_obtained_in_sql_as_in_python(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    # An ongoing contract (no end yet) obtained last year, then an older published address
+    # (no end) recorded afterwards, so with the higher ledger id: the later obtained wins.
+    person = FakeContact(
+        locale="en",
+        last_activity_at=AT,
+        channel_prefs={},
+        topic_prefs={1: True},
+        ledger=[
+            (
+                Channel.EMAIL,
+                Action.GRANT,
+                Kind.IMPLIED_CONTRACT,
+                AT - timedelta(days=150),
+                None,
+                None,
+            ),
+            (
+                Channel.EMAIL,
+                Action.GRANT,
+                Kind.IMPLIED_PUBLICATION,
+                AT - timedelta(days=500),
+                None,
+                None,
+            ),
+        ],
+        suppressions=[],
+    )
+    ids = await _load(conn, [person], [False])
+    spec = AudienceSpec(Channel.EMAIL, 1, True, Policy.CASL, AT, None)
+    rows = await store.audience(CampaignSpec(0, 1, True, "email", "casl", None, None), AT)
+    got = {r.contact_id: (r.reason, r.consent_kind) for r in rows}
+    assert got == _python_verdicts([person], [False], ids, spec, None)
+    assert got[ids[0]] == (None, "implied_contract")

@@ -470,7 +470,7 @@ WITH standing AS (
 )
 SELECT c.email, c.name, c.locale, k.kind, k.source, k.obtained_at, k.valid_until
 FROM standing k JOIN contacts c ON c.id = k.contact_id
-WHERE NOT k.express AND k.valid_until >= $2 AND k.valid_until < $3::timestamptz
+WHERE NOT k.express AND k.valid AND k.valid_until < $3::timestamptz
   AND c.erased_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM standing e WHERE e.contact_id = k.contact_id AND e.express)
 ORDER BY k.valid_until, c.email

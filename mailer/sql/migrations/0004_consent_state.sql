@@ -17,17 +17,19 @@ CREATE TYPE consent_pick AS (
     source      text
 );
 
--- A standing grant, ranked. Field order is preference order: a valid grant,
--- then express, then one without an end, then the latest end; the unique id
--- settles ties, so the later fields only carry the winner's evidence.
+-- A standing grant, ranked. Field order is preference order, as consent._best:
+-- a valid grant, then express, then one without an end, then the latest end
+-- (the date obtained for one without an end), then the higher id, which is
+-- unique: the fields after it only carry the winner's evidence.
 CREATE TYPE consent_choice AS (
     valid       boolean,
     express     boolean,
     endless     boolean,
-    valid_until timestamptz,
+    rank_at     timestamptz,
     id          bigint,
     kind        text,
     obtained_at timestamptz,
+    valid_until timestamptz,
     source      text
 );
 
@@ -57,8 +59,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                THEN ROW(pick.valid_until IS NULL OR at < pick.valid_until,
                         kind = 'express',
                         pick.valid_until IS NULL,
-                        pick.valid_until,
-                        pick.id, kind, pick.obtained_at, pick.source)::consent_choice
+                        coalesce(pick.valid_until, pick.obtained_at),
+                        pick.id, kind, pick.obtained_at, pick.valid_until,
+                        pick.source)::consent_choice
            END
 $$;
 
