@@ -386,6 +386,8 @@ class Engine:
     ) -> None:
         composed = job.composed
         assert composed is not None
+        if await self._held_back(job):
+            return  # before waiting for tokens: a paused campaign's queue empties at once
         try:
             await self.pacer.acquire(domain, own)
         except WarmupExhausted as exc:
@@ -397,17 +399,8 @@ class Engine:
                 "none",
             )
             return
-        if self.stop.is_set():
-            # Stopping while this message waited for throttle tokens: it was never
-            # handed to SMTP, so it goes back to the queue rather than out late.
-            self._unsent.append(job.delivery_id)
-            return
-        if job.campaign_id not in self._running:
-            # Paused or cancelled since it was claimed: hand it back now (cancelled
-            # rows get their final state there), so pause takes effect at once.
-            self._unsent.append(job.delivery_id)
-            await self._release_unsent()
-            return
+        if await self._held_back(job):
+            return  # and again after: the wait for tokens may have been long
         relay = self.relays.pick()
         async with self.pacer.in_flight(domain):
             started = time.perf_counter()
@@ -420,6 +413,21 @@ class Engine:
         if result.slow_down:
             await self.pacer.slow_down(domain)
         await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)
+
+    async def _held_back(self, job: Job) -> bool:
+        """Hand the job back if it must not go now; True when it was."""
+        if self.stop.is_set():
+            # Stopping: never handed to SMTP, so it goes back to the queue rather
+            # than out late.
+            self._unsent.append(job.delivery_id)
+            return True
+        if job.campaign_id not in self._running:
+            # Paused or cancelled since it was claimed: hand it back now (cancelled
+            # rows get their final state there), so pause takes effect at once.
+            self._unsent.append(job.delivery_id)
+            await self._release_unsent()
+            return True
+        return False
 
     def _outcome_row(
         self, job: Job, ctx: CampaignContext, composed: Composed, result: Outcome
@@ -507,7 +515,14 @@ class Engine:
         """Messages never handed to SMTP go back to the queue (or to `skipped` if cancelled)."""
         unsent, self._unsent = self._unsent, []
         if unsent:
-            released = await self.store.release_batch(unsent, self.worker)
+            try:
+                released = await self.store.release_batch(unsent, self.worker)
+            except BaseException:
+                # Postgres unreachable: keep them for the next attempt (the shutdown
+                # path tries again); lost here, they would wait for the lease to
+                # lapse and become `uncertain` without ever having been sent.
+                self._unsent.extend(unsent)
+                raise
             self.metrics.released.inc(released)
             self.pending -= len(unsent)
             self.room.set()

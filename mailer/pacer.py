@@ -78,12 +78,14 @@ class Pacer:
         return waited
 
     async def acquire(self, domain: str, campaign: throttle.Limit | None = None) -> None:
-        """Wait until one message to `domain` may go (warm-up, global, domain, campaign)."""
+        """Wait until one message to `domain` may go (campaign, warm-up, global, domain)."""
+        if campaign is not None:
+            # The tightest first: tokens of the shared buckets are not held while
+            # this campaign waits for its own (others could have used them).
+            await self._take(campaign, domain)
         await self._warmup()
         await self._take(self.global_limit, "*")
         await self._take(self.limit(domain), domain)
-        if campaign is not None:
-            await self._take(campaign, domain)
 
     async def _warmup(self) -> None:
         if self.settings.warmup_daily_cap <= 0:

@@ -74,6 +74,11 @@ class Relay:
             except (aiosmtplib.SMTPException, OSError) as exc:
                 await self._discard(client)
                 return outcome.from_connection_error(exc)
+            except BaseException:
+                # Cancelled mid-transaction, or a bug: the connection's state is
+                # unknown, so it is closed rather than handed to the next message.
+                await self._discard(client)
+                raise
             if result.code == 421:  # the server closes the connection after a 421
                 await self._discard(client)
                 return result
@@ -117,8 +122,14 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt: str, data:
         if start.code != 421:
             await _reset(client)
         return outcome.from_reply(start.code, start.message)
+    # Nothing of the message has left yet: a connection found lost here is a plain
+    # connection error (retried), not "after data".
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost before the message")
+    protocol.write(_wire(data))
     try:
-        reply = await _payload(client, data)
+        reply = await protocol.read_response(timeout=client.timeout)
     except (aiosmtplib.SMTPException, OSError) as exc:
         # Timeout or disconnect while the server held the message: it may be queued.
         raise _AfterData from exc
@@ -129,8 +140,8 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt: str, data:
 _LEADING_PERIOD = re.compile(rb"(?m)^\.")
 
 
-async def _payload(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
-    """The message after DATA's 354, then the server's verdict.
+def _wire(data: bytes) -> bytes:
+    """The message as DATA carries it: dot-stuffed, then the end marker.
 
     Not `client.data()`: it runs two regular expressions over every message
     (line endings, leading periods), measured at ~17 % of the engine's CPU.
@@ -139,13 +150,9 @@ async def _payload(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPRespo
     aiosmtplib's protocol (write, read_response), as its own data() does; the
     connection is ours alone while borrowed, so its command lock is not needed.
     """
-    protocol = client.protocol
-    if protocol is None:
-        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
     if data.startswith(b".") or b"\n." in data:
         data = _LEADING_PERIOD.sub(b"..", data)
-    protocol.write(data + b".\r\n" if data.endswith(b"\r\n") else data + b"\r\n.\r\n")
-    return await protocol.read_response(timeout=client.timeout)
+    return data + b".\r\n" if data.endswith(b"\r\n") else data + b"\r\n.\r\n"
 
 
 class _AfterData(Exception):

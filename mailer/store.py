@@ -384,11 +384,12 @@ class Store:
                 await stack.enter_async_context(self.pool.acquire())
                 for _ in range(self.audience_parts)
             ]
+            lead = conns[0]
             transactions = [conn.transaction() for conn in conns]
-            for transaction in transactions:
-                await transaction.start()
+            started: list[Any] = []
             try:
-                lead = conns[0]
+                await transactions[0].start()
+                started.append(transactions[0])
                 row = await lead.fetchrow(Q("campaign_lock"), campaign_id)
                 if row is None:
                     raise LookupError(f"campaign {campaign_id} does not exist")
@@ -396,6 +397,11 @@ class Store:
                     # Checked under the lock: a cancel committed since the caller looked
                     # must not get fresh queued rows that nothing will ever send.
                     raise LookupError(f"campaign {campaign_id} is {row['status']}")
+                # The others start once the lock is held: not idle in a transaction
+                # while another launch of this campaign holds it.
+                for transaction in transactions[1:]:
+                    await transaction.start()
+                    started.append(transaction)
                 ranges = await _contact_ranges(lead, len(conns))
                 parts = await _gather_all(
                     _freeze_part(conn, row, at, part)
@@ -406,7 +412,7 @@ class Store:
                 for transaction in reversed(transactions):
                     await transaction.commit()
             except BaseException:
-                for transaction in transactions:
+                for transaction in started:
                     with contextlib.suppress(Exception):
                         await transaction.rollback()
                 raise

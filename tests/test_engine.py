@@ -149,6 +149,39 @@ async def test_pause_stops_claiming_within_one_batch_and_resume_finishes(
     assert await statuses(conn) == {"sent": 200}
 
 
+async def test_a_pause_does_not_wait_for_a_slow_campaigns_throttle_tokens(
+    store: Store, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await add_contacts(conn, 40, domains=("slow.example",))
+    await store.topic_upsert("service", "Service reminders")
+    text = (TEMPLATES / "service_reminder.toml").read_text(encoding="utf-8")
+    slow_file = tmp_path / "slow.toml"
+    slow_file.write_text(text.replace("rate = 20.0", "rate = 2.0"), encoding="utf-8")
+    _, definition = await lifecycle.create(store, slow_file, TEMPLATES)
+    await lifecycle.launch(store, definition.slug, NOW)
+    with smtp_server() as (port, sink):
+        engine = engine_for(store, settings_for(port, batch_size=40))
+        run = asyncio.create_task(engine.run())
+        await wait_until(lambda: len(sink.recipients) >= 2)
+        await lifecycle.transition(store, definition.slug, "paused")
+
+        async def sending() -> int:
+            return int(
+                await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sending'")
+            )
+
+        # ~36 messages were queued behind the campaign's 2/s: at most the ones already
+        # holding a token go out, the rest are handed back at once, not at 2 per second.
+        for _ in range(40):
+            if await sending() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await sending() == 0
+        assert len(sink.recipients) <= 10
+        engine.stop.set()
+        await run
+
+
 async def test_cancel_gives_every_unsent_row_a_final_state(
     store: Store, conn: asyncpg.Connection
 ) -> None:
