@@ -4,4 +4,7 @@ import sys
 
 from mailer.cli import main
 
-sys.exit(main())
+# Guarded: render processes (mailer/render_pool.py) are spawned, and a spawned process
+# imports the parent's main module again.
+if __name__ == "__main__":
+    sys.exit(main())

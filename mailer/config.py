@@ -78,6 +78,9 @@ class EngineSettings:
     lease_seconds: int = 300
     retry_deadline_hours: float = 24.0
     metrics_port: int = 9101
+    # Processes composing messages for this worker (0: on its own event loop, which
+    # then also answers SMTP replies later; measured ~20 % fewer messages a second).
+    render_processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,7 @@ def _validate(s: Settings) -> None:
         ),
         (s.database.audience_parts >= 1, "database.audience_parts: must be at least 1"),
         (s.engine.batch_size > 0, "engine.batch_size: must be positive"),
+        (s.engine.render_processes >= 0, "engine.render_processes: must be 0 or more"),
         (s.engine.lease_seconds >= 10, "engine.lease_seconds: must be at least 10"),
         (s.engine.retry_deadline_hours > 0, "engine.retry_deadline_hours: must be positive"),
         (s.throttle.global_rate > 0, "throttle.global_rate: must be positive"),

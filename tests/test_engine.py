@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email
+import hashlib
 from email import policy
 from pathlib import Path
 
@@ -41,6 +42,33 @@ async def test_every_delivery_is_sent_once_and_the_sink_received_exactly_the_sen
     assert progress.by_status == {"sent": 60}
     assert await conn.fetchval("SELECT status FROM campaigns") == "done"
     assert await conn.fetchval("SELECT count(*) FROM archive") == 60
+
+
+async def test_messages_composed_in_render_processes_are_the_ones_sent_and_archived(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    emails = await add_contacts(conn, 30, domains=("a.example", "b.example"))
+    await sample_campaign(store)
+    base = settings_for(port=0)
+    with smtp_server() as (port, sink):
+        settings = settings_for(port)
+        pooled = dataclasses.replace(
+            settings, engine=dataclasses.replace(settings.engine, render_processes=1)
+        )
+        progress = await engine_for(store, pooled).run(until_idle=True)
+    assert base.engine.render_processes == 1  # the default
+    assert progress.by_status == {"sent": 30}
+    assert sorted(sink.recipients) == sorted(emails)
+    # What the sink received is byte for byte what the archive says was handed to SMTP.
+    hashes = {
+        r["email"]: bytes(r["sha256"]).hex()
+        for r in await conn.fetch(
+            "SELECT c.email, a.sha256 FROM archive a JOIN deliveries d ON d.id = a.delivery_id "
+            "JOIN contacts c ON c.id = d.contact_id"
+        )
+    }
+    for message in sink.messages:
+        assert hashlib.sha256(message.data).hexdigest() == hashes[message.rcpt]
 
 
 async def test_a_sent_message_carries_the_one_click_headers_and_the_consent_footer(

@@ -1,0 +1,119 @@
+"""Composing messages in other processes, a claimed batch at a time.
+
+The engine's event loop also carries every SMTP exchange: a reply waits while
+the loop renders, so with the loop busy a message holds its connection longer
+(bench/README.md, "Send"). With `[engine] render_processes` > 0 (default 1),
+a batch's messages are composed in a pool of processes and the loop only
+sends them.
+
+Each process builds a campaign's Composer once (from the same data as the
+engine's) and keeps it. A message that shows a link not registered yet comes
+back as such: the engine registers it and composes that message itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from mailer import campaign_file
+from mailer.config import Settings
+from mailer.message import Composed, Composer, Recipient
+from mailer.render import MessageError, Renderer, TemplateSet, UnregisteredLinks
+from mailer.tokens import Keyring
+
+# One outcome per recipient: ("ok", Composed) | ("skip", reason, text) | ("links", urls).
+Result = tuple[Any, ...]
+
+# Per worker process: its settings, keyring and the composers built so far.
+_state: dict[str, Any] = {}
+
+
+def _start(settings: Settings, worker: int) -> None:
+    # The worker decides when to stop: a terminal's Ctrl-C or systemd's SIGTERM reach the
+    # whole process group, and a render process dying first would fail the batch in hand.
+    # The worker shuts the pool down on its way out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(worker,), daemon=True).start()
+    _state["settings"] = settings
+    _state["keyring"] = Keyring.from_spec(settings.require_token_keys())
+    _state["composers"] = {}
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A worker killed outright (kill -9) leaves its render processes waiting on the pool's
+    # pipe forever (measured): they follow it within a second instead. The worker's pid
+    # comes from the worker itself: killed before this process started, our parent is
+    # already someone else.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _compose_batch(
+    key: tuple[int, int],
+    campaign: Mapping[str, Any],
+    link_ids: Mapping[str, int],
+    recipients: Sequence[Recipient],
+    now: datetime,
+) -> list[Result]:
+    composers: dict[tuple[int, int], Composer] = _state["composers"]
+    composer = composers.get(key)
+    if composer is None:
+        definition = campaign_file.from_mapping(campaign["definition"], templates_dir=None)
+        renderer = Renderer(TemplateSet(campaign["template"], campaign["files"]))
+        composer = composers[key] = Composer.for_settings(
+            definition, renderer, _state["keyring"], _state["settings"], link_ids=link_ids
+        )
+    else:
+        composer.add_links(link_ids)
+    results: list[Result] = []
+    for recipient in recipients:
+        try:
+            results.append(("ok", composer.compose(recipient, now)))
+        except UnregisteredLinks as exc:
+            results.append(("links", tuple(exc.urls)))
+        except MessageError as exc:
+            results.append(("skip", exc.reason, str(exc)[:500]))
+    return results
+
+
+class RenderPool:
+    """A process pool composing batches of messages for the engine."""
+
+    def __init__(self, settings: Settings, processes: int) -> None:
+        # spawn, not fork: the engine process holds an event loop, sockets and threads.
+        self._pool = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start,
+            initargs=(settings, os.getpid()),
+        )
+
+    async def compose(
+        self,
+        key: tuple[int, int],
+        campaign: Mapping[str, Any],
+        link_ids: Mapping[str, int],
+        recipients: Sequence[Recipient],
+        now: datetime,
+    ) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, _compose_batch, key, campaign, link_ids, list(recipients), now
+        )
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+
+__all__ = ["Composed", "RenderPool", "Result"]
