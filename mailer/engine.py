@@ -43,7 +43,7 @@ from mailer.metrics import EngineMetrics
 from mailer.outcome import Outcome, Status
 from mailer.pacer import Pacer, WarmupExhausted
 from mailer.render import MessageError, Renderer, TemplateSet, UnregisteredLinks
-from mailer.render_pool import RenderPool
+from mailer.render_pool import Batch, RenderPool
 from mailer.smtp import Relays
 from mailer.store import OutcomeRow, Store
 from mailer.tokens import Keyring
@@ -311,13 +311,14 @@ class Engine:
         """Compose a batch in the render processes; the loop only waits for it."""
         assert self.render_pool is not None
         started = time.perf_counter()
-        results = await self.render_pool.compose(
+        batch = Batch(
             (ctx.spec.id, ctx.template_version_id),
             ctx.source,
             ctx.links,
             [job.recipient for job in jobs],
             now,
         )
+        results = await self.render_pool.compose(batch)
         each = (time.perf_counter() - started) / len(jobs)
         for job, result in zip(jobs, results, strict=True):
             if result[0] == "skip":

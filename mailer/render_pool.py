@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -59,25 +60,32 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _compose_batch(
-    key: tuple[int, int],
-    campaign: Mapping[str, Any],
-    link_ids: Mapping[str, int],
-    recipients: Sequence[Recipient],
-    now: datetime,
-) -> list[Result]:
+@dataclass(frozen=True)
+class Batch:
+    """One claimed batch's messages to compose, and what composing them needs."""
+
+    key: tuple[int, int]  # (campaign id, template version id): one Composer each
+    campaign: Mapping[str, Any]  # Store.campaign_for_engine
+    link_ids: Mapping[str, int]  # links registered so far
+    recipients: Sequence[Recipient]
+    now: datetime
+
+
+def _compose_batch(batch: Batch) -> list[Result]:
     composers: dict[tuple[int, int], Composer] = _state["composers"]
-    composer = composers.get(key)
+    composer = composers.get(batch.key)
     if composer is None:
+        campaign = batch.campaign
         definition = campaign_file.from_mapping(campaign["definition"], templates_dir=None)
         renderer = Renderer(TemplateSet(campaign["template"], campaign["files"]))
-        composer = composers[key] = Composer.for_settings(
-            definition, renderer, _state["keyring"], _state["settings"], link_ids=link_ids
+        composer = composers[batch.key] = Composer.for_settings(
+            definition, renderer, _state["keyring"], _state["settings"], link_ids=batch.link_ids
         )
     else:
-        composer.add_links(link_ids)
+        composer.add_links(batch.link_ids)
     results: list[Result] = []
-    for recipient in recipients:
+    now = batch.now
+    for recipient in batch.recipients:
         try:
             results.append(("ok", composer.compose(recipient, now)))
         except UnregisteredLinks as exc:
@@ -99,21 +107,13 @@ class RenderPool:
             initargs=(settings, os.getpid()),
         )
 
-    async def compose(
-        self,
-        key: tuple[int, int],
-        campaign: Mapping[str, Any],
-        link_ids: Mapping[str, int],
-        recipients: Sequence[Recipient],
-        now: datetime,
-    ) -> list[Result]:
+    async def compose(self, batch: Batch) -> list[Result]:
+        """One outcome per recipient, in order."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, _compose_batch, key, campaign, link_ids, list(recipients), now
-        )
+        return await loop.run_in_executor(self._pool, _compose_batch, batch)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
 
-__all__ = ["Composed", "RenderPool", "Result"]
+__all__ = ["Batch", "Composed", "RenderPool", "Result"]
