@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -200,6 +200,17 @@ def _lang(recipient: Recipient) -> Lang:
     return language(recipient.locale)
 
 
+def _forged(
+    request: web.Request, form: Mapping[str, Any], recipient: Recipient, purpose: str
+) -> web.Response | None:
+    """The 403 for a form not posted from our own page (counted by purpose), else None."""
+    tracker = request.app[TRACKER]
+    if tracker.form_allowed(request, request.match_info["token"], form.get("csrf")):
+        return None
+    tracker.metrics.token_rejections.labels(purpose, "csrf").inc()
+    return _message(tracker, "forbidden", 403, _lang(recipient))
+
+
 # ---------------------------------------------------------------- handlers
 
 
@@ -289,9 +300,8 @@ async def unsubscribe(request: web.Request) -> web.Response:
     if one_click:
         scope, method, source = Scope.DIGITAL, "one-click", "one-click"
     else:
-        if not tracker.form_allowed(request, request.match_info["token"], form.get("csrf")):
-            tracker.metrics.token_rejections.labels("unsubscribe", "csrf").inc()
-            return _message(tracker, "forbidden", 403, _lang(recipient))
+        if (refused := _forged(request, form, recipient, "unsubscribe")) is not None:
+            return refused
         try:
             scope = Scope(str(form.get("scope") or Scope.DIGITAL.value))
         except ValueError:
@@ -359,9 +369,8 @@ async def save_preferences(request: web.Request) -> web.Response:
         return found
     _, recipient = found
     form = await request.post()
-    if not tracker.form_allowed(request, request.match_info["token"], form.get("csrf")):
-        tracker.metrics.token_rejections.labels("preferences", "csrf").inc()
-        return _message(tracker, "forbidden", 403, _lang(recipient))
+    if (refused := _forged(request, form, recipient, "preferences")) is not None:
+        return refused
     try:
         diff = await tracker.store.save_preferences(
             recipient,
@@ -431,9 +440,8 @@ async def agree(request: web.Request) -> web.Response:
         return found
     recipient, asked = found
     form = await request.post()
-    if not tracker.form_allowed(request, request.match_info["token"], form.get("csrf")):
-        tracker.metrics.token_rejections.labels("confirm", "csrf").inc()
-        return _message(tracker, "forbidden", 403, _lang(recipient))
+    if (refused := _forged(request, form, recipient, "confirm")) is not None:
+        return refused
     # CASL s.10(1) and DESIGN "Consent": the proof is who, when, how, and the words agreed to.
     evidence = tracker.evidence(request, recipient, "confirm link")
     evidence["consent_text"] = asked.consent_text
