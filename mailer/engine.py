@@ -34,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer import campaign_file, outcome, throttle
+from mailer import outcome, throttle
 from mailer.audience import CampaignSpec
 from mailer.config import DomainThrottle, Settings
 from mailer.consent import Kind
@@ -42,8 +42,8 @@ from mailer.message import Composed, Composer, Recipient
 from mailer.metrics import EngineMetrics
 from mailer.outcome import Outcome, Status
 from mailer.pacer import Pacer, WarmupExhausted
-from mailer.render import MessageError, Renderer, TemplateSet, UnregisteredLinks
-from mailer.render_pool import Batch, RenderPool
+from mailer.render import MessageError, UnregisteredLinks
+from mailer.render_pool import Batch, RenderPool, campaign_composer
 from mailer.smtp import Relays
 from mailer.store import OutcomeRow, Store
 from mailer.tokens import Keyring
@@ -83,17 +83,20 @@ class CampaignContext:
     composer: Composer
     template_version_id: int
     overrides: DomainThrottle | None
-    # What a render process builds its own Composer from, and the links known so far.
-    source: dict[str, Any] = field(default_factory=dict)
-    links: dict[str, int] = field(default_factory=dict)
+    # Store.campaign_for_engine: what a render process builds its own Composer from.
+    data: dict[str, Any]
 
 
 @dataclass
 class SendQueue:
-    """Jobs waiting for one throttle limit, and how many senders take from them."""
+    """Jobs to one domain waiting for one throttle limit, and the senders taking them."""
 
-    jobs: asyncio.Queue[Job | None]
+    domain: str
+    # The campaign's own limit for the domain, when it tightens the domain's; None: the
+    # queue is the domain's, shared by every campaign that does not.
+    own: throttle.Limit | None
     senders: int
+    jobs: asyncio.Queue[Job | None] = field(default_factory=asyncio.Queue)
 
 
 @dataclass
@@ -137,6 +140,8 @@ class Engine:
         # One queue per throttle limit, with its senders: a campaign held to a tighter
         # rate for a domain waits in its own queue, never in front of other campaigns.
         self.queues: dict[str, SendQueue] = {}
+        # Which queue a campaign's messages to a domain join, decided once.
+        self.routes: dict[tuple[int, str], SendQueue] = {}
         self.senders: list[asyncio.Task[None]] = []
         self.outcomes: asyncio.Queue[OutcomeRow | None] = asyncio.Queue()
         self.pending = 0  # claimed, not yet recorded
@@ -313,20 +318,18 @@ class Engine:
         started = time.perf_counter()
         batch = Batch(
             (ctx.spec.id, ctx.template_version_id),
-            ctx.source,
-            ctx.links,
+            ctx.data,
+            ctx.composer.link_ids(),
             [job.recipient for job in jobs],
             now,
         )
         results = await self.render_pool.compose(batch)
         each = (time.perf_counter() - started) / len(jobs)
         for job, result in zip(jobs, results, strict=True):
-            if result[0] == "skip":
-                error = MessageError(result[2])
-                error.reason = result[1]  # as raised in the render process
-                await self._skip_unbuildable(job, error, handled)
+            if isinstance(result, MessageError):
+                await self._skip_unbuildable(job, result, handled)
                 continue
-            if result[0] == "links":
+            if isinstance(result, UnregisteredLinks):
                 # A link seen for the first time: registered and composed here (rare:
                 # once per new link per campaign; the pool learns it with the next batch).
                 here = time.perf_counter()
@@ -337,7 +340,7 @@ class Engine:
                     continue
                 self.metrics.render_seconds.observe(time.perf_counter() - here)
             else:
-                job.composed = result[1]
+                job.composed = result
                 self.metrics.render_seconds.observe(each)
             handled.add(job.delivery_id)
             self._dispatch(job, ctx)
@@ -359,7 +362,6 @@ class Engine:
                 # register them so each click token names a stored link.
                 registered = await self.store.links_register(job.campaign_id, list(exc.urls))
                 ctx.composer.add_links(registered)
-                ctx.links.update(registered)
         raise MessageError(f"more than {MAX_NEW_LINKS_ROUNDS} rounds of new links")
 
     async def _context(self, campaign_id: int) -> CampaignContext:
@@ -367,11 +369,7 @@ class Engine:
         if ctx is not None:
             return ctx
         data = await self.store.campaign_for_engine(campaign_id)
-        definition = campaign_file.from_mapping(data["definition"], templates_dir=None)
-        renderer = Renderer(TemplateSet(data["template"], data["files"]))
-        composer = Composer.for_settings(
-            definition, renderer, self.keyring, self.settings, link_ids=data["links"]
-        )
+        definition, composer = campaign_composer(data, self.keyring, self.settings)
         spec = await self.store.campaign_spec(definition.slug)
         assert spec is not None
         t = definition.throttle
@@ -383,44 +381,46 @@ class Engine:
             if t.rate or t.concurrency
             else None
         )
-        ctx = CampaignContext(
-            spec, composer, data["template_version_id"], overrides, data, dict(data["links"])
-        )
+        ctx = CampaignContext(spec, composer, data["template_version_id"], overrides, data)
         self.contexts[campaign_id] = ctx
         return ctx
 
     # ------------------------------------------------------------ throttle and SMTP
 
     def _dispatch(self, job: Job, ctx: CampaignContext) -> None:
-        limit = self.pacer.limit(job.domain)
+        route = (job.campaign_id, job.domain)
+        send_queue = self.routes.get(route)
+        if send_queue is None:
+            send_queue = self.routes[route] = self._queue_for(job.domain, ctx)
+        send_queue.jobs.put_nowait(job)
+        self.metrics.queue_depth.labels("send").set(self.pending)
+
+    def _queue_for(self, domain: str, ctx: CampaignContext) -> SendQueue:
+        """The domain's queue, or the campaign's own for it when it tightens its limit."""
+        limit = self.pacer.limit(domain)
         own = (
             None
             if ctx.overrides is None
-            else throttle.campaign_limit(
-                job.campaign_id, job.domain, self.settings.throttle, ctx.overrides
-            )
+            else throttle.campaign_limit(ctx.spec.id, domain, self.settings.throttle, ctx.overrides)
         )
         key = limit.key if own is None else own.key
         send_queue = self.queues.get(key)
         if send_queue is None:
             senders = (limit if own is None else own).concurrency
-            send_queue = self.queues[key] = SendQueue(asyncio.Queue(), senders)
+            send_queue = self.queues[key] = SendQueue(domain, own, senders)
             for _ in range(senders):
                 self.senders.append(
-                    asyncio.create_task(
-                        self._sender(job.domain, send_queue.jobs, own), name=f"send:{key}"
-                    )
+                    asyncio.create_task(self._sender(send_queue), name=f"send:{key}")
                 )
-        send_queue.jobs.put_nowait(job)
-        self.metrics.queue_depth.labels("send").set(self.pending)
+        return send_queue
 
-    async def _sender(
-        self, domain: str, queue: asyncio.Queue[Job | None], own: throttle.Limit | None
-    ) -> None:
+    async def _sender(self, send_queue: SendQueue) -> None:
         """Send one queue's messages one at a time until the end marker (None)."""
-        while (job := await queue.get()) is not None:
+        while (job := await send_queue.jobs.get()) is not None:
             try:
-                await self._send(domain, job, self.contexts[job.campaign_id], own)
+                await self._send(
+                    send_queue.domain, job, self.contexts[job.campaign_id], send_queue.own
+                )
             except Exception:
                 # Only reachable before SMTP (relay.send never raises for SMTP or
                 # network trouble): the message was not sent; retry it later.

@@ -402,6 +402,10 @@ class Composer:
         """Register link ids (links.id by url), e.g. after UnregisteredLinks."""
         self._link_ids.update(link_ids)
 
+    def link_ids(self) -> dict[str, int]:
+        """A copy of the link ids known so far (links.id by url)."""
+        return dict(self._link_ids)
+
     def compose(self, recipient: Recipient, now: datetime) -> Composed:
         """Build one message; raises MessageError (skip the contact) or UnregisteredLinks."""
         issued = int(now.timestamp())

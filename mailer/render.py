@@ -98,6 +98,10 @@ class UnregisteredLinks(Exception):
         super().__init__(f"{len(urls)} link(s) not registered for the campaign: {urls[0]}")
         self.urls = urls
 
+    def __reduce__(self) -> tuple[type[UnregisteredLinks], tuple[tuple[str, ...]]]:
+        # Rebuilt from its urls, not its message: it crosses from render processes.
+        return (UnregisteredLinks, (self.urls,))
+
 
 @dataclass(frozen=True, slots=True)
 class TemplateSet:

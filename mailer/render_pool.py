@@ -26,13 +26,14 @@ from datetime import datetime
 from typing import Any
 
 from mailer import campaign_file
+from mailer.campaign_file import CampaignDefinition
 from mailer.config import Settings
 from mailer.message import Composed, Composer, Recipient
 from mailer.render import MessageError, Renderer, TemplateSet, UnregisteredLinks
 from mailer.tokens import Keyring
 
-# One outcome per recipient: ("ok", Composed) | ("skip", reason, text) | ("links", urls).
-Result = tuple[Any, ...]
+# One outcome per recipient: the message, or what composing it raised.
+Result = Composed | MessageError | UnregisteredLinks
 
 # Per worker process: its settings, keyring and the composers built so far.
 _state: dict[str, Any] = {}
@@ -71,27 +72,31 @@ class Batch:
     now: datetime
 
 
+def campaign_composer(
+    campaign: Mapping[str, Any], keyring: Keyring, settings: Settings
+) -> tuple[CampaignDefinition, Composer]:
+    """A campaign's definition and Composer, from Store.campaign_for_engine's data."""
+    definition = campaign_file.from_mapping(campaign["definition"], templates_dir=None)
+    renderer = Renderer(TemplateSet(campaign["template"], campaign["files"]))
+    composer = Composer.for_settings(
+        definition, renderer, keyring, settings, link_ids=campaign["links"]
+    )
+    return definition, composer
+
+
 def _compose_batch(batch: Batch) -> list[Result]:
     composers: dict[tuple[int, int], Composer] = _state["composers"]
     composer = composers.get(batch.key)
     if composer is None:
-        campaign = batch.campaign
-        definition = campaign_file.from_mapping(campaign["definition"], templates_dir=None)
-        renderer = Renderer(TemplateSet(campaign["template"], campaign["files"]))
-        composer = composers[batch.key] = Composer.for_settings(
-            definition, renderer, _state["keyring"], _state["settings"], link_ids=batch.link_ids
-        )
-    else:
-        composer.add_links(batch.link_ids)
+        _, composer = campaign_composer(batch.campaign, _state["keyring"], _state["settings"])
+        composers[batch.key] = composer
+    composer.add_links(batch.link_ids)
     results: list[Result] = []
-    now = batch.now
     for recipient in batch.recipients:
         try:
-            results.append(("ok", composer.compose(recipient, now)))
-        except UnregisteredLinks as exc:
-            results.append(("links", tuple(exc.urls)))
-        except MessageError as exc:
-            results.append(("skip", exc.reason, str(exc)[:500]))
+            results.append(composer.compose(recipient, batch.now))
+        except (MessageError, UnregisteredLinks) as exc:
+            results.append(exc)
     return results
 
 
@@ -114,6 +119,3 @@ class RenderPool:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
-
-
-__all__ = ["Batch", "Composed", "RenderPool", "Result"]
