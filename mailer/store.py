@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction
 
 from mailer import migrations, queries
 from mailer.audience import CampaignSpec, audience_query, id_ranges
@@ -356,13 +358,18 @@ class Store:
             rows = await conn.fetch(sql, *args)
         return [AudienceRow(*row) for row in rows]
 
-    async def audience_counts(self, spec: CampaignSpec, at: datetime) -> dict[str, int]:
-        """Eligible count and excluded counts by reason, without freezing anything."""
+    @asynccontextmanager
+    async def _audience_connections(self) -> AsyncIterator[list[PoolConnectionProxy]]:
+        """The connections that compute one whole audience, one contact-id range each."""
         async with contextlib.AsyncExitStack() as stack:
-            conns = [
+            yield [
                 await stack.enter_async_context(self.pool.acquire())
                 for _ in range(self.audience_parts)
             ]
+
+    async def audience_counts(self, spec: CampaignSpec, at: datetime) -> dict[str, int]:
+        """Eligible count and excluded counts by reason, without freezing anything."""
+        async with self._audience_connections() as conns:
             ranges = await _contact_ranges(conns[0], len(conns))
             parts = await _gather_all(
                 _count_part(conn, spec, at, part) for conn, part in zip(conns, ranges, strict=False)
@@ -379,14 +386,10 @@ class Store:
         part of its rows; launching it again completes them (ON CONFLICT DO
         NOTHING), as after a crash between the freeze and the status change.
         """
-        async with contextlib.AsyncExitStack() as stack:
-            conns = [
-                await stack.enter_async_context(self.pool.acquire())
-                for _ in range(self.audience_parts)
-            ]
+        async with self._audience_connections() as conns:
             lead = conns[0]
             transactions = [conn.transaction() for conn in conns]
-            started: list[Any] = []
+            started: list[Transaction] = []
             try:
                 await transactions[0].start()
                 started.append(transactions[0])
@@ -950,10 +953,9 @@ async def _freeze_part(
 
 
 def _sum_counts(parts: Iterable[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
+    total: Counter[str] = Counter()
     for counts in parts:
-        for reason, n in counts.items():
-            total[reason] = total.get(reason, 0) + n
+        total.update(counts)
     return dict(sorted(total.items()))
 
 
