@@ -33,7 +33,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.scratch import create_database, drop_database  # noqa: E402
+from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
 from mailer import imports  # noqa: E402
 from mailer.contacts_file import Defaults  # noqa: E402
 from mailer.store import Store  # noqa: E402
@@ -208,9 +208,7 @@ def main() -> None:
     if args.child:
         asyncio.run(child_main(args.child, Path(args.file), args.sample))
         return
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
-        sys.exit("DATABASE_URL is not set (make bench sets it)")
+    dsn = server_dsn()
     DATA.mkdir(parents=True, exist_ok=True)
     small, big = DATA / "contacts_100k.csv", DATA / f"contacts_{args.rows}.csv"
     for path, rows in ((small, 100_000), (big, args.rows)):

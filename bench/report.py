@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.scratch import create_database, drop_database  # noqa: E402
+from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
 from mailer import report  # noqa: E402
 from mailer.store import Store  # noqa: E402
 
@@ -77,9 +76,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--deliveries", type=int, default=1_000_000)
     args = parser.parse_args()
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
-        sys.exit("DATABASE_URL is not set")
+    dsn = server_dsn()
     url = await create_database(dsn, "bench_report")
     try:
         async with Store.open(url, max_size=4) as store:

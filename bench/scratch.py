@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from mailer.store import Store
+
+
+def server_dsn() -> str:
+    """The Postgres server the benchmarks use (DATABASE_URL, as `make bench` sets it)."""
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        sys.exit("DATABASE_URL is not set (make bench sets it)")
+    return dsn
 
 
 def database_url(dsn: str, name: str) -> str:

@@ -23,7 +23,6 @@ import asyncio
 import base64
 import dataclasses
 import json
-import os
 import resource
 import socket
 import subprocess
@@ -38,7 +37,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.scratch import create_database, drop_database  # noqa: E402
+from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
 from mailer import config, lifecycle  # noqa: E402
 from mailer.engine import Engine  # noqa: E402
 from mailer.smtp import Relay, Relays  # noqa: E402
@@ -223,9 +222,7 @@ async def main() -> None:
             json.dumps(await engine(args.url, args.port, args.connections, args.render_processes))
         )
         return
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
-        sys.exit("DATABASE_URL is not set")
+    dsn = server_dsn()
     port = free_port()
     sink = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mailer.sink", "--port", str(port), cwd=ROOT
