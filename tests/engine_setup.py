@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,10 +63,24 @@ async def add_contacts(
     return emails
 
 
-async def sample_campaign(store: Store) -> int:
-    """The shipped service reminder, created and launched."""
+async def sample_campaign(
+    store: Store, edits: Mapping[str, str] | None = None, folder: Path | None = None
+) -> int:
+    """The shipped service reminder, created and launched.
+
+    With `edits` (old text: new text), a copy of its file so edited, written in `folder`.
+    """
     await store.topic_upsert("service", "Service reminders")
-    _, definition = await lifecycle.create(store, TEMPLATES / "service_reminder.toml", TEMPLATES)
+    path = TEMPLATES / "service_reminder.toml"
+    if edits:
+        assert folder is not None
+        text = path.read_text(encoding="utf-8")
+        for old, new in edits.items():
+            assert old in text, old
+            text = text.replace(old, new)
+        path = folder / f"campaign-{uuid.uuid4().hex[:8]}.toml"
+        path.write_text(text, encoding="utf-8")
+    _, definition = await lifecycle.create(store, path, TEMPLATES)
     launched = await lifecycle.launch(store, definition.slug, NOW)
     return launched.campaign_id
 

@@ -15,8 +15,6 @@ from mailer.addresses import address_hash
 from mailer.config import DomainThrottle
 from mailer.store import Store
 from tests.engine_setup import (
-    NOW,
-    TEMPLATES,
     add_contacts,
     engine_for,
     sample_campaign,
@@ -181,17 +179,13 @@ async def test_a_pause_does_not_wait_for_a_slow_campaigns_throttle_tokens(
     store: Store, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     await add_contacts(conn, 40, domains=("slow.example",))
-    await store.topic_upsert("service", "Service reminders")
-    text = (TEMPLATES / "service_reminder.toml").read_text(encoding="utf-8")
-    slow_file = tmp_path / "slow.toml"
-    slow_file.write_text(text.replace("rate = 20.0", "rate = 2.0"), encoding="utf-8")
-    _, definition = await lifecycle.create(store, slow_file, TEMPLATES)
-    await lifecycle.launch(store, definition.slug, NOW)
+    await sample_campaign(store, {"rate = 20.0": "rate = 2.0"}, tmp_path)
+    slug = await conn.fetchval("SELECT slug FROM campaigns")
     with smtp_server() as (port, sink):
         engine = engine_for(store, settings_for(port, batch_size=40))
         run = asyncio.create_task(engine.run())
         await wait_until(lambda: len(sink.recipients) >= 2)
-        await lifecycle.transition(store, definition.slug, "paused")
+        await lifecycle.transition(store, slug, "paused")
 
         async def sending() -> int:
             return int(
@@ -268,16 +262,14 @@ async def test_a_campaigns_tighter_domain_limit_holds_it_back_without_holding_ba
 ) -> None:
     await add_contacts(conn, 40, domains=("shared.example",))
     held = await sample_campaign(store)  # its file caps each domain at 20 msg/s
-    text = (TEMPLATES / "service_reminder.toml").read_text(encoding="utf-8")
-    free_file = tmp_path / "free.toml"
-    free_file.write_text(
-        text.replace('slug = "service-reminder-2024-10"', 'slug = "free"').replace(
-            "[throttle]\nrate = 20.0\nconcurrency = 4\n", ""
-        ),
-        encoding="utf-8",
+    free = await sample_campaign(
+        store,
+        {
+            'slug = "service-reminder-2024-10"': 'slug = "free"',
+            "[throttle]\nrate = 20.0\nconcurrency = 4\n": "",
+        },
+        tmp_path,
     )
-    _, definition = await lifecycle.create(store, free_file, TEMPLATES)
-    free = (await lifecycle.launch(store, definition.slug, NOW)).campaign_id
     with smtp_server() as (port, sink):
         await engine_for(store, settings_for(port, batch_size=100)).run(until_idle=True)
     assert len(sink.messages) == 80
