@@ -22,7 +22,7 @@ from mailer.render import Renderer, TemplateSet
 from mailer.store import Store
 from mailer.tokens import Purpose
 from tests.engine_setup import TEMPLATES
-from tests.test_tracker_app import RING, Client, settings_for, sign, tamper
+from tests.test_tracker_app import RING, Client, form_fields, settings_for, sign, tamper
 from tracker.app import create_app
 
 AT = datetime.now(UTC).replace(microsecond=0)
@@ -154,8 +154,7 @@ async def test_post_records_one_express_grant_with_evidence_and_a_repeat_adds_no
 ) -> None:
     delivery = await lapsing_delivery(store, conn, campaign)
     path = confirm_path(delivery)
-    html = await (await client.get(path)).text()
-    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html))
+    fields = await form_fields(client, path)
     agent = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
     for _ in range(2):
         response = await client.post(path, data=fields, headers={"User-Agent": agent})
@@ -196,8 +195,7 @@ async def test_after_agreeing_the_contact_is_eligible_through_express_consent(
 ) -> None:
     delivery = await lapsing_delivery(store, conn, campaign)
     path = confirm_path(delivery)
-    html = await (await client.get(path)).text()
-    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html))
+    fields = await form_fields(client, path)
     assert (await client.post(path, data=fields)).status == 200
     spec = await store.campaign_spec("repermission-2024-10")
     assert spec is not None
