@@ -13,8 +13,13 @@ AT = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 
 async def add_contact(
-    conn: asyncpg.Connection, email: str, kind: str | None, obtained: datetime
+    conn: asyncpg.Connection,
+    email: str,
+    kind: str | None,
+    obtained: datetime,
+    ends: datetime | None = None,
 ) -> int:
+    """A contact and, unless `kind` is None, its email consent grant."""
     cid = await conn.fetchval(
         "INSERT INTO contacts (email, email_hash) VALUES ($1, $2) RETURNING id",
         email,
@@ -22,11 +27,12 @@ async def add_contact(
     )
     if kind is not None:
         await conn.execute(
-            "INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at) "
-            "VALUES ($1, 'email', 'grant', $2, 'Salon E-commerce Paris', $3)",
+            "INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, "
+            "ends_at) VALUES ($1, 'email', 'grant', $2, 'Salon E-commerce Paris', $3, $4)",
             cid,
             kind,
             obtained,
+            ends,
         )
     return int(cid)
 

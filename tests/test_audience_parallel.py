@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.addresses import address_hash
 from mailer.audience import CampaignSpec, id_ranges
 from mailer.store import Store
+from tests.test_audience_freeze import add_contact
 
 AT = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 KINDS = [None, "express", "implied_purchase", "implied_inquiry", "implied_contract"]
@@ -33,22 +33,14 @@ async def people(store: Store, conn: asyncpg.Connection) -> int:
     """60 contacts with every kind of consent (some none, some withdrawn); a topic id."""
     topic = await store.topic_upsert("service", "Service reminders")
     for n in range(60):
-        email = f"p{n}@example.com"
-        cid = await conn.fetchval(
-            "INSERT INTO contacts (email, email_hash) VALUES ($1, $2) RETURNING id",
-            email,
-            address_hash(email),
-        )
         kind = KINDS[n % len(KINDS)]
-        if kind is not None:
-            await conn.execute(
-                "INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, "
-                "ends_at) VALUES ($1, 'email', 'grant', $2, 'shop', $3, $4)",
-                cid,
-                kind,
-                AT - timedelta(days=40 * n),
-                AT + timedelta(days=30) if kind == "implied_contract" else None,
-            )
+        cid = await add_contact(
+            conn,
+            f"p{n}@example.com",
+            kind,
+            AT - timedelta(days=40 * n),
+            AT + timedelta(days=30) if kind == "implied_contract" else None,
+        )
         if n % 7 == 0:
             await conn.execute(
                 "INSERT INTO consents (contact_id, channel, action, source, obtained_at) "
