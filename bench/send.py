@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import resource
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,6 +156,16 @@ async def engines(url: str, port: int, connections: int, processes: int) -> dict
     }
 
 
+@contextlib.asynccontextmanager
+async def campaign(dsn: str, recipients: int) -> AsyncIterator[str]:
+    """A scratch database with a launched campaign (its URL), dropped afterwards."""
+    url = await prepare(dsn, recipients)
+    try:
+        yield url
+    finally:
+        await drop_database(dsn, url)
+
+
 async def prepare(dsn: str, recipients: int) -> str:
     url = await create_database(dsn, "bench_send")
     async with Store.open(url) as store:
@@ -231,26 +243,17 @@ async def main() -> None:
     try:
         common = ["--port", str(port), "--connections", str(args.connections)]
         print(f"preparing a campaign of {args.recipients:,} recipients …", flush=True)
-        url = await prepare(dsn, args.recipients)
-        try:
+        async with campaign(dsn, args.recipients) as url:
             eng = child("engine", [*common, "--url", url])
             await write_sample(url)
-        finally:
-            await drop_database(dsn, url)
         print("again, composing in a render process …", flush=True)
-        url = await prepare(dsn, args.recipients)
-        try:
+        async with campaign(dsn, args.recipients) as url:
             pooled = child("engine", [*common, "--url", url, "--render-processes", "1"])
-        finally:
-            await drop_database(dsn, url)
         raw_args = [*common, "--recipients", str(min(args.recipients, 50_000))]
         lim = child("raw", raw_args)
         print("again, with two worker processes …", flush=True)
-        url = await prepare(dsn, args.recipients)
-        try:
+        async with campaign(dsn, args.recipients) as url:
             two = await engines(url, port, args.connections, 2)
-        finally:
-            await drop_database(dsn, url)
         # The limit again at the end: this machine's speed drifts by ±20 % over minutes,
         # and the ratios use the mean of the two.
         lim_after = child("raw", raw_args)
