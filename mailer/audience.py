@@ -56,7 +56,7 @@ class CampaignSpec:
 # Markers /*NAME*/ in the audience SQL, replaced to narrow it to some contacts by
 # `audience_fragment_NAME` (a list of ids) or `audience_range_NAME` (an id range).
 _MARKERS = (
-    "ledger_contacts",
+    "current_contacts",
     "suppression_contacts",
     "channel_contacts",
     "topic_contacts",

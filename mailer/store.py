@@ -372,7 +372,8 @@ class Store:
         async with self._audience_connections() as conns:
             ranges = await _contact_ranges(conns[0], len(conns))
             parts = await _gather_all(
-                _count_part(conn, spec, at, part) for conn, part in zip(conns, ranges, strict=False)
+                _count_part(conn, spec, at, part, len(ranges))
+                for conn, part in zip(conns, ranges, strict=False)
             )
         return _sum_counts(parts)
 
@@ -407,7 +408,7 @@ class Store:
                     started.append(transaction)
                 ranges = await _contact_ranges(lead, len(conns))
                 parts = await _gather_all(
-                    _freeze_part(conn, row, at, part)
+                    _freeze_part(conn, row, at, part, len(ranges))
                     for conn, part in zip(conns, ranges, strict=False)
                 )
                 counts = _sum_counts(counts for _, counts in parts)
@@ -926,22 +927,28 @@ async def _gather_all(work: Iterable[Awaitable[T]]) -> list[T]:
     return cast(list[T], results)
 
 
+async def _part_settings(conn: PoolConnectionProxy, parts: int) -> None:
+    await conn.execute(Q("audience_session_settings"))
+    if parts > 1:
+        await conn.execute(Q("audience_part_settings"))
+
+
 async def _count_part(
-    conn: PoolConnectionProxy, spec: CampaignSpec, at: datetime, part: tuple[int, int]
+    conn: PoolConnectionProxy, spec: CampaignSpec, at: datetime, part: tuple[int, int], parts: int
 ) -> dict[str, int]:
     sql, args = audience_query(spec, at, None, part)
     async with conn.transaction():
-        await conn.execute(Q("audience_session_settings"))
+        await _part_settings(conn, parts)
         rows = await conn.fetch(Q("audience_count_wrapper").replace(":audience", sql), *args)
     return {r["reason"]: int(r["contacts"]) for r in rows}
 
 
 async def _freeze_part(
-    conn: PoolConnectionProxy, campaign: Any, at: datetime, part: tuple[int, int]
+    conn: PoolConnectionProxy, campaign: Any, at: datetime, part: tuple[int, int], parts: int
 ) -> tuple[int, dict[str, int]]:
     """One range's audience into delivery rows, inside the caller's transaction."""
     sql, args = audience_query(CampaignSpec.from_row(campaign), at, None, part)
-    await conn.execute(Q("audience_session_settings"))
+    await _part_settings(conn, parts)
     await conn.execute(Q("audience_result_create").replace(":audience", sql), *args)
     if campaign["kind"] == "repermission":
         await conn.execute(
