@@ -690,7 +690,9 @@ class Store:
             return {
                 "campaign": dict(campaign),
                 "generated_at": campaign["generated_at"],
-                "outcomes": [dict(r) for r in await conn.fetch(Q("report_outcomes"), campaign_id)],
+                "outcomes": [
+                    dict(r) for r in await conn.fetch(Q("campaign_status_counts"), campaign_id)
+                ],
                 "outcome_details": [
                     dict(r) for r in await conn.fetch(Q("report_outcome_details"), campaign_id)
                 ],
