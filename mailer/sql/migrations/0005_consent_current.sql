@@ -39,6 +39,9 @@ CREATE TABLE consent_current (
     best_valid_until timestamptz,
     PRIMARY KEY (contact_id, channel)
 );
+-- The audience's question "who has rows dated after the send time?" (those
+-- are answered from the ledger): usually nobody, found without a scan.
+CREATE INDEX consent_current_newest_idx ON consent_current (channel, newest_at);
 
 -- The best standing grant among a contact's latest rows, ranked at `at`
 -- (consent_choice). At '-infinity' every grant ranks as valid: the ranking
