@@ -240,6 +240,7 @@ class Store:
             created = _affected(await conn.execute(Q("import_insert_contacts"), default_locale))
             lap("insert_contacts")
             await conn.execute(Q("import_resolve_ids"))
+            await conn.fetchval(Q("import_lock_contacts"))
             lap("resolve_ids")
             consents = _affected(
                 await conn.execute(Q("import_insert_consents"), import_id, file_name)
@@ -384,8 +385,9 @@ class Store:
         contact ids, in transactions committed together once all succeeded (the
         first one, holding the campaign's lock, last). A crash in the few
         milliseconds between those commits leaves the campaign unlaunched with
-        part of its rows; launching it again completes them (ON CONFLICT DO
-        NOTHING), as after a crash between the freeze and the status change.
+        part of its rows; launching it again completes them (rows already
+        frozen are skipped), as after a crash between the freeze and the status
+        change.
         """
         async with self._audience_connections() as conns:
             lead = conns[0]

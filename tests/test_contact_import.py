@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import csv
 from pathlib import Path
 
@@ -82,6 +83,30 @@ async def test_reimporting_the_same_file_changes_nothing(
     assert (again.contacts_created, again.contacts_updated) == (0, 0)
     assert (again.consents_added, again.topics_added) == (0, 0)
     assert await conn.fetch("SELECT id, updated_at FROM contacts ORDER BY id") == before
+
+
+@pytest.mark.usefixtures("topics")
+async def test_an_import_waits_for_a_preference_save_in_progress_on_a_contact_it_does_not_change(
+    store: Store, conn: asyncpg.Connection, tmp_path: Path, db_url: str
+) -> None:
+    # The tracker locks the contact, then writes topics and consents; an import
+    # that wrote the same contact's consents (and so its consent_current row)
+    # before its topics used to deadlock with it. It now queues on the contact.
+    await run_import(store, write(tmp_path, "d@example.com,D,en,express,form,2024-01-01,,,\n"))
+    contact = await conn.fetchval("SELECT id FROM contacts WHERE email = 'd@example.com'")
+    later = "d@example.com,D,en,purchase,invoice,2026-02-01,service,,\n"
+    tracker = await asyncpg.connect(db_url)
+    try:
+        saving = tracker.transaction()
+        await saving.start()
+        await tracker.execute("SELECT 1 FROM contacts WHERE id = $1 FOR NO KEY UPDATE", contact)
+        importing = asyncio.ensure_future(run_import(store, write(tmp_path, later, name="b.csv")))
+        await asyncio.sleep(0.5)
+        assert not importing.done()
+        await saving.commit()
+        assert (await importing).result.consents_added == 1
+    finally:
+        await tracker.close()
 
 
 @pytest.mark.usefixtures("topics")

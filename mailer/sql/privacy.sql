@@ -290,6 +290,8 @@ LEFT JOIN consents l ON l.id = d.consent_id
 LEFT JOIN archive a ON a.delivery_id = d.id
 LEFT JOIN template_versions tv ON tv.id = a.template_version_id
 WHERE ($1::bigint IS NULL OR d.campaign_id = $1) AND ($2::bigint IS NULL OR d.contact_id = $2)
+  -- Every state, asked of the index that holds it (see archive_for_campaign).
+  AND (d.status IN ('queued', 'deferred') OR d.status NOT IN ('queued', 'deferred'))
 ORDER BY d.id
 
 -- ---------------------------------------------------------------- unsubscribe SLA

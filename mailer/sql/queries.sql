@@ -101,6 +101,19 @@ CREATE UNIQUE INDEX ON import_contacts (email)
 -- small temp table instead of probing the 10 M-row contacts index again.
 UPDATE import_contacts m SET id = c.id FROM contacts c WHERE c.email = m.email
 
+-- name: import_lock_contacts
+-- Whoever writes a contact's consents, topics or channels locks its row
+-- first, as the tracker does (contact_lock): the ledger trigger locks the
+-- contact's consent_current rows, and an import and a preference save that
+-- took those and the topic rows in opposite orders deadlocked. In id order,
+-- so two imports queue instead. (Contacts this import changed or created
+-- are locked already; this takes the unchanged ones.)
+SELECT count(*) FROM (
+    SELECT 1 FROM contacts c JOIN import_contacts m ON m.id = c.id
+    ORDER BY c.id
+    FOR NO KEY UPDATE OF c
+) locked
+
 -- name: import_update_contacts
 -- Existing contacts change only where the file says something new, so
 -- re-importing the same file writes nothing. Empty cells never erase data.
@@ -729,4 +742,8 @@ JOIN template_versions tv ON tv.id = a.template_version_id
 JOIN contacts c ON c.id = d.contact_id
 LEFT JOIN consents l ON l.id = d.consent_id
 WHERE d.campaign_id = $1
+  -- Every state, asked of the index that holds it (migration 0006: rows
+  -- still to send in the claimable index, the others in the status index);
+  -- without it no index covers a whole campaign and deliveries is read whole.
+  AND (d.status IN ('queued', 'deferred') OR d.status NOT IN ('queued', 'deferred'))
 ORDER BY d.id
