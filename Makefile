@@ -1,11 +1,11 @@
 # Quick start: `make demo` runs the product on embedded defaults, `make test`
 # runs the tests. Both create .venv and start a private Postgres cluster when
-# DATABASE_URL is unset (see mailer/pgcluster.py).
+# DATABASE_URL is unset (see mailer/demo/pgcluster.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DB = $${DATABASE_URL:-$$($(BIN)/python -m mailer.pgcluster ensure)}
+DB = $${DATABASE_URL:-$$($(BIN)/python -m mailer.demo.pgcluster ensure)}
 
 .PHONY: demo test lint bench db-stop clean
 
@@ -34,7 +34,7 @@ bench: $(STAMP)
 		echo "== bench/$$b.py"; DATABASE_URL="$$url" $(BIN)/python bench/$$b.py || exit 1; done
 
 db-stop:
-	-$(BIN)/python -m mailer.pgcluster stop
+	-$(BIN)/python -m mailer.demo.pgcluster stop
 
 clean: db-stop
 	rm -rf .pgdata .demo

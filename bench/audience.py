@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
-from mailer import audience  # noqa: E402
+from mailer.campaigns import audience  # noqa: E402
 from mailer.store import Store  # noqa: E402
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)

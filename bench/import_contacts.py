@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
-from mailer import imports  # noqa: E402
-from mailer.contacts_file import Defaults  # noqa: E402
+from mailer.contacts import imports  # noqa: E402
+from mailer.contacts.csvfile import Defaults  # noqa: E402
 from mailer.store import Store  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"

@@ -38,13 +38,13 @@ from jinja2 import DictLoader, Environment, pass_context, select_autoescape
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailer.campaign_file import CampaignDefinition, load  # noqa: E402
-from mailer.consent import Kind  # noqa: E402
-from mailer.footer import LABELS, format_date  # noqa: E402
-from mailer.links import find_links, rewrite  # noqa: E402
-from mailer.message import Composed, Composer, DkimKey, Recipient  # noqa: E402
-from mailer.render import Renderer, RenderInputs, TemplateSet  # noqa: E402
-from mailer.tokens import Keyring  # noqa: E402
+from mailer.campaigns.definition import CampaignDefinition, load  # noqa: E402
+from mailer.campaigns.message import Composed, Composer, DkimKey, Recipient  # noqa: E402
+from mailer.campaigns.render import Renderer, RenderInputs, TemplateSet  # noqa: E402
+from mailer.core.consent import Kind  # noqa: E402
+from mailer.core.footer import LABELS, format_date  # noqa: E402
+from mailer.core.links import find_links, rewrite  # noqa: E402
+from mailer.core.tokens import Keyring  # noqa: E402
 
 TEMPLATES = ROOT / "templates"
 NOW = datetime(2024, 10, 1, 13, tzinfo=UTC)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
-from mailer import report  # noqa: E402
+from mailer.report import figures as report  # noqa: E402
 from mailer.store import Store  # noqa: E402
 
 CHUNK = 1_000_000  # events per INSERT: each chunk is its own transaction, as batches are

@@ -40,11 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
-from mailer import config, lifecycle  # noqa: E402
-from mailer.engine import Engine  # noqa: E402
-from mailer.smtp import Relay, Relays  # noqa: E402
+from mailer.campaigns import lifecycle  # noqa: E402
+from mailer.core.settings import load  # noqa: E402
+from mailer.core.tokens import Keyring  # noqa: E402
+from mailer.send.engine import Engine  # noqa: E402
+from mailer.send.smtp import Relay, Relays  # noqa: E402
 from mailer.store import Store  # noqa: E402
-from mailer.tokens import Keyring  # noqa: E402
 
 TEMPLATES = ROOT / "templates"
 KEYS = "1:" + base64.b64encode(b"b" * 32).decode()
@@ -105,7 +106,7 @@ async def raw(port: int, count: int, connections: int) -> dict[str, float]:
 async def engine(
     url: str, port: int, connections: int, render_processes: int = 0
 ) -> dict[str, float]:
-    base = config.load(environ={})
+    base = load(environ={})
     settings = dataclasses.replace(
         base,
         smtp=dataclasses.replace(base.smtp, port=port, connections=connections),
@@ -200,8 +201,8 @@ def child(kind: str, args: list[str]) -> dict[str, float]:
 
 async def write_sample(url: str) -> None:
     """A message exactly as the engine builds it, for the raw loop to send."""
-    from mailer.message import reproduce
-    from mailer.render import TemplateSet
+    from mailer.campaigns.message import reproduce
+    from mailer.campaigns.render import TemplateSet
 
     conn = await asyncpg.connect(url)
     row = await conn.fetchrow(

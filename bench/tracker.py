@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import scratch  # noqa: E402
-from mailer import pgcluster  # noqa: E402
-from mailer.tokens import Keyring, Purpose, Token  # noqa: E402
+from mailer.core.tokens import Keyring, Purpose, Token  # noqa: E402
+from mailer.demo import pgcluster  # noqa: E402
 
 KEYS = "1:" + base64.b64encode(bytes(range(40, 72))).decode()
 DELIVERIES = 1_000

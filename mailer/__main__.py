@@ -2,7 +2,7 @@
 
 import sys
 
-from mailer.cli import main
+from mailer.commands.main import main
 
 # Guarded: render processes (mailer/render_pool.py) are spawned, and a spawned process
 # imports the parent's main module again.

@@ -24,9 +24,9 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
-from mailer import migrations, queries
-from mailer.audience import CampaignSpec, audience_query, id_ranges
-from mailer.contacts_file import ContactRow, Rejected
+from mailer.campaigns.audience import CampaignSpec, audience_query, id_ranges
+from mailer.contacts.csvfile import ContactRow, Rejected
+from mailer.db import migrations, queries
 
 Q = queries.get
 T = TypeVar("T")

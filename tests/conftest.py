@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from mailer import pgcluster
+from mailer.demo import pgcluster
 from mailer.store import Store
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import asyncpg
 
-from mailer import config, lifecycle
-from mailer.addresses import address_hash
-from mailer.engine import Engine
-from mailer.smtp import Relay, Relays
+from mailer.campaigns import lifecycle
+from mailer.core.addresses import address_hash
+from mailer.core.settings import Settings, load
+from mailer.core.tokens import Keyring
+from mailer.send.engine import Engine
+from mailer.send.smtp import Relay, Relays
 from mailer.store import Store
-from mailer.tokens import Keyring
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -25,8 +26,8 @@ KEYS = "1:" + base64.b64encode(b"k" * 32).decode()
 NOW = datetime.now(UTC)
 
 
-def settings_for(port: int, **engine: float) -> config.Settings:
-    base = config.load(environ={})
+def settings_for(port: int, **engine: float) -> Settings:
+    base = load(environ={})
     relay = dataclasses.replace(base.smtp, port=port, connections=4, timeout_s=10.0)
     return dataclasses.replace(
         base,
@@ -85,7 +86,7 @@ async def sample_campaign(
     return launched.campaign_id
 
 
-def engine_for(store: Store, settings: config.Settings, **kwargs: object) -> Engine:
+def engine_for(store: Store, settings: Settings, **kwargs: object) -> Engine:
     relays = Relays([Relay(relay, None) for relay in settings.all_relays()])
     return Engine(
         store,

@@ -5,7 +5,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.addresses import InvalidAddress, normalise
+from mailer.core.addresses import InvalidAddress, normalise
 
 ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-."
 local_parts = st.text(alphabet=ATEXT + '"@ \\é', min_size=0, max_size=70)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from mailer import archive
+from mailer.compliance import archive
 from mailer.store import Store
 from tests.engine_setup import add_contacts, engine_for, sample_campaign, settings_for
 from tests.smtp_servers import smtp_server

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from mailer import audience
-from mailer.addresses import address_hash
+from mailer.campaigns import audience
+from mailer.core.addresses import address_hash
 from mailer.store import Store
 
 AT = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.audience import CampaignSpec, id_ranges
+from mailer.campaigns.audience import CampaignSpec, id_ranges
 from mailer.store import Store
 from tests.test_audience_freeze import add_contact
 

@@ -9,10 +9,10 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer import consent, segment
-from mailer.addresses import address_hash
-from mailer.audience import CampaignSpec, audience_query
-from mailer.consent import (
+from mailer.campaigns.audience import CampaignSpec, audience_query
+from mailer.core import consent, segment
+from mailer.core.addresses import address_hash
+from mailer.core.consent import (
     Action,
     AudienceSpec,
     Channel,

@@ -18,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from mailer import audience, audit, privacy
-from mailer.addresses import address_hash
-from mailer.consent import Action, Channel, Kind, LedgerEntry, Policy, evaluate_consent
+from mailer.campaigns import audience
+from mailer.compliance import audit, privacy
+from mailer.core.addresses import address_hash
+from mailer.core.consent import Action, Channel, Kind, LedgerEntry, Policy, evaluate_consent
 from mailer.store import Store
 from tests.engine_setup import NOW, add_contacts, engine_for, sample_campaign, settings_for
 from tests.smtp_servers import smtp_server

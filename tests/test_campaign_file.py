@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.campaign_file import CampaignFileError, from_mapping, load, parse
-from mailer.consent import Channel, Policy
+from mailer.campaigns.definition import CampaignFileError, from_mapping, load, parse
+from mailer.core.consent import Channel, Policy
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from mailer.audience import CampaignSpec
+from mailer.campaigns.audience import CampaignSpec
 from mailer.store import Store
 from tests.test_audience_freeze import AT, add_contact
 

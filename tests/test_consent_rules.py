@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.consent import (
+from mailer.core.consent import (
     DIGITAL_CHANNELS,
     REASON_TEXT,
     Action,

@@ -7,9 +7,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from mailer import imports
-from mailer.addresses import address_hash
-from mailer.contacts_file import Defaults, FileError, Rejected
+from mailer.contacts import imports
+from mailer.contacts.csvfile import Defaults, FileError, Rejected
+from mailer.core.addresses import address_hash
 from mailer.store import ImportRefused, Store, SuppressionImportResult
 
 HEADER = "email,name,locale,consent,consent_source,consent_date,topics,last_activity,attr.vehicle\n"

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mailer.metrics import EngineMetrics
+from mailer.send.metrics import EngineMetrics
 from tracker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,14 +9,16 @@ from pathlib import Path
 import asyncpg
 from rich.console import Console
 
-from mailer import config, demo, report
+from mailer.core.settings import load
+from mailer.demo import run as demo
+from mailer.report import figures as report
 from mailer.store import Store
 
 
 async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
     db_url: str, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    base = config.load(environ={})
+    base = load(environ={})
     settings = dataclasses.replace(base, database=dataclasses.replace(base.database, url=db_url))
     with (tmp_path / "demo.log").open("w") as log:
         assert await demo.run(settings, tmp_path, Console(file=log, width=120), contacts=300) == 0

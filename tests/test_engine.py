@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import generate_latest
 
-from mailer import lifecycle
-from mailer.addresses import address_hash
-from mailer.config import DomainThrottle
+from mailer.campaigns import lifecycle
+from mailer.core.addresses import address_hash
+from mailer.core.settings import DomainThrottle
 from mailer.store import Store
 from tests.engine_setup import (
     add_contacts,

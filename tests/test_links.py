@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.links import FoundLink, add_pixel, find_links, rewrite, trackable_urls
+from mailer.core.links import FoundLink, add_pixel, find_links, rewrite, trackable_urls
 
 PIXEL = (
     '<img src="https://t.example/o/TOK" width="1" height="1" alt="" '

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mailer.campaign_file import CampaignDefinition, Sample, load
-from mailer.consent import Kind, Policy
-from mailer.lint import LintProblem, lint, sample_inputs
-from mailer.render import Renderer, TemplateSet
+from mailer.campaigns.definition import CampaignDefinition, Sample, load
+from mailer.campaigns.lint import LintProblem, lint, sample_inputs
+from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.core.consent import Kind, Policy
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

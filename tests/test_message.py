@@ -19,11 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.campaign_file import CampaignDefinition, load
-from mailer.config import SenderSettings, Settings, TrackerSettings
-from mailer.consent import Kind
-from mailer.links import find_links
-from mailer.message import (
+from mailer.campaigns.definition import CampaignDefinition, load
+from mailer.campaigns.message import (
     Composed,
     Composer,
     DkimKey,
@@ -34,8 +31,17 @@ from mailer.message import (
     Skeleton,
     reproduce,
 )
-from mailer.render import CampaignFields, RenderedParts, Renderer, RenderInputs, TemplateSet
-from mailer.tokens import Keyring, Purpose
+from mailer.campaigns.render import (
+    CampaignFields,
+    RenderedParts,
+    Renderer,
+    RenderInputs,
+    TemplateSet,
+)
+from mailer.core.consent import Kind
+from mailer.core.links import find_links
+from mailer.core.settings import SenderSettings, Settings, TrackerSettings
+from mailer.core.tokens import Keyring, Purpose
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 NOW = datetime(2024, 10, 1, 13, 0, 5, tzinfo=UTC)

@@ -5,7 +5,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from mailer import migrations
+from mailer.db import migrations
 from mailer.store import MigrationError, Store
 
 

@@ -19,9 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from mailer import imports, lifecycle, privacy
-from mailer.addresses import address_hash
-from mailer.contacts_file import Defaults
+from mailer.campaigns import lifecycle
+from mailer.compliance import privacy
+from mailer.contacts import imports
+from mailer.contacts.csvfile import Defaults
+from mailer.core.addresses import address_hash
 from mailer.store import Store
 from tests.engine_setup import (
     NOW,

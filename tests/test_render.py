@@ -15,10 +15,8 @@ from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError
 from markupsafe import escape
 
-from mailer.campaign_file import CampaignDefinition, load
-from mailer.consent import Kind
-from mailer.links import add_pixel, find_links, rewrite
-from mailer.render import (
+from mailer.campaigns.definition import CampaignDefinition, load
+from mailer.campaigns.render import (
     CampaignFields,
     MessageError,
     Renderer,
@@ -31,6 +29,8 @@ from mailer.render import (
     html_to_text,
     resolve_locale,
 )
+from mailer.core.consent import Kind
+from mailer.core.links import add_pixel, find_links, rewrite
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 SEPT_19 = datetime(2012, 9, 19, 12, tzinfo=UTC)

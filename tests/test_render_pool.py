@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = """
 import asyncio, base64, dataclasses, os, sys, time
 sys.path.insert(0, {root!r})
-from mailer import config
-from mailer.render_pool import RenderPool
+from mailer.core.settings import load
+from mailer.send.render_pool import RenderPool
 
 async def main() -> None:
-    base = config.load(environ={{}})
+    base = load(environ={{}})
     settings = dataclasses.replace(base, token_keys="1:" + base64.b64encode(b"k" * 32).decode())
     pool = RenderPool(settings, 1)
     loop = asyncio.get_running_loop()

@@ -14,13 +14,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mailer import audience, lifecycle
-from mailer.addresses import address_hash
-from mailer.consent import Kind
-from mailer.message import Composer, Recipient
-from mailer.render import Renderer, TemplateSet
+from mailer.campaigns import audience, lifecycle
+from mailer.campaigns.message import Composer, Recipient
+from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.core.addresses import address_hash
+from mailer.core.consent import Kind
+from mailer.core.tokens import Purpose
 from mailer.store import Store
-from mailer.tokens import Purpose
 from tests.engine_setup import TEMPLATES
 from tests.test_tracker_app import RING, Client, form_fields, settings_for, sign, tamper
 from tracker.app import create_app

@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 from rich.console import Console
 
-from mailer import report
-from mailer.addresses import address_hash
-from mailer.report import Engagement, HourFigures, ReportFigures
+from mailer.core.addresses import address_hash
+from mailer.report import figures as report
+from mailer.report.figures import Engagement, HourFigures, ReportFigures
 from mailer.store import Store
 
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.segment import (
+from mailer.core.segment import (
     MAX_CONDITIONS,
     MAX_DEPTH,
     MAX_IN_VALUES,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mailer.config import RelaySettings
-from mailer.outcome import Status
-from mailer.smtp import Relay
+from mailer.core.outcome import Status
+from mailer.core.settings import RelaySettings
+from mailer.send.smtp import Relay
 from tests.smtp_servers import Faults, smtp_server
 
 MESSAGE = (

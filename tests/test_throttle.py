@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.config import DomainThrottle, ThrottleSettings
-from mailer.throttle import campaign_limit, limit_for
+from mailer.core.settings import DomainThrottle, ThrottleSettings
+from mailer.core.throttle import campaign_limit, limit_for
 
 rates = st.floats(min_value=0.1, max_value=10_000, allow_nan=False)
 counts = st.integers(min_value=1, max_value=64)

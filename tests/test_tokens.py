@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.tokens import Keyring, Purpose, Token, TokenError
+from mailer.core.tokens import Keyring, Purpose, Token, TokenError
 
 OLD_SECRET = bytes(range(32))
 NEW_SECRET = bytes(range(100, 140))

@@ -17,9 +17,9 @@ import pytest
 from aiohttp import ClientSession, FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from mailer.addresses import address_hash
-from mailer.config import DatabaseSettings, Settings, TrackerSettings
-from mailer.tokens import Keyring, Purpose, Token
+from mailer.core.addresses import address_hash
+from mailer.core.settings import DatabaseSettings, Settings, TrackerSettings
+from mailer.core.tokens import Keyring, Purpose, Token
 from tracker.app import GIF, TRACKER, create_app, run
 
 KEYS = "1:" + base64.b64encode(bytes(range(7, 39))).decode()

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from mailer.tokens import Purpose
+from mailer.core.tokens import Purpose
 from tests.test_tracker_app import make_world, settings_for, sign
 from tracker.app import create_app
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.consent import Channel
+from mailer.core.consent import Channel
 from tracker import bots, forms, ipprefix
 from tracker.buffer import BufferObserver, EventBuffer
 from tracker.events import Event, Hit, to_event

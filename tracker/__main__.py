@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mailer import config
+from mailer.core.settings import ConfigError, load
 from tracker.app import serve
 
 
@@ -16,9 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="TOML settings file (else MAILER_CONFIG)")
     args = parser.parse_args(argv)
     try:
-        settings = config.load(args.config)
+        settings = load(args.config)
         settings.require_token_keys()
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     serve(settings)

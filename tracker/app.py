@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mailer.config import Settings
-from mailer.tokens import Keyring, Purpose, Token, TokenError
+from mailer.core.settings import Settings
+from mailer.core.tokens import Keyring, Purpose, Token, TokenError
 from tracker import forms, ipprefix
 from tracker.buffer import EventBuffer
 from tracker.events import USER_AGENT_MAX, Hit, to_event

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from mailer.consent import (
+from mailer.core.consent import (
     DIGITAL_CHANNELS,
     Action,
     Channel,

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from mailer.queries import QueryFileError, parse
+from mailer.db.queries import QueryFileError, parse
 from tracker.events import Event
 from tracker.preferences import (
     Changes,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from mailer.consent import valid_until
-from mailer.footer import format_date
+from mailer.core.consent import valid_until
+from mailer.core.footer import format_date
 from tracker.preferences import LedgerRow
 
 Lang = Literal["en", "fr"]

@@ -1,0 +1,131 @@
+"""A campaign's life: create from a file, lint, freeze the audience, run, pause, resume, cancel.
+
+    draft ──► scheduled ──► running ⇄ paused ──► done
+      │           │            │         │
+      └───────────┴────────────┴─────────┴──► cancelled
+
+Transitions are checked here and again by the UPDATE that performs them
+(which only matches the expected current state), so two terminals racing
+cannot move a campaign along an edge that does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from mailer.campaigns import lint
+from mailer.campaigns.definition import CampaignDefinition, from_mapping, load
+from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.store import FreezeResult, Store
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "draft": frozenset({"scheduled", "running", "cancelled"}),
+    "scheduled": frozenset({"running", "cancelled"}),
+    "running": frozenset({"paused", "done", "cancelled"}),
+    "paused": frozenset({"running", "cancelled"}),
+    "done": frozenset(),
+    "cancelled": frozenset(),
+}
+
+
+class CampaignError(ValueError):
+    """An operator request that cannot be honoured; the message says why."""
+
+
+def sources_of(target: str) -> list[str]:
+    """The states a campaign may move to `target` from."""
+    return sorted(state for state, targets in TRANSITIONS.items() if target in targets)
+
+
+async def create(
+    store: Store, path: Path, templates_dir: Path, *, slug: str | None = None
+) -> tuple[int, CampaignDefinition]:
+    """Create a draft campaign from a campaign file (optionally under another slug)."""
+    definition = load(path, templates_dir)
+    if slug is not None:
+        definition = dataclasses.replace(definition, slug=slug)
+    topics = {t["slug"]: t["id"] for t in await store.topics_list()}
+    if definition.topic not in topics:
+        raise CampaignError(
+            f"{path}: topic: unknown topic {definition.topic!r} "
+            "(create it with `mailer topics add`)"
+        )
+    if await store.campaign_by_slug(definition.slug) is not None:
+        raise CampaignError(f"{path}: slug: a campaign {definition.slug!r} already exists")
+    templates = TemplateSet.load(templates_dir, definition.template)
+    version = await store.template_version_upsert(
+        templates.name, bytes.fromhex(templates.sha256()), dict(templates.files)
+    )
+    campaign_id = await store.campaign_create(
+        definition.to_json(),
+        topic_id=topics[definition.topic],
+        template_version_id=version,
+        scheduled_at=definition.schedule,
+    )
+    return campaign_id, definition
+
+
+@dataclass(frozen=True)
+class Launch:
+    campaign_id: int
+    status: str
+    freeze: FreezeResult
+
+
+async def load_definition(store: Store, slug: str) -> tuple[dict[str, object], CampaignDefinition]:
+    row = await store.campaign_by_slug(slug)
+    if row is None:
+        raise CampaignError(f"no campaign {slug!r}")
+    return row, from_mapping(row["definition"], templates_dir=None)
+
+
+async def check(store: Store, slug: str) -> list[lint.LintProblem]:
+    """Render the campaign for a sample of every consent kind; what each lacks."""
+    _, definition = await load_definition(store, slug)
+    data = await store.campaign_for_engine(await _campaign_id(store, slug))
+    renderer = Renderer(TemplateSet(data["template"], data["files"]))
+    return lint.lint(renderer, definition, lint.sample_inputs(definition))
+
+
+async def launch(store: Store, slug: str, at: datetime) -> Launch:
+    """Lint, freeze the audience into deliveries, and start (or schedule) the campaign."""
+    row, definition = await load_definition(store, slug)
+    status = str(row["status"])
+    if status not in ("draft", "scheduled", "paused", "running"):
+        raise CampaignError(f"campaign {slug!r} is {status}: it cannot be sent again")
+    problems = await check(store, slug)
+    if problems:
+        listed = "\n  ".join(str(p) for p in problems)
+        raise CampaignError(f"campaign {slug!r} does not start: its messages lack\n  {listed}")
+    campaign_id = await _campaign_id(store, slug)
+    try:
+        frozen = await store.freeze_audience(campaign_id, at)
+    except LookupError as exc:  # cancelled or finished since we looked
+        raise CampaignError(f"campaign {slug!r} cannot be sent: {exc}") from None
+    target = (
+        "scheduled" if definition.schedule is not None and definition.schedule > at else "running"
+    )
+    if status != target and status not in ("running", "paused"):
+        if not await store.campaign_set_status(campaign_id, sources_of(target), target):
+            raise CampaignError(f"campaign {slug!r} changed state meanwhile; try again")
+        status = target
+    return Launch(campaign_id, status, frozen)
+
+
+async def transition(store: Store, slug: str, target: str) -> None:
+    """Pause, resume (running), or cancel a campaign; takes effect within one batch."""
+    campaign_id = await _campaign_id(store, slug)
+    if not await store.campaign_set_status(campaign_id, sources_of(target), target):
+        row = await store.campaign_by_slug(slug)
+        current = row["status"] if row else "missing"
+        raise CampaignError(f"campaign {slug!r} is {current}: it cannot become {target}")
+
+
+async def _campaign_id(store: Store, slug: str) -> int:
+    spec = await store.campaign_spec(slug)
+    if spec is None:
+        raise CampaignError(f"no campaign {slug!r}")
+    return spec.id

@@ -1,0 +1,630 @@
+"""The send engine: claim → re-check → render → throttle → SMTP → record.
+
+One `Engine` is one worker process's pipeline. Any number of them, on one
+machine or several, share the running campaigns: each claims batches of
+deliveries with FOR UPDATE SKIP LOCKED and a lease, so none sends what
+another holds.
+
+    claimer ──► send queues ──► senders (one queue per recipient domain, or per
+       │                          campaign and domain when the campaign tightens
+       │                          that domain's limit; ≤ concurrency senders each,
+       │                          sharing the relays' connections)
+       └──► skipped outcomes ──┬──────────── outcomes ──► recorder (batched)
+
+Memory stays flat: the claimer only claims while fewer than `max_pending`
+messages are in the pipeline. On SIGTERM the claimer stops, senders finish
+the message in hand, messages never handed to SMTP are released back to the
+queue, the recorder flushes, connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from mailer.campaigns.audience import CampaignSpec
+from mailer.campaigns.message import Composed, Composer, Recipient
+from mailer.campaigns.render import MessageError, UnregisteredLinks
+from mailer.core import outcome, throttle
+from mailer.core.consent import Kind
+from mailer.core.outcome import Outcome, Status
+from mailer.core.settings import DomainThrottle, Settings
+from mailer.core.tokens import Keyring
+from mailer.send.metrics import EngineMetrics
+from mailer.send.pacer import Pacer, WarmupExhausted
+from mailer.send.render_pool import Batch, RenderPool, campaign_composer
+from mailer.send.smtp import Relays
+from mailer.store import OutcomeRow, Store
+
+log = logging.getLogger("mailer.engine")
+
+# How often the claimer looks again when nothing is due, and how often dead
+# workers' leases are swept.
+IDLE_SLEEP_S = 0.5
+SWEEP_EVERY_S = 10.0
+# The recorder writes at least this often, or when this many outcomes wait.
+FLUSH_EVERY_S = 0.2
+FLUSH_ROWS = 500
+MAX_NEW_LINKS_ROUNDS = 20
+# Messages rendered between two yields to the event loop (~5 ms of work).
+YIELD_EVERY = 16
+
+
+@dataclass
+class Job:
+    """One claimed delivery on its way through the pipeline."""
+
+    delivery_id: int
+    campaign_id: int
+    domain: str
+    attempts: int
+    first_attempt_at: datetime
+    recipient: Recipient
+    composed: Composed | None = None
+
+
+@dataclass
+class CampaignContext:
+    """What a worker needs to send one campaign, built once per campaign."""
+
+    spec: CampaignSpec
+    composer: Composer
+    template_version_id: int
+    overrides: DomainThrottle | None
+    # Store.campaign_for_engine: what a render process builds its own Composer from.
+    data: dict[str, Any]
+
+
+@dataclass
+class SendQueue:
+    """Jobs to one domain waiting for one throttle limit, and the senders taking them."""
+
+    domain: str
+    # The campaign's own limit for the domain, when it tightens the domain's; None: the
+    # queue is the domain's, shared by every campaign that does not.
+    own: throttle.Limit | None
+    senders: int
+    jobs: asyncio.Queue[Job | None] = field(default_factory=asyncio.Queue)
+
+
+@dataclass
+class Progress:
+    """Counts since this engine started, for the progress bar and the summary."""
+
+    claimed: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: str) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        keyring: Keyring,
+        relays: Relays,
+        *,
+        metrics: EngineMetrics | None = None,
+        stop: asyncio.Event | None = None,
+        worker_id: str | None = None,
+        only_campaigns: set[int] | None = None,
+        max_pending: int | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.keyring = keyring
+        self.relays = relays
+        self.metrics = metrics or EngineMetrics()
+        self.stop = stop or asyncio.Event()
+        self.worker = worker_id or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self.only = only_campaigns
+        self.max_pending = max_pending or max(2 * settings.engine.batch_size, 4 * relays.capacity)
+        self.clock = clock
+        self.pacer = Pacer(store, settings.throttle, self.metrics)
+        self.contexts: dict[int, CampaignContext] = {}
+        # One queue per throttle limit, with its senders: a campaign held to a tighter
+        # rate for a domain waits in its own queue, never in front of other campaigns.
+        self.queues: dict[str, SendQueue] = {}
+        # Which queue a campaign's messages to a domain join, decided once.
+        self.routes: dict[tuple[int, str], SendQueue] = {}
+        self.senders: list[asyncio.Task[None]] = []
+        self.outcomes: asyncio.Queue[OutcomeRow | None] = asyncio.Queue()
+        self.pending = 0  # claimed, not yet recorded
+        self.room = asyncio.Event()
+        self.progress = Progress()
+        self.deadline = timedelta(hours=settings.engine.retry_deadline_hours)
+        self._last_sweep = 0.0
+        self._running: set[int] = set()
+        # Claimed deliveries that will not reach SMTP in this run (stop, errors):
+        # handed back to the queue in one statement.
+        self._unsent: list[int] = []
+        self.render_pool: RenderPool | None = None
+
+    # ------------------------------------------------------------ run
+
+    async def run(self, *, until_idle: bool = False) -> Progress:
+        """Send until stopped (or, with until_idle, until nothing is due and nothing in flight)."""
+        # Templates, settings and pools live for the whole run: moving them out of the
+        # collector's reach keeps full collections short (measured +5 % in bench/render.py).
+        if self.settings.engine.render_processes > 0:
+            self.render_pool = RenderPool(self.settings, self.settings.engine.render_processes)
+        gc.freeze()
+        recorder = asyncio.create_task(self._recorder(), name="recorder")
+        leases = asyncio.create_task(self._renew_leases(), name="leases")
+        try:
+            await self._claimer(until_idle)
+        finally:
+            self.stop.set()
+            # Each step is guarded on its own: a failure in one (Postgres down
+            # while handing back) must not skip the next (recording outcomes).
+            for send_queue in self.queues.values():
+                self._unsent.extend(_drain(send_queue.jobs))
+            for send_queue in self.queues.values():
+                for _ in range(send_queue.senders):
+                    send_queue.jobs.put_nowait(None)  # finish the message in hand, then stop
+            await asyncio.gather(*self.senders, return_exceptions=True)
+            await _logged(self._release_unsent(), "handing back unsent deliveries")
+            leases.cancel()
+            # Outcomes already known must reach the ledger, whatever happens now.
+            await asyncio.shield(self._drain_recorder(recorder))
+            await _logged(self.relays.close(), "closing SMTP connections")
+            if self.render_pool is not None:
+                await _logged(self.render_pool.close(), "stopping the render processes")
+        return self.progress
+
+    async def _claimer(self, until_idle: bool) -> None:
+        """Claim while there is room; a database outage pauses claiming, it does not end it."""
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                if await self._claim_round(until_idle):
+                    return
+                failures = 0
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                log.warning("claiming failed (%s); retrying in %.1f s", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
+
+    async def _claim_round(self, until_idle: bool) -> bool:
+        """One pass over the running campaigns; True when the run is over (until_idle)."""
+        sweep = time.monotonic() - self._last_sweep > SWEEP_EVERY_S
+        if sweep:
+            self._last_sweep = time.monotonic()
+            swept = await self.store.sweep_uncertain()
+            if swept:
+                self.metrics.uncertain.inc(swept)
+                log.warning("%d deliveries were in flight in a dead worker: now uncertain", swept)
+            await self.store.finish_campaigns()
+        claimed = 0
+        running = await self.store.running_campaigns()
+        # Senders check this before each message: a pause or cancel seen here stops
+        # messages already rendered and queued, not only new claims.
+        self._running = set(running)
+        if sweep:
+            await self._publish_progress(running)
+        for campaign_id in running:
+            if self.only is not None and campaign_id not in self.only:
+                continue
+            room = self.max_pending - self.pending
+            if room < max(1, self.settings.engine.batch_size // 4):
+                break
+            claimed += await self._claim(campaign_id, min(room, self.settings.engine.batch_size))
+        if claimed:
+            return False
+        if until_idle and self.pending == 0:
+            await self.store.finish_campaigns()
+            return True
+        self.room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_stop_or_room(), IDLE_SLEEP_S)
+        return False
+
+    async def _publish_progress(self, running: list[int]) -> None:
+        """Deliveries by state of the campaigns this worker sends, for the dashboard."""
+        for campaign_id in running:
+            if self.only is not None and campaign_id not in self.only:
+                continue
+            for status, count in (await self.store.campaign_status_counts(campaign_id)).items():
+                self.metrics.progress.labels(str(campaign_id), status).set(count)
+
+    async def _wait_stop_or_room(self) -> None:
+        stop = asyncio.create_task(self.stop.wait())
+        room = asyncio.create_task(self.room.wait())
+        try:
+            await asyncio.wait({stop, room}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            room.cancel()
+
+    # ------------------------------------------------------------ claim, re-check, render
+
+    async def _claim(self, campaign_id: int, limit: int) -> int:
+        rows = await self.store.claim_batch(
+            campaign_id, limit, self.settings.engine.lease_seconds, self.worker
+        )
+        if not rows:
+            return 0
+        self.pending += len(rows)
+        self.progress.claimed += len(rows)
+        self.metrics.claimed.inc(len(rows))
+        handled: set[int] = set()
+        try:
+            await self._prepare(campaign_id, rows, handled)
+        except Exception:
+            # Whatever failed, the rows not yet dispatched or recorded go back to
+            # the queue instead of waiting in `sending` to become uncertain.
+            stranded = [r["id"] for r in rows if r["id"] not in handled]
+            log.exception("preparing %d deliveries failed; handing them back", len(stranded))
+            self._unsent.extend(stranded)
+            await _logged(self._release_unsent(), "handing back deliveries")
+            raise
+        return len(rows)
+
+    async def _prepare(self, campaign_id: int, rows: list[Any], handled: set[int]) -> None:
+        """Re-check, render and dispatch claimed rows; `handled` collects those done with."""
+        ctx = await self._context(campaign_id)
+        now = self.clock()
+        # A contact who opted out after the freeze is skipped, never sent.
+        verdicts = await self.store.audience(ctx.spec, now, [r["contact_id"] for r in rows])
+        reasons = {v.contact_id: v.reason for v in verdicts}
+        jobs: list[Job] = []
+        for row in rows:
+            reason = reasons.get(row["contact_id"], "erased")
+            if reason is not None:
+                handled.add(row["id"])
+                await self._done(OutcomeRow(row["id"], Status.SKIPPED, skip_reason=reason), "skip")
+                continue
+            jobs.append(_job(row))
+        if self.render_pool is not None and jobs:
+            await self._render_elsewhere(ctx, jobs, now, handled)
+            return
+        for rendered, job in enumerate(jobs, start=1):
+            started = time.perf_counter()
+            try:
+                job.composed = await self._compose(ctx, job, now)
+            except MessageError as exc:
+                await self._skip_unbuildable(job, exc, handled)
+                continue
+            self.metrics.render_seconds.observe(time.perf_counter() - started)
+            handled.add(job.delivery_id)
+            self._dispatch(job, ctx)
+            # Rendering takes ~0.3 ms a message: a whole batch in one go held the loop
+            # for ~150 ms while every SMTP reply waited. Yield every few messages.
+            if rendered % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    async def _render_elsewhere(
+        self, ctx: CampaignContext, jobs: list[Job], now: datetime, handled: set[int]
+    ) -> None:
+        """Compose a batch in the render processes; the loop only waits for it."""
+        assert self.render_pool is not None
+        started = time.perf_counter()
+        batch = Batch(
+            (ctx.spec.id, ctx.template_version_id),
+            ctx.data,
+            ctx.composer.link_ids(),
+            [job.recipient for job in jobs],
+            now,
+        )
+        results = await self.render_pool.compose(batch)
+        each = (time.perf_counter() - started) / len(jobs)
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, MessageError):
+                await self._skip_unbuildable(job, result, handled)
+                continue
+            if isinstance(result, UnregisteredLinks):
+                # A link seen for the first time: registered and composed here (rare:
+                # once per new link per campaign; the pool learns it with the next batch).
+                here = time.perf_counter()
+                try:
+                    job.composed = await self._compose(ctx, job, now)
+                except MessageError as exc:
+                    await self._skip_unbuildable(job, exc, handled)
+                    continue
+                self.metrics.render_seconds.observe(time.perf_counter() - here)
+            else:
+                job.composed = result
+                self.metrics.render_seconds.observe(each)
+            handled.add(job.delivery_id)
+            self._dispatch(job, ctx)
+
+    async def _skip_unbuildable(self, job: Job, exc: MessageError, handled: set[int]) -> None:
+        log.info("delivery %d skipped: %s", job.delivery_id, exc)
+        handled.add(job.delivery_id)
+        row = OutcomeRow(
+            job.delivery_id, Status.SKIPPED, skip_reason=exc.reason, reply=str(exc)[:500]
+        )
+        await self._done(row, "skip")
+
+    async def _compose(self, ctx: CampaignContext, job: Job, now: datetime) -> Composed:
+        for _ in range(MAX_NEW_LINKS_ROUNDS):
+            try:
+                return ctx.composer.compose(job.recipient, now)
+            except UnregisteredLinks as exc:
+                # URLs seen for the first time (new campaign, personalised link):
+                # register them so each click token names a stored link.
+                registered = await self.store.links_register(job.campaign_id, list(exc.urls))
+                ctx.composer.add_links(registered)
+        raise MessageError(f"more than {MAX_NEW_LINKS_ROUNDS} rounds of new links")
+
+    async def _context(self, campaign_id: int) -> CampaignContext:
+        ctx = self.contexts.get(campaign_id)
+        if ctx is not None:
+            return ctx
+        data = await self.store.campaign_for_engine(campaign_id)
+        definition, composer = campaign_composer(data, self.keyring, self.settings)
+        spec = await self.store.campaign_spec(definition.slug)
+        assert spec is not None
+        t = definition.throttle
+        overrides = (
+            DomainThrottle(
+                rate=t.rate or self.settings.throttle.default_domain_rate,
+                concurrency=t.concurrency or self.settings.throttle.default_domain_concurrency,
+            )
+            if t.rate or t.concurrency
+            else None
+        )
+        ctx = CampaignContext(spec, composer, data["template_version_id"], overrides, data)
+        self.contexts[campaign_id] = ctx
+        return ctx
+
+    # ------------------------------------------------------------ throttle and SMTP
+
+    def _dispatch(self, job: Job, ctx: CampaignContext) -> None:
+        route = (job.campaign_id, job.domain)
+        send_queue = self.routes.get(route)
+        if send_queue is None:
+            send_queue = self.routes[route] = self._queue_for(job.domain, ctx)
+        send_queue.jobs.put_nowait(job)
+        self.metrics.queue_depth.labels("send").set(self.pending)
+
+    def _queue_for(self, domain: str, ctx: CampaignContext) -> SendQueue:
+        """The domain's queue, or the campaign's own for it when it tightens its limit."""
+        limit = self.pacer.limit(domain)
+        own = (
+            None
+            if ctx.overrides is None
+            else throttle.campaign_limit(ctx.spec.id, domain, self.settings.throttle, ctx.overrides)
+        )
+        key = limit.key if own is None else own.key
+        send_queue = self.queues.get(key)
+        if send_queue is None:
+            senders = (limit if own is None else own).concurrency
+            send_queue = self.queues[key] = SendQueue(domain, own, senders)
+            for _ in range(senders):
+                self.senders.append(
+                    asyncio.create_task(self._sender(send_queue), name=f"send:{key}")
+                )
+        return send_queue
+
+    async def _sender(self, send_queue: SendQueue) -> None:
+        """Send one queue's messages one at a time until the end marker (None)."""
+        while (job := await send_queue.jobs.get()) is not None:
+            try:
+                await self._send(
+                    send_queue.domain, job, self.contexts[job.campaign_id], send_queue.own
+                )
+            except Exception:
+                # Only reachable before SMTP (relay.send never raises for SMTP or
+                # network trouble): the message was not sent; retry it later.
+                log.exception("delivery %d could not be sent; deferring it", job.delivery_id)
+                retry_at = self.clock() + timedelta(minutes=1)
+                row = OutcomeRow(
+                    job.delivery_id, Status.DEFERRED, reply="internal error", retry_at=retry_at
+                )
+                await self._done(row, "none")
+
+    async def _send(
+        self, domain: str, job: Job, ctx: CampaignContext, own: throttle.Limit | None
+    ) -> None:
+        composed = job.composed
+        assert composed is not None
+        if await self._held_back(job):
+            return  # before waiting for tokens: a paused campaign's queue empties at once
+        try:
+            await self.pacer.acquire(domain, own)
+        except WarmupExhausted as exc:
+            tomorrow = datetime.combine(
+                self.clock().date() + timedelta(days=1), datetime.min.time(), UTC
+            )
+            await self._done(
+                OutcomeRow(job.delivery_id, Status.DEFERRED, reply=str(exc), retry_at=tomorrow),
+                "none",
+            )
+            return
+        if await self._held_back(job):
+            return  # and again after: the wait for tokens may have been long
+        relay = self.relays.pick()
+        async with self.pacer.in_flight(domain):
+            started = time.perf_counter()
+            result = await relay.send(composed.return_path, job.recipient.email, composed.data)
+            self.metrics.send_seconds.observe(time.perf_counter() - started)
+        self.metrics.connections.set(self.relays.open_connections)
+        if result.status is Status.DEFERRED:
+            label = throttle.metric_domain(domain, self.settings.throttle)
+            self.metrics.deferrals.labels(label).inc()
+        if result.slow_down:
+            await self.pacer.slow_down(domain)
+        await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)
+
+    async def _held_back(self, job: Job) -> bool:
+        """Hand the job back if it must not go now; True when it was."""
+        if self.stop.is_set():
+            # Stopping: never handed to SMTP, so it goes back to the queue rather
+            # than out late.
+            self._unsent.append(job.delivery_id)
+            return True
+        if job.campaign_id not in self._running:
+            # Paused or cancelled since it was claimed: hand it back now (cancelled
+            # rows get their final state there), so pause takes effect at once.
+            self._unsent.append(job.delivery_id)
+            await self._release_unsent()
+            return True
+        return False
+
+    def _outcome_row(
+        self, job: Job, ctx: CampaignContext, composed: Composed, result: Outcome
+    ) -> OutcomeRow:
+        now = self.clock()
+        if result.status is Status.SENT:
+            return OutcomeRow(
+                job.delivery_id,
+                Status.SENT,
+                code=result.code,
+                reply=result.reply,
+                message_id=composed.archive.get("envelope", {}).get("message_id"),
+                at=now,
+                archive=composed.archive,
+                template_version_id=ctx.template_version_id,
+                sha256=bytes.fromhex(composed.sha256),
+                size=len(composed.data),
+            )
+        if result.status is Status.DEFERRED:
+            final, retry_at = outcome.after_deferral(
+                result,
+                attempt=job.attempts,
+                first_try=job.first_attempt_at,
+                now=now,
+                deadline=self.deadline,
+            )
+            return OutcomeRow(
+                job.delivery_id, final.status, code=final.code, reply=final.reply, retry_at=retry_at
+            )
+        return OutcomeRow(
+            job.delivery_id,
+            result.status,
+            code=result.code,
+            reply=result.reply,
+            hard_bounce=result.hard_bounce,
+        )
+
+    # ------------------------------------------------------------ record
+
+    async def _done(self, row: OutcomeRow, reply_class: str) -> None:
+        self.metrics.messages.labels(row.status, reply_class).inc()
+        self.progress.add(row.status)
+        await self.outcomes.put(row)
+
+    async def _recorder(self) -> None:
+        """Write outcomes in batches (every FLUSH_EVERY_S) until the end marker (None)."""
+        while True:
+            first = await self.outcomes.get()
+            if self.outcomes.qsize() < FLUSH_ROWS and first is not None:
+                await asyncio.sleep(FLUSH_EVERY_S)  # let a batch gather: one statement, not many
+            batch: list[OutcomeRow] = []
+            item: OutcomeRow | None = first
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= FLUSH_ROWS or self.outcomes.empty():
+                    break
+                item = self.outcomes.get_nowait()
+            if batch:
+                await self._write(batch)
+            if item is None:
+                return
+
+    async def _write(self, batch: list[OutcomeRow]) -> None:
+        """Record a batch; never drop it: outcomes are known facts (a sent message is sent)."""
+        attempt = 0
+        while True:
+            try:
+                await self.store.record_outcomes(self.worker, batch)
+                break
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                # The rows stay `sending` (or become `uncertain`, which a later
+                # write still replaces); the lease renewer keeps them ours meanwhile.
+                attempt += 1
+                log.error("recording %d outcomes failed (%s); retry %d", len(batch), exc, attempt)
+                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+        self.pending -= len(batch)
+        self.room.set()
+
+    async def _drain_recorder(self, recorder: asyncio.Task[None]) -> None:
+        # The marker queues behind every known outcome: the recorder writes them all, then ends.
+        await self.outcomes.put(None)
+        await recorder
+
+    async def _release_unsent(self) -> None:
+        """Messages never handed to SMTP go back to the queue (or to `skipped` if cancelled)."""
+        unsent, self._unsent = self._unsent, []
+        if unsent:
+            try:
+                released = await self.store.release_batch(unsent, self.worker)
+            except BaseException:
+                # Postgres unreachable: keep them for the next attempt (the shutdown
+                # path tries again); lost here, they would wait for the lease to
+                # lapse and become `uncertain` without ever having been sent.
+                self._unsent.extend(unsent)
+                raise
+            self.metrics.released.inc(released)
+            self.pending -= len(unsent)
+            self.room.set()
+
+    async def _renew_leases(self) -> None:
+        lease = self.settings.engine.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await self.store.renew_leases(self.worker, lease)
+
+
+def _drain(queue: asyncio.Queue[Job | None]) -> list[int]:
+    """The delivery ids waiting in a sender queue, taken out of it."""
+    ids = []
+    while not queue.empty():
+        job = queue.get_nowait()
+        if job is not None:
+            ids.append(job.delivery_id)
+    return ids
+
+
+async def _logged(step: Awaitable[None], what: str) -> None:
+    """Run one shutdown step; log its failure instead of skipping the steps after it."""
+    try:
+        await step
+    except Exception:
+        log.exception("%s failed", what)
+
+
+def _job(row: Any) -> Job:
+    attributes = row["attributes"]
+    return Job(
+        delivery_id=row["id"],
+        campaign_id=row["campaign_id"],
+        domain=row["domain"],
+        attempts=row["attempts"],
+        first_attempt_at=row["first_attempt_at"],
+        recipient=Recipient(
+            delivery_id=row["id"],
+            email=row["email"],
+            name=row["name"],
+            locale=row["locale"],
+            attributes=attributes if isinstance(attributes, dict) else _json(attributes),
+            consent_kind=Kind(row["consent_kind"]) if row["consent_kind"] else None,
+            consent_source=row["consent_source"] or "",
+            consent_obtained_at=row["consent_obtained_at"],
+            tracking=row["tracking"],
+        ),
+    )
+
+
+def _json(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
