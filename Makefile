@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DB = $${DATABASE_URL:-$$($(BIN)/python -m mailer.demo.pgcluster ensure)}
 
-.PHONY: demo test lint bench db-stop clean
+.PHONY: demo test test-fast lint bench db-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The pure-logic tests only (tests/unit): no Postgres, no network, about a minute.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m unit tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

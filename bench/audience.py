@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
 from mailer.campaigns import audience  # noqa: E402
-from mailer.store import Store  # noqa: E402
+from mailer.demo.stores import Stores, open_stores  # noqa: E402
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -81,14 +81,14 @@ FLOOR = (
 )
 
 
-async def naive(conn: asyncpg.Connection, store: Store, sample: int) -> float:
+async def naive(conn: asyncpg.Connection, stores: Stores, sample: int) -> float:
     """Per contact: three queries and the Python rules, as a loop-per-row engine would."""
-    spec = await store.campaign_spec("bench1")
+    spec = await stores.campaigns.campaign_spec("bench1")
     assert spec is not None
     emails = [r["email"] for r in await conn.fetch("SELECT email FROM contacts LIMIT $1", sample)]
     start = time.perf_counter()
     for email in emails:
-        inputs = await store.contact_rule_inputs(email)
+        inputs = await stores.contacts.contact_rule_inputs(email)
         assert inputs is not None
         audience.explain(inputs, spec, AT)
     return time.perf_counter() - start
@@ -102,7 +102,7 @@ async def main() -> None:
     dsn = server_dsn()
     url = await create_database(dsn, "bench_audience")
     try:
-        async with Store.open(url, max_size=4) as store:
+        async with open_stores(url, max_size=4, audience_parts=2) as stores:
             conn = await asyncpg.connect(url)
             print(f"building {args.contacts:,} contacts …", flush=True)
             started = time.perf_counter()
@@ -118,11 +118,12 @@ async def main() -> None:
                 "SELECT count(*) FROM contact_topics WHERE NOT subscribed"
             )
             topic = await conn.fetchval("SELECT id FROM topics WHERE slug = 'topic1'")
-            store_parts = store.audience_parts
+            store_parts = stores.campaigns.audience_parts
             campaigns = [
-                await store.campaign_insert_minimal(f"bench{i}", topic) for i in range(1, 4)
+                await stores.campaigns.campaign_insert_minimal(f"bench{i}", topic)
+                for i in range(1, 4)
             ]
-            spec = await store.campaign_spec("bench1")
+            spec = await stores.campaigns.campaign_spec("bench1")
             assert spec is not None
 
             t = time.perf_counter()
@@ -131,14 +132,14 @@ async def main() -> None:
             countings = []
             for _ in range(3):
                 t = time.perf_counter()
-                counts = await store.audience_counts(spec, AT)
+                counts = await stores.campaigns.audience_counts(spec, AT)
                 countings.append(time.perf_counter() - t)
             launches = []
             for campaign in campaigns:
                 t = time.perf_counter()
-                frozen = await store.freeze_audience(campaign, AT)
+                frozen = await stores.campaigns.freeze_audience(campaign, AT)
                 launches.append(time.perf_counter() - t)
-            naive_seconds = await naive(conn, store, args.sample)
+            naive_seconds = await naive(conn, stores, args.sample)
             naive_rate = args.sample / naive_seconds
             sql, params = audience.audience_query(spec, AT, None)
             plan = await conn.fetch("EXPLAIN " + sql, *params)

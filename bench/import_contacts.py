@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
 from mailer.contacts import imports  # noqa: E402
 from mailer.contacts.csvfile import Defaults  # noqa: E402
-from mailer.store import Store  # noqa: E402
+from mailer.demo.stores import open_stores  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"
 KINDS = ["express", "implied_purchase", "implied_inquiry", "implied_contract", ""]
@@ -91,17 +91,17 @@ def generate(path: Path, rows: int, seed: int = 1) -> None:
 
 async def fresh_database(dsn: str) -> str:
     url = await create_database(dsn, "bench_import")
-    async with Store.open(url) as store:
-        await store.topic_upsert("service", "Service")
-        await store.topic_upsert("promotions", "Promotions", default_subscribed=False)
+    async with open_stores(url) as stores:
+        await stores.contacts.topic_upsert("service", "Service")
+        await stores.contacts.topic_upsert("promotions", "Promotions", default_subscribed=False)
     return url
 
 
 async def child_ours(url: str, path: Path) -> dict[str, float]:
-    async with Store.open(url) as store:
+    async with open_stores(url) as stores:
         start = time.perf_counter()
         outcome = await imports.import_contacts(
-            store,
+            stores.contacts,
             path,
             Defaults(),
             default_locale="en",

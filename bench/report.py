@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
+from mailer.demo.stores import Stores, open_stores  # noqa: E402
 from mailer.report import figures as report  # noqa: E402
-from mailer.store import Store  # noqa: E402
 
 CHUNK = 1_000_000  # events per INSERT: each chunk is its own transaction, as batches are
 
@@ -65,9 +65,9 @@ GROUP BY GROUPING SETS ((kind), (kind, link_id), (kind, hour))
 """
 
 
-async def timed(store: Store, campaign: int) -> float:
+async def timed(stores: Stores, campaign: int) -> float:
     started = time.perf_counter()
-    await report.figures(store, campaign)
+    await report.figures(stores.report, campaign)
     return time.perf_counter() - started
 
 
@@ -79,12 +79,12 @@ async def main() -> None:
     dsn = server_dsn()
     url = await create_database(dsn, "bench_report")
     try:
-        async with Store.open(url, max_size=4) as store:
+        async with open_stores(url, max_size=4) as stores:
             conn = await asyncpg.connect(url)
-            topic = await store.topic_upsert("news", "News")
-            campaign = await store.campaign_insert_minimal("bench", topic)
+            topic = await stores.contacts.topic_upsert("news", "News")
+            campaign = await stores.campaigns.campaign_insert_minimal("bench", topic)
             urls = [f"https://example.com/page{i}" for i in range(5)]
-            links = list((await store.links_register(campaign, urls)).values())
+            links = list((await stores.send.links_register(campaign, urls)).values())
             print(f"building {args.deliveries:,} deliveries, {args.events:,} events …", flush=True)
             started = time.perf_counter()
             await conn.execute("SELECT ensure_event_partitions('2026-11-01', 2)")
@@ -106,13 +106,13 @@ async def main() -> None:
             await conn.fetch(NAIVE, campaign)
             naive = time.perf_counter() - t
 
-            cold = await timed(store, campaign)
-            warm = statistics.median([await timed(store, campaign) for _ in range(5)])
+            cold = await timed(stores, campaign)
+            warm = statistics.median([await timed(stores, campaign) for _ in range(5)])
 
             batch = args.events // 100 // 10  # 100,000 new events in 10 batches
             for _ in range(10):
                 await conn.execute(EVENTS, campaign, first, args.deliveries, links, batch)
-            incremental = await timed(store, campaign)
+            incremental = await timed(stores, campaign)
 
             holder = await asyncpg.connect(url)
             held = holder.transaction()
@@ -120,7 +120,7 @@ async def main() -> None:
             await holder.fetchval("SELECT pg_current_xact_id()")
             for _ in range(10):
                 await conn.execute(EVENTS, campaign, first, args.deliveries, links, batch)
-            tail = await timed(store, campaign)
+            tail = await timed(stores, campaign)
             await held.rollback()
             await holder.close()
 
@@ -132,7 +132,7 @@ async def main() -> None:
                 "  WHERE i.inhparent = 'events'::regclass) AS events_bytes"
             )
             assert sizes is not None
-            figures = await report.figures(store, campaign)
+            figures = await report.figures(stores.report, campaign)
             await conn.close()
     finally:
         await drop_database(dsn, url)

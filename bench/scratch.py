@@ -9,7 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from mailer.store import Store
+from mailer.db import connect
+from mailer.db.migrations import migrate
 
 
 def server_dsn() -> str:
@@ -34,8 +35,8 @@ async def create_database(dsn: str, prefix: str) -> str:
     finally:
         await admin.close()
     url = database_url(dsn, name)
-    async with Store.open(url, max_size=2) as store:
-        await store.migrate()
+    async with connect(url, max_size=2) as pool:
+        await migrate(pool)
     return url
 
 

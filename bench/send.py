@@ -43,9 +43,9 @@ from bench.scratch import create_database, drop_database, server_dsn  # noqa: E4
 from mailer.campaigns import lifecycle  # noqa: E402
 from mailer.core.settings import load  # noqa: E402
 from mailer.core.tokens import Keyring  # noqa: E402
+from mailer.demo.stores import open_stores  # noqa: E402
 from mailer.send.engine import Engine  # noqa: E402
 from mailer.send.smtp import Relay, Relays  # noqa: E402
-from mailer.store import Store  # noqa: E402
 
 TEMPLATES = ROOT / "templates"
 KEYS = "1:" + base64.b64encode(b"b" * 32).decode()
@@ -119,16 +119,16 @@ async def engine(
         ),
         token_keys=KEYS,
     )
-    async with Store.open(url, max_size=4) as store:
+    async with open_stores(url, max_size=4) as stores:
         relays = Relays([Relay(settings.smtp, None)])
-        eng = Engine(store, settings, Keyring.from_spec(KEYS), relays)
+        eng = Engine(stores.send, stores.campaigns, settings, Keyring.from_spec(KEYS), relays)
         cpu0 = usage()[0]
         start, wall_start = time.perf_counter(), time.time()
         progress = await eng.run(until_idle=True)
         elapsed = time.perf_counter() - start
         cpu, rss = usage()
         # One message as the engine sent it, for the raw loop.
-        sample = await store.pool.fetchval("SELECT render_inputs FROM archive LIMIT 1")
+        sample = await stores.pool.fetchval("SELECT render_inputs FROM archive LIMIT 1")
     assert sample
     return {
         "messages": progress.by_status.get("sent", 0),
@@ -169,11 +169,11 @@ async def campaign(dsn: str, recipients: int) -> AsyncIterator[str]:
 
 async def prepare(dsn: str, recipients: int) -> str:
     url = await create_database(dsn, "bench_send")
-    async with Store.open(url) as store:
-        await store.topic_upsert("service", "Service reminders")
-        await store.pool.execute(CONTACTS_SQL, recipients)
-        await store.pool.execute(CONSENTS_SQL)
-        await store.pool.execute("ANALYZE")
+    async with open_stores(url) as stores:
+        await stores.contacts.topic_upsert("service", "Service reminders")
+        await stores.pool.execute(CONTACTS_SQL, recipients)
+        await stores.pool.execute(CONSENTS_SQL)
+        await stores.pool.execute("ANALYZE")
         # The sample campaign caps each domain at 20 msg/s (a polite default for a dealer);
         # the benchmark measures the engine, not that policy, so it lifts the cap.
         text = (TEMPLATES / "service_reminder.toml").read_text(encoding="utf-8")
@@ -182,8 +182,8 @@ async def prepare(dsn: str, recipients: int) -> str:
         campaign_path = ROOT / "bench" / ".data" / "bench_campaign.toml"
         campaign_path.parent.mkdir(parents=True, exist_ok=True)
         campaign_path.write_text(text, encoding="utf-8")
-        _, definition = await lifecycle.create(store, campaign_path, TEMPLATES)
-        await lifecycle.launch(store, definition.slug, datetime.now(UTC))
+        _, definition = await lifecycle.create(stores.campaigns, campaign_path, TEMPLATES)
+        await lifecycle.launch(stores.campaigns, definition.slug, datetime.now(UTC))
     return url
 
 

@@ -3,17 +3,23 @@ database built once, and a fresh database cloned from it for each test."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
+from mailer.commands.console import console
+from mailer.core.settings import Settings, load
+from mailer.db import connect
+from mailer.db.migrations import migrate
 from mailer.demo import pgcluster
-from mailer.store import Store
+from mailer.demo.stores import Stores, open_stores
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -33,8 +39,8 @@ async def template_db(server_dsn: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(server_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        async with Store.open(_with_database(server_dsn, name), max_size=2) as store:
-            await store.migrate()
+        async with connect(_with_database(server_dsn, name), max_size=2) as pool:
+            await migrate(pool)
         # A template must have no open connections when it is cloned.
         yield name
     finally:
@@ -73,9 +79,32 @@ async def empty_db_url(server_dsn: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    async with Store.open(db_url, max_size=4) as opened:
+async def stores(db_url: str) -> AsyncIterator[Stores]:
+    """Every role's store on a pool of the test's database."""
+    async with open_stores(db_url, max_size=4) as opened:
         yield opened
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Default settings on the test's database, with a token key (for command handlers)."""
+    return load(
+        environ={
+            "DATABASE_URL": db_url,
+            "MAILER_TOKEN_KEYS": "1:" + base64.b64encode(b"k" * 32).decode(),
+        }
+    )
+
+
+@pytest.fixture
+def printed() -> Iterator[io.StringIO]:
+    """What the commands print (their shared rich console), 200 columns wide."""
+    out = io.StringIO()
+    console.file, console.width = out, 200
+    try:
+        yield out
+    finally:
+        console.file = None  # type: ignore[assignment] # back to sys.stdout
 
 
 @pytest.fixture
@@ -86,3 +115,11 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """tests/unit is marked `unit` (no Postgres, no network), tests/integration `integration`."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in ("unit", "integration"):
+            item.add_marker(getattr(pytest.mark, folder))

@@ -16,9 +16,9 @@ from mailer.campaigns import lifecycle
 from mailer.core.addresses import address_hash
 from mailer.core.settings import Settings, load
 from mailer.core.tokens import Keyring
+from mailer.demo.stores import Stores
 from mailer.send.engine import Engine
 from mailer.send.smtp import Relay, Relays
-from mailer.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -65,13 +65,13 @@ async def add_contacts(
 
 
 async def sample_campaign(
-    store: Store, edits: Mapping[str, str] | None = None, folder: Path | None = None
+    stores: Stores, edits: Mapping[str, str] | None = None, folder: Path | None = None
 ) -> int:
     """The shipped service reminder, created and launched.
 
     With `edits` (old text: new text), a copy of its file so edited, written in `folder`.
     """
-    await store.topic_upsert("service", "Service reminders")
+    await stores.contacts.topic_upsert("service", "Service reminders")
     path = TEMPLATES / "service_reminder.toml"
     if edits:
         assert folder is not None
@@ -81,15 +81,16 @@ async def sample_campaign(
             text = text.replace(old, new)
         path = folder / f"campaign-{uuid.uuid4().hex[:8]}.toml"
         path.write_text(text, encoding="utf-8")
-    _, definition = await lifecycle.create(store, path, TEMPLATES)
-    launched = await lifecycle.launch(store, definition.slug, NOW)
+    _, definition = await lifecycle.create(stores.campaigns, path, TEMPLATES)
+    launched = await lifecycle.launch(stores.campaigns, definition.slug, NOW)
     return launched.campaign_id
 
 
-def engine_for(store: Store, settings: Settings, **kwargs: object) -> Engine:
+def engine_for(stores: Stores, settings: Settings, **kwargs: object) -> Engine:
     relays = Relays([Relay(relay, None) for relay in settings.all_relays()])
     return Engine(
-        store,
+        stores.send,
+        stores.campaigns,
         settings,
         Keyring.from_spec(settings.require_token_keys()),
         relays,

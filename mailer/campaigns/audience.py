@@ -14,19 +14,17 @@ from typing import Any
 
 from mailer.core import consent, segment
 from mailer.core.consent import (
-    Action,
     AudienceSpec,
     Channel,
     ContactFacts,
-    Kind,
-    LedgerEntry,
+    ContactRecord,
     Policy,
-    Suppression,
-    SuppressionReason,
-    SuppressionScope,
     Verdict,
 )
-from mailer.db import queries
+from mailer.db import Queries
+
+# The audience SQL and its fragments (campaigns.sql); the store runs what this composes.
+_SQL = Queries("mailer.campaigns", "campaigns.sql")
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ def audience_query(
     Only fixed fragments from queries.sql and the segment compiler's output
     (which never inlines a value) are spliced in; every value is a parameter.
     """
-    sql = queries.get("audience")
+    sql = _SQL("audience")
     args: list[Any] = [
         spec.topic_id,
         spec.topic_default_subscribed,
@@ -98,14 +96,14 @@ def audience_query(
     if contact_ids is not None:
         args.append(contact_ids)
         for name in _MARKERS:
-            fragment = queries.get(f"audience_fragment_{name}").replace(":ids", f"${len(args)}")
+            fragment = _SQL(f"audience_fragment_{name}").replace(":ids", f"${len(args)}")
             sql = sql.replace(f"/*{name}*/", fragment)
     elif id_range is not None:
         args += list(id_range)
         lo, hi = f"${len(args) - 1}", f"${len(args)}"
         for name in _MARKERS:
             if name not in _WHOLE_IN_RANGES:
-                fragment = queries.get(f"audience_range_{name}").replace(":lo", lo)
+                fragment = _SQL(f"audience_range_{name}").replace(":lo", lo)
                 sql = sql.replace(f"/*{name}*/", fragment.replace(":hi", hi))
     return sql, args
 
@@ -132,50 +130,24 @@ def parse_duration(text: str, *, now: datetime) -> timedelta:
     return consent.add_months(now, amount) - now
 
 
-def _when(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def explain(inputs: dict[str, Any], spec: CampaignSpec, at: datetime) -> Verdict:
-    """The verdict for one contact (from Store.contact_rule_inputs) and a campaign."""
-    ledger = [
-        LedgerEntry(
-            id=row["id"],
-            channel=Channel(row["channel"]),
-            action=Action(row["action"]),
-            kind=Kind(row["kind"]) if row["kind"] else None,
-            source=row["source"],
-            obtained_at=datetime.fromisoformat(row["obtained_at"]),
-            ends_at=_when(row["ends_at"]),
-            topic_id=row["topic_id"],
-        )
-        for row in inputs["ledger"]
-    ]
-    suppressions = [
-        Suppression(
-            SuppressionScope(s["scope"]),
-            SuppressionReason(s["reason"]),
-            Channel(s["channel"]) if s["channel"] else None,
-            s["topic_id"],
-        )
-        for s in inputs["suppressions"]
-    ]
+def explain(record: ContactRecord, spec: CampaignSpec, at: datetime) -> Verdict:
+    """The verdict for one contact (ContactStore.contact_rule_inputs) and a campaign."""
     in_segment = True
     if spec.segment:
         facts = segment.SegmentFacts(
-            email=inputs["email"],
-            name=inputs["name"],
-            locale=inputs["locale"],
-            attributes=inputs["attributes"],
-            last_activity_at=inputs["last_activity_at"],
-            topics=frozenset(inputs["topic_slugs"]),
+            email=record.email,
+            name=record.name,
+            locale=record.locale,
+            attributes=record.attributes,
+            last_activity_at=record.last_activity_at,
+            topics=record.subscribed_topics,
         )
         in_segment = segment.evaluate(segment.parse(spec.segment), facts, at)
     facts_ = ContactFacts(
-        erased=inputs["erased_at"] is not None,
-        last_activity_at=inputs["last_activity_at"],
-        channel_prefs={Channel(k): v for k, v in inputs["channels"].items()},
-        topic_prefs={int(k): v for k, v in inputs["topics"].items()},
+        erased=record.erased,
+        last_activity_at=record.last_activity_at,
+        channel_prefs=record.channel_prefs,
+        topic_prefs=record.topic_prefs,
         in_segment=in_segment,
     )
     audience_spec = AudienceSpec(
@@ -186,4 +158,4 @@ def explain(inputs: dict[str, Any], spec: CampaignSpec, at: datetime) -> Verdict
         at=at,
         active_within_months=spec.active_within_months,
     )
-    return consent.evaluate(facts_, ledger, suppressions, audience_spec)
+    return consent.evaluate(facts_, record.ledger, record.suppressions, audience_spec)

@@ -19,7 +19,7 @@ from pathlib import Path
 from mailer.campaigns import lint
 from mailer.campaigns.definition import CampaignDefinition, from_mapping, load
 from mailer.campaigns.render import Renderer, TemplateSet
-from mailer.store import FreezeResult, Store
+from mailer.campaigns.store import Campaign, CampaignStore, FreezeResult
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "draft": frozenset({"scheduled", "running", "cancelled"}),
@@ -41,13 +41,13 @@ def sources_of(target: str) -> list[str]:
 
 
 async def create(
-    store: Store, path: Path, templates_dir: Path, *, slug: str | None = None
+    store: CampaignStore, path: Path, templates_dir: Path, *, slug: str | None = None
 ) -> tuple[int, CampaignDefinition]:
     """Create a draft campaign from a campaign file (optionally under another slug)."""
     definition = load(path, templates_dir)
     if slug is not None:
         definition = dataclasses.replace(definition, slug=slug)
-    topics = {t["slug"]: t["id"] for t in await store.topics_list()}
+    topics = await store.topic_ids()
     if definition.topic not in topics:
         raise CampaignError(
             f"{path}: topic: unknown topic {definition.topic!r} "
@@ -75,32 +75,35 @@ class Launch:
     freeze: FreezeResult
 
 
-async def load_definition(store: Store, slug: str) -> tuple[dict[str, object], CampaignDefinition]:
+async def load_definition(store: CampaignStore, slug: str) -> tuple[Campaign, CampaignDefinition]:
     row = await store.campaign_by_slug(slug)
     if row is None:
         raise CampaignError(f"no campaign {slug!r}")
-    return row, from_mapping(row["definition"], templates_dir=None)
+    return row, from_mapping(row.definition, templates_dir=None)
 
 
-async def check(store: Store, slug: str) -> list[lint.LintProblem]:
+async def check(store: CampaignStore, slug: str) -> list[lint.LintProblem]:
     """Render the campaign for a sample of every consent kind; what each lacks."""
-    _, definition = await load_definition(store, slug)
-    data = await store.campaign_for_engine(await _campaign_id(store, slug))
-    renderer = Renderer(TemplateSet(data["template"], data["files"]))
-    return lint.lint(renderer, definition, lint.sample_inputs(definition))
+    row, definition = await load_definition(store, slug)
+    return lint_campaign(definition, await store.campaign_templates(row.id))
 
 
-async def launch(store: Store, slug: str, at: datetime) -> Launch:
+def lint_campaign(definition: CampaignDefinition, templates: TemplateSet) -> list[lint.LintProblem]:
+    """Render a definition for a sample of every consent kind; what each message lacks."""
+    return lint.lint(Renderer(templates), definition, lint.sample_inputs(definition))
+
+
+async def launch(store: CampaignStore, slug: str, at: datetime) -> Launch:
     """Lint, freeze the audience into deliveries, and start (or schedule) the campaign."""
     row, definition = await load_definition(store, slug)
-    status = str(row["status"])
+    status = row.status
     if status not in ("draft", "scheduled", "paused", "running"):
         raise CampaignError(f"campaign {slug!r} is {status}: it cannot be sent again")
-    problems = await check(store, slug)
+    problems = lint_campaign(definition, await store.campaign_templates(row.id))
     if problems:
         listed = "\n  ".join(str(p) for p in problems)
         raise CampaignError(f"campaign {slug!r} does not start: its messages lack\n  {listed}")
-    campaign_id = await _campaign_id(store, slug)
+    campaign_id = row.id
     try:
         frozen = await store.freeze_audience(campaign_id, at)
     except LookupError as exc:  # cancelled or finished since we looked
@@ -115,16 +118,16 @@ async def launch(store: Store, slug: str, at: datetime) -> Launch:
     return Launch(campaign_id, status, frozen)
 
 
-async def transition(store: Store, slug: str, target: str) -> None:
+async def transition(store: CampaignStore, slug: str, target: str) -> None:
     """Pause, resume (running), or cancel a campaign; takes effect within one batch."""
     campaign_id = await _campaign_id(store, slug)
     if not await store.campaign_set_status(campaign_id, sources_of(target), target):
         row = await store.campaign_by_slug(slug)
-        current = row["status"] if row else "missing"
+        current = row.status if row else "missing"
         raise CampaignError(f"campaign {slug!r} is {current}: it cannot become {target}")
 
 
-async def _campaign_id(store: Store, slug: str) -> int:
+async def _campaign_id(store: CampaignStore, slug: str) -> int:
     spec = await store.campaign_spec(slug)
     if spec is None:
         raise CampaignError(f"no campaign {slug!r}")

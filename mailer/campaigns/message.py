@@ -29,7 +29,7 @@ from typing import Any
 
 import dkim
 
-from mailer.campaigns.definition import CampaignDefinition
+from mailer.campaigns.definition import CampaignDefinition, from_mapping
 from mailer.campaigns.render import (
     CampaignFields,
     MessageError,
@@ -496,3 +496,25 @@ def reproduce(
     )
     signature = archive.get("dkim_signature")
     return data if signature is None else signature.encode("ascii") + data
+
+
+@dataclass(frozen=True)
+class CampaignContent:
+    """What composing a campaign's messages needs from Postgres (picklable: render processes)."""
+
+    definition: dict[str, Any]
+    template: str
+    files: dict[str, str]
+    links: dict[str, int]
+
+
+def campaign_composer(
+    content: CampaignContent, keyring: Keyring, settings: Settings
+) -> tuple[CampaignDefinition, Composer]:
+    """A campaign's definition and Composer, from what the engine read of it."""
+    definition = from_mapping(content.definition, templates_dir=None)
+    renderer = Renderer(TemplateSet(content.template, content.files))
+    composer = Composer.for_settings(
+        definition, renderer, keyring, settings, link_ids=content.links
+    )
+    return definition, composer

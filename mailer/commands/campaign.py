@@ -1,78 +1,62 @@
 """The operator's sending commands: create, lint, preview, send (with a progress bar),
 pause / resume / cancel, status, resend-uncertain, and the long-running worker.
 
-Signal handling follows one rule everywhere: the first SIGTERM/SIGINT sets the
-engine's stop event (stop claiming, finish the message in hand, hand back the
-rest, flush, close); a second one cancels.
+Signal handling follows mailer/send/worker.py: a first SIGTERM/SIGINT stops
+gracefully, a second one cancels.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mailer.campaigns import lifecycle, lint
-from mailer.campaigns.message import Composer, Recipient
-from mailer.campaigns.render import Renderer, TemplateSet, UnregisteredLinks
-from mailer.core.consent import Kind
+from mailer.campaigns.message import Recipient, campaign_composer
+from mailer.campaigns.render import UnregisteredLinks
+from mailer.campaigns.store import CampaignStore
+from mailer.commands.console import at_of, console, day, err, open_pool
+from mailer.contacts.store import ContactStore
+from mailer.core import consent
+from mailer.core.consent import Action
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
-from mailer.send.engine import Engine
+from mailer.db import Pool
+from mailer.report.document import render_json
+from mailer.report.figures import figures
+from mailer.report.html import render_html
+from mailer.report.store import ReportStore
+from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
-from mailer.send.smtp import Relay, Relays
-from mailer.store import Store
+from mailer.send.progress import watch_progress
+from mailer.send.store import SendStore
+from mailer.send.worker import build_engine, install_stop_handlers
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-FINAL = ("sent", "bounced", "failed", "skipped", "uncertain")
 
 
-def build_engine(store: Store, settings: Settings, **kwargs: Any) -> Engine:
-    keyring = Keyring.from_spec(settings.require_token_keys())
-    relays = Relays([Relay(r, settings.relay_password(r)) for r in settings.all_relays()])
-    return Engine(store, settings, keyring, relays, **kwargs)
+async def create(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_pool(settings) as pool:
+        campaign_id, definition = await lifecycle.create(
+            CampaignStore(pool), Path(args.file), Path(args.templates)
+        )
+        console.print(f"campaign [bold]{definition.slug}[/] created (id {campaign_id}, draft)")
+        return 0
 
 
-def install_stop_handlers(stop: asyncio.Event, console: Console) -> None:
-    """First signal: graceful stop. Second: cancel everything."""
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-
-    def on_signal(name: str) -> None:
-        if stop.is_set():
-            console.print(f"[red]{name} again: cancelling[/]")
-            if main is not None:
-                main.cancel()
-            return
-        console.print(f"[yellow]{name}: finishing the messages in hand, handing back the rest…[/]")
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, on_signal, sig.name)
+async def check(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_pool(settings) as pool:
+        problems = await lifecycle.check(CampaignStore(pool), args.campaign)
+        _print_lint(problems)
+        return 1 if problems else 0
 
 
-async def create(args: argparse.Namespace, store: Store, console: Console) -> int:
-    campaign_id, definition = await lifecycle.create(store, Path(args.file), Path(args.templates))
-    console.print(f"campaign [bold]{definition.slug}[/] created (id {campaign_id}, draft)")
-    return 0
-
-
-async def check(args: argparse.Namespace, store: Store, console: Console) -> int:
-    problems = await lifecycle.check(store, args.campaign)
-    _print_lint(problems, console)
-    return 1 if problems else 0
-
-
-def _print_lint(problems: list[lint.LintProblem], console: Console) -> None:
+def _print_lint(problems: list[lint.LintProblem]) -> None:
     if not problems:
         console.print(
             "[green]lint: every sample carries sender, address, consent sentence, "
@@ -82,117 +66,88 @@ def _print_lint(problems: list[lint.LintProblem], console: Console) -> None:
         console.print(f"[red]lint:[/] {problem}", highlight=False)
 
 
-async def preview(
-    args: argparse.Namespace, store: Store, settings: Settings, console: Console
-) -> int:
+async def preview(args: argparse.Namespace, settings: Settings) -> int:
     """Write the exact message one contact would get, without sending or recording anything."""
-    _, definition = await lifecycle.load_definition(store, args.campaign)
-    spec = await store.campaign_spec(args.campaign)
-    assert spec is not None
-    data = await store.campaign_for_engine(spec.id)
-    inputs = await store.contact_rule_inputs(args.to.strip().lower())
-    if inputs is None:
-        console.print(f"[red]error:[/] no contact {args.to}")
-        return 2
-    renderer = Renderer(TemplateSet(data["template"], data["files"]))
-    composer = Composer.for_settings(
-        definition,
-        renderer,
-        Keyring.from_spec(settings.require_token_keys()),
-        settings,
-        link_ids={**data["links"]},
-    )
-    best = next(
-        (e for e in reversed(inputs["ledger"]) if e["action"] == "grant" and e["kind"]), None
-    )
-    recipient = Recipient(
-        delivery_id=0,
-        email=inputs["email"],
-        name=inputs["name"],
-        locale=inputs["locale"],
-        attributes=inputs["attributes"],
-        consent_kind=None if best is None else Kind(best["kind"]),
-        consent_source="" if best is None else best["source"],
-        consent_obtained_at=None if best is None else datetime.fromisoformat(best["obtained_at"]),
-    )
-    for _ in range(20):
-        try:
-            composed = composer.compose(recipient, datetime.now(UTC))
-            break
-        except UnregisteredLinks as exc:
-            composer.add_links({url: 0 for url in exc.urls})  # preview: nothing is registered
-    else:
-        console.print("[red]error:[/] the template keeps producing new links")
-        return 2
-    out = Path(args.out or f"{args.campaign}-{inputs['email']}.eml")
-    out.write_bytes(composed.data)  # noqa: ASYNC240 - one small file, a CLI step
-    console.print(f"wrote {out} ({len(composed.data):,} bytes, sha256 {composed.sha256[:16]}…)")
-    _print_lint(await lifecycle.check(store, args.campaign), console)
-    return 0
-
-
-async def send(args: argparse.Namespace, store: Store, settings: Settings, console: Console) -> int:
-    """Launch (lint, freeze) and send in this process, with a progress bar, until nothing is due."""
-    launched = await lifecycle.launch(store, args.campaign, datetime.now(UTC))
-    counts = launched.freeze.counts
-    console.print(
-        f"audience frozen: {counts.get('eligible', 0):,} eligible, "
-        + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "eligible")
-    )
-    if launched.status == "scheduled":
-        console.print("scheduled: a `mailer worker` will start it at its time")
+    async with open_pool(settings) as pool:
+        campaigns = CampaignStore(pool)
+        row, _ = await lifecycle.load_definition(campaigns, args.campaign)
+        record = await ContactStore(pool).contact_rule_inputs(args.to.strip().lower())
+        if record is None:
+            console.print(f"[red]error:[/] no contact {args.to}")
+            return 2
+        campaign = await SendStore(pool).campaign_for_engine(row.id)
+        keyring = Keyring.from_spec(settings.require_token_keys())
+        _, composer = campaign_composer(campaign.content, keyring, settings)
+        best = next(
+            (e for e in reversed(record.ledger) if e.action is Action.GRANT and e.kind), None
+        )
+        recipient = Recipient(
+            delivery_id=0,
+            email=record.email,
+            name=record.name,
+            locale=record.locale,
+            attributes=record.attributes,
+            consent_kind=None if best is None else best.kind,
+            consent_source="" if best is None else best.source,
+            consent_obtained_at=None if best is None else best.obtained_at,
+        )
+        for _ in range(20):
+            try:
+                composed = composer.compose(recipient, datetime.now(UTC))
+                break
+            except UnregisteredLinks as exc:
+                composer.add_links({url: 0 for url in exc.urls})  # preview: nothing is registered
+        else:
+            console.print("[red]error:[/] the template keeps producing new links")
+            return 2
+        out = Path(args.out or f"{args.campaign}-{record.email}.eml")
+        out.write_bytes(composed.data)  # noqa: ASYNC240 - one small file, a CLI step
+        console.print(f"wrote {out} ({len(composed.data):,} bytes, sha256 {composed.sha256[:16]}…)")
+        _print_lint(await lifecycle.check(campaigns, args.campaign))
         return 0
-    stop = asyncio.Event()
-    install_stop_handlers(stop, console)
-    metrics = EngineMetrics()
-    metrics.serve(0 if args.no_metrics else settings.engine.metrics_port)
-    engine = build_engine(
-        store, settings, stop=stop, metrics=metrics, only_campaigns={launched.campaign_id}
-    )
-    run = asyncio.create_task(engine.run(until_idle=True))
-    await watch_progress(store, launched.campaign_id, run, console)
-    await run
-    return await status(args, store, console)
 
 
-async def watch_progress(
-    store: Store, campaign_id: int, run: asyncio.Task[Any], console: Console
-) -> None:
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("sending", total=None, detail="")
-        while True:
-            finished = run.done()
-            counts = await store.campaign_status_counts(campaign_id)
-            total = sum(counts.values())
-            done = sum(counts.get(s, 0) for s in FINAL)
-            detail = "  ".join(
-                f"{s} {counts.get(s, 0):,}"
-                for s in ("sent", "deferred", "bounced", "skipped")
-                if counts.get(s)
-            )
-            bar.update(task, total=total, completed=done, detail=detail)
-            if finished:
-                return
-            await asyncio.wait({run}, timeout=0.5)
+async def send(args: argparse.Namespace, settings: Settings) -> int:
+    """Launch (lint, freeze) and send in this process, with a progress bar, until nothing is due."""
+    async with open_pool(settings) as pool:
+        campaigns = CampaignStore(pool, audience_parts=settings.database.audience_parts)
+        launched = await lifecycle.launch(campaigns, args.campaign, datetime.now(UTC))
+        counts = launched.freeze.counts
+        console.print(
+            f"audience frozen: {counts.get('eligible', 0):,} eligible, "
+            + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "eligible")
+        )
+        if launched.status == "scheduled":
+            console.print("scheduled: a `mailer worker` will start it at its time")
+            return 0
+        stop = asyncio.Event()
+        install_stop_handlers(stop, console)
+        metrics = EngineMetrics()
+        metrics.serve(0 if args.no_metrics else settings.engine.metrics_port)
+        engine = build_engine(
+            pool, settings, stop=stop, metrics=metrics, only_campaigns={launched.campaign_id}
+        )
+        run = asyncio.create_task(engine.run(until_idle=True))
+        await watch_progress(campaigns, launched.campaign_id, run, console)
+        await run
+        return await _status(pool, args.campaign)
 
 
-async def status(args: argparse.Namespace, store: Store, console: Console) -> int:
-    row = await store.campaign_by_slug(args.campaign)
+async def status(args: argparse.Namespace, settings: Settings) -> int:
+    """Deliveries by state, from the ledger; uncertain ones explained."""
+    async with open_pool(settings) as pool:
+        return await _status(pool, args.campaign)
+
+
+async def _status(pool: Pool, slug: str) -> int:
+    store = CampaignStore(pool)
+    row = await store.campaign_by_slug(slug)
     if row is None:
-        console.print(f"[red]error:[/] no campaign {args.campaign!r}")
+        console.print(f"[red]error:[/] no campaign {slug!r}")
         return 2
-    spec = await store.campaign_spec(args.campaign)
-    assert spec is not None
-    counts = await store.campaign_status_counts(spec.id)
+    counts = await store.campaign_status_counts(row.id)
     frozen = sum(counts.values())
-    table = Table("state", "deliveries", title=f"{args.campaign}: {row['status']}")
+    table = Table("state", "deliveries", title=f"{slug}: {row.status}")
     for state in (
         "queued",
         "sending",
@@ -211,40 +166,155 @@ async def status(args: argparse.Namespace, store: Store, console: Console) -> in
         console.print(
             f"[yellow]{counts['uncertain']} deliveries were in flight when a worker died; they "
             f"may or may not have been delivered. `mailer campaign resend-uncertain "
-            f"{args.campaign}` resends them (risking duplicates).[/]"
+            f"{slug}` resends them (risking duplicates).[/]"
         )
     return 0
 
 
-async def transition(args: argparse.Namespace, store: Store, console: Console, target: str) -> int:
-    await lifecycle.transition(store, args.campaign, target)
-    console.print(f"{args.campaign}: {target}")
-    return 0
+async def transition(args: argparse.Namespace, settings: Settings, target: str) -> int:
+    async with open_pool(settings) as pool:
+        await lifecycle.transition(CampaignStore(pool), args.campaign, target)
+        console.print(f"{args.campaign}: {target}")
+        return 0
 
 
-async def resend_uncertain(args: argparse.Namespace, store: Store, console: Console) -> int:
-    spec = await store.campaign_spec(args.campaign)
-    if spec is None:
-        console.print(f"[red]error:[/] no campaign {args.campaign!r}")
-        return 2
-    count = await store.resend_uncertain(spec.id)
-    console.print(f"{count} uncertain deliveries queued again")
-    return 0
+async def resend_uncertain(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_pool(settings) as pool:
+        store = CampaignStore(pool)
+        spec = await store.campaign_spec(args.campaign)
+        if spec is None:
+            console.print(f"[red]error:[/] no campaign {args.campaign!r}")
+            return 2
+        count = await store.resend_uncertain(spec.id)
+        console.print(f"{count} uncertain deliveries queued again")
+        return 0
 
 
-async def worker(
-    args: argparse.Namespace, store: Store, settings: Settings, console: Console
-) -> int:
+async def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Send every running campaign until SIGTERM; any number may run at once."""
-    stop = asyncio.Event()
-    install_stop_handlers(stop, console)
-    metrics = EngineMetrics()
-    metrics.serve(settings.engine.metrics_port)
-    engine = build_engine(store, settings, stop=stop, metrics=metrics)
-    console.print(
-        f"worker {engine.worker} running; metrics on "
-        f"127.0.0.1:{settings.engine.metrics_port}/metrics"
+    async with open_pool(settings) as pool:
+        stop = asyncio.Event()
+        install_stop_handlers(stop, console)
+        metrics = EngineMetrics()
+        metrics.serve(settings.engine.metrics_port)
+        engine = build_engine(pool, settings, stop=stop, metrics=metrics)
+        console.print(
+            f"worker {engine.worker} running; metrics on "
+            f"127.0.0.1:{settings.engine.metrics_port}/metrics"
+        )
+        progress = await engine.run(until_idle=args.until_idle)
+        console.print(f"worker stopped: {progress.by_status}")
+        return 0
+
+
+async def campaign_audience(args: argparse.Namespace, settings: Settings) -> int:
+    at = at_of(args)
+    async with open_pool(settings) as pool:
+        store = CampaignStore(pool, audience_parts=settings.database.audience_parts)
+        spec = await store.campaign_spec(args.campaign)
+        if spec is None:
+            err.print(f"[red]error:[/] no campaign {args.campaign!r}")
+            return 2
+        counts = await store.audience_counts(spec, at)
+    total = sum(counts.values())
+    table = Table(
+        "", "contacts", "why", title=f"audience of {args.campaign} at {at:%Y-%m-%d %H:%M} UTC"
     )
-    progress = await engine.run(until_idle=args.until_idle)
-    console.print(f"worker stopped: {progress.by_status}")
+    table.add_row("[bold]eligible[/]", f"{counts.pop('eligible', 0):,}", "")
+    for reason in consent.Reason:
+        if reason.value in counts:
+            table.add_row(reason.value, f"{counts[reason.value]:,}", consent.REASON_TEXT[reason])
+    table.add_row("total", f"{total:,}", "")
+    console.print(table)
     return 0
+
+
+async def campaign_report(args: argparse.Namespace, settings: Settings) -> int:
+    """`mailer campaign report C [--html FILE] [--json]`: print the report, write the page."""
+    async with open_pool(settings) as pool:
+        spec = await CampaignStore(pool).campaign_spec(args.campaign)
+        if spec is None:
+            console.print(f"[red]error:[/] no campaign {args.campaign!r}")
+            return 2
+        found = await figures(ReportStore(pool), spec.id)
+    if args.json:
+        # Raw text: no wrapping, markup or highlighting, so the output parses.
+        console.out(render_json(found), highlight=False)
+    else:
+        console.print(render_rich(found))
+    if args.html:
+        out = Path(args.html)
+        await asyncio.to_thread(out.write_text, render_html(found), encoding="utf-8")
+        if not args.json:
+            console.print(f"wrote {out}")
+    return 0
+
+
+async def campaign_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_pool(settings) as pool:
+        rows = await CampaignStore(pool).campaigns_list()
+    table = Table("campaign", "status", "topic", "deliveries", "created", "finished")
+    for r in rows:
+        table.add_row(
+            r.slug,
+            r.status,
+            r.topic,
+            f"{r.deliveries:,}",
+            day(r.created_at),
+            day(r.finished_at),
+        )
+    console.print(table)
+    return 0
+
+
+def register(sub: Any) -> None:
+    campaign = sub.add_parser("campaign", help="campaigns").add_subparsers(
+        dest="cmp", required=True
+    )
+    create = campaign.add_parser("create", help="create a draft campaign from a campaign file")
+    create.add_argument("file")
+    create.add_argument("--templates", default=str(TEMPLATES), help="templates folder")
+    create.set_defaults(handler=create)
+    campaign.add_parser("list", help="every campaign and its state").set_defaults(
+        handler=campaign_list
+    )
+    for name, help_text, handler in (
+        ("check", "render for a sample of each consent kind and report missing elements", check),
+        ("status", "deliveries by state, from the ledger", status),
+        (
+            "resend-uncertain",
+            "queue again the deliveries left uncertain by a crash",
+            resend_uncertain,
+        ),
+    ):
+        cmd = campaign.add_parser(name, help=help_text)
+        cmd.add_argument("campaign")
+        cmd.set_defaults(handler=handler)
+    for name, target in (("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
+        cmd = campaign.add_parser(name, help=f"{name} a campaign (takes effect within one batch)")
+        cmd.add_argument("campaign")
+        cmd.set_defaults(handler=functools.partial(transition, target=target))
+    prev = campaign.add_parser("preview", help="write the exact message a contact would get")
+    prev.add_argument("campaign")
+    prev.add_argument("--to", required=True, help="the contact's address")
+    prev.add_argument("--out", help="where to write the .eml (default CAMPAIGN-EMAIL.eml)")
+    prev.set_defaults(handler=preview)
+    snd = campaign.add_parser("send", help="lint, freeze the audience and send, with progress")
+    snd.add_argument("campaign")
+    snd.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    snd.set_defaults(handler=send)
+    rep = campaign.add_parser("report", help="deliveries, opens, clicks, opt-outs")
+    rep.add_argument("campaign")
+    rep.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    rep.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    rep.set_defaults(handler=campaign_report)
+    aud = campaign.add_parser("audience", help="eligible count and exclusions by reason")
+    aud.add_argument("campaign")
+    aud.add_argument("--at", help="send time (ISO 8601, default now)")
+    aud.set_defaults(handler=campaign_audience)
+
+    wrk = sub.add_parser("worker", help="send running campaigns until SIGTERM")
+    wrk.add_argument(
+        "--until-idle", action="store_true", help="exit once nothing is due and nothing in flight"
+    )
+    wrk.set_defaults(handler=worker)

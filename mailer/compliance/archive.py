@@ -19,7 +19,7 @@ from typing import Any
 
 from mailer.campaigns.message import reproduce
 from mailer.campaigns.render import Renderer, TemplateSet
-from mailer.store import Store
+from mailer.compliance.store import ComplianceStore
 
 CSV_COLUMNS = (
     "delivery_id",
@@ -77,7 +77,9 @@ class ExportCounts:
         return self.verified + self.erased == self.messages
 
 
-async def export_campaign(store: Store, campaign_id: int, slug: str, out: Path) -> ExportCounts:
+async def export_campaign(
+    store: ComplianceStore, campaign_id: int, slug: str, out: Path
+) -> ExportCounts:
     """Write a zip: messages/<delivery>.eml and a consents CSV."""
     renderers: dict[str, Renderer] = {}
     count = verified = gone = 0

@@ -12,7 +12,6 @@ SLA line. A zip of a CSV, a summary JSON and the .eml files.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import tempfile
@@ -24,15 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from mailer.compliance.privacy import operator, sla_line
-from mailer.core.addresses import InvalidAddress, normalise
 from mailer.core.consent import Action, Channel, Kind, LedgerEntry, Policy, describe, valid_until
 
 if TYPE_CHECKING:
     from mailer.campaigns.render import Renderer
-    from mailer.store import Store
+    from mailer.campaigns.store import Campaign
+    from mailer.compliance.store import ComplianceStore
 
 CSV_COLUMNS = (
     "delivery_id",
@@ -254,13 +251,13 @@ class AuditResult:
 
 
 async def export_audit(
-    store: Store,
+    store: ComplianceStore,
     out: Path,
     *,
     label: str,
     campaign_id: int | None,
     contact_id: int | None,
-    campaign: Mapping[str, Any] | None,
+    campaign: Campaign | None,
 ) -> AuditResult:
     """Write the auditor's zip: LABEL-audit.csv, LABEL-summary.json, messages/<delivery>.eml."""
     from mailer.compliance.archive import reproduce_row  # render and Jinja2 load only for an export
@@ -303,61 +300,18 @@ async def export_audit(
     return AuditResult(rows, document, summary.clean and sla["violations"] == 0)
 
 
-def _campaign_json(campaign: Mapping[str, Any]) -> dict[str, Any]:
-    definition = campaign.get("definition") or {}
+def _campaign_json(campaign: Campaign) -> dict[str, Any]:
+    definition = campaign.definition
     return {
-        "slug": campaign["slug"],
+        "slug": campaign.slug,
         "name": definition.get("name"),
         "kind": definition.get("kind"),
         "policy": definition.get("policy"),
-        "topic": campaign.get("topic_slug"),
-        "status": campaign["status"],
-        "audience_at": campaign.get("audience_at"),
-        "audience_counts": campaign.get("audience_counts"),
-        "started_at": campaign.get("started_at"),
-        "finished_at": campaign.get("finished_at"),
+        "topic": campaign.topic_slug,
+        "status": campaign.status,
+        "audience_at": campaign.audience_at,
+        "audience_counts": campaign.audience_counts,
+        "started_at": campaign.started_at,
+        "finished_at": campaign.finished_at,
         "sender": definition.get("sender"),
     }
-
-
-async def audit_export(args: argparse.Namespace, store: Store, console: Console) -> int:
-    """`mailer audit export --campaign C [--contact EMAIL] [--out FILE]`."""
-    if not args.campaign and not args.contact:
-        console.print("[red]error:[/] give --campaign, --contact or both")
-        return 2
-    campaign = campaign_id = contact_id = None
-    if args.campaign:
-        campaign = await store.campaign_by_slug(args.campaign)
-        if campaign is None:
-            console.print(f"[red]error:[/] no campaign {args.campaign!r}", highlight=False)
-            return 2
-        campaign_id = int(campaign["id"])
-    if args.contact:
-        try:
-            email = normalise(args.contact)
-        except InvalidAddress as exc:
-            console.print(f"[red]error:[/] --contact: {exc}", highlight=False)
-            return 2
-        contact_id = await store.audit_contact_id(email)
-        if contact_id is None:
-            console.print(f"[red]error:[/] no contact {email} (erased or never held)")
-            return 2
-    label = args.campaign or f"contact-{contact_id}"
-    out = Path(args.out or f"{label}-audit.zip")
-    result = await export_audit(
-        store, out, label=label, campaign_id=campaign_id, contact_id=contact_id, campaign=campaign
-    )
-    s = result.summary
-    console.print(
-        f"wrote {out}: {result.rows:,} recipient(s), {s['sent']:,} sent, "
-        f"{s['sent_with_valid_consent']:,} with a consent valid at send time, "
-        f"{s['hashes_verified']:,}/{s['messages_archived']:,} archived messages verified",
-        highlight=False,
-    )
-    console.print(s["unsubscribe_sla"]["line"], highlight=False)
-    if not result.clean:
-        console.print(
-            "[red]attention:[/] see sent_without_valid_consent, hash_mismatches and "
-            "unsubscribe_sla in the summary"
-        )
-    return 0 if result.clean else 1

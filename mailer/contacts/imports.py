@@ -10,8 +10,13 @@ from pathlib import Path
 
 from mailer.contacts import csvfile
 from mailer.contacts.csvfile import Defaults, FileError, Rejected, RejectsWriter
+from mailer.contacts.store import (
+    ContactStore,
+    ImportRefused,
+    ImportResult,
+    SuppressionImportResult,
+)
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
-from mailer.store import ImportRefused, ImportResult, Store, SuppressionImportResult
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ def rejects_path_for(path: Path) -> Path:
 
 
 async def import_contacts(
-    store: Store,
+    store: ContactStore,
     path: Path,
     defaults: Defaults,
     *,
@@ -41,7 +46,7 @@ async def import_contacts(
     Rejected rows stream to the rejects CSV; the first `keep_rejects` are kept
     for display (on the outcome, or on the ImportRefused exception).
     """
-    topics = frozenset(t["slug"] for t in await store.topics_list())
+    topics = frozenset(t.slug for t in await store.topics_list())
     rows = csvfile.read(path, defaults, topics, datetime.now(UTC))
     target = rejects_path or rejects_path_for(path)
     if target.exists():
@@ -120,7 +125,7 @@ def _suppression_cells(path: Path, fh: object) -> Iterator[tuple[int, str, list[
 
 
 async def import_suppressions(
-    store: Store,
+    store: ContactStore,
     path: Path,
     *,
     reason: str,

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 
 class Channel(StrEnum):
@@ -132,6 +133,23 @@ class ContactFacts:
     channel_prefs: Mapping[Channel, bool]  # absent key = no explicit choice
     topic_prefs: Mapping[int, bool]  # absent key = no explicit choice
     in_segment: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRecord:
+    """Everything the rules need about one contact, as read from the database."""
+
+    email: str
+    name: str | None
+    locale: str
+    attributes: dict[str, Any]
+    last_activity_at: datetime | None
+    erased: bool
+    ledger: tuple[LedgerEntry, ...]
+    suppressions: tuple[Suppression, ...]
+    channel_prefs: dict[Channel, bool]
+    topic_prefs: dict[int, bool]
+    subscribed_topics: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

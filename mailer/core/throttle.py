@@ -89,8 +89,12 @@ def warmup_cap(settings: ThrottleSettings, first_day: date | None, today: date) 
     if settings.warmup_daily_cap <= 0:
         return None
     days = 0 if first_day is None else max(0, (today - first_day).days)
-    cap = settings.warmup_daily_cap * settings.warmup_growth**days
-    return int(min(cap, 2**31 - 1))
+    ceiling = 2**31 - 1
+    # In logarithms: a float power overflows after a few years of growth.
+    growth = days * math.log(settings.warmup_growth) if settings.warmup_growth > 0 else 0.0
+    if math.log(settings.warmup_daily_cap) + growth >= math.log(ceiling):
+        return ceiling
+    return int(settings.warmup_daily_cap * settings.warmup_growth**days)
 
 
 def wait_for(tokens_short: float, rate: float) -> float:

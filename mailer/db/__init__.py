@@ -1,0 +1,14 @@
+"""Postgres for every role: one pool factory, the migrations, the named-query loader."""
+
+from mailer.db.pool import TRANSIENT_ERRORS, Pool, affected, connect, create_pool
+from mailer.db.queries import Queries, QueryFileError
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "Pool",
+    "Queries",
+    "QueryFileError",
+    "affected",
+    "connect",
+    "create_pool",
+]

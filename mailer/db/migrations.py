@@ -10,7 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
+
+import asyncpg
+
+from mailer.db.queries import Queries
+
+Q = Queries("mailer.db", "db.sql")
 
 _NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 # pg_advisory_lock key shared by every migrator ("mailer" in ASCII).
@@ -44,3 +51,55 @@ def available() -> list[Migration]:
         if migration.version != expected:
             raise ValueError(f"migration {expected:04d} is missing (found {migration.version:04d})")
     return found
+
+
+class MigrationError(RuntimeError):
+    """The database's migration history disagrees with the shipped files."""
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    version: int
+    name: str
+    applied_at: datetime | None
+
+
+async def migrate(pool: asyncpg.Pool) -> list[Migration]:
+    """Apply pending migrations in order, each in its own transaction; return those applied."""
+    shipped = available()
+    applied_now: list[Migration] = []
+    async with pool.acquire() as conn:
+        # Lock first: even CREATE TABLE IF NOT EXISTS races between sessions.
+        await conn.execute(Q("migrations_lock"), ADVISORY_LOCK_KEY)
+        try:
+            await conn.execute(Q("migrations_bootstrap"))
+            done = {r["version"]: r for r in await conn.fetch(Q("migrations_applied"))}
+            for migration in shipped:
+                row = done.get(migration.version)
+                if row is not None:
+                    if bytes(row["checksum"]) != migration.checksum:
+                        raise MigrationError(
+                            f"migration {migration.version:04d}_{migration.name} was edited "
+                            "after it was applied; add a new migration instead"
+                        )
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        Q("migrations_record"),
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+                applied_now.append(migration)
+        finally:
+            await conn.execute(Q("migrations_unlock"), ADVISORY_LOCK_KEY)
+    return applied_now
+
+
+async def migration_status(pool: asyncpg.Pool) -> list[MigrationState]:
+    """Every shipped migration with when it was applied (None = pending)."""
+    async with pool.acquire() as conn:
+        await conn.execute(Q("migrations_bootstrap"))
+        done = {r["version"]: r["applied_at"] for r in await conn.fetch(Q("migrations_applied"))}
+    return [MigrationState(m.version, m.name, done.get(m.version)) for m in available()]

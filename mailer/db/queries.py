@@ -1,15 +1,13 @@
-"""Named SQL queries loaded from `.sql` files (`-- name: <name>` headers).
+"""Named SQL queries, one `.sql` file per role package (`-- name: <name>` headers).
 
-Every statement a process runs is in `mailer/sql/*.sql` (queries.sql, and
-report.sql for the reports), read once at start; asking for a name that does
-not exist fails at start-up, not in the middle of a campaign.
+Each store loads its package's file once, at import: a malformed file or a
+duplicate name fails at start. tests/unit/test_named_queries.py holds every
+store to its file: each name a store asks for exists, and no query is unused.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from functools import cache
 from importlib import resources
 
 _HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
@@ -35,32 +33,20 @@ def parse(text: str, origin: str) -> dict[str, str]:
     return found
 
 
-@cache
-def load() -> dict[str, str]:
-    """All named queries of the package: every mailer/sql/*.sql file (not the migrations)."""
-    found: dict[str, str] = {}
-    folder = resources.files("mailer").joinpath("sql")
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".sql"):
-            continue
-        origin = f"mailer/sql/{entry.name}"
-        for name, sql in parse(entry.read_text(encoding="utf-8"), origin).items():
-            if name in found:
-                raise QueryFileError(f"{origin}: query {name!r} is also defined elsewhere")
-            found[name] = sql
-    return found
+class Queries:
+    """The named queries of one package's .sql file, read once; call with a name."""
 
+    def __init__(self, package: str, filename: str) -> None:
+        self.origin = f"{package.replace('.', '/')}/{filename}"
+        text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+        self._sql = parse(text, self.origin)
 
-def require(names: Iterable[str]) -> None:
-    """Fail at start if any of these queries is missing."""
-    missing = sorted(set(names) - set(load()))
-    if missing:
-        raise QueryFileError(f"mailer/sql/*.sql lack queries: {', '.join(missing)}")
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._sql)
 
-
-def get(name: str) -> str:
-    """The SQL text of one named query."""
-    try:
-        return load()[name]
-    except KeyError:
-        raise QueryFileError(f"mailer/sql/*.sql have no query {name!r}") from None
+    def __call__(self, name: str) -> str:
+        try:
+            return self._sql[name]
+        except KeyError:
+            raise QueryFileError(f"{self.origin} has no query {name!r}") from None

@@ -28,16 +28,23 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer.campaigns import lifecycle
-from mailer.commands import campaign as sending
+from mailer.campaigns.store import CampaignStore
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
+from mailer.contacts.store import ContactStore
 from mailer.core.settings import Settings
+from mailer.db import connect
+from mailer.db.migrations import migrate
 from mailer.demo.readers import machines, people, read_mailbox
 from mailer.demo.sink import Sink
 from mailer.demo.sink import serve as serve_sink
-from mailer.report import figures as report
+from mailer.report.figures import figures
+from mailer.report.html import render_html
+from mailer.report.store import ReportStore
+from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
-from mailer.store import Store
+from mailer.send.progress import watch_progress
+from mailer.send.worker import build_engine
 from tracker import app as tracker_app
 from tracker.bots import SCANNER_WINDOW_SECONDS
 
@@ -240,11 +247,14 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
     write_sample_registry(registry, contacts_csv)
     write_unsubscribed(unsubscribed, contacts_csv)
     db = settings.database
-    async with Store.open(
-        db.url, min_size=1, max_size=db.pool_max, audience_parts=db.audience_parts
-    ) as store:
+    async with connect(db.url, min_size=1, max_size=db.pool_max) as pool:
         console.rule("1. contacts and consent")
-        await _load_contacts(store, settings, console, contacts_csv, registry, unsubscribed)
+        applied = await migrate(pool)
+        console.print(f"schema: {len(applied)} migration(s) applied")
+        await _load_contacts(
+            ContactStore(pool), settings, console, contacts_csv, registry, unsubscribed
+        )
+        campaigns = CampaignStore(pool, audience_parts=db.audience_parts)
 
         sink = Sink(mailbox)
         smtp = await serve_sink(sink, "127.0.0.1", settings.smtp.port)
@@ -255,9 +265,9 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
             console.rule("2. the campaign")
             slug = f"service-reminder-demo-{stamp}"
             campaign_id, _ = await lifecycle.create(
-                store, TEMPLATES / "service_reminder.toml", TEMPLATES, slug=slug
+                campaigns, TEMPLATES / "service_reminder.toml", TEMPLATES, slug=slug
             )
-            launched = await lifecycle.launch(store, slug, datetime.now(UTC))
+            launched = await lifecycle.launch(campaigns, slug, datetime.now(UTC))
             counts = launched.freeze.counts
             console.print(
                 f"[bold]{slug}[/]: lint passed, audience frozen: "
@@ -266,11 +276,9 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
             )
             metrics = EngineMetrics()
             metrics.serve(settings.engine.metrics_port)
-            engine = sending.build_engine(
-                store, settings, metrics=metrics, only_campaigns={campaign_id}
-            )
+            engine = build_engine(pool, settings, metrics=metrics, only_campaigns={campaign_id})
             task = asyncio.create_task(engine.run(until_idle=True))
-            await sending.watch_progress(store, campaign_id, task, console)
+            await watch_progress(campaigns, campaign_id, task, console)
             await task
 
             console.rule("3. readers, through the tracker")
@@ -290,7 +298,7 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
 
         console.rule("4. the report")
         report_file = run_folder / "report.html"
-        await _report(store, campaign_id, report_file, console)
+        await _report(ReportStore(pool), campaign_id, report_file, console)
     elapsed = time.monotonic() - started
     console.rule(f"done in {elapsed:.0f} s")
     console.print(f"messages (.eml):   {mailbox}/ ({sink.count:,} files)")
@@ -311,15 +319,13 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
 
 
 async def _load_contacts(
-    store: Store,
+    store: ContactStore,
     settings: Settings,
     console: Console,
     contacts_csv: Path,
     registry: Path,
     unsubscribed: Path,
 ) -> None:
-    applied = await store.migrate()
-    console.print(f"schema: {len(applied)} migration(s) applied")
     for slug, name, default in TOPICS:
         await store.topic_upsert(slug, name, "", default)
     table = Table("import", "rows", "created", "updated", "ledger rows added")
@@ -365,10 +371,10 @@ async def _load_contacts(
     )
 
 
-async def _report(store: Store, campaign_id: int, html: Path, console: Console) -> None:
-    figures = await report.figures(store, campaign_id)
-    console.print(report.render_rich(figures))
-    html.write_text(report.render_html(figures), encoding="utf-8")  # noqa: ASYNC240
+async def _report(store: ReportStore, campaign_id: int, html: Path, console: Console) -> None:
+    found = await figures(store, campaign_id)
+    console.print(render_rich(found))
+    html.write_text(render_html(found), encoding="utf-8")  # noqa: ASYNC240
 
 
 def _first_email(contacts_csv: Path) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import socket
 import time
@@ -30,23 +29,28 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import asyncpg
 
 from mailer.campaigns.audience import CampaignSpec
-from mailer.campaigns.message import Composed, Composer, Recipient
+from mailer.campaigns.message import (
+    CampaignContent,
+    Composed,
+    Composer,
+    Recipient,
+    campaign_composer,
+)
 from mailer.campaigns.render import MessageError, UnregisteredLinks
+from mailer.campaigns.store import CampaignStore
 from mailer.core import outcome, throttle
 from mailer.core.consent import Kind
 from mailer.core.outcome import Outcome, Status
 from mailer.core.settings import DomainThrottle, Settings
 from mailer.core.tokens import Keyring
+from mailer.db import TRANSIENT_ERRORS
 from mailer.send.metrics import EngineMetrics
 from mailer.send.pacer import Pacer, WarmupExhausted
-from mailer.send.render_pool import Batch, RenderPool, campaign_composer
+from mailer.send.render_pool import Batch, RenderPool
 from mailer.send.smtp import Relays
-from mailer.store import OutcomeRow, Store
+from mailer.send.store import Claimed, OutcomeRow, SendStore
 
 log = logging.getLogger("mailer.engine")
 
@@ -83,8 +87,8 @@ class CampaignContext:
     composer: Composer
     template_version_id: int
     overrides: DomainThrottle | None
-    # Store.campaign_for_engine: what a render process builds its own Composer from.
-    data: dict[str, Any]
+    # What a render process builds its own Composer from.
+    content: CampaignContent
 
 
 @dataclass
@@ -113,7 +117,8 @@ class Progress:
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: SendStore,
+        campaigns: CampaignStore,
         settings: Settings,
         keyring: Keyring,
         relays: Relays,
@@ -126,6 +131,7 @@ class Engine:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
+        self.campaigns = campaigns
         self.settings = settings
         self.keyring = keyring
         self.relays = relays
@@ -195,7 +201,7 @@ class Engine:
                 if await self._claim_round(until_idle):
                     return
                 failures = 0
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
                 log.warning("claiming failed (%s); retrying in %.1f s", exc, delay)
@@ -241,7 +247,7 @@ class Engine:
         for campaign_id in running:
             if self.only is not None and campaign_id not in self.only:
                 continue
-            for status, count in (await self.store.campaign_status_counts(campaign_id)).items():
+            for status, count in (await self.campaigns.campaign_status_counts(campaign_id)).items():
                 self.metrics.progress.labels(str(campaign_id), status).set(count)
 
     async def _wait_stop_or_room(self) -> None:
@@ -270,26 +276,26 @@ class Engine:
         except Exception:
             # Whatever failed, the rows not yet dispatched or recorded go back to
             # the queue instead of waiting in `sending` to become uncertain.
-            stranded = [r["id"] for r in rows if r["id"] not in handled]
+            stranded = [r.id for r in rows if r.id not in handled]
             log.exception("preparing %d deliveries failed; handing them back", len(stranded))
             self._unsent.extend(stranded)
             await _logged(self._release_unsent(), "handing back deliveries")
             raise
         return len(rows)
 
-    async def _prepare(self, campaign_id: int, rows: list[Any], handled: set[int]) -> None:
+    async def _prepare(self, campaign_id: int, rows: list[Claimed], handled: set[int]) -> None:
         """Re-check, render and dispatch claimed rows; `handled` collects those done with."""
         ctx = await self._context(campaign_id)
         now = self.clock()
         # A contact who opted out after the freeze is skipped, never sent.
-        verdicts = await self.store.audience(ctx.spec, now, [r["contact_id"] for r in rows])
+        verdicts = await self.campaigns.audience(ctx.spec, now, [r.contact_id for r in rows])
         reasons = {v.contact_id: v.reason for v in verdicts}
         jobs: list[Job] = []
         for row in rows:
-            reason = reasons.get(row["contact_id"], "erased")
+            reason = reasons.get(row.contact_id, "erased")
             if reason is not None:
-                handled.add(row["id"])
-                await self._done(OutcomeRow(row["id"], Status.SKIPPED, skip_reason=reason), "skip")
+                handled.add(row.id)
+                await self._done(OutcomeRow(row.id, Status.SKIPPED, skip_reason=reason), "skip")
                 continue
             jobs.append(_job(row))
         if self.render_pool is not None and jobs:
@@ -318,7 +324,7 @@ class Engine:
         started = time.perf_counter()
         batch = Batch(
             (ctx.spec.id, ctx.template_version_id),
-            ctx.data,
+            ctx.content,
             ctx.composer.link_ids(),
             [job.recipient for job in jobs],
             now,
@@ -368,10 +374,8 @@ class Engine:
         ctx = self.contexts.get(campaign_id)
         if ctx is not None:
             return ctx
-        data = await self.store.campaign_for_engine(campaign_id)
-        definition, composer = campaign_composer(data, self.keyring, self.settings)
-        spec = await self.store.campaign_spec(definition.slug)
-        assert spec is not None
+        campaign = await self.store.campaign_for_engine(campaign_id)
+        definition, composer = campaign_composer(campaign.content, self.keyring, self.settings)
         t = definition.throttle
         overrides = (
             DomainThrottle(
@@ -381,7 +385,9 @@ class Engine:
             if t.rate or t.concurrency
             else None
         )
-        ctx = CampaignContext(spec, composer, data["template_version_id"], overrides, data)
+        ctx = CampaignContext(
+            campaign.spec, composer, campaign.template_version_id, overrides, campaign.content
+        )
         self.contexts[campaign_id] = ctx
         return ctx
 
@@ -547,7 +553,7 @@ class Engine:
             try:
                 await self.store.record_outcomes(self.worker, batch)
                 break
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 # The rows stay `sending` (or become `uncertain`, which a later
                 # write still replaces); the lease renewer keeps them ours meanwhile.
                 attempt += 1
@@ -581,7 +587,7 @@ class Engine:
         lease = self.settings.engine.lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+            with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.store.renew_leases(self.worker, lease)
 
 
@@ -603,28 +609,22 @@ async def _logged(step: Awaitable[None], what: str) -> None:
         log.exception("%s failed", what)
 
 
-def _job(row: Any) -> Job:
-    attributes = row["attributes"]
+def _job(row: Claimed) -> Job:
     return Job(
-        delivery_id=row["id"],
-        campaign_id=row["campaign_id"],
-        domain=row["domain"],
-        attempts=row["attempts"],
-        first_attempt_at=row["first_attempt_at"],
+        delivery_id=row.id,
+        campaign_id=row.campaign_id,
+        domain=row.domain,
+        attempts=row.attempts,
+        first_attempt_at=row.first_attempt_at,
         recipient=Recipient(
-            delivery_id=row["id"],
-            email=row["email"],
-            name=row["name"],
-            locale=row["locale"],
-            attributes=attributes if isinstance(attributes, dict) else _json(attributes),
-            consent_kind=Kind(row["consent_kind"]) if row["consent_kind"] else None,
-            consent_source=row["consent_source"] or "",
-            consent_obtained_at=row["consent_obtained_at"],
-            tracking=row["tracking"],
+            delivery_id=row.id,
+            email=row.email,
+            name=row.name,
+            locale=row.locale,
+            attributes=row.attributes,
+            consent_kind=Kind(row.consent_kind) if row.consent_kind else None,
+            consent_source=row.consent_source or "",
+            consent_obtained_at=row.consent_obtained_at,
+            tracking=row.tracking,
         ),
     )
-
-
-def _json(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    return value if isinstance(value, dict) else {}

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from mailer.core import throttle
 from mailer.core.settings import ThrottleSettings
 from mailer.send.metrics import EngineMetrics
-from mailer.store import Store
+from mailer.send.store import SendStore
 
 
 class WarmupExhausted(Exception):
@@ -29,7 +29,9 @@ class WarmupExhausted(Exception):
 
 
 class Pacer:
-    def __init__(self, store: Store, settings: ThrottleSettings, metrics: EngineMetrics) -> None:
+    def __init__(
+        self, store: SendStore, settings: ThrottleSettings, metrics: EngineMetrics
+    ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics

@@ -25,9 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mailer.campaigns.definition import CampaignDefinition, from_mapping
-from mailer.campaigns.message import Composed, Composer, Recipient
-from mailer.campaigns.render import MessageError, Renderer, TemplateSet, UnregisteredLinks
+from mailer.campaigns.message import (
+    CampaignContent,
+    Composed,
+    Composer,
+    Recipient,
+    campaign_composer,
+)
+from mailer.campaigns.render import MessageError, UnregisteredLinks
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
 
@@ -65,22 +70,10 @@ class Batch:
     """One claimed batch's messages to compose, and what composing them needs."""
 
     key: tuple[int, int]  # (campaign id, template version id): one Composer each
-    campaign: Mapping[str, Any]  # Store.campaign_for_engine
+    campaign: CampaignContent
     link_ids: Mapping[str, int]  # links registered so far
     recipients: Sequence[Recipient]
     now: datetime
-
-
-def campaign_composer(
-    campaign: Mapping[str, Any], keyring: Keyring, settings: Settings
-) -> tuple[CampaignDefinition, Composer]:
-    """A campaign's definition and Composer, from Store.campaign_for_engine's data."""
-    definition = from_mapping(campaign["definition"], templates_dir=None)
-    renderer = Renderer(TemplateSet(campaign["template"], campaign["files"]))
-    composer = Composer.for_settings(
-        definition, renderer, keyring, settings, link_ids=campaign["links"]
-    )
-    return definition, composer
 
 
 def _compose_batch(batch: Batch) -> list[Result]:

@@ -1,0 +1,66 @@
+"""The one way a process opens Postgres: a pool with UTC sessions and JSON codecs.
+
+json and jsonb columns and parameters are Python values (dicts, lists) on both
+sides, so no query needs a hand-written json.dumps / json.loads around it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+# What a caller may retry or report as "database unavailable" rather than a bug.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+)
+
+Pool = asyncpg.Pool
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, **server_settings: str
+) -> asyncpg.Pool:
+    """A pool of connections in the UTC zone, json/jsonb decoded to Python values.
+
+    UTC sessions: interval arithmetic on timestamptz (consent expiry, "active
+    within N months") follows the session zone.
+    """
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"timezone": "UTC", **server_settings},
+    )
+
+
+@asynccontextmanager
+async def connect(
+    dsn: str, *, min_size: int = 1, max_size: int = 10
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for the block's lifetime, closed on the way out."""
+    pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def affected(status: str) -> int:
+    """Rows affected, from a command tag such as 'INSERT 0 42' or 'UPDATE 7'."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -1,0 +1,181 @@
+-- The campaign report's statements (`mailer campaign report`), run by
+-- ReportStore.campaign_report_rows (mailer/report/store.py). Events are read through the report_* rollups of
+-- migration 0002: each event is folded once, from a per-campaign mark, so a
+-- report costs about the events written since the last one, not the
+-- campaign's (bench/report.py: figures in bench/README.md, "Report").
+
+-- ---------------------------------------------------------------- fold
+
+-- name: report_session_settings
+-- A first fold of a big campaign groups millions of events. Hashed in
+-- memory, 10 M events took 18-28 s; the planner, which overestimates the
+-- groups 4x, otherwise sorts them on disk (62 s). Hash tables take what they
+-- need (~0.7 GB for 10 M events; a few MB for the usual few thousand) and
+-- spill beyond 2 GB. Custom plans always: a generic plan cannot know that a
+-- window is a handful of rows on most calls and a whole campaign on the first.
+SELECT set_config('work_mem', '512MB', true),
+       set_config('hash_mem_multiplier', '4', true),
+       set_config('plan_cache_mode', 'force_custom_plan', true)
+
+-- name: report_mark_create
+INSERT INTO report_marks (campaign_id) VALUES ($1) ON CONFLICT (campaign_id) DO NOTHING
+
+-- name: report_mark_lock
+-- Held until the report's transaction ends: two folds of one campaign at
+-- once would count the same window twice.
+SELECT xact FROM report_marks WHERE campaign_id = $1 FOR UPDATE
+
+-- name: report_horizon
+-- Every transaction below this id has committed or aborted: its events are
+-- final and can be folded (see migration 0002 for why not occurred_at).
+SELECT pg_snapshot_xmin(pg_current_snapshot())
+
+-- name: report_fold
+-- Folds this campaign's events of transactions in [$2, $3) ($3 NULL: all
+-- from $2 on) into the rollups; returns how many events it read. One pass
+-- over the events (GROUPING SETS); the small aggregate then feeds every
+-- rollup. grouped_out is the GROUPING() bit mask over (link_id,
+-- delivery_id, hour), a set bit meaning "not in this set":
+--   5 = (kind, delivery_id)           one key per delivery and kind
+--   1 = (kind, link_id, delivery_id)  one key per delivery and link
+--   3 = (kind, link_id)               events per link
+--   6 = (kind, hour)                  events per hour, and per kind
+-- Each key is looked up once in report_firsts (one index probe: the cost of
+-- a fold is about one probe per delivery-and-link in the window). The
+-- caller holds the campaign's mark lock, so nothing else writes these keys
+-- meanwhile: the plain INSERT cannot conflict, and would fail loudly if it did.
+WITH agg AS MATERIALIZED (
+    -- Grouped on a boolean, not the kind's text: narrower keys, smaller
+    -- hash tables (see report_session_settings).
+    SELECT CASE WHEN click THEN 'click' ELSE 'open' END AS kind, link_id, delivery_id, hour,
+           grouped_out, human, machine
+    FROM (SELECT click, link_id, delivery_id, hour,
+                 GROUPING(link_id, delivery_id, hour) AS grouped_out,
+                 count(*) FILTER (WHERE NOT machine) AS human,
+                 count(*) FILTER (WHERE machine) AS machine
+          FROM (SELECT e.kind = 'click' AS click, coalesce(e.link_id, 0) AS link_id,
+                       e.delivery_id, e.machine, date_trunc('hour', e.occurred_at, 'UTC') AS hour
+                FROM events e
+                WHERE e.campaign_id = $1 AND e.xact >= $2::xid8
+                  AND ($3::xid8 IS NULL OR e.xact < $3::xid8)) AS e
+          GROUP BY GROUPING SETS ((click, delivery_id), (click, link_id, delivery_id),
+                                  (click, link_id), (click, hour))) AS g
+), keys AS MATERIALIZED (
+    -- seen: NULL never before, false by machines only, true by a person.
+    SELECT a.delivery_id, a.kind, a.link_id, a.human, f.human AS seen
+    FROM (SELECT delivery_id, kind, CASE WHEN grouped_out = 5 THEN 0 ELSE link_id END AS link_id,
+                 human > 0 AS human
+          FROM agg
+          WHERE grouped_out = 5 OR (grouped_out = 1 AND link_id <> 0)) AS a
+    LEFT JOIN report_firsts f
+           ON f.delivery_id = a.delivery_id AND f.kind = a.kind AND f.link_id = a.link_id
+), fresh AS (
+    INSERT INTO report_firsts (delivery_id, kind, link_id, human)
+    SELECT delivery_id, kind, link_id, human FROM keys WHERE seen IS NULL
+), promoted AS (
+    -- Seen before by machines only (a mail privacy proxy, a link scanner),
+    -- now by a person.
+    UPDATE report_firsts f SET human = true
+    FROM keys k
+    WHERE NOT k.seen AND k.human
+      AND f.delivery_id = k.delivery_id AND f.kind = k.kind AND f.link_id = k.link_id
+), deltas (kind, link_id, human_events, machine_events, unique_all, unique_human) AS (
+    SELECT kind, 0::bigint, sum(human), sum(machine), 0, 0 FROM agg WHERE grouped_out = 6
+    GROUP BY kind
+    UNION ALL
+    SELECT kind, link_id, human, machine, 0, 0 FROM agg WHERE grouped_out = 3 AND link_id <> 0
+    UNION ALL
+    SELECT kind, link_id, 0, 0, count(*) FILTER (WHERE seen IS NULL),
+           count(*) FILTER (WHERE human AND seen IS NOT TRUE)
+    FROM keys GROUP BY kind, link_id
+), totals AS (
+    INSERT INTO report_totals AS t
+        (campaign_id, kind, link_id, human_events, machine_events, unique_all, unique_human)
+    SELECT $1, kind, link_id, sum(human_events), sum(machine_events), sum(unique_all),
+           sum(unique_human)
+    FROM deltas GROUP BY kind, link_id
+    ON CONFLICT (campaign_id, kind, link_id) DO UPDATE
+        SET human_events = t.human_events + EXCLUDED.human_events,
+            machine_events = t.machine_events + EXCLUDED.machine_events,
+            unique_all = t.unique_all + EXCLUDED.unique_all,
+            unique_human = t.unique_human + EXCLUDED.unique_human
+), hourly AS (
+    INSERT INTO report_hourly AS h (campaign_id, kind, hour, human_events, machine_events)
+    SELECT $1, kind, hour, human, machine FROM agg WHERE grouped_out = 6
+    ON CONFLICT (campaign_id, kind, hour) DO UPDATE
+        SET human_events = h.human_events + EXCLUDED.human_events,
+            machine_events = h.machine_events + EXCLUDED.machine_events
+)
+SELECT coalesce(sum(human + machine), 0)::bigint AS events FROM agg WHERE grouped_out = 6
+
+-- name: report_mark_advance
+UPDATE report_marks SET xact = $2, events = events + $3, refreshed_at = now()
+WHERE campaign_id = $1
+
+-- ---------------------------------------------------------------- figures
+
+-- name: report_campaign
+-- now() is the report's time: the transaction's, like every figure read with it.
+SELECT c.id, c.slug, c.name, c.status, t.slug AS topic, c.audience_at, c.audience_counts,
+       c.started_at, c.finished_at, now() AS generated_at
+FROM campaigns c JOIN topics t ON t.id = c.topic_id
+WHERE c.id = $1
+
+-- name: report_outcome_details
+-- Why rows did not go: skip reasons, and SMTP codes of bounces, failures and
+-- deferrals. Only those rows are read: deferred ones through the claimable
+-- index, the others through the status index (migration 0006).
+SELECT status, coalesce(skip_reason, 'SMTP ' || smtp_code, 'unknown') AS detail, count(*) AS n
+FROM deliveries
+WHERE campaign_id = $1 AND (status IN ('skipped', 'bounced', 'failed') OR status = 'deferred')
+GROUP BY 1, 2
+ORDER BY 1, 3 DESC, 2
+
+-- name: report_event_totals
+SELECT kind, link_id, human_events, machine_events, unique_all, unique_human
+FROM report_totals WHERE campaign_id = $1
+
+-- name: report_event_hours
+SELECT kind, hour, human_events, machine_events
+FROM report_hourly WHERE campaign_id = $1 ORDER BY hour, kind
+
+-- name: report_links
+SELECT id, url FROM links WHERE campaign_id = $1 ORDER BY id
+
+-- name: report_unsubscribes
+-- Opt-outs made from this campaign's messages: the tracker's withdraw rows
+-- carry the delivery and campaign in their evidence (consents_optout_campaign_idx).
+-- A person counts once per line however many rows their choice wrote (an
+-- opt-out of every digital channel writes one per channel). grouped_out is
+-- the GROUPING() mask over (scope, method, reason): 7 is everyone, 3 by
+-- scope, 5 by method, 6 by reason.
+SELECT GROUPING(scope, method, reason) AS grouped_out, scope, method, reason,
+       count(DISTINCT contact_id) AS people
+FROM (SELECT l.contact_id,
+             CASE WHEN l.topic_id IS NULL THEN l.channel ELSE 'topic' END AS scope,
+             coalesce(l.evidence ->> 'method', l.source) AS method,
+             nullif(l.evidence ->> 'reason', '') AS reason
+      FROM consents l
+      WHERE l.action = 'withdraw' AND l.evidence ->> 'campaign_id' = $1::bigint::text) AS u
+GROUP BY GROUPING SETS ((), (scope), (method), (reason))
+
+-- name: report_complaints
+-- Spam complaints (ARF) about this campaign's messages: a complaint
+-- suppression names its delivery or campaign in `detail`. The CASE guards
+-- the cast: detail is free-form jsonb.
+SELECT count(DISTINCT s.email_hash)
+FROM suppressions s
+LEFT JOIN deliveries d
+       ON d.id = CASE WHEN s.detail ->> 'delivery_id' ~ '^[0-9]{1,18}$'
+                      THEN (s.detail ->> 'delivery_id')::bigint END
+WHERE s.reason = 'complaint'
+  AND (d.campaign_id = $1 OR s.detail ->> 'campaign_id' = $1::bigint::text)
+
+-- name: report_outcomes
+-- Deliveries by state, read in the report's own transaction (same plan as
+-- campaign_status_counts in campaigns.sql: each index holds only its states).
+SELECT status, count(*) AS n FROM deliveries
+WHERE campaign_id = $1 AND status IN ('queued', 'deferred') GROUP BY status
+UNION ALL
+SELECT status, count(*) AS n FROM deliveries
+WHERE campaign_id = $1 AND status NOT IN ('queued', 'deferred') GROUP BY status

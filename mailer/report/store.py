@@ -1,0 +1,63 @@
+"""The campaign report's Postgres: rollups folded forward from a per-campaign mark."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from mailer.db import Queries
+
+Q = Queries("mailer.report", "report.sql")
+
+
+class ReportStore:
+    """The report's named queries (report.sql) on a pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def campaign_report_rows(self, campaign_id: int) -> dict[str, Any]:
+        """A campaign's report rows, keyed as mailer.report.assemble takes them.
+
+        Events come from the report_* rollups (migration 0002). Under the campaign's
+        mark lock, the events of every transaction finished since the last report are
+        folded in and kept; those committed after that horizon are folded inside a
+        savepoint that is rolled back once read, so the figures are exact now while the
+        rollups only ever hold windows that can no longer change.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            campaign = await conn.fetchrow(Q("report_campaign"), campaign_id)
+            if campaign is None:
+                raise LookupError(f"campaign {campaign_id} does not exist")
+            await conn.execute(Q("report_session_settings"))
+            await conn.execute(Q("report_mark_create"), campaign_id)
+            mark = await conn.fetchval(Q("report_mark_lock"), campaign_id)
+            horizon = max(mark, await conn.fetchval(Q("report_horizon")))
+            if horizon > mark:
+                folded = await conn.fetchrow(Q("report_fold"), campaign_id, mark, horizon)
+                assert folded is not None  # an aggregate always returns a row
+                await conn.execute(Q("report_mark_advance"), campaign_id, horizon, folded["events"])
+            tail = conn.transaction()
+            await tail.start()
+            try:
+                await conn.execute(Q("report_fold"), campaign_id, horizon, None)
+                totals = await conn.fetch(Q("report_event_totals"), campaign_id)
+                hours = await conn.fetch(Q("report_event_hours"), campaign_id)
+            finally:
+                await tail.rollback()
+            return {
+                "campaign": dict(campaign),
+                "generated_at": campaign["generated_at"],
+                "outcomes": [dict(r) for r in await conn.fetch(Q("report_outcomes"), campaign_id)],
+                "outcome_details": [
+                    dict(r) for r in await conn.fetch(Q("report_outcome_details"), campaign_id)
+                ],
+                "event_totals": [dict(r) for r in totals],
+                "event_hours": [dict(r) for r in hours],
+                "links": [dict(r) for r in await conn.fetch(Q("report_links"), campaign_id)],
+                "unsubscribes": [
+                    dict(r) for r in await conn.fetch(Q("report_unsubscribes"), campaign_id)
+                ],
+                "complaints": int(await conn.fetchval(Q("report_complaints"), campaign_id)),
+            }

@@ -1,0 +1,169 @@
+"""The send engine's Postgres: claims and leases, outcomes, throttle buckets, warm-up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+import asyncpg
+
+from mailer.campaigns.audience import CampaignSpec
+from mailer.campaigns.message import CampaignContent
+from mailer.db import Queries, affected
+
+Q = Queries("mailer.send", "send.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCampaign:
+    spec: CampaignSpec
+    content: CampaignContent
+    template_version_id: int
+
+
+class Claimed(NamedTuple):
+    """A delivery claimed for sending, with its recipient (claim_batch's RETURNING)."""
+
+    id: int
+    campaign_id: int
+    contact_id: int
+    domain: str
+    attempts: int
+    first_attempt_at: datetime
+    consent_kind: str | None
+    consent_source: str | None
+    consent_obtained_at: datetime | None
+    email: str
+    name: str | None
+    locale: str
+    attributes: dict[str, Any]
+    tracking: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """The final (or retry) state of one delivery, as the engine records it."""
+
+    delivery_id: int
+    status: str
+    code: int | None = None
+    reply: str | None = None
+    message_id: str | None = None
+    at: datetime | None = None
+    retry_at: datetime | None = None
+    skip_reason: str | None = None
+    hard_bounce: bool = False
+    # For sent messages: what the archive keeps.
+    archive: dict[str, Any] | None = None
+    template_version_id: int | None = None
+    sha256: bytes | None = None
+    size: int | None = None
+
+
+class SendStore:
+    """The engine's named queries (send.sql) on a pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def campaign_for_engine(self, campaign_id: int) -> EngineCampaign:
+        """What a worker needs to send a campaign: its audience spec, definition, template."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q("campaign_for_engine"), campaign_id)
+            if row is None:
+                raise LookupError(f"campaign {campaign_id} has no template version")
+            links = {r["url"]: r["id"] for r in await conn.fetch(Q("campaign_links"), campaign_id)}
+        return EngineCampaign(
+            spec=CampaignSpec.from_row(row),
+            content=CampaignContent(row["definition"], row["template"], row["files"], links),
+            template_version_id=row["template_version_id"],
+        )
+
+    async def links_register(self, campaign_id: int, urls: list[str]) -> dict[str, int]:
+        rows = await self.pool.fetch(Q("links_register"), campaign_id, urls)
+        return {r["url"]: r["id"] for r in rows}
+
+    async def running_campaigns(self) -> list[int]:
+        """Start scheduled campaigns whose time has come; return the running ones."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q("start_due_campaigns"))
+            return [r["id"] for r in await conn.fetch(Q("running_campaigns"))]
+
+    async def claim_batch(
+        self, campaign_id: int, limit: int, lease_seconds: float, worker: str
+    ) -> list[Claimed]:
+        """Take up to `limit` due deliveries of a running campaign, `sending` under a lease."""
+        rows = await self.pool.fetch(Q("claim_batch"), campaign_id, limit, lease_seconds, worker)
+        return [Claimed(*r) for r in rows]
+
+    async def renew_leases(self, worker: str, lease_seconds: float) -> None:
+        await self.pool.execute(Q("renew_leases"), worker, lease_seconds)
+
+    async def release_batch(self, delivery_ids: list[int], worker: str) -> int:
+        """Hand rows never given to SMTP back to the queue (graceful shutdown)."""
+        return affected(await self.pool.execute(Q("release_batch"), delivery_ids, worker))
+
+    async def record_outcomes(self, worker: str, batch: Sequence[OutcomeRow]) -> int:
+        """Write outcomes, their archive rows and hard-bounce suppressions, atomically."""
+        if not batch:
+            return 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            written = {
+                r["id"]
+                for r in await conn.fetch(
+                    Q("record_outcomes"),
+                    [o.delivery_id for o in batch],
+                    [o.status for o in batch],
+                    [o.code for o in batch],
+                    [o.reply for o in batch],
+                    [o.message_id for o in batch],
+                    [o.at for o in batch],
+                    [o.retry_at for o in batch],
+                    [o.skip_reason for o in batch],
+                    worker,
+                )
+            }
+            # Archive and suppress exactly the rows whose outcome was recorded.
+            sent = [o for o in batch if o.archive is not None and o.delivery_id in written]
+            hard = [o.delivery_id for o in batch if o.hard_bounce and o.delivery_id in written]
+            if sent:
+                await conn.execute(
+                    Q("archive_insert"),
+                    [o.delivery_id for o in sent],
+                    [o.template_version_id for o in sent],
+                    [o.archive for o in sent],
+                    [o.sha256 for o in sent],
+                    [o.size for o in sent],
+                )
+            if hard:
+                await conn.execute(Q("suppress_hard_bounces"), hard)
+        return len(written)
+
+    async def sweep_uncertain(self) -> int:
+        """Rows whose worker died mid-send become `uncertain` (reported, never resent)."""
+        return len(await self.pool.fetch(Q("sweep_uncertain")))
+
+    async def finish_campaigns(self) -> list[str]:
+        return [r["slug"] for r in await self.pool.fetch(Q("finish_campaigns"))]
+
+    async def throttle_take(
+        self, key: str, rate: float, burst: float, want: int
+    ) -> tuple[int, float]:
+        row = await self.pool.fetchrow(Q("throttle_take"), key, rate, burst, want)
+        assert row is not None
+        return int(row["granted"]), float(row["wait_s"])
+
+    async def throttle_penalise(self, key: str) -> float:
+        return float(await self.pool.fetchval(Q("throttle_penalise"), key))
+
+    async def throttle_record_wait(self, key: str, seconds: float) -> None:
+        await self.pool.execute(Q("throttle_record_wait"), key, seconds)
+
+    async def warmup_take(self, day: date, cap: int, want: int) -> int:
+        return int(await self.pool.fetchval(Q("warmup_take"), day, cap, want))
+
+    async def warmup_first_day(self) -> date | None:
+        value = await self.pool.fetchval(Q("warmup_first_day"))
+        return value if isinstance(value, date) else None

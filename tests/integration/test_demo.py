@@ -1,0 +1,63 @@
+"""`make demo` in smoke mode: the same code path, fewer contacts, checked against the ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import asyncpg
+from rich.console import Console
+
+from mailer.core.settings import load
+from mailer.db import connect
+from mailer.demo import run as demo
+from mailer.report.figures import figures
+from mailer.report.store import ReportStore
+
+
+async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
+    db_url: str, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    base = load(environ={})
+    settings = dataclasses.replace(base, database=dataclasses.replace(base.database, url=db_url))
+    with (tmp_path / "demo.log").open("w") as log:
+        assert await demo.run(settings, tmp_path, Console(file=log, width=120), contacts=300) == 0
+
+    mailboxes = list((tmp_path / "runs").glob("*/mail"))
+    assert len(mailboxes) == 1
+    files = sorted(mailboxes[0].glob("*.eml"))
+    sent = {
+        r["email"]
+        for r in await conn.fetch(
+            "SELECT c.email FROM deliveries d JOIN contacts c ON c.id = d.contact_id "
+            "WHERE d.status = 'sent'"
+        )
+    }
+    frozen = await conn.fetchval("SELECT count(*) FROM deliveries")
+    eligible = await conn.fetchval("SELECT (audience_counts->>'eligible')::int FROM campaigns")
+    assert frozen == eligible
+    recipients = []
+    for path in files:
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        recipients.append(str(message["To"]).rpartition("<")[2].rstrip(">"))
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert "/u/" in str(message["List-Unsubscribe"])
+        text = message.get_body(("plain",))
+        assert text is not None
+        assert "2450, boulevard Laurier" in text.get_content()  # sender's postal address
+    assert len(recipients) == len(set(recipients))  # exactly one message each
+    assert set(recipients) == sent  # every sent row has its message, nobody else got one
+    not_sent = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status <> 'sent'")
+    assert not_sent == 0
+    events = await conn.fetchval("SELECT count(*) FROM events")
+    assert events > 0
+    # The report's numbers are the ledger's.
+    async with connect(db_url) as pool:
+        campaign_id = await conn.fetchval("SELECT id FROM campaigns")
+        found = await figures(ReportStore(pool), campaign_id)
+    assert found.adds_up
+    assert found.outcomes["sent"] == len(sent)
+    opens = await conn.fetchval("SELECT count(*) FROM events WHERE kind = 'open'")
+    assert found.opens.human_events + found.opens.machine_events == opens
+    assert list((tmp_path / "runs").glob("*/report.html"))
