@@ -27,7 +27,7 @@ from aiohttp import web
 from rich.console import Console
 from rich.table import Table
 
-from mailer import config, demo_audience, imports, lifecycle, report, sending
+from mailer import config, deliverability, demo_audience, imports, lifecycle, report, sending
 from mailer.contacts_file import Defaults
 from mailer.demo_audience import read_mailbox
 from mailer.metrics import EngineMetrics
@@ -252,9 +252,11 @@ async def run(
         try:
             console.rule("2. the campaign")
             slug = f"service-reminder-demo-{stamp}"
-            campaign_id, _ = await lifecycle.create(
+            campaign_id, definition = await lifecycle.create(
                 store, TEMPLATES / "service_reminder.toml", TEMPLATES, slug=slug
             )
+            # The demo's loopback tracker is warned about, as `campaign check` would.
+            sending.print_findings(deliverability.check(settings, definition), console)
             launched = await lifecycle.launch(store, slug, datetime.now(UTC))
             counts = launched.freeze.counts
             console.print(

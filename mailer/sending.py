@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailer import config, lifecycle, lint
+from mailer import config, deliverability, lifecycle, lint
 from mailer.consent import Kind
 from mailer.engine import Engine
 from mailer.message import Composer, Recipient
@@ -36,7 +36,9 @@ FINAL = ("sent", "bounced", "failed", "skipped", "uncertain")
 
 def build_engine(store: Store, settings: config.Settings, **kwargs: Any) -> Engine:
     keyring = Keyring.from_spec(settings.require_token_keys())
-    relays = Relays([Relay(r, settings.relay_password(r)) for r in settings.all_relays()])
+    relays = Relays(
+        [Relay(r, settings.relay_password(r), settings.helo_name(r)) for r in settings.all_relays()]
+    )
     return Engine(store, settings, keyring, relays, **kwargs)
 
 
@@ -65,10 +67,23 @@ async def create(args: argparse.Namespace, store: Store, console: Console) -> in
     return 0
 
 
-async def check(args: argparse.Namespace, store: Store, console: Console) -> int:
+async def check(
+    args: argparse.Namespace, store: Store, settings: config.Settings, console: Console
+) -> int:
+    """Lint the rendered samples and the sending setup; 1 when either must be fixed first."""
     problems = await lifecycle.check(store, args.campaign)
     _print_lint(problems, console)
-    return 1 if problems else 0
+    _, definition = await lifecycle.load_definition(store, args.campaign)
+    findings = deliverability.check(settings, definition)
+    print_findings(findings, console)
+    return 1 if problems or any(f.fatal for f in findings) else 0
+
+
+def print_findings(findings: list[deliverability.Finding], console: Console) -> None:
+    """Sending-setup findings: fatal ones in red (the campaign does not start), else warnings."""
+    for finding in findings:
+        label = "[red]setup:[/]" if finding.fatal else "[yellow]warning:[/]"
+        console.print(f"{label} {finding}", highlight=False)
 
 
 def _print_lint(problems: list[lint.LintProblem], console: Console) -> None:
@@ -127,6 +142,7 @@ async def preview(
     out.write_bytes(composed.data)  # noqa: ASYNC240 - one small file, a CLI step
     console.print(f"wrote {out} ({len(composed.data):,} bytes, sha256 {composed.sha256[:16]}…)")
     _print_lint(await lifecycle.check(store, args.campaign), console)
+    print_findings(deliverability.check(settings, definition), console)
     return 0
 
 
@@ -134,6 +150,13 @@ async def send(
     args: argparse.Namespace, store: Store, settings: config.Settings, console: Console
 ) -> int:
     """Launch (lint, freeze) and send in this process, with a progress bar, until nothing is due."""
+    _, definition = await lifecycle.load_definition(store, args.campaign)
+    findings = deliverability.check(settings, definition)
+    print_findings(findings, console)
+    if any(f.fatal for f in findings):
+        raise lifecycle.CampaignError(
+            f"campaign {args.campaign!r} does not start: fix its sending setup first"
+        )
     launched = await lifecycle.launch(store, args.campaign, datetime.now(UTC))
     counts = launched.freeze.counts
     console.print(
