@@ -40,6 +40,7 @@ class Received:
     rcpt: str
     data: bytes
     at: float
+    helo: str | None = None  # the name the client gave in EHLO/HELO
 
 
 class RecordingHandler:
@@ -85,7 +86,9 @@ class RecordingHandler:
         now = time.monotonic()
         with self.lock:
             for rcpt in envelope.rcpt_tos:
-                self.messages.append(Received(envelope.mail_from, rcpt, envelope.content, now))
+                self.messages.append(
+                    Received(envelope.mail_from, rcpt, envelope.content, now, session.host_name)
+                )
         return "250 2.0.0 queued as test"
 
     @property

@@ -30,6 +30,7 @@ from typing import Any
 import dkim
 
 from mailer.campaigns.definition import CampaignDefinition, from_mapping
+from mailer.campaigns.deliverability import one_click_allowed
 from mailer.campaigns.render import (
     CampaignFields,
     MessageError,
@@ -57,7 +58,6 @@ __all__ = [
 
 CRLF = b"\r\n"
 _ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-_ONE_CLICK_PREFIXES = ("<https://", "<http://127.0.0.1:", "<http://127.0.0.1/", "<http://localhost")
 # CR/LF would start a new header (injection); other C0 controls, DEL and the Unicode line
 # separators break parsers or get "repaired" differently along the way.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
@@ -179,10 +179,7 @@ class Skeleton:
                 b"List-Unsubscribe: ",
                 envelope.list_unsubscribe.encode("ascii"),
                 CRLF,
-                # RFC 8058 s.3.1: one-click only with an HTTPS URI (a dev tracker on http://
-                # keeps the link and the mailto, without claiming one-click). Loopback
-                # counts as secure: nothing crosses a network (the demo's tracker).
-                _ONE_CLICK if envelope.list_unsubscribe.startswith(_ONE_CLICK_PREFIXES) else b"",
+                _one_click(envelope.list_unsubscribe),
                 b"Feedback-ID: ",
                 envelope.feedback_id.encode("ascii"),
                 b'\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="',
@@ -204,6 +201,15 @@ class Skeleton:
                 b"--\r\n",
             )
         )
+
+
+def _one_click(list_unsubscribe: str) -> bytes:
+    """RFC 8058 s.3.1: one-click only with an HTTPS URI (a tracker on http:// keeps the link
+    and the mailto without claiming one-click; `campaign check` fails such a campaign).
+    Loopback counts as secure: nothing crosses a network (the demo's tracker)."""
+    # "<scheme://host[:port]/u/…>, <mailto:…>": the origin decides, and is cached.
+    end = list_unsubscribe.find("/", list_unsubscribe.find("://") + 3)
+    return _ONE_CLICK if one_click_allowed(list_unsubscribe[1:end]) else b""
 
 
 def _check(value: str, label: str) -> None:
@@ -391,7 +397,8 @@ class Composer:
             renderer,
             keyring,
             tracker_base_url=settings.tracker.base_url,
-            sender_domain=sender.domain,
+            # Empty [sender] domain: the From domain, aligned for DMARC (deliverability.py).
+            sender_domain=sender.domain_for(definition.from_address),
             bounce_local_part=sender.bounce_local_part,
             unsubscribe_mailbox=sender.unsubscribe_mailbox,
             link_ids=link_ids,

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
-from mailer.campaigns import lifecycle, lint
+from mailer.campaigns import deliverability, lifecycle, lint
 from mailer.campaigns.message import Recipient, campaign_composer
 from mailer.campaigns.render import UnregisteredLinks
 from mailer.campaigns.store import CampaignStore
@@ -50,10 +50,22 @@ async def create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def check(args: argparse.Namespace, settings: Settings) -> int:
+    """Lint the rendered samples and the sending setup; 1 when either must be fixed first."""
     async with open_pool(settings) as pool:
-        problems = await lifecycle.check(CampaignStore(pool), args.campaign)
-        _print_lint(problems)
-        return 1 if problems else 0
+        store = CampaignStore(pool)
+        problems = await lifecycle.check(store, args.campaign)
+        _, definition = await lifecycle.load_definition(store, args.campaign)
+    _print_lint(problems)
+    findings = deliverability.check(settings, definition)
+    print_findings(findings)
+    return 1 if problems or any(f.fatal for f in findings) else 0
+
+
+def print_findings(findings: list[deliverability.Finding]) -> None:
+    """Sending-setup findings: fatal ones in red (the campaign does not start), else warnings."""
+    for finding in findings:
+        label = "[red]setup:[/]" if finding.fatal else "[yellow]warning:[/]"
+        console.print(f"{label} {finding}", highlight=False)
 
 
 def _print_lint(problems: list[lint.LintProblem]) -> None:
@@ -70,7 +82,7 @@ async def preview(args: argparse.Namespace, settings: Settings) -> int:
     """Write the exact message one contact would get, without sending or recording anything."""
     async with open_pool(settings) as pool:
         campaigns = CampaignStore(pool)
-        row, _ = await lifecycle.load_definition(campaigns, args.campaign)
+        row, definition = await lifecycle.load_definition(campaigns, args.campaign)
         record = await ContactStore(pool).contact_rule_inputs(args.to.strip().lower())
         if record is None:
             console.print(f"[red]error:[/] no contact {args.to}")
@@ -104,6 +116,7 @@ async def preview(args: argparse.Namespace, settings: Settings) -> int:
         out.write_bytes(composed.data)  # noqa: ASYNC240 - one small file, a CLI step
         console.print(f"wrote {out} ({len(composed.data):,} bytes, sha256 {composed.sha256[:16]}…)")
         _print_lint(await lifecycle.check(campaigns, args.campaign))
+        print_findings(deliverability.check(settings, definition))
         return 0
 
 
@@ -111,6 +124,13 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
     """Launch (lint, freeze) and send in this process, with a progress bar, until nothing is due."""
     async with open_pool(settings) as pool:
         campaigns = CampaignStore(pool, audience_parts=settings.database.audience_parts)
+        _, definition = await lifecycle.load_definition(campaigns, args.campaign)
+        findings = deliverability.check(settings, definition)
+        print_findings(findings)
+        if any(f.fatal for f in findings):
+            raise lifecycle.CampaignError(
+                f"campaign {args.campaign!r} does not start: fix its sending setup first"
+            )
         launched = await lifecycle.launch(campaigns, args.campaign, datetime.now(UTC))
         counts = launched.freeze.counts
         console.print(
@@ -271,10 +291,10 @@ def register(sub: Any) -> None:
     campaign = sub.add_parser("campaign", help="campaigns").add_subparsers(
         dest="cmp", required=True
     )
-    create = campaign.add_parser("create", help="create a draft campaign from a campaign file")
-    create.add_argument("file")
-    create.add_argument("--templates", default=str(TEMPLATES), help="templates folder")
-    create.set_defaults(handler=create)
+    new = campaign.add_parser("create", help="create a draft campaign from a campaign file")
+    new.add_argument("file")
+    new.add_argument("--templates", default=str(TEMPLATES), help="templates folder")
+    new.set_defaults(handler=create)
     campaign.add_parser("list", help="every campaign and its state").set_defaults(
         handler=campaign_list
     )

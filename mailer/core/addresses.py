@@ -13,6 +13,7 @@ refuses and normalises the same way.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from functools import lru_cache
 
@@ -67,3 +68,22 @@ def address_hash(normalised: str) -> bytes:
 def domain_of(normalised: str) -> str:
     """The domain part of a normalised address."""
     return normalised.rpartition("@")[2]
+
+
+# RFC 1123 s.2.1 host name: LDH labels of 1-63 characters, no hyphen at either end.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_hostname(name: str, *, address_literal: bool = False) -> bool:
+    """Whether `name` is an ASCII host name (or, if allowed, an [IPv4] / [IPv6:…] literal)."""
+    if address_literal and name.startswith("[") and name.endswith("]"):
+        literal = name[1:-1]
+        # RFC 5321 s.4.1.3: IPv6 literals carry the "IPv6:" tag, IPv4 ones none.
+        tagged = literal[:5].lower() == "ipv6:"
+        try:
+            address = ipaddress.ip_address(literal[5:] if tagged else literal)
+        except ValueError:
+            return False
+        return address.version == (6 if tagged else 4)
+    labels = name.split(".")
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)

@@ -10,13 +10,17 @@ token keys are read from the environment or from a file path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import socket
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mailer.core.addresses import is_hostname
 
 SECRET_KEYS = frozenset({"password", "keys", "secret", "dkim_private_key"})
 
@@ -46,16 +50,23 @@ class RelaySettings:
     weight: int = 1
     connections: int = 8
     timeout_s: float = 30.0
+    # The name given in EHLO; empty: sender.domain, else this machine's FQDN (Settings.helo_name).
+    helo_name: str = ""
 
 
 @dataclass(frozen=True)
 class SenderSettings:
-    # Domain for Message-ID and the VERP return path (bounces+TOKEN@domain).
-    domain: str = "mailer.localhost"
+    # Domain for Message-ID, the VERP return path (bounces+TOKEN@domain) and the mailto
+    # unsubscribe; empty: each campaign's From domain, which DMARC alignment wants.
+    domain: str = ""
     bounce_local_part: str = "bounces"
     unsubscribe_mailbox: str = "unsubscribe"
     dkim_selector: str = ""
     dkim_key_file: str = ""
+
+    def domain_for(self, from_address: str) -> str:
+        """The domain a campaign's return path and Message-IDs use: `domain`, else its From's."""
+        return self.domain or from_address.rpartition("@")[2].lower()
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,15 @@ class Settings:
         if relay.password_file:
             return _read_secret_file(relay.password_file, f"relays.{relay.name}.password_file")
         return None
+
+    def helo_name(self, relay: RelaySettings) -> str:
+        """A relay's EHLO name: its helo_name, else sender.domain, else this machine's FQDN."""
+        return relay.helo_name or self.sender.domain or _fqdn()
+
+
+@functools.cache
+def _fqdn() -> str:
+    return socket.getfqdn()  # may ask DNS: once per process
 
 
 # TOML section name -> Settings attribute (where they differ).
@@ -333,6 +353,10 @@ def _validate(s: Settings) -> None:
             s.tracker.base_url.startswith(("http://", "https://")),
             "tracker.base_url: expected an http(s):// URL",
         ),
+        (
+            not s.sender.domain or is_hostname(s.sender.domain),
+            f"sender.domain: {s.sender.domain!r} is not a domain name",
+        ),
         (s.tracker.buffer_max > 0, "tracker.buffer_max: must be positive"),
         (s.tracker.flush_interval_ms > 0, "tracker.flush_interval_ms: must be positive"),
         (
@@ -350,6 +374,11 @@ def _validate(s: Settings) -> None:
             (0 < relay.port < 65536, f"{where}.port: expected 1-65535"),
             (relay.connections > 0, f"{where}.connections: must be positive"),
             (relay.weight > 0, f"{where}.weight: must be positive"),
+            (
+                not relay.helo_name or is_hostname(relay.helo_name, address_literal=True),
+                # RFC 5321 s.4.1.1.1: EHLO names the client by its FQDN or an address literal.
+                f"{where}.helo_name: {relay.helo_name!r} is not a host name or [address]",
+            ),
         ]
     for domain, limit in s.throttle.domains.items():
         checks += [

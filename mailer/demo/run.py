@@ -27,7 +27,7 @@ from aiohttp import web
 from rich.console import Console
 from rich.table import Table
 
-from mailer.campaigns import lifecycle
+from mailer.campaigns import deliverability, lifecycle
 from mailer.campaigns.store import CampaignStore
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
@@ -264,9 +264,12 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
         try:
             console.rule("2. the campaign")
             slug = f"service-reminder-demo-{stamp}"
-            campaign_id, _ = await lifecycle.create(
+            campaign_id, definition = await lifecycle.create(
                 campaigns, TEMPLATES / "service_reminder.toml", TEMPLATES, slug=slug
             )
+            # The demo's loopback tracker is warned about, as `campaign check` would.
+            for finding in deliverability.check(settings, definition):
+                console.print(f"[yellow]warning:[/] {finding}", highlight=False)
             launched = await lifecycle.launch(campaigns, slug, datetime.now(UTC))
             counts = launched.freeze.counts
             console.print(

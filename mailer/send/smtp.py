@@ -27,6 +27,8 @@ class Relay:
 
     settings: RelaySettings
     password: str | None
+    # EHLO name (Settings.helo_name); empty: aiosmtplib's socket.getfqdn(), often "localhost".
+    helo_name: str = ""
     idle: asyncio.Queue[aiosmtplib.SMTP] = field(default_factory=asyncio.Queue)
     opened: int = 0
     slots: asyncio.Semaphore = field(init=False)
@@ -45,6 +47,7 @@ class Relay:
             username=s.username or None,
             password=self.password if s.username else None,
             timeout=s.timeout_s,
+            local_hostname=self.helo_name or None,
         )
 
     async def _borrow(self) -> aiosmtplib.SMTP:

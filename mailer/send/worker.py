@@ -25,7 +25,9 @@ from mailer.send.store import SendStore
 def build_engine(pool: Pool, settings: Settings, **kwargs: Any) -> Engine:
     """An engine on this pool with the configured relays and token keys."""
     keyring = Keyring.from_spec(settings.require_token_keys())
-    relays = Relays([Relay(r, settings.relay_password(r)) for r in settings.all_relays()])
+    relays = Relays(
+        [Relay(r, settings.relay_password(r), settings.helo_name(r)) for r in settings.all_relays()]
+    )
     campaigns = CampaignStore(pool, audience_parts=settings.database.audience_parts)
     return Engine(SendStore(pool), campaigns, settings, keyring, relays, **kwargs)
 

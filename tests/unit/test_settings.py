@@ -38,6 +38,10 @@ def test_environment_variables_override_the_file(tmp_path: Path) -> None:
         ("[throttle.domains.'gmail.com']\nrate = -1\n", {}, "throttle.domains.gmail.com.rate"),
         ("[database]\nurl = 'mysql://x'\n", {}, "database.url"),
         ("[engine\n", {}, "m.toml"),
+        ("[smtp]\nhelo_name = 'mta 1'\n", {}, "smtp.helo_name"),
+        ("", {"MAILER_SMTP_HELO_NAME": "-mta.example.com"}, "smtp.helo_name"),
+        ("[[relays]]\nname = 'b'\nhelo_name = '[::1]'\n", {}, "relays.b.helo_name"),
+        ("[sender]\ndomain = 'mail_er.example'\n", {}, "sender.domain"),
     ],
 )
 def test_a_bad_setting_fails_at_start_naming_the_setting(
