@@ -126,6 +126,11 @@ async def preview(
     out = Path(args.out or f"{args.campaign}-{inputs['email']}.eml")
     out.write_bytes(composed.data)  # noqa: ASYNC240 - one small file, a CLI step
     console.print(f"wrote {out} ({len(composed.data):,} bytes, sha256 {composed.sha256[:16]}…)")
+    if composer.dkim is None:
+        console.print("not DKIM-signed: no [sender] dkim_selector, the relay must sign")
+    else:
+        signatures = ", ".join(f"s={key.selector} ({key.algorithm})" for key in composer.dkim.keys)
+        console.print(f"DKIM-signed as d={composer.dkim.domain}: {signatures}", highlight=False)
     _print_lint(await lifecycle.check(store, args.campaign), console)
     return 0
 
