@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="TOML settings file (else MAILER_CONFIG)")
     args = parser.parse_args(argv)
     try:
-        settings = load(args.config)
+        settings = load(args.config, dkim_keys=False)  # it never signs
         settings.require_token_keys()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

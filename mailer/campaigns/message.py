@@ -13,6 +13,13 @@ no 7bit body can guess.
 `Composer` is the per-campaign pipeline the engine calls once per delivery: sign the tokens,
 render, assemble, optionally DKIM-sign, hash. Its `Composed.archive` is what
 archive.render_inputs stores, and `reproduce()` turns that back into the same bytes.
+
+DKIM and the archive: the SHA-256 covers the bytes handed to SMTP, signatures included, and
+the archive keeps the DKIM-Signature fields as sent. A signature carries its time (t=), and
+re-signing would need the key of the day (rotated since, perhaps): reproduction re-renders
+the unsigned message and puts the archived fields back in front, so `archive show` proves
+the exact bytes, and the archived signature still verifies against them while the selector's
+public key is published.
 """
 
 from __future__ import annotations
@@ -27,8 +34,6 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
-import dkim
-
 from mailer.campaigns.definition import CampaignDefinition, from_mapping
 from mailer.campaigns.deliverability import one_click_allowed
 from mailer.campaigns.render import (
@@ -40,14 +45,13 @@ from mailer.campaigns.render import (
     TemplateSet,
 )
 from mailer.core.consent import Kind
+from mailer.core.dkim import DkimSigner
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring, Purpose, Token
 
 __all__ = [
-    "DKIM_SIGNED_HEADERS",
     "Composed",
     "Composer",
-    "DkimKey",
     "Envelope",
     "HeaderInjection",
     "InvalidRecipient",
@@ -74,20 +78,6 @@ _RAW_SUBJECT_MAX = 900  # longer ASCII subjects are folded as encoded words (998
 _BASE64_LINES = tuple(slice(i, i + 76) for i in range(0, 1 << 18, 76))  # 256 KiB of base64
 _MAX_LINE = 998  # RFC 5322 s.2.1.1, without the CRLF
 _WORD_BYTES = 45  # 45 UTF-8 bytes -> 60 base64 chars -> a 72-char encoded word (max 75)
-# RFC 8058 s.4: the signature must cover List-Unsubscribe and List-Unsubscribe-Post.
-DKIM_SIGNED_HEADERS = (
-    b"from",
-    b"to",
-    b"subject",
-    b"date",
-    b"message-id",
-    b"reply-to",
-    b"list-unsubscribe",
-    b"list-unsubscribe-post",
-    b"feedback-id",
-    b"mime-version",
-    b"content-type",
-)
 
 
 class HeaderInjection(MessageError):
@@ -100,15 +90,6 @@ class InvalidRecipient(MessageError):
     """The contact's address cannot go into a To header (not an ASCII addr-spec)."""
 
     reason = "invalid_address"
-
-
-@dataclass(frozen=True, slots=True)
-class DkimKey:
-    """A DKIM signing key: d= domain, s= selector, PEM private key."""
-
-    selector: str
-    domain: str
-    private_key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +335,7 @@ class Composer:
         bounce_local_part: str = "bounces",
         unsubscribe_mailbox: str = "unsubscribe",
         link_ids: Mapping[str, int] | None = None,
-        dkim_key: DkimKey | None = None,
+        dkim: DkimSigner | None = None,
         random_part: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self.campaign = CampaignFields.from_definition(definition)
@@ -367,7 +348,7 @@ class Composer:
         self._bounce = bounce_local_part
         self._mailbox = unsubscribe_mailbox
         self._link_ids: dict[str, int] = dict(link_ids or {})
-        self._dkim = dkim_key
+        self.dkim = dkim
         self._random_part = random_part
         self._skeleton = Skeleton(self.campaign)
         self._feedback_id = f"{definition.slug}:{definition.topic}:{sender_domain}"
@@ -384,14 +365,14 @@ class Composer:
         settings: Settings,
         *,
         link_ids: Mapping[str, int] | None = None,
-        dkim_private_key: bytes | None = None,
     ) -> Composer:
-        """Build from Settings; DKIM (when a key is given) signs as the From domain (DMARC)."""
+        """Build from Settings; with DKIM keys configured, signs as the From domain (DMARC)."""
         sender = settings.sender
-        key = None
-        if dkim_private_key is not None and sender.dkim_selector:
-            from_domain = definition.from_address.rpartition("@")[2]
-            key = DkimKey(sender.dkim_selector, from_domain, dkim_private_key)
+        dkim = None
+        if settings.dkim_keys:
+            # DMARC alignment: d= is the From domain (each campaign's own), so every
+            # From domain publishes the selectors' keys.
+            dkim = DkimSigner(settings.dkim_keys, definition.from_address.rpartition("@")[2])
         return cls(
             definition,
             renderer,
@@ -402,7 +383,7 @@ class Composer:
             bounce_local_part=sender.bounce_local_part,
             unsubscribe_mailbox=sender.unsubscribe_mailbox,
             link_ids=link_ids,
-            dkim_key=key,
+            dkim=dkim,
         )
 
     def add_links(self, link_ids: Mapping[str, int]) -> None:
@@ -461,8 +442,8 @@ class Composer:
             parts, name=recipient.name, email=recipient.email, envelope=envelope
         )
         signature = None
-        if self._dkim is not None:
-            signature = _dkim_signature(data, self._dkim)
+        if self.dkim is not None:
+            signature = self.dkim.sign(data, issued)
             data = signature + data
         return Composed(
             data=data,
@@ -473,22 +454,11 @@ class Composer:
                 # click_urls: only the links this message showed, as signed for it.
                 "render": inputs.to_json(self._campaign_json),
                 "envelope": envelope.to_json(),
-                # Kept because re-signing needs the key and a new t= timestamp.
+                # The DKIM-Signature field(s) as sent: re-signing would need the key and
+                # give another t= (see the module's docstring).
                 "dkim_signature": None if signature is None else signature.decode("ascii"),
             },
         )
-
-
-def _dkim_signature(data: bytes, key: DkimKey) -> bytes:
-    signature = dkim.sign(
-        data,
-        key.selector.encode("ascii"),
-        key.domain.encode("ascii"),
-        key.private_key,
-        include_headers=list(DKIM_SIGNED_HEADERS),
-    )
-    assert isinstance(signature, bytes)
-    return signature
 
 
 def reproduce(

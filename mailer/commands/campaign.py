@@ -115,6 +115,11 @@ async def preview(args: argparse.Namespace, settings: Settings) -> int:
         out = Path(args.out or f"{args.campaign}-{record.email}.eml")
         out.write_bytes(composed.data)  # noqa: ASYNC240 - one small file, a CLI step
         console.print(f"wrote {out} ({len(composed.data):,} bytes, sha256 {composed.sha256[:16]}…)")
+        if composer.dkim is None:
+            console.print("not DKIM-signed: no [sender] dkim_selector, the relay must sign")
+        else:
+            signatures = ", ".join(f"s={k.selector} ({k.algorithm})" for k in composer.dkim.keys)
+            console.print(f"DKIM-signed as d={composer.dkim.domain}: {signatures}", highlight=False)
         _print_lint(await lifecycle.check(campaigns, args.campaign))
         print_findings(deliverability.check(settings, definition))
         return 0

@@ -61,7 +61,8 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load(args.config)
+        # The tracker never signs: it does not read the DKIM keys.
+        settings = load(args.config, dkim_keys=args.command != "tracker")
         if args.command == "tracker":
             settings.require_token_keys()
     except ConfigError as exc:

@@ -4,7 +4,9 @@ Every setting is declared once below with its type and default; the example
 file `config/mailer.example.toml` documents the same list. Unknown keys are
 errors (a typo must not silently fall back to a default), and every error
 names the setting. Secrets never come from the TOML file: SMTP passwords and
-token keys are read from the environment or from a file path.
+token keys are read from the environment or from a file path. DKIM private keys
+are read from their files, and validated, here: a configured key signs or the
+command does not start.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.core.addresses import is_hostname
+from mailer.core.dkim import Algorithm, DkimKey, DkimKeyError, load_key, valid_selector
 
 SECRET_KEYS = frozenset({"password", "keys", "secret", "dkim_private_key"})
 
@@ -61,8 +64,12 @@ class SenderSettings:
     domain: str = ""
     bounce_local_part: str = "bounces"
     unsubscribe_mailbox: str = "unsubscribe"
+    # DKIM (RFC 6376) as the From domain of each campaign: an RSA key (2048 bits), and
+    # optionally an Ed25519 one beside it (RFC 8463). All empty: the relay signs.
     dkim_selector: str = ""
     dkim_key_file: str = ""
+    dkim_ed25519_selector: str = ""
+    dkim_ed25519_key_file: str = ""
 
     def domain_for(self, from_address: str) -> str:
         """The domain a campaign's return path and Message-IDs use: `domain`, else its From's."""
@@ -129,6 +136,8 @@ class Settings:
     imports: ImportSettings = field(default_factory=ImportSettings)
     # Secrets, filled from the environment or files only.
     token_keys: str | None = field(default=None, repr=False)
+    # Read from [sender] dkim_key_file / dkim_ed25519_key_file, RSA first.
+    dkim_keys: tuple[DkimKey, ...] = field(default=(), repr=False)
 
     def all_relays(self) -> tuple[RelaySettings, ...]:
         """The configured relays: [[relays]] when given, else the single [smtp] relay."""
@@ -167,8 +176,17 @@ def _fqdn() -> str:
 _SECTION_ATTR = {"import": "imports"}
 
 
-def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from defaults, the TOML file (if any) and the environment."""
+def load(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    dkim_keys: bool = True,
+) -> Settings:
+    """Build Settings from defaults, the TOML file (if any) and the environment.
+
+    dkim_keys=False: for the tracker, which never signs; an internet-facing process
+    does not hold (or need read access to) the DKIM private keys.
+    """
     env = os.environ if environ is None else environ
     if path is None and env.get("MAILER_CONFIG"):
         path = Path(env["MAILER_CONFIG"])
@@ -207,9 +225,59 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         if values["tokens"].keys_file
         else None
     )
+    values["dkim_keys"] = _dkim_keys(values["sender"], env) if dkim_keys else ()
     settings = Settings(**values)
     _validate(settings)
     return settings
+
+
+_DKIM_SETTINGS: tuple[tuple[str, str, Algorithm], ...] = (
+    ("dkim_selector", "dkim_key_file", "rsa-sha256"),
+    ("dkim_ed25519_selector", "dkim_ed25519_key_file", "ed25519-sha256"),
+)
+
+
+def _dkim_keys(sender: SenderSettings, env: Mapping[str, str]) -> tuple[DkimKey, ...]:
+    """Each configured DKIM key, read and checked now, so a bad one stops every command."""
+    keys: list[DkimKey] = []
+    for selector_attr, file_attr, algorithm in _DKIM_SETTINGS:
+        selector, path = getattr(sender, selector_attr), getattr(sender, file_attr)
+        selector_name = _setting_name("sender", selector_attr, env)
+        file_name = _setting_name("sender", file_attr, env)
+        if bool(selector) != bool(path):
+            missing, given = (file_name, selector_name) if selector else (selector_name, file_name)
+            raise ConfigError(
+                f"{missing}: not set while {given} is; DKIM signing needs both "
+                "(leave both empty to let the relay sign)"
+            )
+        if not selector:
+            continue
+        if not valid_selector(selector):
+            raise ConfigError(
+                f"{selector_name}: {selector!r} is not a DNS name (letters, digits, '-', '.')"
+            )
+        try:
+            keys.append(load_key(path, selector, algorithm))
+        except DkimKeyError as exc:
+            raise ConfigError(f"{file_name}: {exc}") from None
+    if len(keys) == 1 and keys[0].algorithm == "ed25519-sha256":
+        # RFC 8463 s.1: Ed25519 goes beside RSA; many receivers verify only RSA.
+        raise ConfigError(
+            "sender.dkim_ed25519_selector: an Ed25519 signature goes beside an RSA one; "
+            "set sender.dkim_selector and sender.dkim_key_file too"
+        )
+    if len(keys) == 2 and keys[0].selector == keys[1].selector:
+        raise ConfigError(
+            "sender.dkim_ed25519_selector: must differ from sender.dkim_selector "
+            "(each selector publishes one key in DNS)"
+        )
+    return tuple(keys)
+
+
+def _setting_name(section: str, key: str, env: Mapping[str, str]) -> str:
+    """`section.key`, and the environment variable when that is where the value came from."""
+    variable = f"MAILER_{section.upper()}_{key.upper()}"
+    return f"{section}.{key} (from {variable})" if variable in env else f"{section}.{key}"
 
 
 def _sections() -> dict[str, type]:

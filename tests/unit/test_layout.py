@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "tracker": {"mailer.core", "mailer.db"},
 }
 # Third-party packages the pure core may use: values and rules, no I/O.
-CORE_DEPENDENCIES = {"email_validator"}
+CORE_DEPENDENCIES = {"email_validator", "cryptography"}
 
 
 def modules() -> Iterator[tuple[str, Path]]:

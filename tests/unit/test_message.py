@@ -16,6 +16,7 @@ from typing import Any
 
 import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ from mailer.campaigns.definition import CampaignDefinition, load
 from mailer.campaigns.message import (
     Composed,
     Composer,
-    DkimKey,
     Envelope,
     HeaderInjection,
     InvalidRecipient,
@@ -39,6 +39,7 @@ from mailer.campaigns.render import (
     TemplateSet,
 )
 from mailer.core.consent import Kind
+from mailer.core.dkim import DkimKey, DkimSigner
 from mailer.core.links import find_links
 from mailer.core.settings import SenderSettings, Settings, TrackerSettings
 from mailer.core.tokens import Keyring, Purpose
@@ -72,6 +73,16 @@ DKIM_PUBLIC = (
     "1fcXkBAUWkpAKXO6xdHVNjE4A1w8C05L0a/F2mvbaEMLPRfMKqazHVtQOsPSbHqZyGKLgh+LRa4iSLMOk0alh8FUE/h2"
     "cgYaE3mtZq9QjlHH4V6gzaa3twIDAQAB"
 )
+DKIM_KEY = DkimKey(
+    "s2024",
+    "rsa-sha256",
+    serialization.load_pem_private_key(DKIM_PRIVATE, password=None).private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ),
+)
+SIGNER = DkimSigner([DKIM_KEY], "garage-tremblay.example")
 EXPECTED_HEADERS = [
     "From",
     "To",
@@ -98,7 +109,7 @@ def renderer(definition: CampaignDefinition) -> Renderer:
 
 
 def make_composer(
-    definition: CampaignDefinition, renderer: Renderer, *, dkim_key: DkimKey | None = None
+    definition: CampaignDefinition, renderer: Renderer, *, dkim: DkimSigner | None = None
 ) -> Composer:
     return Composer(
         definition,
@@ -107,7 +118,7 @@ def make_composer(
         tracker_base_url=BASE + "/",
         sender_domain=DOMAIN,
         link_ids={url: 100 + i for i, url in enumerate(renderer.links)},
-        dkim_key=dkim_key,
+        dkim=dkim,
     )
 
 
@@ -264,7 +275,7 @@ def test_list_unsubscribe_headers_satisfy_rfc_8058(
     composer = make_composer(
         definition,
         renderer,
-        dkim_key=DkimKey("s2024", "garage-tremblay.example", DKIM_PRIVATE),
+        dkim=SIGNER,
     )
     composed = composer.compose(recipient(definition), NOW)
     message = parse(composed)
@@ -443,8 +454,7 @@ def test_every_subject_without_control_characters_reads_back_unchanged(
 def test_the_dkim_signature_verifies_with_dkimpy_and_breaks_on_tampering(
     definition: CampaignDefinition, renderer: Renderer
 ) -> None:
-    key = DkimKey("s2024", "garage-tremblay.example", DKIM_PRIVATE)
-    composed = make_composer(definition, renderer, dkim_key=key).compose(recipient(definition), NOW)
+    composed = make_composer(definition, renderer, dkim=SIGNER).compose(recipient(definition), NOW)
     assert composed.data.startswith(b"DKIM-Signature: ")
     assert verify_dkim(composed.data)
     assert not verify_dkim(composed.data.replace(b"Marie Tremblay", b"Mallory Tremblay", 1))
@@ -454,13 +464,18 @@ def test_the_dkim_signature_verifies_with_dkimpy_and_breaks_on_tampering(
 def test_reproducing_from_the_archive_gives_identical_bytes_and_hash(
     definition: CampaignDefinition, renderer: Renderer, signed: bool
 ) -> None:
-    key = DkimKey("s2024", "garage-tremblay.example", DKIM_PRIVATE) if signed else None
-    composed = make_composer(definition, renderer, dkim_key=key).compose(recipient(definition), NOW)
+    composer = make_composer(definition, renderer, dkim=SIGNER if signed else None)
+    composed = composer.compose(recipient(definition), NOW)
     stored_files = json.loads(renderer.templates.canonical_json())
     stored_archive = json.loads(json.dumps(composed.archive))  # what jsonb gives back
     again = reproduce(TemplateSet("service_reminder", stored_files), stored_archive)
     assert again == composed.data
     assert hashlib.sha256(again).hexdigest() == composed.sha256
+    if signed:
+        # The hash covers the signed bytes; the archived signature still verifies on them.
+        assert composed.archive["dkim_signature"].startswith("DKIM-Signature: ")
+        assert f"t={int(NOW.timestamp())};" in composed.archive["dkim_signature"]
+        assert verify_dkim(again)
 
 
 def test_composer_for_settings_uses_the_sender_and_tracker_settings(
@@ -471,9 +486,9 @@ def test_composer_for_settings_uses_the_sender_and_tracker_settings(
             domain=DOMAIN,
             bounce_local_part="rebonds",
             unsubscribe_mailbox="desabo",
-            dkim_selector="s2024",
         ),
         tracker=TrackerSettings(base_url=BASE),
+        dkim_keys=(DKIM_KEY,),
     )
     composer = Composer.for_settings(
         definition,
@@ -481,7 +496,6 @@ def test_composer_for_settings_uses_the_sender_and_tracker_settings(
         KEYRING,
         settings_,
         link_ids={url: i for i, url in enumerate(renderer.links)},
-        dkim_private_key=DKIM_PRIVATE,
     )
     composed = composer.compose(recipient(definition), NOW)
     assert composed.return_path.startswith("rebonds+")
