@@ -11,20 +11,22 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from mailer import audience, config, consent, imports
+from mailer import audience, config, consent, consent_dates, imports
 from mailer.addresses import InvalidAddress, address_hash, normalise
 from mailer.campaign_file import CampaignFileError
 from mailer.contacts_file import Defaults, FileError
 from mailer.lifecycle import CampaignError
 from mailer.render import TemplateFileError
 from mailer.store import ImportRefused, MigrationError, Store
+from mailer.topics import LANGUAGES as TOPIC_LANGUAGES
+from mailer.topics import topic_name
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -69,9 +71,15 @@ async def db_status(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 async def topics_add(args: argparse.Namespace, settings: config.Settings) -> int:
+    # Only the names given change: `--name-en` later keeps the French name; "" removes one.
+    names = {
+        lang: getattr(args, f"name_{lang}") or None
+        for lang in TOPIC_LANGUAGES
+        if getattr(args, f"name_{lang}") is not None
+    }
     async with _store(settings) as store:
         topic_id = await store.topic_upsert(
-            args.slug, args.name or args.slug, args.description, not args.opt_in
+            args.slug, args.name or None, args.description, not args.opt_in, names=names
         )
     console.print(f"topic {args.slug} (id {topic_id})")
     return 0
@@ -80,9 +88,13 @@ async def topics_add(args: argparse.Namespace, settings: config.Settings) -> int
 async def topics_list(args: argparse.Namespace, settings: config.Settings) -> int:
     async with _store(settings) as store:
         topics = await store.topics_list()
-    table = Table("slug", "name", "subscription")
+    table = Table("slug", "name", *(f"name ({lang})" for lang in TOPIC_LANGUAGES), "subscription")
     for t in topics:
-        table.add_row(t["slug"], t["name"], "opt-out" if t["default_subscribed"] else "opt-in")
+        # What a reader of each language sees, fallback included (mailer.topics.topic_name).
+        shown = [topic_name(t["names"], t["name"], t["slug"], lang) for lang in TOPIC_LANGUAGES]
+        table.add_row(
+            t["slug"], t["name"], *shown, "opt-out" if t["default_subscribed"] else "opt-in"
+        )
     console.print(table)
     return 0
 
@@ -160,6 +172,11 @@ async def contacts_show(args: argparse.Namespace, settings: config.Settings) -> 
     except InvalidAddress as exc:
         err.print(f"[red]error:[/] {args.email!r} is not a valid address: {exc}")
         return 2
+    try:
+        here = consent_dates.zone(args.timezone)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --timezone: {exc}")
+        return 2
     async with _store(settings) as store:
         story = await store.contact_story(email, address_hash(email))
     if story is None:
@@ -172,6 +189,7 @@ async def contacts_show(args: argparse.Namespace, settings: config.Settings) -> 
         console.print(
             f"[bold]{contact['email']}[/]  {contact['name'] or ''}  locale={contact['locale']}  "
             f"tracking={'on' if contact['tracking'] else 'off'}  "
+            # Imported as a date (contacts_file): its UTC day is the date given.
             f"last activity={_day(contact['last_activity_at'])}  "
             f"attributes={contact['attributes']}"
         )
@@ -184,15 +202,16 @@ async def contacts_show(args: argparse.Namespace, settings: config.Settings) -> 
             "ends",
             "evidence",
             title="consent history",
+            caption=f"dates given without a time as given; times as days in {here}",
         )
         for row in story["ledger"]:
             ledger.add_row(
-                _day(row["obtained_at"]),
+                _day(row["obtained_at"], here, date_only=row["obtained_date_only"]),
                 row["channel"],
                 row["action"],
                 row["kind"] or (f"topic {row['topic']}" if row["topic"] else "-"),
                 row["source"],
-                _day(row["ends_at"]),
+                _day(row["ends_at"], here, date_only=row["ends_date_only"]),
                 str(row["evidence"]),
             )
         console.print(ledger)
@@ -201,13 +220,13 @@ async def contacts_show(args: argparse.Namespace, settings: config.Settings) -> 
             prefs.add_row(
                 f"topic {row['slug']}",
                 "subscribed" if row["subscribed"] else "opted out",
-                _day(row["updated_at"]),
+                _day(row["updated_at"], here),
             )
         for row in story["channels"]:
             prefs.add_row(
                 f"channel {row['channel']}",
                 "on" if row["enabled"] else "off",
-                _day(row["updated_at"]),
+                _day(row["updated_at"], here),
             )
         console.print(prefs)
     sup = Table("scope", "reason", "source", "since", title="suppressions")
@@ -217,14 +236,17 @@ async def contacts_show(args: argparse.Namespace, settings: config.Settings) -> 
             f"{row['scope']} {target}".strip(),
             row["reason"],
             row["source"],
-            _day(row["created_at"]),
+            _day(row["created_at"], here),
         )
     console.print(sup)
     return 0
 
 
-def _day(value: Any) -> str:
-    return value.date().isoformat() if value is not None else "-"
+def _day(value: datetime | None, zone: tzinfo = UTC, *, date_only: bool = False) -> str:
+    """A day as YYYY-MM-DD, by the rule the footer and the preference centre print it with."""
+    if value is None:
+        return "-"
+    return consent_dates.consent_day(value, zone, date_only=date_only).isoformat()
 
 
 # ---------------------------------------------------------------- audience
@@ -299,14 +321,19 @@ async def consents_expiring(args: argparse.Namespace, settings: config.Settings)
         title=f"implied {args.channel} consents lapsing before {at + window:%Y-%m-%d}",
     )
     for r in rows:
+        end_is_date = consent_dates.end_date_only(
+            r["kind"],
+            obtained_date_only=r["obtained_date_only"],
+            ends_date_only=r["ends_date_only"],
+        )
         table.add_row(
             r["email"],
             r["name"] or "",
             r["locale"],
             r["kind"],
             r["source"],
-            _day(r["obtained_at"]),
-            _day(r["valid_until"]),
+            _day(r["obtained_at"], date_only=r["obtained_date_only"]),
+            _day(r["valid_until"], date_only=end_is_date),
         )
     console.print(table)
     console.print(f"{len(rows):,} contact(s) to ask for express consent")
@@ -481,7 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="message topics").add_subparsers(dest="t", required=True)
     add = topics.add_parser("add", help="create or update a topic")
     add.add_argument("slug")
-    add.add_argument("--name")
+    add.add_argument("--name", help="default name, for languages without their own (default: slug)")
+    for lang in TOPIC_LANGUAGES:
+        add.add_argument(
+            f"--name-{lang}", help=f'the name {lang} readers see ("" removes it)', metavar="NAME"
+        )
     add.add_argument("--description", default="")
     add.add_argument(
         "--opt-in",
@@ -511,6 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=contacts_import)
     show = contacts.add_parser("show", help="a contact's consent story")
     show.add_argument("email")
+    show.add_argument(
+        "--timezone",
+        default="UTC",
+        help="print timestamps as days in this zone, as a campaign's footer does (default UTC)",
+    )
     show.set_defaults(handler=contacts_show)
     explain = contacts.add_parser("explain", help="may this contact receive a campaign, and why")
     explain.add_argument("email")

@@ -621,6 +621,7 @@ def _job(row: Any) -> Job:
             consent_source=row["consent_source"] or "",
             consent_obtained_at=row["consent_obtained_at"],
             tracking=row["tracking"],
+            consent_date_only=row["consent_date_only"],
         ),
     )
 

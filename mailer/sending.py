@@ -113,6 +113,7 @@ async def preview(
         consent_kind=None if best is None else Kind(best["kind"]),
         consent_source="" if best is None else best["source"],
         consent_obtained_at=None if best is None else datetime.fromisoformat(best["obtained_at"]),
+        consent_date_only=best is not None and best["obtained_date_only"],
     )
     for _ in range(20):
         try:

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -46,6 +46,8 @@ _STAGING_COLUMNS = (
     "obtained_at",
     "ends_at",
     "topics",
+    "obtained_date_only",
+    "ends_date_only",
 )
 
 
@@ -173,15 +175,35 @@ class Store:
     # ------------------------------------------------------------ topics
 
     async def topic_upsert(
-        self, slug: str, name: str, description: str = "", default_subscribed: bool = True
+        self,
+        slug: str,
+        name: str | None,
+        description: str = "",
+        default_subscribed: bool = True,
+        *,
+        names: Mapping[str, str | None] | None = None,
     ) -> int:
-        """Create or update a topic; return its id."""
+        """Create or update a topic; return its id.
+
+        `name` None keeps an existing topic's default name (a new one takes the slug);
+        `names` per language are merged into those held, a None value removing one.
+        """
         return int(
-            await self.pool.fetchval(Q("topic_upsert"), slug, name, description, default_subscribed)
+            await self.pool.fetchval(
+                Q("topic_upsert"),
+                slug,
+                name,
+                description,
+                default_subscribed,
+                json.dumps(dict(names or {}), ensure_ascii=False),
+            )
         )
 
     async def topics_list(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self.pool.fetch(Q("topics_list"))]
+        """Every topic with its names per language (a dict)."""
+        return [
+            {**r, "names": json.loads(r["names"])} for r in await self.pool.fetch(Q("topics_list"))
+        ]
 
     # ------------------------------------------------------------ contact import
 
