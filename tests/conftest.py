@@ -7,7 +7,7 @@ import base64
 import io
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -97,14 +97,12 @@ def settings(db_url: str) -> Settings:
 
 
 @pytest.fixture
-def printed() -> Iterator[io.StringIO]:
+def printed(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """What the commands print (their shared rich console), 200 columns wide."""
     out = io.StringIO()
-    console.file, console.width = out, 200
-    try:
-        yield out
-    finally:
-        console.file = None  # type: ignore[assignment] # back to sys.stdout
+    monkeypatch.setattr(console, "_file", out)
+    monkeypatch.setattr(console, "_width", 200)
+    return out
 
 
 @pytest.fixture

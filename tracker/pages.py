@@ -7,16 +7,18 @@ sources included, since contacts and operators both supply them.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from mailer.core.consent_dates import zone
 from tracker.forms import REASON_MAX
 from tracker.preferences import LedgerRow, Preferences, Scope
 from tracker.store import Recipient
-from tracker.wording import TEXT, Lang, block_reason, channel_name, history_line, language
+from tracker.wording import TEXT, Lang, block_reason, channel_label, history_line, language
 
 # Pages carry a capability token in their URL: never let it leak to another site through a
 # Referer ("same-origin", not "no-referrer", which makes browsers send `Origin: null` on our own
@@ -76,7 +78,7 @@ class Pages:
             TEXT[lang]["unsubscribe_title"],
             email=recipient.email or "",
             sender=recipient.sender,
-            topic=recipient.topic_name,
+            topic=recipient.topic_label(lang),
             csrf=csrf,
             reason_max=REASON_MAX,
             preferences_url=preferences_url,
@@ -89,7 +91,9 @@ class Pages:
         lang = language(recipient.locale)
         t = TEXT[lang]
         done = t[f"done_{scope.value}"].format(
-            email=recipient.email or "", sender=recipient.sender, topic=recipient.topic_name
+            email=recipient.email or "",
+            sender=recipient.sender,
+            topic=recipient.topic_label(lang),
         )
         return self._render(
             "unsubscribed.html", lang, t["done_title"], done=done, preferences_url=preferences_url
@@ -133,22 +137,31 @@ class Pages:
         channels = [
             SwitchView(
                 s.channel.value,
-                channel_name(s.channel, lang).capitalize(),
+                channel_label(s.channel, lang),
                 s.on,
                 block_reason(s.blocked_by, lang) if s.blocked_by else None,
             )
             for s in prefs.channels
         ]
-        topics = [
-            SwitchView(
-                str(s.topic.id),
-                s.topic.name,
-                s.on,
-                block_reason(s.blocked_by, lang) if s.blocked_by else None,
-                s.topic.description,
-            )
-            for s in prefs.topics
-        ]
+        topics = sorted(
+            (
+                SwitchView(
+                    str(s.topic.id),
+                    s.topic.label(lang),
+                    s.on,
+                    block_reason(s.blocked_by, lang) if s.blocked_by else None,
+                    s.topic.description,
+                )
+                for s in prefs.topics
+            ),
+            # By the name the reader sees (accents folded: "Événements" among the E's).
+            key=lambda view: unicodedata.normalize("NFKD", view.label).casefold(),
+        )
+        # The campaign's zone was checked when it was created; a page never fails on it.
+        try:
+            sender_zone = zone(recipient.timezone)
+        except ValueError:
+            sender_zone = zone(None)
         return self._render(
             "preferences.html",
             lang,
@@ -157,7 +170,7 @@ class Pages:
             sender=recipient.sender,
             channels=channels,
             topics=topics,
-            history=[history_line(row, lang) for row in ledger],
+            history=[history_line(row, lang, sender_zone) for row in ledger],
             csrf=csrf,
             saved=saved,
         )

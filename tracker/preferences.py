@@ -7,7 +7,7 @@ transaction that read the rows, so a switch is judged on the state it is changin
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -20,6 +20,7 @@ from mailer.core.consent import (
     Policy,
     evaluate_consent,
 )
+from mailer.core.topics import topic_name
 
 # Fixed display order; only the channels a campaign reaches electronically (CASL covers
 # commercial electronic messages; postal and phone preferences are kept elsewhere).
@@ -60,6 +61,16 @@ class LedgerRow:
     source: str
     obtained_at: datetime
     ends_at: datetime | None = None
+    # The dates were given without a time (migration 0007): printed as given.
+    obtained_date_only: bool = False
+    ends_date_only: bool = False
+    # Topic rows: the topic's slug and names per language, for topic_label().
+    topic_slug: str = ""
+    topic_names: Mapping[str, str] = field(default_factory=dict)
+
+    def topic_label(self, lang: str) -> str:
+        """A topic row's topic as a reader of `lang` calls it (mailer.topics' fallback rule)."""
+        return topic_name(self.topic_names, self.topic_name, self.topic_slug, lang)
 
     def entry(self) -> LedgerEntry | None:
         """The row as a consent.LedgerEntry, or None for topic rows and malformed grants."""
@@ -87,10 +98,16 @@ class SuppressionRow:
 @dataclass(frozen=True, slots=True)
 class TopicRow:
     id: int
-    name: str
+    name: str  # the default name; pages show label(lang)
     description: str
     default_subscribed: bool
     subscribed: bool | None  # the contact's own choice; None = never chose
+    slug: str = ""
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def label(self, lang: str) -> str:
+        """The topic's name for a reader of `lang` (mailer.topics' fallback rule)."""
+        return topic_name(self.names, self.name, self.slug, lang)
 
 
 @dataclass(frozen=True, slots=True)

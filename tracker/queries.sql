@@ -58,6 +58,9 @@ WHERE d.id = $1
 -- Who is unsubscribing from what: the contact, the campaign's topic and the
 -- sender's name (definition->'sender'->>'name', else the campaign's name).
 SELECT d.id AS delivery_id, d.campaign_id, c.id AS contact_id, c.email, c.email_hash,
+       -- The topic's names per language (the page picks the reader's) and the
+       -- campaign's zone, in which the pages print timestamps as its footer did.
+       t.slug AS topic_slug, t.names AS topic_names, p.definition ->> 'timezone' AS timezone,
        c.name, c.locale, c.erased_at IS NOT NULL AS erased,
        coalesce(nullif(p.definition #>> '{sender,name}', ''), p.name) AS sender,
        p.channel, t.id AS topic_id, t.name AS topic_name
@@ -74,7 +77,8 @@ SELECT email_hash FROM contacts WHERE id = $1 AND erased_at IS NULL FOR NO KEY U
 
 -- name: contact_ledger
 SELECT l.id, l.channel, l.action, l.kind, l.topic_id, t.name AS topic_name, l.source,
-       l.obtained_at, l.ends_at
+       l.obtained_at, l.ends_at, t.slug AS topic_slug, t.names AS topic_names,
+       l.obtained_date_only, l.ends_date_only
 FROM consents l LEFT JOIN topics t ON t.id = l.topic_id
 WHERE l.contact_id = $1
 ORDER BY l.obtained_at, l.id
@@ -84,7 +88,7 @@ SELECT channel, enabled FROM contact_channels WHERE contact_id = $1
 
 -- name: contact_topics
 -- Every topic, with the contact's own choice where it made one.
-SELECT t.id, t.name, t.description, t.default_subscribed, ct.subscribed
+SELECT t.id, t.name, t.description, t.default_subscribed, ct.subscribed, t.slug, t.names
 FROM topics t
 LEFT JOIN contact_topics ct ON ct.topic_id = t.id AND ct.contact_id = $1
 ORDER BY t.name, t.id

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from mailer.core.topics import topic_name
 from mailer.db.queries import QueryFileError, parse
 from tracker.events import Event
 from tracker.preferences import (
@@ -119,7 +120,15 @@ class Recipient:
     sender: str
     channel: str
     topic_id: int
-    topic_name: str
+    topic_name: str  # the default name; pages show topic_label(lang)
+    topic_slug: str = ""
+    topic_names: Mapping[str, str] = field(default_factory=dict)
+    # The campaign's time zone (IANA name; None: UTC), in which its footer printed dates.
+    timezone: str | None = None
+
+    def topic_label(self, lang: str) -> str:
+        """The campaign topic's name for a reader of `lang` (mailer.topics' fallback rule)."""
+        return topic_name(self.topic_names, self.topic_name, self.topic_slug, lang)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +252,9 @@ class TrackerStore:
             channel=row["channel"],
             topic_id=row["topic_id"],
             topic_name=row["topic_name"],
+            topic_slug=row["topic_slug"],
+            topic_names=row["topic_names"],
+            timezone=row["timezone"],
         )
 
     async def snapshot(self, recipient: Recipient, now: datetime) -> Snapshot:
@@ -267,6 +279,10 @@ class TrackerStore:
                 source=r["source"],
                 obtained_at=r["obtained_at"],
                 ends_at=r["ends_at"],
+                obtained_date_only=r["obtained_date_only"],
+                ends_date_only=r["ends_date_only"],
+                topic_slug=r["topic_slug"],
+                topic_names=r["topic_names"] or {},
             )
             for r in await conn.fetch(_q("contact_ledger"), contact)
         )
@@ -274,7 +290,15 @@ class TrackerStore:
             r["channel"]: r["enabled"] for r in await conn.fetch(_q("contact_channels"), contact)
         }
         topics = [
-            TopicRow(r["id"], r["name"], r["description"], r["default_subscribed"], r["subscribed"])
+            TopicRow(
+                r["id"],
+                r["name"],
+                r["description"],
+                r["default_subscribed"],
+                r["subscribed"],
+                slug=r["slug"],
+                names=r["names"],
+            )
             for r in await conn.fetch(_q("contact_topics"), contact)
         ]
         suppressions = [

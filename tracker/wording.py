@@ -1,24 +1,34 @@
 """The words recipients read, in English and French: page text and consent history.
 
 Pure functions; no I/O. Dates are spelt out in the reader's language without the process
-locale (setlocale is global state a server must not touch). Everything returned here is
-plain text: the templates escape it.
+locale (setlocale is global state a server must not touch), on the day the message footer
+names (mailer.consent_dates: a date given without a time as given, a timestamp in the
+campaign's zone). Everything returned here is plain text: the templates escape it.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Literal
 
 from mailer.core.consent import valid_until
+from mailer.core.consent_dates import consent_day, end_date_only
 from mailer.core.footer import format_date
 from tracker.preferences import LedgerRow
 
 Lang = Literal["en", "fr"]
 
+# A channel inside a sentence ("You unsubscribed from text messages").
 _CHANNELS: dict[Lang, dict[str, str]] = {
     "en": {"email": "email", "sms": "text messages", "postal": "post", "phone": "phone calls"},
     "fr": {"email": "courriel", "sms": "SMS", "postal": "courrier", "phone": "téléphone"},
+}
+
+# A channel as a switch's label: written out, never derived by capitalising the sentence form
+# (which turned "SMS" into "Sms").
+_CHANNEL_LABELS: dict[Lang, dict[str, str]] = {
+    "en": {"email": "Email", "sms": "Text messages (SMS)", "postal": "Post", "phone": "Phone"},
+    "fr": {"email": "Courriel", "sms": "SMS", "postal": "Courrier postal", "phone": "Téléphone"},
 }
 
 _BLOCKS: dict[Lang, dict[str, str]] = {
@@ -163,14 +173,19 @@ def language(locale: str | None) -> Lang:
     return "fr" if (locale or "").lower().startswith("fr") else "en"
 
 
-def long_date(moment: datetime, lang: Lang) -> str:
-    """A day spelt out: "19 September 2012", "1er septembre 2012" (UTC), as message footers do."""
-    return format_date(moment.astimezone(UTC).date(), lang)
+def long_date(moment: datetime, lang: Lang, zone: tzinfo = UTC, *, date_only: bool = False) -> str:
+    """A day spelt out: "19 September 2012", "1er septembre 2012", on the day footers name."""
+    return format_date(consent_day(moment, zone, date_only=date_only), lang)
 
 
 def channel_name(channel: str, lang: Lang) -> str:
-    """A channel as a reader calls it."""
+    """A channel as a reader calls it in a sentence."""
     return _CHANNELS[lang].get(channel, channel)
+
+
+def channel_label(channel: str, lang: Lang) -> str:
+    """A channel as the label of its switch ("SMS", "Courriel")."""
+    return _CHANNEL_LABELS[lang].get(channel, channel)
 
 
 def block_reason(reason: str, lang: Lang) -> str:
@@ -178,13 +193,16 @@ def block_reason(reason: str, lang: Lang) -> str:
     return _BLOCKS[lang].get(reason, reason)
 
 
-def history_line(row: LedgerRow, lang: Lang) -> str:
-    """One ledger row in plain words, e.g. "You subscribed on 19 September 2012 at …"."""
-    on = long_date(row.obtained_at, lang)
+def history_line(row: LedgerRow, lang: Lang, zone: tzinfo = UTC) -> str:
+    """One ledger row in plain words, e.g. "You subscribed on 19 September 2012 at …".
+
+    `zone` is the sender's (the campaign's): timestamps are printed as days there.
+    """
+    on = long_date(row.obtained_at, lang, zone, date_only=row.obtained_date_only)
     channel = channel_name(row.channel, lang)
     how = _how(row.source, lang)
     if row.topic_id is not None:
-        topic = row.topic_name or str(row.topic_id)
+        topic = row.topic_label(lang) or str(row.topic_id)
         if row.action == "grant":
             return _say(
                 lang,
@@ -208,7 +226,7 @@ def history_line(row: LedgerRow, lang: Lang) -> str:
             f"Your consent to receive {channel} ended on {on}.",
             f"Votre consentement ({channel}) a pris fin le {on}.",
         )
-    return _grant_line(row, lang, on, channel)
+    return _grant_line(row, lang, on, channel, zone)
 
 
 def _how(source: str, lang: Lang, *, at: bool = False) -> str:
@@ -221,11 +239,18 @@ def _how(source: str, lang: Lang, *, at: bool = False) -> str:
     return f" ({source})"
 
 
-def _grant_line(row: LedgerRow, lang: Lang, on: str, channel: str) -> str:
+def _grant_line(row: LedgerRow, lang: Lang, on: str, channel: str, zone: tzinfo) -> str:
     entry = row.entry()
     end = valid_until(entry) if entry is not None else None
-    until_en = f" until {long_date(end, 'en')}" if end is not None else ""
-    until_fr = f" jusqu'au {long_date(end, 'fr')}" if end is not None else ""
+    # The end is a date when the date it counts from is one (two years after a purchase
+    # given as a date), else a timestamp printed in the sender's zone.
+    end_is_date = end_date_only(
+        row.kind, obtained_date_only=row.obtained_date_only, ends_date_only=row.ends_date_only
+    )
+    until_en = until_fr = ""
+    if end is not None:
+        until_en = f" until {long_date(end, 'en', zone, date_only=end_is_date)}"
+        until_fr = f" jusqu'au {long_date(end, 'fr', zone, date_only=end_is_date)}"
     to_en = "" if row.channel == "email" else f" to {channel}"
     to_fr = "" if row.channel == "email" else f" ({channel})"
     match row.kind:

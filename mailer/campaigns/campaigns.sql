@@ -306,8 +306,10 @@ WITH standing AS (
     ) AS v (choice)
     WHERE (v.choice).id IS NOT NULL
 )
-SELECT c.email, c.name, c.locale, k.kind, k.source, k.obtained_at, k.valid_until
+SELECT c.email, c.name, c.locale, k.kind, k.source, k.obtained_at, k.valid_until,
+       l.obtained_date_only, l.ends_date_only
 FROM standing k JOIN contacts c ON c.id = k.contact_id
+JOIN consents l ON l.id = k.id  -- how its dates print (0007); only the rows listed
 WHERE NOT k.express AND k.valid AND k.valid_until < $3::timestamptz
   AND c.erased_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM standing e WHERE e.contact_id = k.contact_id AND e.express)

@@ -280,6 +280,8 @@ class Recipient:
     consent_source: str
     consent_obtained_at: datetime | None
     tracking: bool = True  # contacts.tracking
+    # The consent was given as a calendar date (consents.obtained_date_only): printed as given.
+    consent_date_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +424,7 @@ class Composer:
             click_urls=clicks,
             # Always signed (cheap); only re-permission templates show it.
             confirm_url=f"{base}/a/{sign(Token(Purpose.CONFIRM, did, None, issued))}",
+            consent_date_only=recipient.consent_date_only,
         )
         parts = self._renderer.render(inputs)
         bounce = sign(Token(Purpose.BOUNCE, did, None, issued))

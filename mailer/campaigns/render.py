@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
@@ -43,6 +43,7 @@ from markupsafe import Markup, escape
 
 from mailer.campaigns.definition import CampaignDefinition, Sender
 from mailer.core.consent import Kind
+from mailer.core.consent_dates import consent_day
 from mailer.core.footer import LABELS, SUPPORTED_LOCALES, consent_sentence, format_date
 from mailer.core.links import FoundLink, add_pixel, find_links, rewrite
 
@@ -261,6 +262,10 @@ class RenderInputs:
     click_urls: Mapping[str, str] = field(default_factory=dict)
     # Re-permission "I agree" link (/a/TOKEN); None in archives written before it existed.
     confirm_url: str | None = None
+    # The consent was given as a calendar date, without a time (consents.obtained_date_only):
+    # the footer prints that date as given. False in archives written before it existed, which
+    # printed every consent date in the sender's zone and must re-render as they were sent.
+    consent_date_only: bool = False
 
     def __post_init__(self) -> None:
         if self.tracking and self.pixel_url is None:
@@ -287,6 +292,7 @@ class RenderInputs:
             "pixel_url": self.pixel_url,
             "click_urls": dict(self.click_urls),
             "confirm_url": self.confirm_url,
+            "consent_date_only": self.consent_date_only,
         }
 
     @classmethod
@@ -310,6 +316,7 @@ class RenderInputs:
             pixel_url=data["pixel_url"],
             click_urls=dict(data["click_urls"]),
             confirm_url=data.get("confirm_url"),  # absent from older archives
+            consent_date_only=data.get("consent_date_only", False),  # absent before 0007
         )
 
 
@@ -432,17 +439,25 @@ class Renderer:
     def _sentence(self, inputs: RenderInputs, locale: str) -> tuple[datetime | None, str]:
         campaign = inputs.campaign
         obtained = inputs.consent_obtained_at
+        day = None
         if obtained is not None:
-            # The footer cites the day in the sender's zone, not UTC's (a 22:00 sign-up in
-            # Québec is not "the next day").
+            # The footer cites a date-only consent as given and a timestamp as its day in the
+            # sender's zone, not UTC's (a 22:00 sign-up in Québec is not "the next day").
             zone = self._zones.get(campaign.timezone)
             if zone is None:
                 zone = self._zones[campaign.timezone] = ZoneInfo(campaign.timezone)
-            obtained = obtained.astimezone(zone)
+            day = consent_day(obtained, zone, date_only=inputs.consent_date_only)
+            # Templates see the moment in the sender's zone; a date-only consent as the start
+            # of its own day there, so `{{ consent.obtained_at | date }}` prints the same day.
+            obtained = (
+                datetime.combine(day, time(), zone)
+                if inputs.consent_date_only
+                else obtained.astimezone(zone)
+            )
         sentence = consent_sentence(
             inputs.consent_kind,
             inputs.consent_source,
-            obtained,
+            day,
             locale,
             business_name=campaign.sender.business_name,
         )

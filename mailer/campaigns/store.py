@@ -72,6 +72,8 @@ class ExpiringConsent:
     source: str
     obtained_at: datetime
     valid_until: datetime
+    obtained_date_only: bool
+    ends_date_only: bool
 
 
 @dataclass(frozen=True)

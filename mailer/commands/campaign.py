@@ -102,6 +102,7 @@ async def preview(args: argparse.Namespace, settings: Settings) -> int:
             consent_kind=None if best is None else best.kind,
             consent_source="" if best is None else best.source,
             consent_obtained_at=None if best is None else best.obtained_at,
+            consent_date_only=best is not None and best.obtained_date_only,
         )
         for _ in range(20):
             try:

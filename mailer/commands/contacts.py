@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,23 @@ from mailer.commands.console import at_of, console, day, err, open_pool
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
 from mailer.contacts.store import ContactStore, ImportRefused
+from mailer.core import consent_dates
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
 from mailer.core.settings import Settings
+from mailer.core.topics import LANGUAGES as TOPIC_LANGUAGES
+from mailer.core.topics import topic_name
 
 
 async def topics_add(args: argparse.Namespace, settings: Settings) -> int:
+    # Only the names given change: `--name-en` later keeps the French name; "" removes one.
+    names = {
+        lang: getattr(args, f"name_{lang}") or None
+        for lang in TOPIC_LANGUAGES
+        if getattr(args, f"name_{lang}") is not None
+    }
     async with open_pool(settings) as pool:
         topic_id = await ContactStore(pool).topic_upsert(
-            args.slug, args.name or args.slug, args.description, not args.opt_in
+            args.slug, args.name or None, args.description, not args.opt_in, names=names
         )
     console.print(f"topic {args.slug} (id {topic_id})")
     return 0
@@ -31,9 +41,11 @@ async def topics_add(args: argparse.Namespace, settings: Settings) -> int:
 async def topics_list(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
         topics = await ContactStore(pool).topics_list()
-    table = Table("slug", "name", "subscription")
+    table = Table("slug", "name", *(f"name ({lang})" for lang in TOPIC_LANGUAGES), "subscription")
     for t in topics:
-        table.add_row(t.slug, t.name, "opt-out" if t.default_subscribed else "opt-in")
+        # What a reader of each language sees, fallback included (mailer.core.topics).
+        shown = [topic_name(t.names, t.name, t.slug, lang) for lang in TOPIC_LANGUAGES]
+        table.add_row(t.slug, t.name, *shown, "opt-out" if t.default_subscribed else "opt-in")
     console.print(table)
     return 0
 
@@ -108,6 +120,11 @@ async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidAddress as exc:
         err.print(f"[red]error:[/] {args.email!r} is not a valid address: {exc}")
         return 2
+    try:
+        here = consent_dates.zone(args.timezone)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --timezone: {exc}")
+        return 2
     async with open_pool(settings) as pool:
         story = await ContactStore(pool).contact_story(email, address_hash(email))
     if story is None:
@@ -132,15 +149,16 @@ async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
             "ends",
             "evidence",
             title="consent history",
+            caption=f"dates given without a time as given; times as days in {here}",
         )
         for row in story.ledger:
             ledger.add_row(
-                day(row.obtained_at),
+                when(row.obtained_at, here, date_only=row.obtained_date_only),
                 row.channel,
                 row.action,
                 row.kind or (f"topic {row.topic}" if row.topic else "-"),
                 row.source,
-                day(row.ends_at),
+                when(row.ends_at, here, date_only=row.ends_date_only),
                 str(row.evidence),
             )
         console.print(ledger)
@@ -149,20 +167,20 @@ async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
             prefs.add_row(
                 f"topic {topic.slug}",
                 "subscribed" if topic.subscribed else "opted out",
-                day(topic.updated_at),
+                when(topic.updated_at, here),
             )
         for channel in story.channels:
             prefs.add_row(
                 f"channel {channel.channel}",
                 "on" if channel.enabled else "off",
-                day(channel.updated_at),
+                when(channel.updated_at, here),
             )
         console.print(prefs)
     sup = Table("scope", "reason", "source", "since", title="suppressions")
     for held in story.suppressions:
         target = held.channel or held.topic or ""
         sup.add_row(
-            f"{held.scope} {target}".strip(), held.reason, held.source, day(held.created_at)
+            f"{held.scope} {target}".strip(), held.reason, held.source, when(held.created_at, here)
         )
     console.print(sup)
     return 0
@@ -216,14 +234,17 @@ async def consents_expiring(args: argparse.Namespace, settings: Settings) -> int
         title=f"implied {args.channel} consents lapsing before {at + window:%Y-%m-%d}",
     )
     for r in rows:
+        end_is_date = consent_dates.end_date_only(
+            r.kind, obtained_date_only=r.obtained_date_only, ends_date_only=r.ends_date_only
+        )
         table.add_row(
             r.email,
             r.name or "",
             r.locale,
             r.kind,
             r.source,
-            day(r.obtained_at),
-            day(r.valid_until),
+            when(r.obtained_at, date_only=r.obtained_date_only),
+            when(r.valid_until, date_only=end_is_date),
         )
     console.print(table)
     console.print(f"{len(rows):,} contact(s) to ask for express consent")
@@ -263,12 +284,23 @@ async def suppress_import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def when(value: datetime | None, zone: tzinfo = UTC, *, date_only: bool = False) -> str:
+    """A day as YYYY-MM-DD, by the rule the footer and the preference centre print it with."""
+    if value is None:
+        return "-"
+    return consent_dates.consent_day(value, zone, date_only=date_only).isoformat()
+
+
 def register(sub: Any) -> Any:
     """Register the contact commands; return the `contacts` group (compliance adds to it)."""
     topics = sub.add_parser("topics", help="message topics").add_subparsers(dest="t", required=True)
     add = topics.add_parser("add", help="create or update a topic")
     add.add_argument("slug")
-    add.add_argument("--name")
+    add.add_argument("--name", help="default name, for languages without their own (default: slug)")
+    for lang in TOPIC_LANGUAGES:
+        add.add_argument(
+            f"--name-{lang}", help=f'the name {lang} readers see ("" removes it)', metavar="NAME"
+        )
     add.add_argument("--description", default="")
     add.add_argument(
         "--opt-in",
@@ -298,6 +330,11 @@ def register(sub: Any) -> Any:
     imp.set_defaults(handler=contacts_import)
     show = contacts.add_parser("show", help="a contact's consent story")
     show.add_argument("email")
+    show.add_argument(
+        "--timezone",
+        default="UTC",
+        help="print timestamps as days in this zone, as a campaign's footer does (default UTC)",
+    )
     show.set_defaults(handler=contacts_show)
     explain = contacts.add_parser("explain", help="may this contact receive a campaign, and why")
     explain.add_argument("email")

@@ -2,15 +2,20 @@
 -- lists, a contact's story. Run by mailer/contacts/store.py.
 
 -- name: topic_upsert
-INSERT INTO topics (slug, name, description, default_subscribed)
-VALUES ($1, $2, $3, $4)
+-- $2 the default name (NULL: the slug for a new topic, unchanged for an
+-- existing one), $5 names per language merged into those held: a language
+-- mapped to null loses its name, the others keep theirs, so adding the
+-- English name later does not drop the French one.
+INSERT INTO topics (slug, name, description, default_subscribed, names)
+VALUES ($1, coalesce($2, $1), $3, $4, jsonb_strip_nulls($5::jsonb))
 ON CONFLICT (slug) DO UPDATE
-    SET name = EXCLUDED.name, description = EXCLUDED.description,
-        default_subscribed = EXCLUDED.default_subscribed
+    SET name = coalesce($2, topics.name), description = EXCLUDED.description,
+        default_subscribed = EXCLUDED.default_subscribed,
+        names = jsonb_strip_nulls(topics.names || $5::jsonb)
 RETURNING id
 
 -- name: topics_list
-SELECT id, slug, name, description, default_subscribed FROM topics ORDER BY slug
+SELECT id, slug, name, names, description, default_subscribed FROM topics ORDER BY slug
 
 -- name: import_session_settings
 SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)
@@ -32,7 +37,10 @@ CREATE TEMPORARY TABLE import_rows (
     source           text,
     obtained_at      timestamptz,
     ends_at          timestamptz,
-    topics           text[] NOT NULL
+    topics           text[] NOT NULL,
+    -- consent_date / consent_ends were given without a time (migration 0007).
+    obtained_date_only boolean NOT NULL,
+    ends_date_only   boolean NOT NULL
 ) ON COMMIT DROP
 
 -- name: import_index_staging
@@ -112,11 +120,15 @@ ON CONFLICT (email) DO NOTHING
 -- (same contact, channel, kind, source, date and end). Re-imports add
 -- nothing, and an old grant in a file never overrides a later withdrawal:
 -- it is already in the ledger, so it is not appended again. Evidence names
--- the file and line (CASL s.13: proof of consent).
-INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, ends_at, evidence)
+-- the file and line (CASL s.13: proof of consent). Whether a date came with
+-- a time is how it is printed, not which consent it is: a grant held at the
+-- same instant is the same grant.
+INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, ends_at, evidence,
+                      obtained_date_only, ends_date_only)
 SELECT DISTINCT ON (c.id, r.channel, r.kind, r.source, r.obtained_at, r.ends_at)
        c.id, r.channel, 'grant', r.kind, r.source, r.obtained_at, r.ends_at,
-       jsonb_build_object('import_id', $1::bigint, 'file', $2::text, 'line', r.line)
+       jsonb_build_object('import_id', $1::bigint, 'file', $2::text, 'line', r.line),
+       r.obtained_date_only, r.ends_date_only
 FROM import_rows r
 JOIN import_contacts c ON c.email = r.email
 WHERE r.kind IS NOT NULL
@@ -181,7 +193,7 @@ FROM contacts WHERE email = $1
 
 -- name: contact_ledger
 SELECT l.id, l.channel, l.action, l.kind, t.slug AS topic, l.source, l.obtained_at, l.ends_at,
-       l.evidence, l.recorded_at
+       l.evidence, l.recorded_at, l.obtained_date_only, l.ends_date_only
 FROM consents l LEFT JOIN topics t ON t.id = l.topic_id
 WHERE l.contact_id = $1
 ORDER BY l.obtained_at, l.id
@@ -211,7 +223,8 @@ SELECT c.id, c.email, c.name, c.locale, c.attributes, c.last_activity_at, c.eras
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                     'id', l.id, 'channel', l.channel, 'action', l.action, 'kind', l.kind,
                     'source', l.source, 'obtained_at', l.obtained_at, 'ends_at', l.ends_at,
-                    'topic_id', l.topic_id) ORDER BY l.obtained_at, l.id)
+                    'topic_id', l.topic_id, 'obtained_date_only', l.obtained_date_only)
+                    ORDER BY l.obtained_at, l.id)
                  FROM consents l WHERE l.contact_id = c.id), '[]') AS ledger,
        coalesce((SELECT jsonb_object_agg(ch.channel, ch.enabled)
                  FROM contact_channels ch WHERE ch.contact_id = c.id), '{}') AS channels,

@@ -11,9 +11,11 @@ Columns (header names, case-insensitive; only `email` is required):
 |                | implied_inquiry, implied_publication (or purchase, contract,    |
 |                | inquiry, publication)                                           |
 | consent_source | where the consent was obtained ("Salon E-commerce Paris")       |
-| consent_date   | when it was obtained: YYYY-MM-DD or ISO 8601 date-time (UTC if  |
-|                | no offset)                                                      |
-| consent_ends   | end of an ongoing contract / of a publication's relevance       |
+| consent_date   | when it was obtained: YYYY-MM-DD (a calendar date, printed as   |
+|                | given) or ISO 8601 date-time (UTC if no offset; printed as its  |
+|                | day in the sender's zone)                                       |
+| consent_ends   | end of an ongoing contract / of a publication's relevance (same |
+|                | forms)                                                          |
 | channel        | email (default), sms, postal, phone                             |
 | topics         | topic slugs separated by `;` the contact subscribes to          |
 | last_activity  | date of the last purchase, visit or reply                       |
@@ -112,6 +114,9 @@ class ContactRow(NamedTuple):
     obtained_at: datetime | None
     ends_at: datetime | None
     topics: list[str]
+    # consent_date / consent_ends were calendar dates, without a time (mailer.consent_dates).
+    obtained_date_only: bool
+    ends_date_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +245,13 @@ class _RowParser:
                 f"(expected {', '.join(sorted(CANONICAL_KINDS))})"
             )
         source = obtained = ends = None
+        obtained_date_only = ends_date_only = False
         if kind is not None:
             source = cell("consent_source", d.source)
-            obtained = _when(cell("consent_date", d.consent_date), "consent_date")
-            ends = _when(cell("consent_ends"), "consent_ends")
+            obtained, obtained_date_only = _consent_when(
+                cell("consent_date", d.consent_date), "consent_date"
+            )
+            ends, ends_date_only = _consent_when(cell("consent_ends"), "consent_ends")
             if source is None:
                 raise _RowError("consent_source: required with a consent (or give --source)")
             if obtained is None:
@@ -272,6 +280,8 @@ class _RowParser:
             obtained_at=obtained,
             ends_at=ends,
             topics=_topics(cell("topics", d.topics), self.topics),
+            obtained_date_only=obtained_date_only,
+            ends_date_only=ends_date_only,
         )
 
     def _attributes(self, cells: list[str]) -> str:
@@ -332,15 +342,29 @@ def _topics(text: str | None, known: frozenset[str]) -> list[str]:
 
 @lru_cache(maxsize=16_384)
 def _when(text: str | None, name: str) -> datetime | None:
+    return _consent_when(text, name)[0]
+
+
+@lru_cache(maxsize=16_384)
+def _consent_when(text: str | None, name: str) -> tuple[datetime | None, bool]:
+    """The instant a cell names, and whether it was a calendar date without a time.
+
+    A date is kept as its midnight UTC: the ledger orders and ages every consent by one
+    instant, and the flag tells the printers to show the date as given (migration 0007).
+    """
     if text is None:
-        return None
+        return None, False
     try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
+        day = date.fromisoformat(text)  # 2018-11-17, 20181117, 2018-W46-6: dates only
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day, time(), tzinfo=UTC), True
+    try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise _RowError(f"{name}: {text!r} is not a date (YYYY-MM-DD or ISO 8601)") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return (parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)), False
 
 
 def _flag(text: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +43,8 @@ _STAGING_COLUMNS = (
     "obtained_at",
     "ends_at",
     "topics",
+    "obtained_date_only",
+    "ends_date_only",
 )
 
 
@@ -93,11 +95,23 @@ class ContactStore:
         self.pool = pool
 
     async def topic_upsert(
-        self, slug: str, name: str, description: str = "", default_subscribed: bool = True
+        self,
+        slug: str,
+        name: str | None,
+        description: str = "",
+        default_subscribed: bool = True,
+        *,
+        names: Mapping[str, str | None] | None = None,
     ) -> int:
-        """Create or update a topic; return its id."""
+        """Create or update a topic; return its id.
+
+        `name` None keeps an existing topic's default name (a new one takes the slug);
+        `names` per language are merged into those held, a None value removing one.
+        """
         return int(
-            await self.pool.fetchval(Q("topic_upsert"), slug, name, description, default_subscribed)
+            await self.pool.fetchval(
+                Q("topic_upsert"), slug, name, description, default_subscribed, dict(names or {})
+            )
         )
 
     async def topics_list(self) -> list[Topic]:
@@ -283,6 +297,7 @@ class ContactStore:
                     obtained_at=datetime.fromisoformat(e["obtained_at"]),
                     ends_at=_when(e["ends_at"]),
                     topic_id=e["topic_id"],
+                    obtained_date_only=e["obtained_date_only"],
                 )
                 for e in row["ledger"]
             ),
@@ -310,6 +325,7 @@ class Topic:
     id: int
     slug: str
     name: str
+    names: dict[str, str]  # per language (mailer.core.topics.topic_name falls back)
     description: str
     default_subscribed: bool
 
@@ -342,6 +358,8 @@ class LedgerLine:
     ends_at: datetime | None
     evidence: dict[str, Any]
     recorded_at: datetime
+    obtained_date_only: bool  # given as a date: printed as given (mailer.core.consent_dates)
+    ends_date_only: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,8 @@ class LedgerEntry:
     obtained_at: datetime
     ends_at: datetime | None = None
     topic_id: int | None = None
+    # Given as a date, not a time: printed as given (mailer.core.consent_dates).
+    obtained_date_only: bool = False
 
     def __post_init__(self) -> None:
         # Fail at construction, naming the row, rather than deep inside a comparison.

@@ -2,13 +2,14 @@
 
 One place for every sentence the law makes us print, so the renderer, the lint and the
 preference centre cannot drift apart. Dates are written out per locale ("19 September
-2012", "19 septembre 2012", "1er mai 2024") in the sender's time zone.
+2012", "19 septembre 2012", "1er mai 2024"); which day a consent date is printed as (the date
+given, or a timestamp's day in the sender's zone) is mailer.consent_dates' one rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date
 from types import MappingProxyType
 
 from mailer.core.consent import Kind
@@ -138,14 +139,14 @@ def format_date(value: date, locale: str) -> str:
 def consent_sentence(
     kind: Kind | None,
     source: str,
-    obtained_at: datetime | None,
+    obtained_on: date | None,
     locale: str,
     *,
     business_name: str,
 ) -> str:
-    """The consent-origin sentence for the footer, in `locale`; obtained_at in the sender's zone."""
+    """The consent-origin sentence for the footer, in `locale`; obtained_on from consent_day."""
     template = _SENTENCES[locale][kind]
-    if kind is not None and obtained_at is None:
+    if kind is not None and obtained_on is None:
         raise ValueError(f"a {kind} consent needs the date it was obtained")
-    day = "" if obtained_at is None else format_date(obtained_at.date(), locale)
+    day = "" if obtained_on is None else format_date(obtained_on, locale)
     return template.format(date=day, source=source, business=business_name)

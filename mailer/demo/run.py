@@ -90,11 +90,12 @@ LAST_NAMES = [
 ]
 DOMAINS = ["gmail.com", "outlook.com", "yahoo.com", "videotron.ca", "bell.net", "example.org"]
 VEHICLES = ["SUV", "sedan", "pickup", "hatchback", "minivan"]
+# (slug, French name, English name, opt-out): each reader sees the topic in their language.
 TOPICS = [
-    ("service", "Service reminders", True),
-    ("parts", "Parts received", True),
-    ("promotions", "Promotions", False),
-    ("events", "Events and invitations", False),
+    ("service", "Rappels d'entretien", "Service reminders", True),
+    ("parts", "Pièces reçues", "Parts received", True),
+    ("promotions", "Promotions", "Promotions", False),
+    ("events", "Événements et invitations", "Events and invitations", False),
 ]
 # (kind, share, age range in days): within and past each CASL limit.
 CONSENT_MIX = [
@@ -329,8 +330,8 @@ async def _load_contacts(
     registry: Path,
     unsubscribed: Path,
 ) -> None:
-    for slug, name, default in TOPICS:
-        await store.topic_upsert(slug, name, "", default)
+    for slug, name_fr, name_en, default in TOPICS:
+        await store.topic_upsert(slug, name_en, "", default, names={"fr": name_fr, "en": name_en})
     table = Table("import", "rows", "created", "updated", "ledger rows added")
     for label in ("contacts.csv", "contacts.csv again (changes nothing)"):
         r = (

@@ -626,5 +626,6 @@ def _job(row: Claimed) -> Job:
             consent_source=row.consent_source or "",
             consent_obtained_at=row.consent_obtained_at,
             tracking=row.tracking,
+            consent_date_only=row.consent_date_only,
         ),
     )

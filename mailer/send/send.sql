@@ -17,7 +17,9 @@ RETURNING id, slug
 -- which is how pause and cancel take effect within one batch. The lease is
 -- renewed while the worker lives; a row found `sending` with an expired
 -- lease was in flight during a crash and becomes `uncertain`, never resent
--- on its own (the guarantee listmonk and Mautic break).
+-- on its own (the guarantee listmonk and Mautic break). Whether the frozen
+-- consent was given as a date is read from its ledger row, which never
+-- changes: one primary-key probe per claimed row, not a column per delivery.
 WITH picked AS (
     SELECT d.id
     FROM deliveries d
@@ -35,7 +37,9 @@ FROM picked, contacts c
 WHERE d.id = picked.id AND c.id = d.contact_id
 RETURNING d.id, d.campaign_id, d.contact_id, d.domain, d.attempts, d.first_attempt_at,
           d.consent_kind, d.consent_source, d.consent_obtained_at,
-          c.email, c.name, c.locale, c.attributes, c.tracking
+          c.email, c.name, c.locale, c.attributes, c.tracking,
+          coalesce((SELECT l.obtained_date_only FROM consents l WHERE l.id = d.consent_id), false)
+              AS consent_date_only
 
 -- name: renew_leases
 UPDATE deliveries SET lease_until = now() + make_interval(secs => $2)

@@ -40,6 +40,7 @@ class Claimed(NamedTuple):
     locale: str
     attributes: dict[str, Any]
     tracking: bool
+    consent_date_only: bool  # the consent was given as a date, printed as given
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import re
+from datetime import date
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import asyncpg
 from rich.console import Console
 
+from mailer.core.footer import format_date
 from mailer.core.settings import load
 from mailer.db import connect
 from mailer.demo import run as demo
@@ -27,6 +31,8 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
     mailboxes = list((tmp_path / "runs").glob("*/mail"))
     assert len(mailboxes) == 1
     files = sorted(mailboxes[0].glob("*.eml"))
+    with (tmp_path / "contacts.csv").open(encoding="utf-8", newline="") as fh:
+        consent_dates = {row["email"]: row["consent_date"] for row in csv.DictReader(fh)}
     sent = {
         r["email"]
         for r in await conn.fetch(
@@ -46,6 +52,18 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
         text = message.get_body(("plain",))
         assert text is not None
         assert "2450, boulevard Laurier" in text.get_content()  # sender's postal address
+        # The footer cites the consent date as the file gave it (a calendar date), not the
+        # day before as America/Toronto saw its midnight UTC (issue 13, item 2).
+        sentence = next(
+            line
+            for line in text.get_content().splitlines()
+            if line.startswith(("You receive this email", "Vous recevez ce courriel"))
+        )
+        lang = "fr" if sentence.startswith("Vous") else "en"
+        given = date.fromisoformat(consent_dates[recipients[-1]])
+        assert re.findall(r"\d{1,2}(?:er)? [^\W\d]+ \d{4}", sentence) == [
+            format_date(given, lang)
+        ], sentence
     assert len(recipients) == len(set(recipients))  # exactly one message each
     assert set(recipients) == sent  # every sent row has its message, nobody else got one
     not_sent = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status <> 'sent'")
