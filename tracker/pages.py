@@ -33,6 +33,11 @@ HEADERS = {
 }
 
 
+def _sender(recipient: Recipient, lang: Lang) -> str:
+    """The business that sends, as every page names it (CASL s.6(2)(a))."""
+    return recipient.sender or TEXT[lang]["sender_unknown"]
+
+
 @dataclass(frozen=True, slots=True)
 class SwitchView:
     value: str
@@ -75,7 +80,7 @@ class Pages:
             lang,
             TEXT[lang]["unsubscribe_title"],
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
             topic=recipient.topic_name,
             csrf=csrf,
             reason_max=REASON_MAX,
@@ -89,7 +94,7 @@ class Pages:
         lang = language(recipient.locale)
         t = TEXT[lang]
         done = t[f"done_{scope.value}"].format(
-            email=recipient.email or "", sender=recipient.sender, topic=recipient.topic_name
+            email=recipient.email or "", sender=_sender(recipient, lang), topic=recipient.topic_name
         )
         return self._render(
             "unsubscribed.html", lang, t["done_title"], done=done, preferences_url=preferences_url
@@ -103,7 +108,7 @@ class Pages:
             lang,
             TEXT[lang]["agree_title"],
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
             consent_text=consent_text,
             csrf=csrf,
         )
@@ -116,7 +121,7 @@ class Pages:
             lang,
             TEXT[lang]["agreed_title"],
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
         )
 
     def preferences(
@@ -154,7 +159,7 @@ class Pages:
             lang,
             TEXT[lang]["preferences_title"],
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
             channels=channels,
             topics=topics,
             history=[history_line(row, lang) for row in ledger],

@@ -56,10 +56,16 @@ WHERE d.id = $1
 
 -- name: recipient
 -- Who is unsubscribing from what: the contact, the campaign's topic and the
--- sender's name (definition->'sender'->>'name', else the campaign's name).
+-- sender. CASL s.6(2)(a) and the pages name the business that sends, as the
+-- campaign file spells it (sender.business_name, mailer/campaign_file.py),
+-- else its From display name; never the campaign's own name, which is a
+-- subject line ("Service reminder — October"), not an identity. NULL only for
+-- a definition without either (none the campaign file accepts): the pages
+-- then say "this sender".
 SELECT d.id AS delivery_id, d.campaign_id, c.id AS contact_id, c.email, c.email_hash,
        c.name, c.locale, c.erased_at IS NOT NULL AS erased,
-       coalesce(nullif(p.definition #>> '{sender,name}', ''), p.name) AS sender,
+       coalesce(nullif(p.definition #>> '{sender,business_name}', ''),
+                nullif(p.definition ->> 'from_name', '')) AS sender,
        p.channel, t.id AS topic_id, t.name AS topic_name
 FROM deliveries d
 JOIN contacts c ON c.id = d.contact_id

@@ -116,7 +116,7 @@ class Recipient:
     name: str | None
     locale: str
     erased: bool
-    sender: str
+    sender: str | None  # the business's name; None only for a definition lacking it
     channel: str
     topic_id: int
     topic_name: str
