@@ -38,6 +38,9 @@ def test_environment_variables_override_the_file(tmp_path: Path) -> None:
         ("[throttle.domains.'gmail.com']\nrate = -1\n", {}, "throttle.domains.gmail.com.rate"),
         ("[database]\nurl = 'mysql://x'\n", {}, "database.url"),
         ("[engine\n", {}, "m.toml"),
+        ("[tracker]\ndb_timeout_ms = 0\n", {}, "tracker.db_timeout_ms"),
+        # The server must give up on a statement before the tracker stops waiting for it.
+        ("[tracker]\ndb_statement_timeout_ms = 2000\n", {}, "tracker.db_statement_timeout_ms"),
     ],
 )
 def test_a_bad_setting_fails_at_start_naming_the_setting(

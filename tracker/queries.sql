@@ -6,6 +6,14 @@
 -- name: ping
 SELECT 1
 
+-- name: background_timeouts
+-- $1 milliseconds. The tracker's connections start with a short
+-- statement_timeout and lock_timeout (tracker.db_statement_timeout_ms), made
+-- for requests someone waits on; the event flusher's batches and partition
+-- upkeep may take longer and keep no one waiting, so their own transaction
+-- lifts both (is_local: the setting ends with the transaction).
+SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)
+
 -- name: ensure_event_partitions
 -- This month and the next two exist before their first event arrives; rows
 -- outside them still land in events_default, so a missed call loses nothing.
@@ -44,13 +52,16 @@ FROM tracker_events_inbox i
 JOIN deliveries d ON d.id = i.delivery_id
 
 -- name: click_target
--- Only the URL registered for the delivery's own campaign: a click token
--- naming another campaign's link finds nothing (never redirect to a URL
--- taken from the request).
-SELECT l.url, d.campaign_id, d.sent_at
-FROM deliveries d
-JOIN links l ON l.id = $2 AND l.campaign_id = d.campaign_id
-WHERE d.id = $1
+-- $1 delivery, $2 link. The link as registered and, when the delivery exists,
+-- its campaign and send time: apart, because the tracker caches links by id
+-- (they never change once registered) and still redirects to a known link
+-- while Postgres cannot answer. The handler redirects only when both
+-- campaigns agree: a click token naming another campaign's link finds
+-- nothing (and never a URL taken from the request).
+SELECT l.url, l.campaign_id, d.campaign_id AS delivery_campaign_id, d.sent_at
+FROM links l
+LEFT JOIN deliveries d ON d.id = $1
+WHERE l.id = $2
 
 -- ---------------------------------------------------------------- pages
 
