@@ -14,7 +14,7 @@ import gc
 import logging
 import signal
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,12 +27,13 @@ from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring, Purpose, Token, TokenError
 from tracker import forms, ipprefix
 from tracker.buffer import EventBuffer
+from tracker.clicks import ClickTargets
 from tracker.events import USER_AGENT_MAX, Hit, to_event
 from tracker.metrics import Metrics
 from tracker.pages import HEADERS as PAGE_HEADERS
 from tracker.pages import Pages
 from tracker.preferences import Scope, channels_for
-from tracker.store import ClickTarget, ConsentRequest, Recipient, TrackerStore, Unavailable
+from tracker.store import ConsentRequest, Recipient, TrackerStore, Unavailable
 from tracker.wording import Lang, language
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ GIF_HEADERS = {
     "Cache-Control": "no-store, no-cache, private, max-age=0",
 }
 _OPEN_OK = ("open", "200")
-_CLICK_CACHE_SIZE = 10_000
+# RFC 9110 s.10.2.3: when to try again after a 503. Mailbox providers retry one-click POSTs;
+# a person reads "try again in a few minutes".
+RETRY_AFTER_S = 30
 _LAST_HOP_MAX = 64  # characters of X-Forwarded-For kept: the longest address text is 45
 _FORM_MAX_BYTES = 64 * 1024
 # How long shutdown keeps retrying the final flush while Postgres is away.
@@ -57,26 +60,6 @@ SHUTDOWN_FLUSH_S = 10.0
 _PARTITION_CHECK_S = 6 * 3600
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class _Lru:
-    """A bounded least-recently-used map for click targets (links never change once sent)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[int, int], ClickTarget] = OrderedDict()
-
-    def get(self, key: tuple[int, int]) -> ClickTarget | None:
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-        return found
-
-    def put(self, key: tuple[int, int], value: ClickTarget) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
 
 
 class Tracker:
@@ -90,7 +73,13 @@ class Tracker:
         base = urlsplit(settings.tracker.base_url)
         self.origins = frozenset({f"{base.scheme}://{base.netloc}"})
         db = settings.database
-        self.store = TrackerStore(db.url, min_size=db.pool_min, max_size=db.pool_max)
+        self.store = TrackerStore(
+            db.url,
+            min_size=db.pool_min,
+            max_size=db.pool_max,
+            timeout_ms=settings.tracker.db_timeout_ms,
+            statement_timeout_ms=settings.tracker.db_statement_timeout_ms,
+        )
         self.metrics = Metrics()
         self.buffer: EventBuffer[Hit] = EventBuffer(
             self.write_hits,
@@ -100,7 +89,7 @@ class Tracker:
         )
         self.metrics.watch_buffer(lambda: len(self.buffer))
         self.pages = Pages()
-        self.clicks = _Lru(_CLICK_CACHE_SIZE)
+        self.clicks = ClickTargets(self.store, self.metrics)
         self.shutdown_flush_s = shutdown_flush_s
 
     def verify(self, text: str, purpose: Purpose, route: str) -> Token | None:
@@ -145,17 +134,6 @@ class Tracker:
             self.metrics.event(kind, why, count)
         return written
 
-    async def click_target(self, token: Token) -> ClickTarget | None:
-        """The registered URL for a click token, from the cache or the store."""
-        assert token.link_id is not None  # a verified click token always has one
-        key = (token.delivery_id, token.link_id)
-        found = self.clicks.get(key)
-        if found is None:
-            found = await self.store.click_target(*key)
-            if found is not None:
-                self.clicks.put(key, found)
-        return found
-
     def evidence(self, request: web.Request, recipient: Recipient, method: str) -> dict[str, Any]:
         """What the ledger keeps about an opt-out or a preference change (CASL s.13 proof)."""
         address = ipprefix.client_address(request.remote, request.headers.get("X-Forwarded-For"))
@@ -186,14 +164,24 @@ class Tracker:
 TRACKER = web.AppKey("tracker", Tracker)
 
 
-def _page(body: str, status: int = 200) -> web.Response:
+def _page(body: str, status: int = 200, headers: Mapping[str, str] = PAGE_HEADERS) -> web.Response:
     return web.Response(
-        text=body, status=status, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
+        text=body, status=status, content_type="text/html", charset="utf-8", headers=headers
     )
 
 
 def _message(tracker: Tracker, key: str, status: int, lang: Lang | None = None) -> web.Response:
     return _page(tracker.pages.message(key, lang), status)
+
+
+_UNAVAILABLE_HEADERS = {**PAGE_HEADERS, "Retry-After": str(RETRY_AFTER_S)}
+
+
+def _unavailable(tracker: Tracker, route: str, lang: Lang | None = None) -> web.Response:
+    """The 503 for a database that could not answer in time: try again (Retry-After)."""
+    tracker.metrics.database_unavailable.labels(route, "503").inc()
+    body = tracker.pages.message("unavailable", lang)
+    return _page(body, 503, _UNAVAILABLE_HEADERS)
 
 
 def _lang(recipient: Recipient) -> Lang:
@@ -239,16 +227,17 @@ async def click(request: web.Request) -> web.StreamResponse:
     if token is None:
         return _message(tracker, "not_found", 404)
     try:
-        target = await tracker.click_target(token)
+        target = await tracker.clicks.target(token)
     except Unavailable as exc:
         log.warning("click lookup failed: %s", exc)
-        return _message(tracker, "unavailable", 503)
+        return _unavailable(tracker, "click")
     # Only http(s) targets: a javascript: or data: URL in the links table is never followed.
-    if target is None or urlsplit(target.url).scheme not in ("http", "https"):
+    if target is None or urlsplit(target[0]).scheme not in ("http", "https"):
         tracker.metrics.token_rejections.labels("click", "unknown_link").inc()
         return _message(tracker, "not_found", 404)
-    tracker.record(request, "click", token, target.sent_at)
-    return web.Response(status=302, headers={"Location": target.url, "Cache-Control": "no-store"})
+    url, sent_at = target
+    tracker.record(request, "click", token, sent_at)
+    return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
 
 
 async def _recipient_for(
@@ -263,7 +252,7 @@ async def _recipient_for(
         recipient = await tracker.store.recipient(token.delivery_id)
     except Unavailable as exc:
         log.warning("%s lookup failed: %s", route, exc)
-        return _message(tracker, "unavailable", 503)
+        return _unavailable(tracker, route)
     if recipient is None:
         tracker.metrics.token_rejections.labels(route, "unknown_delivery").inc()
         return _message(tracker, "not_found", 404)
@@ -320,9 +309,11 @@ async def unsubscribe(request: web.Request) -> web.Response:
             evidence=evidence,
         )
     except Unavailable as exc:
-        # Nothing was committed: say so, so the person (or the mailbox provider) retries.
+        # Not recorded in time: 503 and Retry-After, so the mailbox provider (or the person)
+        # retries; never 200 for an opt-out not committed. (If the deadline caught a COMMIT
+        # in flight, it may land anyway: the retry then finds it done. mailer/db/bounded.py.)
         log.error("opt-out of delivery %d not recorded: %s", token.delivery_id, exc)
-        return _message(tracker, "unavailable", 503, _lang(recipient))
+        return _unavailable(tracker, "unsubscribe", _lang(recipient))
     if changed is None:
         return _message(tracker, "erased", 200, _lang(recipient))
     outcome = "recorded" if changed else "already"
@@ -345,7 +336,7 @@ async def preferences_page(request: web.Request) -> web.Response:
         snap = await tracker.store.snapshot(recipient, datetime.now(UTC))
     except Unavailable as exc:
         log.warning("preference centre lookup failed: %s", exc)
-        return _message(tracker, "unavailable", 503, _lang(recipient))
+        return _unavailable(tracker, "preferences", _lang(recipient))
     saved = {"1": True, "0": False}.get(request.query.get("saved", ""))
     body = tracker.pages.preferences(
         recipient,
@@ -382,7 +373,7 @@ async def save_preferences(request: web.Request) -> web.Response:
         )
     except Unavailable as exc:
         log.error("preferences of delivery %d not saved: %s", recipient.delivery_id, exc)
-        return _message(tracker, "unavailable", 503, _lang(recipient))
+        return _unavailable(tracker, "preferences", _lang(recipient))
     if diff is None:
         return _message(tracker, "erased", 200, _lang(recipient))
     for change, items in (
@@ -411,7 +402,7 @@ async def _consent_request(
         asked = await tracker.store.consent_request(recipient.campaign_id)
     except Unavailable as exc:
         log.warning("confirm lookup failed: %s", exc)
-        return _message(tracker, "unavailable", 503, _lang(recipient))
+        return _unavailable(tracker, "confirm", _lang(recipient))
     if asked is None:  # a genuine token, but its campaign asks for nothing
         tracker.metrics.token_rejections.labels("confirm", "not_repermission").inc()
         return _message(tracker, "not_found", 404)
@@ -449,7 +440,7 @@ async def agree(request: web.Request) -> web.Response:
         added = await tracker.store.grant_express(recipient, asked.source, evidence)
     except Unavailable as exc:
         log.error("consent of delivery %d not recorded: %s", recipient.delivery_id, exc)
-        return _message(tracker, "unavailable", 503, _lang(recipient))
+        return _unavailable(tracker, "confirm", _lang(recipient))
     if added is None:
         return _message(tracker, "erased", 200, _lang(recipient))
     return _page(tracker.pages.agreed(recipient))

@@ -96,6 +96,13 @@ class Metrics(BufferObserver):
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.database_unavailable = Counter(
+            "tracker_database_unavailable",
+            "Requests Postgres could not serve in time, by route and outcome "
+            "(503, or a click served from the link cache)",
+            ["route", "outcome"],
+            registry=r,
+        )
         self.preference_changes = Counter(
             "tracker_preference_changes",
             "Preference centre switches changed",

@@ -35,6 +35,11 @@ HEADERS = {
 }
 
 
+def _sender(recipient: Recipient, lang: Lang) -> str:
+    """The business that sends, as every page names it (CASL s.6(2)(a))."""
+    return recipient.sender or TEXT[lang]["sender_unknown"]
+
+
 @dataclass(frozen=True, slots=True)
 class SwitchView:
     value: str
@@ -77,7 +82,7 @@ class Pages:
             lang,
             TEXT[lang]["unsubscribe_title"],
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
             topic=recipient.topic_label(lang),
             csrf=csrf,
             reason_max=REASON_MAX,
@@ -92,7 +97,7 @@ class Pages:
         t = TEXT[lang]
         done = t[f"done_{scope.value}"].format(
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
             topic=recipient.topic_label(lang),
         )
         return self._render(
@@ -107,7 +112,7 @@ class Pages:
             lang,
             TEXT[lang]["agree_title"],
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
             consent_text=consent_text,
             csrf=csrf,
         )
@@ -120,7 +125,7 @@ class Pages:
             lang,
             TEXT[lang]["agreed_title"],
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
         )
 
     def preferences(
@@ -167,7 +172,7 @@ class Pages:
             lang,
             TEXT[lang]["preferences_title"],
             email=recipient.email or "",
-            sender=recipient.sender,
+            sender=_sender(recipient, lang),
             channels=channels,
             topics=topics,
             history=[history_line(row, lang, sender_zone) for row in ledger],

@@ -6,6 +6,14 @@
 -- name: ping
 SELECT 1
 
+-- name: background_timeouts
+-- $1 milliseconds. The tracker's connections start with a short
+-- statement_timeout and lock_timeout (tracker.db_statement_timeout_ms), made
+-- for requests someone waits on; the event flusher's batches and partition
+-- upkeep may take longer and keep no one waiting, so their own transaction
+-- lifts both (is_local: the setting ends with the transaction).
+SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)
+
 -- name: ensure_event_partitions
 -- This month and the next two exist before their first event arrives; rows
 -- outside them still land in events_default, so a missed call loses nothing.
@@ -44,25 +52,34 @@ FROM tracker_events_inbox i
 JOIN deliveries d ON d.id = i.delivery_id
 
 -- name: click_target
--- Only the URL registered for the delivery's own campaign: a click token
--- naming another campaign's link finds nothing (never redirect to a URL
--- taken from the request).
-SELECT l.url, d.campaign_id, d.sent_at
-FROM deliveries d
-JOIN links l ON l.id = $2 AND l.campaign_id = d.campaign_id
-WHERE d.id = $1
+-- $1 delivery, $2 link. The link as registered and, when the delivery exists,
+-- its campaign and send time: apart, because the tracker caches links by id
+-- (they never change once registered) and still redirects to a known link
+-- while Postgres cannot answer. The handler redirects only when both
+-- campaigns agree: a click token naming another campaign's link finds
+-- nothing (and never a URL taken from the request).
+SELECT l.url, l.campaign_id, d.campaign_id AS delivery_campaign_id, d.sent_at
+FROM links l
+LEFT JOIN deliveries d ON d.id = $1
+WHERE l.id = $2
 
 -- ---------------------------------------------------------------- pages
 
 -- name: recipient
 -- Who is unsubscribing from what: the contact, the campaign's topic and the
--- sender's name (definition->'sender'->>'name', else the campaign's name).
+-- sender. CASL s.6(2)(a) and the pages name the business that sends, as the
+-- campaign file spells it (sender.business_name, mailer/campaign_file.py),
+-- else its From display name; never the campaign's own name, which is a
+-- subject line ("Service reminder — October"), not an identity. NULL only for
+-- a definition without either (none the campaign file accepts): the pages
+-- then say "this sender".
 SELECT d.id AS delivery_id, d.campaign_id, c.id AS contact_id, c.email, c.email_hash,
        -- The topic's names per language (the page picks the reader's) and the
        -- campaign's zone, in which the pages print timestamps as its footer did.
        t.slug AS topic_slug, t.names AS topic_names, p.definition ->> 'timezone' AS timezone,
        c.name, c.locale, c.erased_at IS NOT NULL AS erased,
-       coalesce(nullif(p.definition #>> '{sender,name}', ''), p.name) AS sender,
+       coalesce(nullif(p.definition #>> '{sender,business_name}', ''),
+                nullif(p.definition ->> 'from_name', '')) AS sender,
        p.channel, t.id AS topic_id, t.name AS topic_name
 FROM deliveries d
 JOIN contacts c ON c.id = d.contact_id

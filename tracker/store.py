@@ -1,15 +1,16 @@
 """The tracker's only door to Postgres: every statement is a named query in queries.sql.
 
-No other tracker module imports asyncpg. Opt-outs and preference changes run in one
-transaction each, serialised per contact, and commit before the handler answers.
+No other tracker module imports asyncpg (its pool is mailer/db/bounded.py). Opt-outs and
+preference changes run in one transaction each, serialised per contact, and commit before
+the handler answers. Every call ends by a deadline (tracker.db_timeout_ms): past it, or when
+Postgres is away, it raises Unavailable, its transaction not committed (mailer/db/bounded.py says
+how, and the one case no client can settle).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -18,7 +19,12 @@ from typing import Any
 
 import asyncpg
 
+from mailer.core.settings import TrackerSettings
 from mailer.core.topics import topic_name
+from mailer.db.bounded import BoundedPool, Conn
+from mailer.db.bounded import (
+    Unavailable as Unavailable,  # what every method raises; handlers catch it
+)
 from mailer.db.queries import QueryFileError, parse
 from tracker.events import Event
 from tracker.preferences import (
@@ -33,13 +39,13 @@ from tracker.preferences import (
 
 log = logging.getLogger(__name__)
 
-# What pool.acquire() hands out; the methods below take either kind.
-_Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
 _EVENT_COLUMNS = Event._fields  # the inbox table's columns, in the same order
-# A hung server must not hold the flusher (and so shutdown) forever.
-_WRITE_TIMEOUT_S = 30.0
-_PING_TIMEOUT_S = 2.0
+# Background work (the event flusher, partition upkeep) keeps no one waiting, and a batch of
+# 50,000 events may take seconds: it gets longer timeouts than a request, the server's again
+# shorter than ours (mailer/db/bounded.py). A hung server still cannot hold the flusher (and so
+# shutdown) forever.
+BACKGROUND_TIMEOUT_S = 30.0
+_BACKGROUND_STATEMENT_MS = 25_000
 
 
 @cache
@@ -52,6 +58,7 @@ def queries() -> dict[str, str]:
 REQUIRED = frozenset(
     {
         "ping",
+        "background_timeouts",
         "ensure_event_partitions",
         "events_inbox_create",
         "events_inbox_move",
@@ -76,31 +83,18 @@ def _q(name: str) -> str:
     return queries()[name]
 
 
-class Unavailable(RuntimeError):
-    """Postgres cannot be reached right now (the handler answers 503, not a traceback)."""
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A campaign link as registered: never changed afterwards, so cacheable by its id."""
 
-
-# Errors that mean "the database is not there", as opposed to a bug in a query.
-_OUTAGES = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
-
-
-@asynccontextmanager
-async def _outage_as_unavailable() -> AsyncIterator[None]:
-    try:
-        yield
-    except _OUTAGES as exc:
-        raise Unavailable(str(exc) or type(exc).__name__) from exc
+    url: str
+    campaign_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class ClickTarget:
-    url: str
+class SentDelivery:
+    """What a click needs of its delivery: whose campaign, and when it was sent."""
+
     campaign_id: int
     sent_at: datetime | None
 
@@ -117,7 +111,7 @@ class Recipient:
     name: str | None
     locale: str
     erased: bool
-    sender: str
+    sender: str | None  # the business's name; None only for a definition lacking it
     channel: str
     topic_id: int
     topic_name: str  # the default name; pages show topic_label(lang)
@@ -147,96 +141,91 @@ class Snapshot:
     preferences: Preferences
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Evidence and detail are jsonb; dicts in, dicts out.
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-
 class TrackerStore:
     """A connection pool and the tracker's named queries."""
 
-    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout_ms: int = TrackerSettings.db_timeout_ms,
+        statement_timeout_ms: int = TrackerSettings.db_statement_timeout_ms,
+    ) -> None:
         missing = sorted(REQUIRED - set(queries()))
         if missing:
             raise QueryFileError(f"tracker/queries.sql lacks queries: {', '.join(missing)}")
-        self._dsn = dsn
-        self._min_size = min_size
-        self._max_size = max_size
-        self._pool: asyncpg.Pool | None = None
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("TrackerStore.start() was not awaited")
-        return self._pool
+        self._db = BoundedPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout_s=timeout_ms / 1000,
+            statement_timeout_ms=statement_timeout_ms,
+        )
 
     async def start(self) -> bool:
-        """Open the pool; False when Postgres is unreachable (the pool then connects lazily).
-
-        The pixel must be served even while the database is down, so a tracker starts
-        anyway, buffers events, and reports the outage on /healthz.
-        """
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._min_size, max_size=self._max_size, init=_init_connection
-            )
-            return True
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.error("Postgres unreachable at start (%s); serving and retrying", exc)
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=0, max_size=self._max_size, init=_init_connection
-            )
-            return False
+        """Open the pool; False when Postgres is unreachable (the pool then connects lazily)."""
+        return await self._db.start()
 
     async def close(self) -> None:
         """Close the pool."""
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._db.close()
 
     async def ping(self) -> bool:
-        """Whether a pooled connection answers a trivial query."""
+        """Whether a pooled connection answers a trivial query in time."""
         try:
-            async with self.pool.acquire(timeout=_PING_TIMEOUT_S) as conn:
-                await conn.fetchval(_q("ping"), timeout=_PING_TIMEOUT_S)
+            async with self._db.connection() as conn:
+                await conn.fetchval(_q("ping"))
             return True
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (Unavailable, asyncpg.PostgresError):
             return False
+
+    async def _background(self, conn: Conn) -> None:
+        """Lift this transaction's server-side timeouts to the background deadline."""
+        await conn.execute(_q("background_timeouts"), str(_BACKGROUND_STATEMENT_MS))
 
     async def ensure_event_partitions(self) -> None:
         """Create the event partitions for this month and the next two."""
-        async with self.pool.acquire() as conn:
-            await conn.execute(_q("ensure_event_partitions"))
+        async with self._db.connection(transaction=True, timeout_s=BACKGROUND_TIMEOUT_S) as conn:
+            await self._background(conn)
+            await conn.execute(_q("ensure_event_partitions"), timeout=BACKGROUND_TIMEOUT_S)
 
     # ------------------------------------------------------------ events
 
     async def write_events(self, events: Sequence[Event]) -> int:
         """COPY a batch into the events table; returns the rows that landed."""
-        async with self.pool.acquire(timeout=_WRITE_TIMEOUT_S) as conn, conn.transaction():
+        async with self._db.connection(transaction=True, timeout_s=BACKGROUND_TIMEOUT_S) as conn:
+            await self._background(conn)
             await conn.execute(_q("events_inbox_create"))
             await conn.copy_records_to_table(
                 "tracker_events_inbox",
                 records=events,
                 columns=_EVENT_COLUMNS,
-                timeout=_WRITE_TIMEOUT_S,
+                timeout=BACKGROUND_TIMEOUT_S,
             )
-            status = await conn.execute(_q("events_inbox_move"), timeout=_WRITE_TIMEOUT_S)
+            status = await conn.execute(_q("events_inbox_move"), timeout=BACKGROUND_TIMEOUT_S)
         return int(status.rpartition(" ")[2])
 
-    async def click_target(self, delivery_id: int, link_id: int) -> ClickTarget | None:
-        """The URL registered for this link in the delivery's campaign, or None."""
-        async with _outage_as_unavailable():
-            row = await self.pool.fetchrow(_q("click_target"), delivery_id, link_id)
+    async def click_target(
+        self, delivery_id: int, link_id: int
+    ) -> tuple[Link | None, SentDelivery | None]:
+        """The link as registered and the delivery's campaign and send time (None if unknown)."""
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(_q("click_target"), delivery_id, link_id)
         if row is None:
-            return None
-        return ClickTarget(row["url"], row["campaign_id"], row["sent_at"])
+            return None, None
+        link = Link(row["url"], row["campaign_id"])
+        if row["delivery_campaign_id"] is None:
+            return link, None
+        return link, SentDelivery(row["delivery_campaign_id"], row["sent_at"])
 
     # ------------------------------------------------------------ pages
 
     async def recipient(self, delivery_id: int) -> Recipient | None:
         """The contact, campaign and topic behind a delivery, or None."""
-        async with _outage_as_unavailable():
-            row = await self.pool.fetchrow(_q("recipient"), delivery_id)
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(_q("recipient"), delivery_id)
         if row is None:
             return None
         return Recipient(
@@ -259,14 +248,10 @@ class TrackerStore:
 
     async def snapshot(self, recipient: Recipient, now: datetime) -> Snapshot:
         """The contact's ledger and switch positions, as the preference centre shows them."""
-        async with (
-            _outage_as_unavailable(),
-            self.pool.acquire() as conn,
-            conn.transaction(readonly=True),
-        ):
+        async with self._db.connection(transaction=True, readonly=True) as conn:
             return await self._snapshot(conn, recipient, now)
 
-    async def _snapshot(self, conn: _Conn, recipient: Recipient, now: datetime) -> Snapshot:
+    async def _snapshot(self, conn: Conn, recipient: Recipient, now: datetime) -> Snapshot:
         contact = recipient.contact_id
         ledger = tuple(
             LedgerRow(
@@ -311,8 +296,8 @@ class TrackerStore:
 
     async def consent_request(self, campaign_id: int) -> ConsentRequest | None:
         """What a re-permission campaign asks for; None for any other campaign."""
-        async with _outage_as_unavailable():
-            row = await self.pool.fetchrow(_q("confirm_campaign"), campaign_id)
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(_q("confirm_campaign"), campaign_id)
         if row is None or not row["consent_text"]:
             return None
         return ConsentRequest(f"repermission: {row['slug']}", row["consent_text"])
@@ -321,7 +306,7 @@ class TrackerStore:
         self, recipient: Recipient, source: str, evidence: Mapping[str, Any]
     ) -> bool | None:
         """Append an express email grant, committed; False if already held, None if erased."""
-        async with _outage_as_unavailable(), self.pool.acquire() as conn, conn.transaction():
+        async with self._db.connection(transaction=True) as conn:
             if await conn.fetchval(_q("contact_lock"), recipient.contact_id) is None:
                 return None
             added = await conn.fetchval(
@@ -341,7 +326,7 @@ class TrackerStore:
         evidence: Mapping[str, Any],
     ) -> bool | None:
         """Withdraw channels and/or topics durably; True if anything changed, None if erased."""
-        async with _outage_as_unavailable(), self.pool.acquire() as conn, conn.transaction():
+        async with self._db.connection(transaction=True) as conn:
             email_hash = await conn.fetchval(_q("contact_lock"), recipient.contact_id)
             if email_hash is None:
                 return None
@@ -352,7 +337,7 @@ class TrackerStore:
 
     async def _withdraw(
         self,
-        conn: _Conn,
+        conn: Conn,
         recipient: Recipient,
         email_hash: bytes,
         channels: Collection[str],
@@ -400,7 +385,7 @@ class TrackerStore:
         The switches are judged against the state read under the contact's lock, so a
         double submit or a concurrent one-click cannot log the same change twice.
         """
-        async with _outage_as_unavailable(), self.pool.acquire() as conn, conn.transaction():
+        async with self._db.connection(transaction=True) as conn:
             email_hash = await conn.fetchval(_q("contact_lock"), recipient.contact_id)
             if email_hash is None:
                 return None

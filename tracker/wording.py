@@ -53,6 +53,7 @@ _BLOCKS: dict[Lang, dict[str, str]] = {
 TEXT: dict[Lang, dict[str, str]] = {
     "en": {
         "unsubscribe_title": "Unsubscribe",
+        "sender_unknown": "this sender",
         "unsubscribe_intro": "{email} is unsubscribing from messages sent by {sender}.",
         "unsubscribe_about": "This message was about: {topic}.",
         "scope_question": "What would you like to stop receiving?",
@@ -101,6 +102,7 @@ TEXT: dict[Lang, dict[str, str]] = {
     },
     "fr": {
         "unsubscribe_title": "Désabonnement",
+        "sender_unknown": "cet expéditeur",
         "unsubscribe_intro": "{email} se désabonne des messages envoyés par {sender}.",
         "unsubscribe_about": "Ce message portait sur : {topic}.",
         "scope_question": "Que ne souhaitez-vous plus recevoir ?",

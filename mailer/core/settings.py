@@ -83,6 +83,12 @@ class TrackerSettings:
     port: int = 8080
     buffer_max: int = 50_000
     flush_interval_ms: int = 250
+    # The longest a request waits for one database call, getting a connection included; past
+    # it the page answers 503 (an opt-out with Retry-After, so mail providers retry it).
+    db_timeout_ms: int = 2000
+    # Postgres-side statement_timeout and lock_timeout of the tracker's connections: shorter
+    # than db_timeout_ms, so the server itself cancels a stuck statement and rolls back.
+    db_statement_timeout_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -427,6 +433,11 @@ def _validate(s: Settings) -> None:
         ),
         (s.tracker.buffer_max > 0, "tracker.buffer_max: must be positive"),
         (s.tracker.flush_interval_ms > 0, "tracker.flush_interval_ms: must be positive"),
+        (s.tracker.db_timeout_ms > 0, "tracker.db_timeout_ms: must be positive"),
+        (
+            0 < s.tracker.db_statement_timeout_ms < s.tracker.db_timeout_ms,
+            "tracker.db_statement_timeout_ms: must be positive and below tracker.db_timeout_ms",
+        ),
         (
             s.imports.default_locale in s.imports.locales,
             "import.default_locale: must be one of import.locales",

@@ -7,7 +7,7 @@ sides, so no query needs a hand-written json.dumps / json.loads around it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,19 +33,26 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, **server_settings: str
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    server_settings: Mapping[str, str] | None = None,
+    **options: Any,
 ) -> asyncpg.Pool:
     """A pool of connections in the UTC zone, json/jsonb decoded to Python values.
 
     UTC sessions: interval arithmetic on timestamptz (consent expiry, "active
-    within N months") follows the session zone.
+    within N months") follows the session zone. `server_settings` are sent at
+    connect (no round trip); `options` go to asyncpg.create_pool (timeouts, reset).
     """
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
-        server_settings={"timezone": "UTC", **server_settings},
+        server_settings={"timezone": "UTC", **(server_settings or {})},
+        **options,
     )
 
 

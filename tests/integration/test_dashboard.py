@@ -71,6 +71,7 @@ def exercised_tracker() -> Metrics:
     m.optouts.labels("digital", "one-click", "recorded").inc()
     m.optout_seconds.observe(0.004)
     m.preference_changes.labels("topic_off").inc()
+    m.database_unavailable.labels("unsubscribe", "503").inc()
     return m
 
 

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import ClientSession, FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from mailer.campaigns import definition as campaign_file
 from mailer.core.addresses import address_hash
 from mailer.core.settings import DatabaseSettings, Settings, TrackerSettings
 from mailer.core.tokens import Keyring, Purpose, Token
@@ -67,6 +68,27 @@ def settings_for(db_url: str, **tracker: Any) -> Settings:
     )
 
 
+def campaign_definition(name: str, business_name: str) -> dict[str, Any]:
+    """campaigns.definition exactly as `campaign create` stores it (the campaign file's shape)."""
+    return campaign_file.from_mapping(
+        {
+            "slug": "spring",
+            "name": name,
+            "topic": "news",
+            "template": "spring",
+            "subject": "Our spring offers",
+            "from_name": "The ACME service team",  # not the business name: that one must win
+            "from_address": "service@acme.example",
+            "sender": {
+                "business_name": business_name,
+                "postal_address": "1 Main Street, Springfield",
+                "web": "https://acme.example",
+            },
+        },
+        templates_dir=None,
+    ).to_json()
+
+
 async def make_world(
     conn: asyncpg.Connection,
     *,
@@ -74,6 +96,8 @@ async def make_world(
     name: str = "Marie Curie",
     locale: str = "en",
     sender: str = "ACME Cars",
+    campaign_name: str = "Spring sale",
+    definition: dict[str, Any] | None = None,
     topic_name: str = "Monthly news",
     source: str = "Salon E-commerce Paris",
     sent_seconds_ago: int = 3600,
@@ -113,9 +137,12 @@ async def make_world(
     )
     campaign = await conn.fetchval(
         "INSERT INTO campaigns (slug, name, topic_id, definition)"
-        " VALUES ('spring', 'Spring sale', $1, $2::jsonb) RETURNING id",
+        " VALUES ('spring', $1, $2, $3::jsonb) RETURNING id",
+        campaign_name,
         topic,
-        json.dumps({"sender": {"name": sender}}),
+        json.dumps(
+            campaign_definition(campaign_name, sender) if definition is None else definition
+        ),
     )
     other_campaign = await conn.fetchval(
         "INSERT INTO campaigns (slug, name, topic_id, definition)"
@@ -568,6 +595,54 @@ async def test_preference_centre_speaks_french_to_a_french_contact(
     assert "Vous vous êtes abonné le 19 septembre 2012 (source : Salon E-commerce Paris)." in html
     page = await (await client.get(f"/u/{sign(Purpose.UNSUBSCRIBE, world.delivery_id)}")).text()
     assert "marie@example.com se désabonne des messages envoyés par ACME Cars." in page
+
+
+GARAGE = "Garage Tremblay Automobiles"
+REMINDER = "Rappel d'entretien / Service reminder — octobre 2024"
+# The sentences that name the sender, in each language (tracker/wording.py).
+SENDER_LINES = {
+    "en": (
+        "marie@example.com is unsubscribing from messages sent by {sender}.",
+        "Choose what {sender} may send to marie@example.com.",
+        "marie@example.com will no longer receive email or text messages from {sender}.",
+    ),
+    "fr": (
+        "marie@example.com se désabonne des messages envoyés par {sender}.",
+        "Choisissez ce que {sender} peut envoyer à marie@example.com.",
+        "marie@example.com ne recevra plus ni courriels ni SMS de {sender}.",
+    ),
+}
+
+
+@pytest.mark.parametrize("locale", ["fr", "en"])
+async def test_unsubscribe_and_preference_pages_name_the_business_not_the_campaign(
+    client: Client, conn: asyncpg.Connection, locale: str
+) -> None:
+    # Issue #13 item 3: the pages said "sent by Rappel d'entretien / Service reminder —
+    # octobre 2024". CASL s.6(2)(a): the sender is the business, as the campaign file names it.
+    world = await make_world(conn, locale=locale, sender=GARAGE, campaign_name=REMINDER)
+    asked, chooser, done = (line.format(sender=GARAGE) for line in SENDER_LINES[locale])
+    unsubscribe = sign(Purpose.UNSUBSCRIBE, world.delivery_id)
+    pages = {
+        asked: await (await client.get(f"/u/{unsubscribe}")).text(),
+        chooser: await (
+            await client.get(f"/p/{sign(Purpose.PREFERENCES, world.delivery_id)}")
+        ).text(),
+        done: await (await client.post(f"/u/{unsubscribe}", **gmail_one_click())).text(),
+    }
+    for sentence, html in pages.items():
+        assert f'<html lang="{locale}">' in html
+        assert sentence in html
+        assert "octobre 2024" not in html  # the campaign's name is nowhere on the page
+
+
+async def test_a_campaign_without_a_business_name_is_still_not_named_after_the_campaign(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    world = await make_world(conn, campaign_name=REMINDER, definition={})
+    html = await (await client.get(f"/u/{sign(Purpose.UNSUBSCRIBE, world.delivery_id)}")).text()
+    assert "is unsubscribing from messages sent by this sender." in html
+    assert "octobre 2024" not in html
 
 
 async def test_preference_changes_are_each_logged_in_the_ledger(

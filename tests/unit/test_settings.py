@@ -42,6 +42,9 @@ def test_environment_variables_override_the_file(tmp_path: Path) -> None:
         ("", {"MAILER_SMTP_HELO_NAME": "-mta.example.com"}, "smtp.helo_name"),
         ("[[relays]]\nname = 'b'\nhelo_name = '[::1]'\n", {}, "relays.b.helo_name"),
         ("[sender]\ndomain = 'mail_er.example'\n", {}, "sender.domain"),
+        ("[tracker]\ndb_timeout_ms = 0\n", {}, "tracker.db_timeout_ms"),
+        # The server must give up on a statement before the tracker stops waiting for it.
+        ("[tracker]\ndb_statement_timeout_ms = 2000\n", {}, "tracker.db_statement_timeout_ms"),
     ],
 )
 def test_a_bad_setting_fails_at_start_naming_the_setting(
