@@ -460,9 +460,12 @@ class Engine:
         if result.status is Status.DEFERRED:
             label = throttle.metric_domain(domain, self.settings.throttle)
             self.metrics.deferrals.labels(label).inc()
-        if result.slow_down:
-            await self.pacer.slow_down(domain)
+        # The outcome first: nothing after this may fail the delivery it reports.
         await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)
+        try:
+            await self.pacer.replied(domain, result)
+        except Exception:  # never raised on: the delivery's outcome is recorded
+            log.exception("adapting the rate of %s to its reply failed", domain)
 
     async def _held_back(self, job: Job) -> bool:
         """Hand the job back if it must not go now; True when it was."""

@@ -6,7 +6,11 @@ workers in one process; `serve()` exposes it on the configured port.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -51,6 +55,14 @@ class EngineMetrics:
             ["domain"],
             registry=r,
         )
+        self.cuts = Counter(
+            "mailer_throttle_cuts",
+            "Cuts of a domain's rate made by this worker, by reason (421, busy, deferral_share)",
+            ["domain", "reason"],
+            registry=r,
+        )
+        self._domain_rates = _DomainRates()
+        r.register(self._domain_rates)
         self.queue_depth = Gauge(
             "mailer_queue_depth", "Items waiting between pipeline stages", ["stage"], registry=r
         )
@@ -81,3 +93,26 @@ class EngineMetrics:
         """Expose /metrics on 127.0.0.1:port (0 disables)."""
         if port:
             start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+    def watch_domain_rates(self, source: Callable[[], Iterable[tuple[str, float]]]) -> None:
+        """Report mailer_throttle_domain_rate from `source` at each scrape."""
+        self._domain_rates.source = source
+
+
+class _DomainRates(Collector):
+    """The effective rate of each domain, computed when scraped (it recovers with time)."""
+
+    NAME = "mailer_throttle_domain_rate"
+    HELP = "Messages per second a recipient domain is allowed now (configured rate after cuts)"
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[tuple[str, float]]] = lambda: ()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.NAME, self.HELP, labels=["domain"])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["domain"])
+        for domain, rate in self.source():
+            family.add_metric([domain], rate)
+        yield family

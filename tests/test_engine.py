@@ -342,19 +342,6 @@ async def test_resending_uncertain_rows_reopens_a_finished_campaign_and_sends_th
     assert len(sink.recipients) == 2
 
 
-async def test_a_slowed_domain_recovers_by_doubling_each_minute_not_at_every_request(
-    store: Store, conn: asyncpg.Connection
-) -> None:
-    assert await store.throttle_penalise("domain:x.example") == 0.5
-    assert await store.throttle_penalise("domain:x.example") == 0.5  # same burst: one complaint
-    for _ in range(5):
-        await store.throttle_take("domain:x.example", 100.0, 25.0, 25)
-    factor = await conn.fetchval(
-        "SELECT factor FROM throttle_buckets WHERE key = 'domain:x.example'"
-    )
-    assert factor == 0.5
-
-
 async def test_a_pause_also_holds_back_messages_already_rendered_and_queued(
     store: Store, conn: asyncpg.Connection
 ) -> None:
