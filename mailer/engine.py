@@ -38,6 +38,7 @@ from mailer import outcome, throttle
 from mailer.audience import CampaignSpec
 from mailer.config import DomainThrottle, Settings
 from mailer.consent import Kind
+from mailer.failure_log import FailureLog
 from mailer.message import Composed, Composer, Recipient
 from mailer.metrics import EngineMetrics
 from mailer.outcome import Outcome, Status
@@ -45,7 +46,7 @@ from mailer.pacer import Pacer, WarmupExhausted
 from mailer.render import MessageError, UnregisteredLinks
 from mailer.render_pool import Batch, RenderPool, campaign_composer
 from mailer.smtp import Relays
-from mailer.store import OutcomeRow, Store
+from mailer.store import OutcomeRow, Store, unavailable
 from mailer.tokens import Keyring
 
 log = logging.getLogger("mailer.engine")
@@ -154,6 +155,8 @@ class Engine:
         # handed back to the queue in one statement.
         self._unsent: list[int] = []
         self.render_pool: RenderPool | None = None
+        # Expected failures (database or relay unreachable) as one line per interval.
+        self.failures = FailureLog(log)
 
     # ------------------------------------------------------------ run
 
@@ -178,13 +181,14 @@ class Engine:
                 for _ in range(send_queue.senders):
                     send_queue.jobs.put_nowait(None)  # finish the message in hand, then stop
             await asyncio.gather(*self.senders, return_exceptions=True)
-            await _logged(self._release_unsent(), "handing back unsent deliveries")
+            await self._logged(self._release_unsent(), "handing back unsent deliveries")
             leases.cancel()
             # Outcomes already known must reach the ledger, whatever happens now.
             await asyncio.shield(self._drain_recorder(recorder))
-            await _logged(self.relays.close(), "closing SMTP connections")
+            await self._logged(self.relays.close(), "closing SMTP connections")
             if self.render_pool is not None:
-                await _logged(self.render_pool.close(), "stopping the render processes")
+                await self._logged(self.render_pool.close(), "stopping the render processes")
+            self.failures.flush()
         return self.progress
 
     async def _claimer(self, until_idle: bool) -> None:
@@ -198,12 +202,16 @@ class Engine:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
-                log.warning("claiming failed (%s); retrying in %.1f s", exc, delay)
+                if unavailable(exc):
+                    self.failures.failed("claiming paused: database unavailable", exc)
+                else:
+                    log.exception("claiming failed; retrying in %.1f s", delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
 
     async def _claim_round(self, until_idle: bool) -> bool:
         """One pass over the running campaigns; True when the run is over (until_idle)."""
+        self.failures.flush_due()
         sweep = time.monotonic() - self._last_sweep > SWEEP_EVERY_S
         if sweep:
             self._last_sweep = time.monotonic()
@@ -267,13 +275,14 @@ class Engine:
         handled: set[int] = set()
         try:
             await self._prepare(campaign_id, rows, handled)
-        except Exception:
+        except Exception as exc:
             # Whatever failed, the rows not yet dispatched or recorded go back to
             # the queue instead of waiting in `sending` to become uncertain.
             stranded = [r["id"] for r in rows if r["id"] not in handled]
-            log.exception("preparing %d deliveries failed; handing them back", len(stranded))
+            if not unavailable(exc):  # a database outage is summarised by the claimer
+                log.exception("preparing %d deliveries failed; handing them back", len(stranded))
             self._unsent.extend(stranded)
-            await _logged(self._release_unsent(), "handing back deliveries")
+            await self._logged(self._release_unsent(), "handing back deliveries")
             raise
         return len(rows)
 
@@ -421,14 +430,19 @@ class Engine:
                 await self._send(
                     send_queue.domain, job, self.contexts[job.campaign_id], send_queue.own
                 )
-            except Exception:
+            except Exception as exc:
                 # Only reachable before SMTP (relay.send never raises for SMTP or
                 # network trouble): the message was not sent; retry it later.
-                log.exception("delivery %d could not be sent; deferring it", job.delivery_id)
+                if unavailable(exc):
+                    # Throttle tokens live in Postgres: an outage fails every message
+                    # in the queue, each the same way. One line per interval.
+                    self.failures.failed("deliveries deferred: database unavailable", exc)
+                    reply = f"database unavailable: {type(exc).__name__}"
+                else:
+                    log.exception("delivery %d could not be sent; deferring it", job.delivery_id)
+                    reply = "internal error"
                 retry_at = self.clock() + timedelta(minutes=1)
-                row = OutcomeRow(
-                    job.delivery_id, Status.DEFERRED, reply="internal error", retry_at=retry_at
-                )
+                row = OutcomeRow(job.delivery_id, Status.DEFERRED, reply=reply, retry_at=retry_at)
                 await self._done(row, "none")
 
     async def _send(
@@ -460,12 +474,18 @@ class Engine:
         if result.status is Status.DEFERRED:
             label = throttle.metric_domain(domain, self.settings.throttle)
             self.metrics.deferrals.labels(label).inc()
+        if result.code is None and result.status in (Status.DEFERRED, Status.UNCERTAIN):
+            what = f"SMTP relay {relay.settings.name}: connection failed"
+            self.failures.failed(what, result.reply)
         # The outcome first: nothing after this may fail the delivery it reports.
         await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)
         try:
             await self.pacer.replied(domain, result)
-        except Exception:  # never raised on: the delivery's outcome is recorded
-            log.exception("adapting the rate of %s to its reply failed", domain)
+        except Exception as exc:  # never raised on: the delivery's outcome is recorded
+            if unavailable(exc):
+                self.failures.failed("cutting a domain's rate: database unavailable", exc)
+            else:
+                log.exception("adapting the rate of %s to its reply failed", domain)
 
     async def _held_back(self, job: Job) -> bool:
         """Hand the job back if it must not go now; True when it was."""
@@ -554,7 +574,10 @@ class Engine:
                 # The rows stay `sending` (or become `uncertain`, which a later
                 # write still replaces); the lease renewer keeps them ours meanwhile.
                 attempt += 1
-                log.error("recording %d outcomes failed (%s); retry %d", len(batch), exc, attempt)
+                if unavailable(exc):
+                    self.failures.failed("recording outcomes: database unavailable", exc)
+                else:
+                    log.exception("recording %d outcomes failed; retry %d", len(batch), attempt)
                 await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
         self.pending -= len(batch)
         self.room.set()
@@ -580,12 +603,27 @@ class Engine:
             self.pending -= len(unsent)
             self.room.set()
 
+    async def _logged(self, step: Awaitable[None], what: str) -> None:
+        """Run one step; log its failure instead of skipping the steps after it."""
+        try:
+            await step
+        except Exception as exc:
+            if unavailable(exc):
+                self.failures.failed(f"{what}: database unavailable", exc)
+            else:
+                log.exception("%s failed", what)
+
     async def _renew_leases(self) -> None:
         lease = self.settings.engine.lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+            try:
                 await self.store.renew_leases(self.worker, lease)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                if not unavailable(exc):
+                    log.exception("renewing leases failed")
+                else:
+                    self.failures.failed("renewing leases: database unavailable", exc)
 
 
 def _drain(queue: asyncio.Queue[Job | None]) -> list[int]:
@@ -596,14 +634,6 @@ def _drain(queue: asyncio.Queue[Job | None]) -> list[int]:
         if job is not None:
             ids.append(job.delivery_id)
     return ids
-
-
-async def _logged(step: Awaitable[None], what: str) -> None:
-    """Run one shutdown step; log its failure instead of skipping the steps after it."""
-    try:
-        await step
-    except Exception:
-        log.exception("%s failed", what)
 
 
 def _job(row: Any) -> Job:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
@@ -48,6 +49,45 @@ _STAGING_COLUMNS = (
     "ends_at",
     "topics",
 )
+
+
+# Postgres unreachable, restarting, shedding load or too slow: failures the
+# engine waits out and retries. Any other database error is a bug to report
+# with its traceback (a syntax error, a constraint the code should not break).
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,  # connection refused, reset, lost
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, statement timeout
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    OSError,
+    TimeoutError,
+)
+
+
+def unavailable(error: BaseException) -> bool:
+    """True when `error` says the database could not be reached or used just now."""
+    if isinstance(error, _UNAVAILABLE):
+        return True
+    # asyncpg's own word for a connection found closed or a pool going away.
+    return isinstance(error, asyncpg.InterfaceError) and "closed" in str(error)
+
+
+class _OutageWithoutTraceback(logging.Filter):
+    """asyncpg's pool logs each failed reconnect with a traceback: one line is enough.
+
+    An outage is expected; the engine already summarises it (mailer.failure_log).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and unavailable(error):
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_OUTAGE_FILTER = _OutageWithoutTraceback()
 
 
 class CutState(NamedTuple):
@@ -131,6 +171,8 @@ class Store:
         cls, dsn: str, *, min_size: int = 1, max_size: int = 10, audience_parts: int = 2
     ) -> AsyncIterator[Store]:
         """Connect a pool for the block's lifetime, closing it on the way out."""
+        if _OUTAGE_FILTER not in logging.getLogger("asyncpg.pool").filters:
+            logging.getLogger("asyncpg.pool").addFilter(_OUTAGE_FILTER)
         # UTC sessions: interval arithmetic on timestamptz (consent expiry,
         # "active within N months") follows the session zone.
         pool = await asyncpg.create_pool(
