@@ -157,6 +157,9 @@ class Engine:
         self.render_pool: RenderPool | None = None
         # Expected failures (database or relay unreachable) as one line per interval.
         self.failures = FailureLog(log)
+        self._writing = 0  # outcomes in the batch the recorder is writing
+        self.metrics.watch_queue("send", self._waiting_to_send)
+        self.metrics.watch_queue("record", lambda: self.outcomes.qsize() + self._writing)
 
     # ------------------------------------------------------------ run
 
@@ -402,7 +405,10 @@ class Engine:
         if send_queue is None:
             send_queue = self.routes[route] = self._queue_for(job.domain, ctx)
         send_queue.jobs.put_nowait(job)
-        self.metrics.queue_depth.labels("send").set(self.pending)
+
+    def _waiting_to_send(self) -> int:
+        """Rendered messages no sender has taken yet (mailer_queue_depth{stage="send"})."""
+        return sum(q.jobs.qsize() for q in self.queues.values())
 
     def _queue_for(self, domain: str, ctx: CampaignContext) -> SendQueue:
         """The domain's queue, or the campaign's own for it when it tightens its limit."""
@@ -559,7 +565,11 @@ class Engine:
                     break
                 item = self.outcomes.get_nowait()
             if batch:
-                await self._write(batch)
+                self._writing = len(batch)
+                try:
+                    await self._write(batch)
+                finally:
+                    self._writing = 0
             if item is None:
                 return
 

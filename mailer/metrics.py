@@ -64,7 +64,11 @@ class EngineMetrics:
         self._domain_rates = _DomainRates()
         r.register(self._domain_rates)
         self.queue_depth = Gauge(
-            "mailer_queue_depth", "Items waiting between pipeline stages", ["stage"], registry=r
+            "mailer_queue_depth",
+            "Items waiting between pipeline stages (send: rendered, waiting for a sender; "
+            "record: outcomes not yet written)",
+            ["stage"],
+            registry=r,
         )
         self.connections = Gauge(
             "mailer_smtp_connections_open", "SMTP connections currently open", registry=r
@@ -97,6 +101,10 @@ class EngineMetrics:
     def watch_domain_rates(self, source: Callable[[], Iterable[tuple[str, float]]]) -> None:
         """Report mailer_throttle_domain_rate from `source` at each scrape."""
         self._domain_rates.source = source
+
+    def watch_queue(self, stage: str, depth: Callable[[], float]) -> None:
+        """Report a stage's queue depth from `depth` at each scrape: never stale."""
+        self.queue_depth.labels(stage).set_function(depth)
 
 
 class _DomainRates(Collector):

@@ -384,3 +384,31 @@ async def test_the_warm_up_cap_defers_what_exceeds_todays_allowance_to_tomorrow(
         "FROM deliveries WHERE status = 'deferred'"
     )
     assert later is True
+
+
+async def test_the_send_queue_depth_shows_what_waits_and_is_zero_once_all_is_sent(
+    store: Store, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 50)
+    await sample_campaign(store)  # 20 msg/s: the batch waits in the send queue
+    with smtp_server() as (port, sink):
+        engine = engine_for(store, settings_for(port))
+        registry = engine.metrics.registry
+
+        def depth(stage: str) -> float | None:
+            return registry.get_sample_value("mailer_queue_depth", {"stage": stage})
+
+        # A worker that stays up, as in production: the gauge must fall with the queue,
+        # not keep the last batch's size on an idle worker.
+        run = asyncio.create_task(engine.run())
+        seen: list[float] = []
+        while len(sink.recipients) < 50:
+            seen.append(depth("send") or 0.0)
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: engine.pending == 0)
+        assert (depth("send"), depth("record")) == (0.0, 0.0)
+        engine.stop.set()
+        await run
+    assert max(seen) >= 40  # the claimed batch, waiting for throttle tokens
+    assert await statuses(conn) == {"sent": 50}
+    assert (depth("send"), depth("record")) == (0.0, 0.0)
