@@ -70,9 +70,10 @@ async def test_five_percent_greylisted_recipients_leave_the_domain_at_its_config
     assert sample(registry, "mailer_throttle_domain_rate", domain="grey.example") == 50.0
     assert await store.throttle_cut_state("domain:grey.example") == (1.0, None)
     # At 50 msg/s after a first burst of 12: the configured rate held, not a fraction
-    # of it (before, each "try again later" halved it: 25/s, then 12.5/s …).
+    # of it (before, each "try again later" halved it: measured 17 msg/s). The lower
+    # bound leaves room for a loaded test machine.
     rate = (len(times) - 12) / (times[-1] - times[0])
-    assert 0.8 * 50 <= rate <= 1.1 * 50, rate
+    assert 0.7 * 50 <= rate <= 1.1 * 50, rate
 
 
 async def test_421s_cut_the_domains_rate_once_per_burst_and_it_recovers(
@@ -105,8 +106,9 @@ async def test_421s_cut_the_domains_rate_once_per_burst_and_it_recovers(
     assert sample(registry, "mailer_throttle_slowdowns_total", domain="busy.example") == 3
     assert sample(registry, "mailer_throttle_cuts_total", domain="busy.example", reason="421") == 1
     assert min(v for v in seen if v) == 20.0
-    # In the second after the cut the sink saw the cut rate (20/s and one grant), not 40/s.
-    assert sum(cut_at < t <= cut_at + 1.0 for t in times) <= 27
+    # In the second after the cut the sink saw the cut rate (20/s, and the few messages
+    # already on the wire), not the configured 40/s and its burst.
+    assert sum(cut_at < t <= cut_at + 1.0 for t in times) <= 30
     # Back to the configured rate two seconds later, for this worker and in Postgres.
     assert sample(registry, "mailer_throttle_domain_rate", domain="busy.example") == 40.0
     state = await store.throttle_cut_state("domain:busy.example")
