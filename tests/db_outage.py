@@ -39,6 +39,13 @@ class PostgresProxy:
             writer.transport.abort()
         self.writers.clear()
 
+    async def close(self) -> None:
+        """Cut for good, waiting for the listening socket to close."""
+        server = self.server
+        await self.cut()
+        if server is not None:
+            await server.wait_closed()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)

@@ -28,17 +28,20 @@ async def test_a_database_outage_mid_send_logs_a_few_summary_lines_and_no_traceb
     proxy = PostgresProxy(db_url)
     await proxy.start()
     caplog.set_level(logging.INFO, logger="mailer")
-    async with Store.open(proxy.dsn, max_size=4) as through_proxy:
-        with smtp_server() as (port, sink):
-            engine = engine_for(through_proxy, settings_for(port, batch_size=300))
-            run = asyncio.create_task(engine.run())
-            await wait_until(lambda: len(sink.recipients) >= 10)
-            await proxy.cut()
-            await asyncio.sleep(2.0)
-            await proxy.start()
-            await wait_until(lambda: engine.pending == 0, within_s=60)
-            engine.stop.set()
-            await run
+    try:
+        async with Store.open(proxy.dsn, max_size=4) as through_proxy:
+            with smtp_server() as (port, sink):
+                engine = engine_for(through_proxy, settings_for(port, batch_size=300))
+                run = asyncio.create_task(engine.run())
+                await wait_until(lambda: len(sink.recipients) >= 10)
+                await proxy.cut()
+                await asyncio.sleep(2.0)
+                await proxy.start()
+                await wait_until(lambda: engine.pending == 0, within_s=60)
+                engine.stop.set()
+                await run
+    finally:
+        await proxy.close()
     # Every queued message failed to get its throttle tokens and was deferred …
     assert engine.failures.total >= 200
     deferred = await conn.fetchval(
