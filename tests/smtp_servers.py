@@ -29,7 +29,10 @@ class Faults:
     mail_reply: str | None = None  # answer to every MAIL FROM, e.g. "553 5.1.8 sender refused"
     # Answer the first N attempts of these addresses with this reply, then accept.
     transient: dict[str, tuple[int, str]] = field(default_factory=dict)
-    random_4xx: float = 0.0
+    # Answer the first N MAIL FROM commands (of any connection) with this reply, e.g. a 421.
+    mail_transient: tuple[int, str] | None = None
+    random_4xx: float = 0.0  # share of RCPTs answered random_4xx_reply
+    random_4xx_reply: str = "451 4.3.0 try again later"
     drop_rate: float = 0.0  # close the connection instead of answering DATA
     delay_s: float = 0.0
 
@@ -48,6 +51,8 @@ class RecordingHandler:
         self.faults = faults or Faults()
         self.messages: list[Received] = []
         self.attempts: dict[str, int] = {}
+        self.mails = 0
+        self.refused_at: list[float] = []  # when MAIL FROM was refused (monotonic)
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
 
@@ -56,6 +61,13 @@ class RecordingHandler:
     ) -> str:
         if self.faults.mail_reply:
             return self.faults.mail_reply
+        with self.lock:
+            self.mails += 1
+            mails = self.mails
+        if self.faults.mail_transient and mails <= self.faults.mail_transient[0]:
+            with self.lock:
+                self.refused_at.append(time.monotonic())
+            return self.faults.mail_transient[1]
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -73,7 +85,7 @@ class RecordingHandler:
             if tries <= times:
                 return reply
         if self.faults.random_4xx and self.rng.random() < self.faults.random_4xx:
-            return "451 4.3.0 try again later"
+            return self.faults.random_4xx_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+import aiosmtplib
+
 
 class Status(StrEnum):
     SENT = "sent"
@@ -31,7 +33,8 @@ class Outcome:
     reply: str
     # 5.1.x (bad mailbox/domain), 5.2.1 (disabled): the address is dead; suppress it.
     hard_bounce: bool = False
-    # 421 and "too many connections": the receiving domain asks us to slow down.
+    # The server asks us, not one recipient, to slow down (see _asks_to_slow_down):
+    # the domain's rate is cut (mailer.aimd). Greylisting one recipient is not that.
     slow_down: bool = False
 
     @property
@@ -41,7 +44,20 @@ class Outcome:
 
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_SLOW_DOWN_WORDS = ("too many", "rate limit", "try again later", "throttl")
+# Words by which a server asks the sender to slow down at any stage.
+_RATE_LIMIT_WORDS = ("too many", "rate limit", "throttl")
+# Before any recipient is named (greeting, EHLO, MAIL FROM), "try again later"
+# can only be about us. After RCPT it is what greylisting tells one recipient
+# (451 4.7.1, RFC 6647 s.2.1): that recipient is retried, the domain not slowed.
+_SESSION_WORDS = (*_RATE_LIMIT_WORDS, "try again later", "try later")
+
+
+def _asks_to_slow_down(code: int, text: str, words: tuple[str, ...]) -> bool:
+    # 421: the service is closing the channel (RFC 5321 s.3.8), whatever the stage.
+    if code == 421:
+        return True
+    lowered = text.lower()
+    return 400 <= code < 500 and any(word in lowered for word in words)
 
 
 def _enhanced(reply: str) -> tuple[int, int, int] | None:
@@ -50,13 +66,12 @@ def _enhanced(reply: str) -> tuple[int, int, int] | None:
 
 
 def from_reply(code: int, reply: str) -> Outcome:
-    """Classify a final SMTP reply code and text."""
+    """Classify a reply to RCPT or DATA: about this recipient unless it says otherwise."""
     text = reply.strip()[:500]
     if 200 <= code < 300:
         return Outcome(Status.SENT, code, text)
     if 400 <= code < 500:
-        lowered = text.lower()
-        slow = code == 421 or any(word in lowered for word in _SLOW_DOWN_WORDS)
+        slow = _asks_to_slow_down(code, text, _RATE_LIMIT_WORDS)
         return Outcome(Status.DEFERRED, code, text, slow_down=slow)
     if 500 <= code < 600:
         enhanced = _enhanced(text)
@@ -75,7 +90,12 @@ def from_connection_error(error: BaseException, *, after_data: bool = False) -> 
     was lost: retrying could deliver twice, so the outcome is `uncertain`.
     """
     status = Status.UNCERTAIN if after_data else Status.DEFERRED
-    return Outcome(status, None, f"{type(error).__name__}: {error}"[:500])
+    text = f"{type(error).__name__}: {error}"[:500]
+    if isinstance(error, aiosmtplib.SMTPResponseException) and not after_data:
+        # The greeting or EHLO was refused: a reply before any recipient was named.
+        slow = _asks_to_slow_down(error.code, error.message, _SESSION_WORDS)
+        return Outcome(status, error.code, text, slow_down=slow)
+    return Outcome(status, None, text)
 
 
 def from_sender_refusal(code: int, reply: str) -> Outcome:
@@ -83,8 +103,10 @@ def from_sender_refusal(code: int, reply: str) -> Outcome:
 
     Never a bounce (suppressing recipients for our own misconfiguration would
     be permanent damage); deferred so it is retried once the operator fixes it.
+    A 421 or "try again later" here asks us to slow down.
     """
-    return Outcome(Status.DEFERRED, code, f"sender refused: {reply}"[:500])
+    slow = _asks_to_slow_down(code, reply, _SESSION_WORDS)
+    return Outcome(Status.DEFERRED, code, f"sender refused: {reply}"[:500], slow_down=slow)
 
 
 def retry_delay(

@@ -120,6 +120,22 @@ class ThrottleSettings:
     default_domain_concurrency: int = 8
     warmup_daily_cap: int = 0
     warmup_growth: float = 1.5
+    # Adaptive slow-down of a domain (mailer/aimd.py): a 421, or "too many
+    # connections" / "try again later" before any recipient is named, cuts the
+    # domain's rate for every worker by slowdown_factor, never below
+    # slowdown_floor of its configured rate; it recovers by recovery_step of
+    # the configured rate every recovery_every_s. A 4xx to one recipient is
+    # retried for that recipient only, and cuts only when more than
+    # deferral_share of at least deferral_min_sample replies within
+    # deferral_window_s are 4xx.
+    slowdown_factor: float = 0.5
+    slowdown_floor: float = 0.125
+    slowdown_hold_s: float = 5.0
+    recovery_step: float = 0.1
+    recovery_every_s: float = 10.0
+    deferral_window_s: float = 60.0
+    deferral_share: float = 0.3
+    deferral_min_sample: int = 50
     domains: Mapping[str, DomainThrottle] = field(default_factory=dict)
 
 
@@ -423,6 +439,17 @@ def _validate(s: Settings) -> None:
         (s.throttle.global_rate > 0, "throttle.global_rate: must be positive"),
         (s.throttle.default_domain_rate > 0, "throttle.default_domain_rate: must be positive"),
         (s.throttle.warmup_growth >= 1, "throttle.warmup_growth: must be at least 1"),
+        (
+            0 < s.throttle.slowdown_factor < 1,
+            "throttle.slowdown_factor: must be between 0 and 1 (exclusive)",
+        ),
+        (0 < s.throttle.slowdown_floor <= 1, "throttle.slowdown_floor: must be in (0, 1]"),
+        (s.throttle.slowdown_hold_s >= 0, "throttle.slowdown_hold_s: must be 0 or more"),
+        (0 < s.throttle.recovery_step <= 1, "throttle.recovery_step: must be in (0, 1]"),
+        (s.throttle.recovery_every_s > 0, "throttle.recovery_every_s: must be positive"),
+        (s.throttle.deferral_window_s >= 1, "throttle.deferral_window_s: must be at least 1"),
+        (0 < s.throttle.deferral_share <= 1, "throttle.deferral_share: must be in (0, 1]"),
+        (s.throttle.deferral_min_sample >= 1, "throttle.deferral_min_sample: must be at least 1"),
         (
             s.tracker.base_url.startswith(("http://", "https://")),
             "tracker.base_url: expected an http(s):// URL",

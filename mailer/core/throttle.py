@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import date
 
+from mailer.core.aimd import Aimd, DeferralWindow
 from mailer.core.settings import DomainThrottle, ThrottleSettings
 
 GLOBAL_KEY = "global"
@@ -72,6 +73,29 @@ def campaign_limit(
         f"campaign:{campaign_id}:{domain}",
         min(shared.rate, overrides.rate),
         min(shared.concurrency, overrides.concurrency),
+    )
+
+
+def slowed(limit: Limit, factor: float) -> Limit:
+    """The limit at `factor` of its rate (a domain cut by mailer.aimd): smaller grants too."""
+    return limit if factor >= 1.0 else Limit(limit.key, limit.rate * factor, limit.concurrency)
+
+
+def aimd_for(settings: ThrottleSettings) -> Aimd:
+    """The adaptive slow-down controller the settings describe."""
+    return Aimd(
+        decrease=settings.slowdown_factor,
+        increase=settings.recovery_step,
+        increase_every_s=settings.recovery_every_s,
+        floor=settings.slowdown_floor,
+        hold_s=settings.slowdown_hold_s,
+    )
+
+
+def deferral_window(settings: ThrottleSettings) -> DeferralWindow:
+    """A fresh window of one domain's replies, judged by the settings' share and sample."""
+    return DeferralWindow(
+        settings.deferral_window_s, settings.deferral_share, settings.deferral_min_sample
     )
 
 

@@ -1,6 +1,6 @@
 """Postgres for every role: one pool factory, the migrations, the named-query loader."""
 
-from mailer.db.pool import TRANSIENT_ERRORS, Pool, affected, connect, create_pool
+from mailer.db.pool import TRANSIENT_ERRORS, Pool, affected, connect, create_pool, unavailable
 from mailer.db.queries import Queries, QueryFileError
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "affected",
     "connect",
     "create_pool",
+    "unavailable",
 ]

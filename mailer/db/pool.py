@@ -7,6 +7,7 @@ sides, so no query needs a hand-written json.dumps / json.loads around it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,45 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 Pool = asyncpg.Pool
+
+# Postgres unreachable, restarting, shedding load or too slow: failures a
+# process waits out and retries. Any other database error is a bug to report
+# with its traceback (a syntax error, a constraint the code should not break).
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,  # connection refused, reset, lost
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, statement timeout
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    OSError,
+    TimeoutError,
+)
+
+
+def unavailable(error: BaseException) -> bool:
+    """True when `error` says the database could not be reached or used just now."""
+    if isinstance(error, _UNAVAILABLE):
+        return True
+    # asyncpg's own word for a connection found closed or a pool going away.
+    return isinstance(error, asyncpg.InterfaceError) and "closed" in str(error)
+
+
+class _OutageWithoutTraceback(logging.Filter):
+    """asyncpg's pool logs each failed reconnect with a traceback: one line is enough.
+
+    An outage is expected; the engine already summarises it (mailer/send/failure_log.py).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and unavailable(error):
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+# Installed once, at import: every pool of the process is asyncpg's.
+logging.getLogger("asyncpg.pool").addFilter(_OutageWithoutTraceback())
 
 
 def _dumps(value: Any) -> str:

@@ -45,7 +45,8 @@ from mailer.core.consent import Kind
 from mailer.core.outcome import Outcome, Status
 from mailer.core.settings import DomainThrottle, Settings
 from mailer.core.tokens import Keyring
-from mailer.db import TRANSIENT_ERRORS
+from mailer.db import TRANSIENT_ERRORS, unavailable
+from mailer.send.failure_log import FailureLog
 from mailer.send.metrics import EngineMetrics
 from mailer.send.pacer import Pacer, WarmupExhausted
 from mailer.send.render_pool import Batch, RenderPool
@@ -160,6 +161,11 @@ class Engine:
         # handed back to the queue in one statement.
         self._unsent: list[int] = []
         self.render_pool: RenderPool | None = None
+        # Expected failures (database or relay unreachable) as one line per interval.
+        self.failures = FailureLog(log)
+        self._writing = 0  # outcomes in the batch the recorder is writing
+        self.metrics.watch_queue("send", self._waiting_to_send)
+        self.metrics.watch_queue("record", lambda: self.outcomes.qsize() + self._writing)
 
     # ------------------------------------------------------------ run
 
@@ -184,13 +190,14 @@ class Engine:
                 for _ in range(send_queue.senders):
                     send_queue.jobs.put_nowait(None)  # finish the message in hand, then stop
             await asyncio.gather(*self.senders, return_exceptions=True)
-            await _logged(self._release_unsent(), "handing back unsent deliveries")
+            await self._logged(self._release_unsent(), "handing back unsent deliveries")
             leases.cancel()
             # Outcomes already known must reach the ledger, whatever happens now.
             await asyncio.shield(self._drain_recorder(recorder))
-            await _logged(self.relays.close(), "closing SMTP connections")
+            await self._logged(self.relays.close(), "closing SMTP connections")
             if self.render_pool is not None:
-                await _logged(self.render_pool.close(), "stopping the render processes")
+                await self._logged(self.render_pool.close(), "stopping the render processes")
+            self.failures.flush()
         return self.progress
 
     async def _claimer(self, until_idle: bool) -> None:
@@ -204,12 +211,16 @@ class Engine:
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
-                log.warning("claiming failed (%s); retrying in %.1f s", exc, delay)
+                if unavailable(exc):
+                    self.failures.failed("claiming paused: database unavailable", exc)
+                else:
+                    log.exception("claiming failed; retrying in %.1f s", delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay)
 
     async def _claim_round(self, until_idle: bool) -> bool:
         """One pass over the running campaigns; True when the run is over (until_idle)."""
+        self.failures.flush_due()
         sweep = time.monotonic() - self._last_sweep > SWEEP_EVERY_S
         if sweep:
             self._last_sweep = time.monotonic()
@@ -273,13 +284,14 @@ class Engine:
         handled: set[int] = set()
         try:
             await self._prepare(campaign_id, rows, handled)
-        except Exception:
+        except Exception as exc:
             # Whatever failed, the rows not yet dispatched or recorded go back to
             # the queue instead of waiting in `sending` to become uncertain.
             stranded = [r.id for r in rows if r.id not in handled]
-            log.exception("preparing %d deliveries failed; handing them back", len(stranded))
+            if not unavailable(exc):  # a database outage is summarised by the claimer
+                log.exception("preparing %d deliveries failed; handing them back", len(stranded))
             self._unsent.extend(stranded)
-            await _logged(self._release_unsent(), "handing back deliveries")
+            await self._logged(self._release_unsent(), "handing back deliveries")
             raise
         return len(rows)
 
@@ -399,7 +411,10 @@ class Engine:
         if send_queue is None:
             send_queue = self.routes[route] = self._queue_for(job.domain, ctx)
         send_queue.jobs.put_nowait(job)
-        self.metrics.queue_depth.labels("send").set(self.pending)
+
+    def _waiting_to_send(self) -> int:
+        """Rendered messages no sender has taken yet (mailer_queue_depth{stage="send"})."""
+        return sum(q.jobs.qsize() for q in self.queues.values())
 
     def _queue_for(self, domain: str, ctx: CampaignContext) -> SendQueue:
         """The domain's queue, or the campaign's own for it when it tightens its limit."""
@@ -427,14 +442,19 @@ class Engine:
                 await self._send(
                     send_queue.domain, job, self.contexts[job.campaign_id], send_queue.own
                 )
-            except Exception:
+            except Exception as exc:
                 # Only reachable before SMTP (relay.send never raises for SMTP or
                 # network trouble): the message was not sent; retry it later.
-                log.exception("delivery %d could not be sent; deferring it", job.delivery_id)
+                if unavailable(exc):
+                    # Throttle tokens live in Postgres: an outage fails every message
+                    # in the queue, each the same way. One line per interval.
+                    self.failures.failed("deliveries deferred: database unavailable", exc)
+                    reply = f"database unavailable: {type(exc).__name__}"
+                else:
+                    log.exception("delivery %d could not be sent; deferring it", job.delivery_id)
+                    reply = "internal error"
                 retry_at = self.clock() + timedelta(minutes=1)
-                row = OutcomeRow(
-                    job.delivery_id, Status.DEFERRED, reply="internal error", retry_at=retry_at
-                )
+                row = OutcomeRow(job.delivery_id, Status.DEFERRED, reply=reply, retry_at=retry_at)
                 await self._done(row, "none")
 
     async def _send(
@@ -466,9 +486,18 @@ class Engine:
         if result.status is Status.DEFERRED:
             label = throttle.metric_domain(domain, self.settings.throttle)
             self.metrics.deferrals.labels(label).inc()
-        if result.slow_down:
-            await self.pacer.slow_down(domain)
+        if result.code is None and result.status in (Status.DEFERRED, Status.UNCERTAIN):
+            what = f"SMTP relay {relay.settings.name}: connection failed"
+            self.failures.failed(what, result.reply)
+        # The outcome first: nothing after this may fail the delivery it reports.
         await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)
+        try:
+            await self.pacer.replied(domain, result)
+        except Exception as exc:  # never raised on: the delivery's outcome is recorded
+            if unavailable(exc):
+                self.failures.failed("cutting a domain's rate: database unavailable", exc)
+            else:
+                log.exception("adapting the rate of %s to its reply failed", domain)
 
     async def _held_back(self, job: Job) -> bool:
         """Hand the job back if it must not go now; True when it was."""
@@ -542,7 +571,11 @@ class Engine:
                     break
                 item = self.outcomes.get_nowait()
             if batch:
-                await self._write(batch)
+                self._writing = len(batch)
+                try:
+                    await self._write(batch)
+                finally:
+                    self._writing = 0
             if item is None:
                 return
 
@@ -557,7 +590,10 @@ class Engine:
                 # The rows stay `sending` (or become `uncertain`, which a later
                 # write still replaces); the lease renewer keeps them ours meanwhile.
                 attempt += 1
-                log.error("recording %d outcomes failed (%s); retry %d", len(batch), exc, attempt)
+                if unavailable(exc):
+                    self.failures.failed("recording outcomes: database unavailable", exc)
+                else:
+                    log.exception("recording %d outcomes failed; retry %d", len(batch), attempt)
                 await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
         self.pending -= len(batch)
         self.room.set()
@@ -583,12 +619,27 @@ class Engine:
             self.pending -= len(unsent)
             self.room.set()
 
+    async def _logged(self, step: Awaitable[None], what: str) -> None:
+        """Run one step; log its failure instead of skipping the steps after it."""
+        try:
+            await step
+        except Exception as exc:
+            if unavailable(exc):
+                self.failures.failed(f"{what}: database unavailable", exc)
+            else:
+                log.exception("%s failed", what)
+
     async def _renew_leases(self) -> None:
         lease = self.settings.engine.lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            with contextlib.suppress(*TRANSIENT_ERRORS):
+            try:
                 await self.store.renew_leases(self.worker, lease)
+            except TRANSIENT_ERRORS as exc:
+                if not unavailable(exc):
+                    log.exception("renewing leases failed")
+                else:
+                    self.failures.failed("renewing leases: database unavailable", exc)
 
 
 def _drain(queue: asyncio.Queue[Job | None]) -> list[int]:
@@ -599,14 +650,6 @@ def _drain(queue: asyncio.Queue[Job | None]) -> list[int]:
         if job is not None:
             ids.append(job.delivery_id)
     return ids
-
-
-async def _logged(step: Awaitable[None], what: str) -> None:
-    """Run one shutdown step; log its failure instead of skipping the steps after it."""
-    try:
-        await step
-    except Exception:
-        log.exception("%s failed", what)
 
 
 def _job(row: Claimed) -> Job:

@@ -112,10 +112,25 @@ WHERE c.status = 'running'
 RETURNING c.id, c.slug
 
 -- name: throttle_take
-SELECT granted, wait_s FROM throttle_take($1, $2, $3, $4)
+-- $2 is the rate the caller is allowed now (configured rate x the share
+-- mailer.core.aimd computes from factor and since_cut_s, which come back with the grant).
+SELECT granted, wait_s, factor, since_cut_s FROM throttle_take($1, $2, $3, $4)
 
--- name: throttle_penalise
-SELECT throttle_penalise($1)
+-- name: throttle_cut_ensure
+-- A domain can be cut before anything was taken from its bucket.
+INSERT INTO throttle_buckets (key, tokens, refreshed_at) VALUES ($1, 0, clock_timestamp())
+ON CONFLICT (key) DO NOTHING
+
+-- name: throttle_cut_state
+-- Locked until the cut is written: workers seeing the same burst of 421s at
+-- once take turns, and all but the first find a cut too recent to repeat.
+SELECT factor, extract(epoch FROM clock_timestamp() - penalised_at) AS since_cut_s
+FROM throttle_buckets WHERE key = $1 FOR UPDATE
+
+-- name: throttle_cut
+-- The bucket is emptied too: tokens granted at the old rate must not keep flowing.
+UPDATE throttle_buckets SET factor = $2, penalised_at = clock_timestamp(), tokens = 0
+WHERE key = $1
 
 -- name: throttle_record_wait
 UPDATE throttle_buckets SET waited_s = waited_s + $2 WHERE key = $1

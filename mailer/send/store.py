@@ -11,9 +11,25 @@ import asyncpg
 
 from mailer.campaigns.audience import CampaignSpec
 from mailer.campaigns.message import CampaignContent
+from mailer.core.aimd import Aimd
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.send", "send.sql")
+
+
+class CutState(NamedTuple):
+    """A throttle bucket's adaptive state: the factor of its last cut, and seconds since."""
+
+    factor: float
+    since_cut_s: float | None  # None: never cut
+
+
+class Grant(NamedTuple):
+    """Tokens granted from a bucket, the wait for the next one when none, its cut state."""
+
+    granted: int
+    wait_s: float
+    cut: CutState
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +165,37 @@ class SendStore:
     async def finish_campaigns(self) -> list[str]:
         return [r["slug"] for r in await self.pool.fetch(Q("finish_campaigns"))]
 
-    async def throttle_take(
-        self, key: str, rate: float, burst: float, want: int
-    ) -> tuple[int, float]:
+    async def throttle_take(self, key: str, rate: float, burst: float, want: int) -> Grant:
+        """Up to `want` tokens of a bucket refilled at `rate`, and the bucket's cut state."""
         row = await self.pool.fetchrow(Q("throttle_take"), key, rate, burst, want)
         assert row is not None
-        return int(row["granted"]), float(row["wait_s"])
+        since = row["since_cut_s"]
+        return Grant(
+            int(row["granted"]),
+            float(row["wait_s"]),
+            CutState(float(row["factor"]), None if since is None else float(since)),
+        )
 
-    async def throttle_penalise(self, key: str) -> float:
-        return float(await self.pool.fetchval(Q("throttle_penalise"), key))
+    async def throttle_cut(self, key: str, aimd: Aimd) -> float | None:
+        """Cut a bucket's rate for every worker; the new factor, or None if cut too recently."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q("throttle_cut_ensure"), key)
+            row = await conn.fetchrow(Q("throttle_cut_state"), key)
+            assert row is not None
+            since = row["since_cut_s"]
+            factor = aimd.cut(float(row["factor"]), None if since is None else float(since))
+            if factor is not None:
+                await conn.execute(Q("throttle_cut"), key, factor)
+            return factor
+
+    async def throttle_cut_state(self, key: str) -> CutState | None:
+        """A bucket's cut state as stored (None: no bucket yet), for reports and tests."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q("throttle_cut_state"), key)
+        if row is None:
+            return None
+        since = row["since_cut_s"]
+        return CutState(float(row["factor"]), None if since is None else float(since))
 
     async def throttle_record_wait(self, key: str, seconds: float) -> None:
         await self.pool.execute(Q("throttle_record_wait"), key, seconds)

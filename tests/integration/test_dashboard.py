@@ -47,6 +47,8 @@ def exercised_engine() -> EngineMetrics:
     m.render_seconds.observe(0.0003)
     m.throttle_wait.labels("gmail.com").inc(0.5)
     m.slowdowns.labels("gmail.com").inc()
+    m.cuts.labels("gmail.com", "421").inc()
+    m.watch_domain_rates(lambda: [("gmail.com", 25.0)])
     m.deferrals.labels("gmail.com").inc()
     m.queue_depth.labels("send").set(3)
     m.connections.set(4)
@@ -141,6 +143,8 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
     for name in (
         "mailer_messages_total",  # send rate by outcome, deferrals
         "mailer_throttle_slowdowns_total",  # slow-downs by domain
+        "mailer_throttle_cuts_total",
+        "mailer_throttle_domain_rate",  # the rate a domain is allowed after cuts
         "mailer_throttle_wait_seconds_total",
         "mailer_queue_depth",
         "mailer_render_duration_seconds_bucket",

@@ -342,21 +342,6 @@ async def test_resending_uncertain_rows_reopens_a_finished_campaign_and_sends_th
     assert len(sink.recipients) == 2
 
 
-async def test_a_slowed_domain_recovers_by_doubling_each_minute_not_at_every_request(
-    stores: Stores, conn: asyncpg.Connection
-) -> None:
-    assert await stores.send.throttle_penalise("domain:x.example") == 0.5
-    assert (
-        await stores.send.throttle_penalise("domain:x.example") == 0.5
-    )  # same burst: one complaint
-    for _ in range(5):
-        await stores.send.throttle_take("domain:x.example", 100.0, 25.0, 25)
-    factor = await conn.fetchval(
-        "SELECT factor FROM throttle_buckets WHERE key = 'domain:x.example'"
-    )
-    assert factor == 0.5
-
-
 async def test_a_pause_also_holds_back_messages_already_rendered_and_queued(
     stores: Stores, conn: asyncpg.Connection
 ) -> None:
@@ -399,3 +384,31 @@ async def test_the_warm_up_cap_defers_what_exceeds_todays_allowance_to_tomorrow(
         "FROM deliveries WHERE status = 'deferred'"
     )
     assert later is True
+
+
+async def test_the_send_queue_depth_shows_what_waits_and_is_zero_once_all_is_sent(
+    stores: Stores, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 50)
+    await sample_campaign(stores)  # 20 msg/s: the batch waits in the send queue
+    with smtp_server() as (port, sink):
+        engine = engine_for(stores, settings_for(port))
+        registry = engine.metrics.registry
+
+        def depth(stage: str) -> float | None:
+            return registry.get_sample_value("mailer_queue_depth", {"stage": stage})
+
+        # A worker that stays up, as in production: the gauge must fall with the queue,
+        # not keep the last batch's size on an idle worker.
+        run = asyncio.create_task(engine.run())
+        seen: list[float] = []
+        while len(sink.recipients) < 50:
+            seen.append(depth("send") or 0.0)
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: engine.pending == 0)
+        assert (depth("send"), depth("record")) == (0.0, 0.0)
+        engine.stop.set()
+        await run
+    assert max(seen) >= 40  # the claimed batch, waiting for throttle tokens
+    assert await statuses(conn) == {"sent": 50}
+    assert (depth("send"), depth("record")) == (0.0, 0.0)
