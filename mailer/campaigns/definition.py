@@ -245,7 +245,9 @@ def from_mapping(
     slug = check.pattern(raw, "slug", _SLUG, "lower-case letters, digits, - and _")
     topic = check.pattern(raw, "topic", _SLUG, "an existing topic slug")
     template = check.pattern(raw, "template", _TEMPLATE_NAME, "a template name without suffix")
-    if template and templates_dir is not None and not template_exists(templates_dir, template):
+    # Only a valid bare name is looked up: "../etc/passwd" never reaches the file system.
+    named = bool(template) and _TEMPLATE_NAME.fullmatch(template) is not None
+    if named and templates_dir is not None and not template_exists(templates_dir, template):
         check.problem("template", f"unknown template: {templates_dir / (template + '.html')}")
     locales = _locales(check, raw.get("locales", ["en"]))
     definition = CampaignDefinition(

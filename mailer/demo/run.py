@@ -15,6 +15,7 @@ import asyncio
 import base64
 import csv
 import dataclasses
+import json
 import random
 import secrets
 import socket
@@ -294,6 +295,17 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
             console.print(
                 f"{len(readers):,} messages in the mailbox; machines: {dict(bots.hits)}; "
                 f"people: {dict(humans.hits)}"
+            )
+            # What the readers did, beside the messages: the events the ledger must hold.
+            (run_folder / "readers.json").write_text(
+                json.dumps(
+                    {
+                        "machines": bots.hits,
+                        "people": humans.hits,
+                        "failures": bots.failures + humans.failures,
+                    },
+                    indent=2,
+                )
             )
         finally:
             await runner.cleanup()  # flushes the tracker's event buffer
