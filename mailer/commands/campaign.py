@@ -35,7 +35,7 @@ from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
 from mailer.send.progress import watch_progress
 from mailer.send.store import SendStore
-from mailer.send.worker import build_engine, install_stop_handlers
+from mailer.send.worker import build_engine, stop_on_signals
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -147,15 +147,15 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
             console.print("scheduled: a `mailer worker` will start it at its time")
             return 0
         stop = asyncio.Event()
-        install_stop_handlers(stop, console)
         metrics = EngineMetrics()
         metrics.serve(0 if args.no_metrics else settings.engine.metrics_port)
         engine = build_engine(
             pool, settings, stop=stop, metrics=metrics, only_campaigns={launched.campaign_id}
         )
-        run = asyncio.create_task(engine.run(until_idle=True))
-        await watch_progress(campaigns, launched.campaign_id, run, console)
-        await run
+        with stop_on_signals(stop, console):
+            run = asyncio.create_task(engine.run(until_idle=True))
+            await watch_progress(campaigns, launched.campaign_id, run, console)
+            await run
         return await _status(pool, args.campaign)
 
 
@@ -220,15 +220,15 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Send every running campaign until SIGTERM; any number may run at once."""
     async with open_pool(settings) as pool:
         stop = asyncio.Event()
-        install_stop_handlers(stop, console)
         metrics = EngineMetrics()
         metrics.serve(settings.engine.metrics_port)
         engine = build_engine(pool, settings, stop=stop, metrics=metrics)
-        console.print(
-            f"worker {engine.worker} running; metrics on "
-            f"127.0.0.1:{settings.engine.metrics_port}/metrics"
-        )
-        progress = await engine.run(until_idle=args.until_idle)
+        with stop_on_signals(stop, console):
+            console.print(
+                f"worker {engine.worker} running; metrics on "
+                f"127.0.0.1:{settings.engine.metrics_port}/metrics"
+            )
+            progress = await engine.run(until_idle=args.until_idle)
         console.print(f"worker stopped: {progress.by_status}")
         return 0
 

@@ -115,6 +115,10 @@ class Progress:
         self.by_status[status] = self.by_status.get(status, 0) + 1
 
 
+class SideTaskDied(RuntimeError):
+    """A task the worker cannot run without ended; the run stopped cleanly and says which."""
+
+
 class Engine:
     def __init__(
         self,
@@ -163,9 +167,13 @@ class Engine:
         self.render_pool: RenderPool | None = None
         # Expected failures (database or relay unreachable) as one line per interval.
         self.failures = FailureLog(log)
-        self._writing = 0  # outcomes in the batch the recorder is writing
+        # The batch the recorder is writing: kept until written, so a recorder that died
+        # mid-write leaves it for its replacement (run's shutdown) instead of losing it.
+        self._in_write: list[OutcomeRow] = []
+        # Side tasks that ended while the worker ran (Engine._watch): the run then fails.
+        self.died: list[str] = []
         self.metrics.watch_queue("send", self._waiting_to_send)
-        self.metrics.watch_queue("record", lambda: self.outcomes.qsize() + self._writing)
+        self.metrics.watch_queue("record", lambda: self.outcomes.qsize() + len(self._in_write))
 
     # ------------------------------------------------------------ run
 
@@ -176,8 +184,8 @@ class Engine:
         if self.settings.engine.render_processes > 0:
             self.render_pool = RenderPool(self.settings, self.settings.engine.render_processes)
         gc.freeze()
-        recorder = asyncio.create_task(self._recorder(), name="recorder")
-        leases = asyncio.create_task(self._renew_leases(), name="leases")
+        recorder = self._watch(asyncio.create_task(self._recorder(), name="recorder"))
+        leases = self._watch(asyncio.create_task(self._renew_leases(), name="leases"))
         try:
             await self._claimer(until_idle)
         finally:
@@ -192,13 +200,39 @@ class Engine:
             await asyncio.gather(*self.senders, return_exceptions=True)
             await self._logged(self._release_unsent(), "handing back unsent deliveries")
             leases.cancel()
+            if recorder.done():  # it died: a fresh one writes what it held and what waits
+                recorder = asyncio.create_task(self._recorder(), name="recorder")
             # Outcomes already known must reach the ledger, whatever happens now.
             await asyncio.shield(self._drain_recorder(recorder))
             await self._logged(self.relays.close(), "closing SMTP connections")
             if self.render_pool is not None:
                 await self._logged(self.render_pool.close(), "stopping the render processes")
             self.failures.flush()
+        if self.died:
+            raise SideTaskDied(
+                f"{', '.join(self.died)}: the worker stopped claiming, recorded the outcomes it "
+                "knew and handed the rest back"
+            )
         return self.progress
+
+    def _watch(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Stop the run if `task` ends while the worker runs, instead of stalling silently.
+
+        A dead recorder would leave claimed rows in `sending` (and the claimer waiting for
+        room that never comes); a dead lease renewer would let them lapse into `uncertain`
+        while their messages still go out (procrastinate's side-task monitor does the same).
+        """
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if self.stop.is_set() and (done.cancelled() or done.exception() is None):
+                return  # the shutdown ended it (leases cancelled, recorder past its marker)
+            why = "cancelled" if done.cancelled() else repr(done.exception() or "returned")
+            log.critical("the %s task ended (%s): stopping the worker", done.get_name(), why)
+            self.died.append(f"{done.get_name()} task ended ({why})")
+            self.stop.set()
+
+        task.add_done_callback(ended)
+        return task
 
     async def _claimer(self, until_idle: bool) -> None:
         """Claim while there is room; a database outage pauses claiming, it does not end it."""
@@ -559,24 +593,28 @@ class Engine:
 
     async def _recorder(self) -> None:
         """Write outcomes in batches (every FLUSH_EVERY_S) until the end marker (None)."""
+        if self._in_write:  # left by a recorder that died mid-write (rewriting is harmless)
+            await self._write(self._in_write)
+            self._in_write = []
         while True:
-            first = await self.outcomes.get()
-            if self.outcomes.qsize() < FLUSH_ROWS and first is not None:
-                await asyncio.sleep(FLUSH_EVERY_S)  # let a batch gather: one statement, not many
-            batch: list[OutcomeRow] = []
-            item: OutcomeRow | None = first
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= FLUSH_ROWS or self.outcomes.empty():
-                    break
-                item = self.outcomes.get_nowait()
-            if batch:
-                self._writing = len(batch)
-                try:
-                    await self._write(batch)
-                finally:
-                    self._writing = 0
+            item = await self.outcomes.get()
             if item is None:
+                return
+            # Held from the moment it leaves the queue: a recorder that dies from here on
+            # leaves the batch to its replacement, not to oblivion.
+            batch = self._in_write = [item]
+            if self.outcomes.qsize() < FLUSH_ROWS:
+                await asyncio.sleep(FLUSH_EVERY_S)  # let a batch gather: one statement, not many
+            end = False
+            while len(batch) < FLUSH_ROWS and not self.outcomes.empty():
+                more = self.outcomes.get_nowait()
+                if more is None:
+                    end = True
+                    break
+                batch.append(more)
+            await self._write(batch)
+            self._in_write = []
+            if end:
                 return
 
     async def _write(self, batch: list[OutcomeRow]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -32,8 +33,9 @@ def build_engine(pool: Pool, settings: Settings, **kwargs: Any) -> Engine:
     return Engine(SendStore(pool), campaigns, settings, keyring, relays, **kwargs)
 
 
-def install_stop_handlers(stop: asyncio.Event, console: Console) -> None:
-    """First signal: graceful stop. Second: cancel everything."""
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event, console: Console) -> Iterator[None]:
+    """First SIGTERM/SIGINT: graceful stop. Second: cancel everything. Removed on the way out."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
 
@@ -46,6 +48,13 @@ def install_stop_handlers(stop: asyncio.Event, console: Console) -> None:
         console.print(f"[yellow]{name}: finishing the messages in hand, handing back the rest…[/]")
         stop.set()
 
+    installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
