@@ -84,7 +84,7 @@ def _deliveries(f: ReportFigures) -> Section:
             rows.append((f"  {why}", number(count), ""))
     rows.append(("total", number(f.deliveries), ""))
     eligible = f.audience.get("eligible", 0)
-    notes = (
+    notes: tuple[str, ...] = (
         ()
         if f.adds_up
         else (
@@ -92,6 +92,14 @@ def _deliveries(f: ReportFigures) -> Section:
             "the report does not add up.",
         )
     )
+    if f.outcomes.get("uncertain"):
+        notes += (
+            f"{f.outcomes['uncertain']:,} uncertain: a worker died after handing these "
+            "messages to the SMTP relay and before their outcome was recorded, so each may or "
+            "may not have been delivered. They are not resent unless the operator runs "
+            f"`mailer campaign resend-uncertain {f.slug} --yes`; those already delivered would "
+            "then arrive twice.",
+        )
     head = ("state", "deliveries", "share")
     return Section("deliveries", "Deliveries", head, "lrr", rows, frozenset(detail), notes)
 

@@ -1,0 +1,194 @@
+"""The recorder: start marks and outcomes, group-committed.
+
+A message is `sending` in the ledger (started) before its MAIL FROM, and only
+then (issue 15): after a crash, only started rows can have reached SMTP, so
+only they become `uncertain`; rows claimed but never started go back to the
+queue. Each SMTP connection asks for its next message's start while it
+carries the current one (mailer/send/smtp.py), and the recorder writes every
+start asked since its last round, with every outcome known by then, in one
+transaction (SendStore.record): one commit for all the connections of the
+worker, every few milliseconds while messages flow, as Postgres itself
+group-commits. Outcomes alone wait up to FLUSH_EVERY_S to gather.
+
+The bound this gives (proved in ../../README.md, "What a crash leaves
+uncertain"): a connection asks for the start of its message k+2 only after it
+handed the outcome of message k to `record`, and a round takes every outcome
+queued before it; so when any start of that connection is committed, every
+outcome but those of its last two messages is too. A kill leaves at most two
+started rows without an outcome per SMTP connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailer.db import TRANSIENT_ERRORS, unavailable
+from mailer.send.failure_log import FailureLog
+from mailer.send.store import OutcomeRow, SendStore
+
+log = logging.getLogger("mailer.recorder")
+
+# Outcomes alone are written at least this often, or when this many wait.
+FLUSH_EVERY_S = 0.2
+FLUSH_ROWS = 500
+
+
+class Verdict(enum.Enum):
+    """What became of a start asked for."""
+
+    GO = "go"  # `sending`, durably: the message may be handed to SMTP
+    SKIPPED = "skipped"  # the last check refused it (opt-out, suppression, erasure)
+    HELD = "held"  # its campaign no longer runs: still claimed, to be handed back
+    LOST = "lost"  # no longer this worker's (its lease lapsed): never to be sent
+    UNAVAILABLE = "unavailable"  # the round failed (database unreachable): not started
+    NOT_STARTED = "not_started"  # the recorder stopped before writing it: hand it back
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The answer to one start: its verdict, and the reason when skipped or unavailable."""
+
+    verdict: Verdict
+    reason: str | None = None
+
+
+class Recorder:
+    """Writes outcomes and start marks for one worker, in rounds of one transaction each."""
+
+    def __init__(
+        self,
+        store: SendStore,
+        worker: str,
+        failures: FailureLog,
+        written: Callable[[int], None],
+    ) -> None:
+        self.store = store
+        self.worker = worker
+        self.failures = failures
+        # Called with the number of outcomes each round wrote (the engine's room to claim).
+        self.written = written
+        self.outcomes: list[OutcomeRow] = []
+        self.starts: dict[int, asyncio.Future[Start]] = {}
+        # The round being written: kept until written, so a recorder that died
+        # mid-write leaves its outcomes to its replacement instead of losing them.
+        self.in_write: list[OutcomeRow] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._ended = False  # run() returned or died: nobody would answer a start
+        self.rounds = 0
+        self.started = 0
+
+    def record(self, row: OutcomeRow) -> None:
+        """Queue an outcome; written with the next round."""
+        self.outcomes.append(row)
+        if len(self.outcomes) in (1, FLUSH_ROWS):  # the first starts the clock, the last ends it
+            self._wake.set()
+
+    def start(self, delivery_id: int) -> asyncio.Future[Start]:
+        """Ask for a delivery's start mark; the answer comes once the round is committed."""
+        answer = asyncio.get_running_loop().create_future()
+        if self._closing or self._ended:
+            answer.set_result(Start(Verdict.NOT_STARTED))
+            return answer
+        self.starts[delivery_id] = answer
+        self._wake.set()
+        return answer
+
+    def depth(self) -> int:
+        """Outcomes not yet written (mailer_queue_depth{stage="record"})."""
+        return len(self.outcomes) + len(self.in_write)
+
+    def close(self) -> None:
+        """Write what is queued, then end; starts asked from now on are not made."""
+        self._closing = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write rounds until closed and empty; unanswered starts are answered on the way out."""
+        self._ended = False
+        try:
+            if self.in_write:  # left by a recorder that died mid-write (rewriting is harmless)
+                await self._outcomes_only(self.in_write)
+                self.in_write = []
+            while True:
+                if not self.starts and not self._closing:
+                    self._wake.clear()
+                    if self.outcomes:
+                        # Outcomes alone: let a batch gather (one statement, not many),
+                        # unless a start is asked for meanwhile.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY_S)
+                    else:
+                        await self._wake.wait()
+                if self._closing and not self.outcomes and not self.starts:
+                    return
+                await self._round()
+        finally:
+            # A recorder that ends (closed, or died) leaves no connection waiting.
+            self._ended = True
+            for answer in self.starts.values():
+                if not answer.done():
+                    answer.set_result(Start(Verdict.NOT_STARTED))
+            self.starts = {}
+
+    async def _round(self) -> None:
+        """One transaction: every outcome queued, then every start asked, committed together."""
+        outcomes, self.outcomes = self.outcomes, []
+        starts, self.starts = self.starts, {}
+        self.in_write = outcomes
+        try:
+            rows = await self.store.record(self.worker, outcomes, list(starts))
+        except TRANSIENT_ERRORS as exc:
+            # Not started (or started and never used: a commit lost with the connection):
+            # the engine defers those messages; the outcomes are written on their own.
+            reason = f"database unavailable: {type(exc).__name__}"
+            for answer in starts.values():
+                answer.set_result(Start(Verdict.UNAVAILABLE, reason))
+            self._failed(exc, len(outcomes) + len(starts))
+            await self._outcomes_only(outcomes)
+        except BaseException:
+            for answer in starts.values():
+                if not answer.done():
+                    answer.set_result(Start(Verdict.NOT_STARTED))
+            raise
+        else:
+            self.rounds += 1
+            answers = {r.id: r for r in rows}
+            for delivery_id, answer in starts.items():
+                row = answers.get(delivery_id)
+                if row is None:
+                    answer.set_result(Start(Verdict.LOST))
+                elif row.status == "sending":
+                    self.started += 1
+                    answer.set_result(Start(Verdict.GO))
+                elif row.status == "skipped":
+                    answer.set_result(Start(Verdict.SKIPPED, row.skip_reason))
+                else:
+                    answer.set_result(Start(Verdict.HELD))
+        self.in_write = []
+        self.written(len(outcomes))
+
+    async def _outcomes_only(self, outcomes: list[OutcomeRow]) -> None:
+        """Write outcomes until it works: they are known facts (a sent message is sent)."""
+        attempt = 0
+        while outcomes:
+            try:
+                await self.store.record(self.worker, outcomes, [])
+                return
+            except TRANSIENT_ERRORS as exc:
+                # The rows stay `sending` (or become `uncertain`, which a later write
+                # still replaces); the lease renewer keeps them ours meanwhile.
+                attempt += 1
+                self._failed(exc, len(outcomes))
+                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+
+    def _failed(self, exc: BaseException, count: int) -> None:
+        if unavailable(exc):
+            self.failures.failed("recording outcomes: database unavailable", exc)
+        else:
+            log.exception("recording %d outcomes and starts failed", count)
