@@ -496,7 +496,7 @@ class Engine:
                     send_queue.domain, job, self.contexts[job.campaign_id], send_queue.own
                 )
             except Exception as exc:
-                # Only reachable before SMTP (relay.send never raises for SMTP or
+                # Only reachable before SMTP (relay.deliver never raises for SMTP or
                 # network trouble): the message was not sent; retry it later.
                 if unavailable(exc):
                     # Throttle tokens live in Postgres: an outage fails every message
@@ -533,7 +533,7 @@ class Engine:
         relay = self.relays.pick()
         async with self.pacer.in_flight(domain):
             started = time.perf_counter()
-            result = await relay.send(
+            result = await relay.deliver(
                 composed.return_path,
                 job.recipient.email,
                 composed.data,

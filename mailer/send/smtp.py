@@ -86,7 +86,13 @@ class Relay:
             local_hostname=self.helo_name or None,
         )
 
-    async def send(
+    async def send(self, mail_from: str, rcpt: str, data: bytes) -> Outcome:
+        """Deliver one message to one recipient; never raises for SMTP or network trouble."""
+        result = await self.deliver(mail_from, rcpt, data)
+        assert result is not None  # nothing asked, so nothing refused
+        return result
+
+    async def deliver(
         self,
         mail_from: str,
         rcpt: str,
@@ -95,7 +101,7 @@ class Relay:
         ask: Callable[[], asyncio.Future[bool]] = _go,
         done: Callable[[Outcome | None], None] = _ignore,
     ) -> Outcome | None:
-        """Deliver one message to one recipient; None if `ask` said no.
+        """Deliver one message once `ask` allows it; None if it did not (never handed to SMTP).
 
         Never raises for SMTP or network trouble.
         """
@@ -123,7 +129,7 @@ class Relay:
             while envelope is not None:
                 go = await ready
                 lane.ahead, lane.ahead_ready = _NOTHING, None
-                await self._deliver(lane, envelope, go)
+                await self._hand_over(lane, envelope, go)
                 # Its outcome is handed over: if no MAIL FROM went out (refused start,
                 # no connection), the next message is only now asked for.
                 lane.look_ahead()
@@ -139,15 +145,15 @@ class Relay:
             if lane.client is not None:
                 await self._discard(lane.client)
 
-    async def _deliver(self, lane: _Lane, envelope: Envelope, go: bool) -> None:
+    async def _hand_over(self, lane: _Lane, envelope: Envelope, go: bool) -> None:
         """Carry one message if it may go, and say how it went (done, then result)."""
         try:
             result = await self._carry(lane, envelope) if go and not envelope.abandoned else None
-        except Exception as exc:  # a bug: the sender logs it and defers the message
+            envelope.done(result)
+        except Exception as exc:  # a bug: the sender logs it, the lane goes on
             if not envelope.result.done():
                 envelope.result.set_exception(exc)
             return
-        envelope.done(result)
         if not envelope.result.done():
             envelope.result.set_result(result)
 
