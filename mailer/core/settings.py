@@ -105,6 +105,13 @@ class EngineSettings:
     # Processes composing messages for this worker (0: on its own event loop, which
     # then also answers SMTP replies later; measured ~20 % fewer messages a second).
     render_processes: int = 1
+    # Messages per SMTP connection whose start mark is committed while the message
+    # before them is on the wire (mailer/send/recorder.py): after kill -9, at most
+    # starts_ahead + 1 started rows per connection are uncertain, at most
+    # starts_ahead of them never reached the relay. 0: each message waits for its
+    # own commit (one per connection, every one handed over); more: larger, fewer
+    # commits and no waits when the database is slow.
+    starts_ahead: int = 2
 
 
 @dataclass(frozen=True)
@@ -434,6 +441,7 @@ def _validate(s: Settings) -> None:
         (s.database.audience_parts >= 1, "database.audience_parts: must be at least 1"),
         (s.engine.batch_size > 0, "engine.batch_size: must be positive"),
         (s.engine.render_processes >= 0, "engine.render_processes: must be 0 or more"),
+        (0 <= s.engine.starts_ahead <= 16, "engine.starts_ahead: must be 0 to 16"),
         (s.engine.lease_seconds >= 10, "engine.lease_seconds: must be at least 10"),
         (s.engine.retry_deadline_hours > 0, "engine.retry_deadline_hours: must be positive"),
         (s.throttle.global_rate > 0, "throttle.global_rate: must be positive"),

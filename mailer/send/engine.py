@@ -178,6 +178,9 @@ class Engine:
         self.failures = FailureLog(log)
         # Writes outcomes and start marks, group-committed (mailer/send/recorder.py).
         self.recorder = Recorder(store, self.worker, self.failures, self._settled)
+        for relay in relays.relays:
+            relay.look_ahead = settings.engine.starts_ahead
+            relay.on_wait = self.recorder.hurry
         # Side tasks that ended while the worker ran (Engine._watch): the run then fails.
         self.died: list[str] = []
         self.metrics.watch_queue("send", self._waiting_to_send)
@@ -567,11 +570,11 @@ class Engine:
             go.set_result(False)  # stopping: never handed to SMTP, handed back instead
             return go
 
-        def answered(answer: asyncio.Future[Start]) -> None:
-            job.start = answer.result()
-            go.set_result(job.start.verdict is Verdict.GO)
+        def answered(start: Start) -> None:
+            job.start = start
+            go.set_result(start.verdict is Verdict.GO)
 
-        self.recorder.start(job.delivery_id).add_done_callback(answered)
+        self.recorder.start(job.delivery_id, answered)
         return go
 
     def _sent(

@@ -41,23 +41,94 @@ RETURNING d.id, d.campaign_id, d.contact_id, d.domain, d.attempts, d.first_attem
           coalesce((SELECT l.obtained_date_only FROM consents l WHERE l.id = d.consent_id), false)
               AS consent_date_only
 
--- name: start_sending
--- The durable "started" mark, written for many SMTP connections at once
--- (mailer/send/recorder.py commits it with the outcomes known so far) and
--- committed before any of these messages' MAIL FROM. It is also the last
--- check before DATA: a contact who opted out, was suppressed or erased since
--- the claim is not started but `skipped`, for the reason the audience would
--- give (campaigns.sql: audience). Only what can change after the claim is
--- read, by key, for each row: erasure, suppressions of the address (global,
--- the campaign's channel, its topic), the channel and topic preferences, the
--- consent ledger's standing (consent_current, or the ledger itself when it
--- holds rows dated after now, as the audience reads it); the segment and
--- inactivity were checked at the claim. tests/integration/test_start_check.py
--- holds this equal to the audience for each such change. A campaign no
--- longer running leaves its rows claimed and answers `held` (the worker hands
--- them back); a row no longer this worker's (its lease lapsed and it was
--- swept) is not returned at all, and must not be sent.
-WITH asked AS (
+-- name: renew_leases
+UPDATE deliveries SET lease_until = now() + make_interval(secs => $2)
+WHERE worker = $1 AND status IN ('claimed', 'sending')
+
+-- name: release_batch
+-- Rows never handed to SMTP go back to the queue (shutdown, pause, a start
+-- refused) — or, if their campaign was cancelled meanwhile, to their final
+-- state. A `sending` row is released only by the worker that started it and
+-- knows its MAIL FROM never left: its attempt did not happen.
+UPDATE deliveries d
+SET status = CASE WHEN c.status = 'cancelled' THEN 'skipped'
+                  WHEN d.attempts - CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END > 0
+                      THEN 'deferred'
+                  ELSE 'queued' END,
+    skip_reason = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE d.skip_reason END,
+    attempts = d.attempts - CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END,
+    first_attempt_at = CASE WHEN d.status = 'sending' AND d.attempts = 1 THEN NULL
+                            ELSE d.first_attempt_at END,
+    lease_until = NULL, worker = NULL, updated_at = now()
+FROM campaigns c
+WHERE d.id = ANY($1::bigint[]) AND d.status IN ('claimed', 'sending') AND d.worker = $2
+  AND c.id = d.campaign_id
+
+-- name: record_and_start
+-- One round of the recorder (mailer/send/recorder.py), one statement and one
+-- commit: the outcomes known so far, with their archive rows and hard-bounce
+-- suppressions, then the start marks asked for since the last round. One
+-- statement rather than a transaction of four: the round runs every few
+-- milliseconds while messages flow, and its fixed cost (round trips, BEGIN,
+-- COMMIT) was most of the engine's added CPU per message (bench/README.md).
+--
+-- Outcomes ($1-$9): for rows this worker holds: started ones, and claimed
+-- ones that never reached SMTP (skipped at the re-check, deferred by the
+-- warm-up cap or an outage). A row swept to `uncertain` because this
+-- worker's lease lapsed (it was slow, not dead) still takes the outcome the
+-- worker knows: known beats uncertain. A deferral in a campaign cancelled
+-- meanwhile becomes its final `skipped`. The archive ($10-$14) and the
+-- suppressions ($15: a hard bounce, 5.1.x or 5.2.1, means the address is
+-- dead, on the channel for every future campaign) follow exactly the rows
+-- written.
+--
+-- Starts ($16): the durable "started" mark, committed before any of these
+-- messages' MAIL FROM. It is also the last check before DATA: a contact who
+-- opted out, was suppressed or erased since the claim is not started but
+-- `skipped`, for the reason the audience would give (campaigns.sql:
+-- audience). Only what can change after the claim is read, by key, for each
+-- row: erasure, suppressions of the address (global, the campaign's channel,
+-- its topic), the channel and topic preferences, the consent ledger's
+-- standing (consent_current, or the ledger itself when it holds rows dated
+-- after now, as the audience reads it); the segment and inactivity were
+-- checked at the claim. tests/integration/test_start_check.py holds this
+-- equal to the audience for each such change. A campaign no longer running
+-- leaves its rows claimed and answers `held` (the worker hands them back); a
+-- row no longer this worker's (its lease lapsed and it was swept, or an
+-- erasure skipped it) is not returned at all, and must not be sent.
+WITH outcome AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[],
+                $6::timestamptz[], $7::timestamptz[], $8::text[])
+         AS o (id, status, code, reply, message_id, at, retry_at, skip_reason)
+), recorded AS (
+    UPDATE deliveries d
+    SET status = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'skipped'
+                      ELSE o.status END,
+        smtp_code = o.code, smtp_reply = o.reply, message_id = o.message_id,
+        sent_at = CASE WHEN o.status = 'sent' THEN o.at END,
+        next_attempt_at = coalesce(o.retry_at, d.next_attempt_at),
+        skip_reason = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'cancelled'
+                           ELSE o.skip_reason END,
+        lease_until = NULL, worker = NULL, updated_at = now()
+    FROM outcome o, campaigns c
+    WHERE d.id = o.id AND d.status IN ('claimed', 'sending', 'uncertain') AND d.worker = $9
+      AND c.id = d.campaign_id
+    RETURNING d.id, d.contact_id
+), archived AS (
+    INSERT INTO archive (delivery_id, template_version_id, render_inputs, sha256, size_bytes)
+    SELECT a.* FROM unnest($10::bigint[], $11::bigint[], $12::jsonb[], $13::bytea[],
+                           $14::integer[]) AS a (id, version, inputs, sha256, size)
+    WHERE a.id IN (SELECT id FROM recorded)
+    ON CONFLICT (delivery_id) DO NOTHING
+), suppressed AS (
+    INSERT INTO suppressions (email_hash, scope, channel, reason, source, detail)
+    SELECT c.email_hash, 'channel', 'email', 'hard_bounce', 'smtp',
+           jsonb_build_object('delivery_id', r.id)
+    FROM recorded r JOIN contacts c ON c.id = r.contact_id
+    WHERE r.id = ANY($15::bigint[]) AND c.email_hash IS NOT NULL
+    ON CONFLICT DO NOTHING
+), asked AS (
     SELECT d.id, p.status = 'running' AS running, r.reason
     FROM deliveries d
     JOIN campaigns p ON p.id = d.campaign_id
@@ -122,7 +193,7 @@ WITH asked AS (
                    ELSE 'no_consent'
                END AS reason
     ) r
-    WHERE d.id = ANY($1::bigint[]) AND d.status = 'claimed' AND d.worker = $2
+    WHERE d.id = ANY($16::bigint[]) AND d.status = 'claimed' AND d.worker = $9
 ), started AS (
     UPDATE deliveries d
     SET status = CASE WHEN a.reason IS NULL THEN 'sending' ELSE 'skipped' END,
@@ -135,74 +206,12 @@ WITH asked AS (
         updated_at = now()
     FROM asked a
     -- Checked again under the row's lock: a sweep may have taken it meanwhile.
-    WHERE d.id = a.id AND a.running AND d.status = 'claimed' AND d.worker = $2
+    WHERE d.id = a.id AND a.running AND d.status = 'claimed' AND d.worker = $9
     RETURNING d.id, d.status, d.skip_reason
 )
 SELECT id, status, skip_reason FROM started
 UNION ALL
 SELECT id, 'held', NULL FROM asked WHERE NOT running
-
--- name: renew_leases
-UPDATE deliveries SET lease_until = now() + make_interval(secs => $2)
-WHERE worker = $1 AND status IN ('claimed', 'sending')
-
--- name: release_batch
--- Rows never handed to SMTP go back to the queue (shutdown, pause, a start
--- refused) — or, if their campaign was cancelled meanwhile, to their final
--- state. A `sending` row is released only by the worker that started it and
--- knows its MAIL FROM never left: its attempt did not happen.
-UPDATE deliveries d
-SET status = CASE WHEN c.status = 'cancelled' THEN 'skipped'
-                  WHEN d.attempts - CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END > 0
-                      THEN 'deferred'
-                  ELSE 'queued' END,
-    skip_reason = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE d.skip_reason END,
-    attempts = d.attempts - CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END,
-    first_attempt_at = CASE WHEN d.status = 'sending' AND d.attempts = 1 THEN NULL
-                            ELSE d.first_attempt_at END,
-    lease_until = NULL, worker = NULL, updated_at = now()
-FROM campaigns c
-WHERE d.id = ANY($1::bigint[]) AND d.status IN ('claimed', 'sending') AND d.worker = $2
-  AND c.id = d.campaign_id
-
--- name: record_outcomes
--- One statement per batch of outcomes, for rows this worker holds: started
--- ones, and claimed ones that never reached SMTP (skipped at the re-check,
--- deferred by the warm-up cap or an outage). A row
--- swept to `uncertain` because this worker's lease lapsed (it was slow, not
--- dead) still takes the outcome the worker knows: known beats uncertain. A
--- deferral in a campaign cancelled meanwhile becomes its final `skipped`.
--- Returns the rows written, so the archive and suppressions follow exactly them.
-UPDATE deliveries d
-SET status = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'skipped'
-                  ELSE o.status END,
-    smtp_code = o.code, smtp_reply = o.reply, message_id = o.message_id,
-    sent_at = CASE WHEN o.status = 'sent' THEN o.at END,
-    next_attempt_at = coalesce(o.retry_at, d.next_attempt_at),
-    skip_reason = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'cancelled'
-                       ELSE o.skip_reason END,
-    lease_until = NULL, worker = NULL, updated_at = now()
-FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::timestamptz[],
-            $7::timestamptz[], $8::text[])
-     AS o (id, status, code, reply, message_id, at, retry_at, skip_reason),
-     campaigns c
-WHERE d.id = o.id AND d.status IN ('claimed', 'sending', 'uncertain') AND d.worker = $9
-  AND c.id = d.campaign_id
-RETURNING d.id
-
--- name: archive_insert
-INSERT INTO archive (delivery_id, template_version_id, render_inputs, sha256, size_bytes)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[], $4::bytea[], $5::integer[])
-ON CONFLICT (delivery_id) DO NOTHING
-
--- name: suppress_hard_bounces
--- A hard bounce (5.1.x, 5.2.1) means the address is dead: suppress it on the
--- channel for every future campaign.
-INSERT INTO suppressions (email_hash, scope, channel, reason, source, detail)
-SELECT c.email_hash, 'channel', 'email', 'hard_bounce', 'smtp', jsonb_build_object('delivery_id', d.id)
-FROM deliveries d JOIN contacts c ON c.id = d.contact_id
-WHERE d.id = ANY($1::bigint[]) AND c.email_hash IS NOT NULL
-ON CONFLICT DO NOTHING
 
 -- name: sweep_leases
 -- Rows whose worker died (their lease lapsed): claimed ones had not started

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import random
 import re
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -56,10 +57,6 @@ class Envelope:
     abandoned: bool = False  # the sender stopped waiting (cancelled): never send it
 
 
-# What a lane's look-ahead finds when nothing waits (None is the end marker).
-_NOTHING = object()
-
-
 @dataclass
 class Relay:
     """One relay: its settings and its lanes, one connected client each."""
@@ -71,6 +68,10 @@ class Relay:
     waiting: asyncio.Queue[Envelope | None] = field(default_factory=asyncio.Queue)
     lanes: list[asyncio.Task[None]] = field(default_factory=list)
     opened: int = 0
+    # Messages a lane asks to start while it carries the one before them.
+    look_ahead: int = 1
+    # Called when a lane needs a start not yet answered (the engine's recorder hurries).
+    on_wait: Callable[[], None] = lambda: None
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self.settings
@@ -122,22 +123,20 @@ class Relay:
 
     async def _lane(self) -> None:
         """Carry messages one after another on one connection, until the end marker."""
-        lane = _Lane(self.waiting)
+        lane = _Lane(self.waiting, self.look_ahead, self.on_wait)
         try:
-            envelope: Envelope | None = await self.waiting.get()
-            ready = _ask(envelope)
-            while envelope is not None:
-                go = await ready
-                lane.ahead, lane.ahead_ready = _NOTHING, None
-                await self._hand_over(lane, envelope, go)
-                # Its outcome is handed over: if no MAIL FROM went out (refused start,
-                # no connection), the next message is only now asked for.
+            while True:
+                if not lane.asked:  # nothing looked ahead to: wait for the next message
+                    lane.add(await self.waiting.get())
+                envelope, ready = lane.asked.popleft()
+                if envelope is None:
+                    break
+                if not ready.done():
+                    self.on_wait()
+                await self._hand_over(lane, envelope, await ready)
+                # Its outcome is handed over: if no MAIL FROM went out (a refused start,
+                # no connection), the messages after it are only now asked for.
                 lane.look_ahead()
-                if lane.ahead is _NOTHING:
-                    lane.ahead = await self.waiting.get()
-                    lane.ahead_ready = _ask(lane.ahead)
-                envelope = lane.ahead if isinstance(lane.ahead, Envelope) else None
-                ready = lane.ahead_ready or _ask(None)
             if lane.client is not None:
                 client, lane.client = lane.client, None
                 await self._quit(client)
@@ -216,29 +215,42 @@ class Relay:
 
 
 class _Lane:
-    """A lane's state: its connection, and the message it looks ahead to."""
+    """A lane's state: its connection, and the messages it looks ahead to."""
 
-    __slots__ = ("ahead", "ahead_ready", "client", "waiting")
+    __slots__ = ("asked", "client", "depth", "ended", "on_wait", "waiting")
 
-    def __init__(self, waiting: asyncio.Queue[Envelope | None]) -> None:
+    def __init__(
+        self, waiting: asyncio.Queue[Envelope | None], depth: int, on_wait: Callable[[], None]
+    ) -> None:
         self.waiting = waiting
+        self.depth = depth
+        self.on_wait = on_wait
         self.client: aiosmtplib.SMTP | None = None
-        self.ahead: Envelope | object | None = _NOTHING
-        self.ahead_ready: asyncio.Future[bool] | None = None
+        # Taken from the queue, their starts asked for, in order (None: the end marker).
+        self.asked: deque[tuple[Envelope | None, asyncio.Future[bool]]] = deque()
+        self.ended = False
+
+    def add(self, envelope: Envelope | None) -> None:
+        self.asked.append((envelope, _ask(envelope)))
+        self.ended = envelope is None
 
     def look_ahead(self) -> None:
-        """Take the next message and ask for its start, once per message carried.
+        """Take up to `depth` messages after the current one and ask for their starts.
 
-        Called as soon as the current message's MAIL FROM is written, so its start
-        is committed while this transaction runs; or, when none was written, once
-        the current message's outcome is handed over.
+        Called as soon as the current message's MAIL FROM is written, so their
+        starts are committed while this transaction runs; or, when none was
+        written, once the current message's outcome is handed over. Either way
+        after the outcome of the message before the current one: what the bound
+        rests on (mailer/send/recorder.py). The next message's start not being
+        committed yet hurries the recorder: it is needed within one transaction.
         """
-        if self.ahead_ready is None and not self.waiting.empty():
-            self.ahead = self.waiting.get_nowait()
-            self.ahead_ready = _ask(self.ahead)
+        while not self.ended and len(self.asked) < self.depth and not self.waiting.empty():
+            self.add(self.waiting.get_nowait())
+        if self.asked and not self.asked[0][1].done():
+            self.on_wait()
 
 
-def _ask(envelope: Envelope | object | None) -> asyncio.Future[bool]:
+def _ask(envelope: Envelope | None) -> asyncio.Future[bool]:
     """Ask for an envelope's start, unless there is none or its sender gave up on it."""
     if not isinstance(envelope, Envelope) or envelope.abandoned:
         no: asyncio.Future[bool] = asyncio.get_running_loop().create_future()

@@ -18,7 +18,7 @@ import pytest
 from mailer.compliance import privacy
 from mailer.core.addresses import address_hash
 from mailer.demo.stores import Stores
-from tests.engine_setup import add_contacts, sample_campaign
+from tests.engine_setup import add_contacts, sample_campaign, start
 
 WORKER = "test-worker"
 
@@ -101,7 +101,7 @@ async def test_the_start_refuses_exactly_whom_the_audience_now_excludes_and_for_
     if "expiring@example.com" in ids:  # not under GDPR: implied consent never qualifies
         await asyncio.sleep(3.5)
 
-    started = {r.id: r for r in await stores.send.record(WORKER, [], [r.id for r in claimed])}
+    started = {r.id: r for r in await start(stores, WORKER, [r.id for r in claimed])}
     verdicts = await stores.campaigns.audience(spec, datetime.now(UTC), list(ids.values()))
 
     reasons = {v.contact_id: v.reason for v in verdicts}
@@ -140,7 +140,7 @@ async def test_a_contact_erased_while_claimed_is_never_started_and_one_started_h
     campaign = await sample_campaign(stores)
     claimed = {r.email: r for r in await stores.send.claim_batch(campaign, 10, 60, WORKER)}
     # Started first: erasing its contact must wait (the message may be on the wire).
-    first = await stores.send.record(WORKER, [], [claimed[emails[0]].id])
+    first = await start(stores, WORKER, [claimed[emails[0]].id])
     assert [r.status for r in first] == ["sending"]
     busy = await stores.compliance.contact_erase(
         emails[0],
@@ -160,7 +160,7 @@ async def test_a_contact_erased_while_claimed_is_never_started_and_one_started_h
         evidence_kept=privacy.EVIDENCE_KEPT,
     )
     privacy.erasure_of(done)
-    assert await stores.send.record(WORKER, [], [claimed[emails[1]].id]) == []
+    assert await start(stores, WORKER, [claimed[emails[1]].id]) == []
     row = await conn.fetchrow(
         "SELECT status, skip_reason, worker FROM deliveries WHERE id = $1", claimed[emails[1]].id
     )
@@ -173,7 +173,7 @@ async def test_a_dead_workers_claimed_rows_are_queued_again_and_only_its_started
     await add_contacts(conn, 6)
     campaign = await sample_campaign(stores)
     claimed = sorted(r.id for r in await stores.send.claim_batch(campaign, 10, 60, WORKER))
-    await stores.send.record(WORKER, [], claimed[:2])  # two started, then kill -9
+    await start(stores, WORKER, claimed[:2])  # two started, then kill -9
     await conn.execute("UPDATE deliveries SET lease_until = now() - interval '1 second'")
     swept = await stores.send.sweep_leases()
     assert (swept.requeued, swept.uncertain) == (4, 2)

@@ -10,7 +10,7 @@ from mailer.demo.stores import Stores
 from mailer.report import figures
 from mailer.report.sections import sections
 from tests.cli_run import run_cli
-from tests.engine_setup import add_contacts, sample_campaign
+from tests.engine_setup import add_contacts, sample_campaign, start
 
 
 async def crashed_campaign(stores: Stores, conn: asyncpg.Connection) -> str:
@@ -18,7 +18,7 @@ async def crashed_campaign(stores: Stores, conn: asyncpg.Connection) -> str:
     await add_contacts(conn, 5)
     campaign = await sample_campaign(stores)
     claimed = await stores.send.claim_batch(campaign, 10, 60, "dead")
-    await stores.send.record("dead", [], [r.id for r in claimed[:3]])
+    await start(stores, "dead", [r.id for r in claimed[:3]])
     await conn.execute("UPDATE deliveries SET lease_until = now() - interval '1 second'")
     await stores.send.sweep_leases()
     return str(await conn.fetchval("SELECT slug FROM campaigns"))
