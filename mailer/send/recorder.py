@@ -11,11 +11,13 @@ worker, every few milliseconds while messages flow, as Postgres itself
 group-commits. Outcomes alone wait up to FLUSH_EVERY_S to gather.
 
 The bound this gives (proved in ../../README.md, "What a crash leaves
-uncertain"): a connection asks for the start of its message k+2 only after it
-handed the outcome of message k to `record`, and a round takes every outcome
-queued before it; so when any start of that connection is committed, every
-outcome but those of its last two messages is too. A kill leaves at most two
-started rows without an outcome per SMTP connection.
+uncertain"): while a connection carries its message k it asks for the starts
+of at most `engine.starts_ahead` (A) messages after it, and only after it
+handed the outcome of message k-1 to `record`; a round takes every outcome
+queued before it. So when any start of that connection is committed, every
+outcome but those of its last A + 1 messages is too: a kill leaves at most
+A + 1 started rows without an outcome per SMTP connection, of which at most A
+never had their MAIL FROM written.
 """
 
 from __future__ import annotations
