@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Generic, TypeVar, cast
 
 from mailer.contacts.csvfile import ContactRow, Rejected
 
@@ -76,23 +76,45 @@ def chunks(
         yield Chunk(batches)
 
 
-async def read_ahead(produce: Iterator[T]) -> AsyncGenerator[T, None]:
-    """The items of `produce`, each computed on a thread while the caller works on the last."""
-    end = object()
-    pending = asyncio.ensure_future(asyncio.to_thread(next, produce, end))
-    try:
-        while True:
-            # Shielded: cancelling the caller must not orphan the thread mid-item.
-            item = await asyncio.shield(pending)
-            if item is end:
-                return
-            pending = asyncio.ensure_future(asyncio.to_thread(next, produce, end))
-            yield cast(T, item)
-    finally:
-        # The thread may be in the middle of the next item: let it finish before
-        # the generator is closed (a running generator cannot be).
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(pending)
-        close = getattr(produce, "close", None)
+class ReadAhead(Generic[T]):
+    """The items of `produce`, each computed on a thread when asked for ahead of time.
+
+    The caller starts the next item (`prefetch`) once it has put the current
+    one into Postgres: the thread then parses while Postgres merges, and does
+    not compete for the GIL with asyncpg's encoding of the COPY data (which
+    measured at 6 µs a row, and ran at a third of its speed beside the parser).
+    """
+
+    def __init__(self, produce: Iterator[T]) -> None:
+        self._produce = produce
+        self._pending: asyncio.Future[object] | None = None
+
+    def prefetch(self) -> None:
+        """Start computing the next item on a thread (no-op if already started)."""
+        self._start()
+
+    async def next(self) -> T | None:
+        """The next item (None at the end), waiting for the thread if it is still at it."""
+        pending = self._start()
+        # Shielded: cancelling the caller must not orphan the thread mid-item.
+        item = await asyncio.shield(pending)
+        self._pending = None
+        return None if item is _END else cast(T, item)
+
+    def _start(self) -> asyncio.Future[object]:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(asyncio.to_thread(next, self._produce, _END))
+        return self._pending
+
+    async def aclose(self) -> None:
+        """Wait for the thread's item in progress, then close the producer."""
+        if self._pending is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._pending)
+            self._pending = None
+        close = getattr(self._produce, "close", None)
         if close is not None:
             close()
+
+
+_END = object()

@@ -90,8 +90,7 @@ ANALYZE import_rows
 -- The batch's contacts in one statement: existing ones found by address (an
 -- index probe each: a batch is small next to the table), the others created,
 -- in address order so the email index fills in order; every id recorded in
--- import_ids for the ledger and topics. Returns how many were created, found,
--- and created already suppressed (kept, never mailed: the operator should know).
+-- import_ids for the ledger and topics. Returns how many were created and found.
 WITH found AS MATERIALIZED (
     SELECT r.email, (SELECT c.id FROM contacts c WHERE c.email = r.email) AS id
     FROM import_rows r
@@ -103,7 +102,7 @@ WITH found AS MATERIALIZED (
     FROM import_rows r JOIN found f ON f.email = r.email
     WHERE f.id IS NULL
     ORDER BY r.email
-    RETURNING id, email, email_hash
+    RETURNING id, email
 ), ids AS (
     INSERT INTO import_ids (email, id, created)
     SELECT email, id, false FROM found WHERE id IS NOT NULL
@@ -112,10 +111,7 @@ WITH found AS MATERIALIZED (
     RETURNING created
 )
 SELECT count(*) FILTER (WHERE created) AS created,
-       count(*) FILTER (WHERE NOT created) AS found,
-       (SELECT count(*) FROM created c
-        WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = c.email_hash))
-           AS suppressed
+       count(*) FILTER (WHERE NOT created) AS found
 FROM ids
 
 -- name: import_lock_found
@@ -279,11 +275,16 @@ WITH changed AS (
 )
 SELECT count(*) FROM changed WHERE id <= $1
 
--- name: import_suppressed_found
--- Contacts that existed before this import and are suppressed (those it
--- created were counted as they were created).
-SELECT count(*) FROM import_updates u JOIN contacts c ON c.id = u.id
-WHERE u.id <= $1 AND EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = c.email_hash)
+-- name: import_suppressed
+-- How many of the imported addresses are suppressed: they are kept as
+-- contacts but will never be mailed, and the operator should know. Those the
+-- import created (ids above $1, import_id_floor), found from the suppressions
+-- (a registry is usually far smaller than a file), and those that existed.
+SELECT (SELECT count(DISTINCT c.id) FROM suppressions s
+        JOIN contacts c ON c.email_hash = s.email_hash WHERE c.id > $1)
+     + (SELECT count(*) FROM import_updates u JOIN contacts c ON c.id = u.id
+        WHERE u.id <= $1
+          AND EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = c.email_hash))
 
 -- name: import_begin
 -- Recorded first so that ledger evidence can name the import; committed

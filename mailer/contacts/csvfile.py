@@ -30,36 +30,22 @@ memory does not grow with the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
-from functools import lru_cache
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, NamedTuple
 
+from mailer.contacts import cells
+from mailer.contacts.cells import CANONICAL_KINDS, KINDS, RowError
 from mailer.contacts.textfile import CsvRecords, Dialect, FileError
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
 from mailer.core.spreadsheet import SafeWriter, csv_writer
 
 __all__ = ["ContactFile", "ContactRow", "Defaults", "Dialect", "FileError", "Rejected"]
 
-KINDS = {
-    "express": "express",
-    "implied_purchase": "implied_purchase",
-    "purchase": "implied_purchase",
-    "implied_contract": "implied_contract",
-    "contract": "implied_contract",
-    "implied_inquiry": "implied_inquiry",
-    "inquiry": "implied_inquiry",
-    "implied_publication": "implied_publication",
-    "publication": "implied_publication",
-}
-CANONICAL_KINDS = frozenset(KINDS.values())
-CHANNELS = frozenset({"email", "sms", "postal", "phone"})
 # In the order _RowParser unpacks their positions.
 COLUMN_ORDER = (
     "email",
@@ -76,8 +62,6 @@ COLUMN_ORDER = (
 )
 COLUMNS = frozenset(COLUMN_ORDER)
 ATTR_PREFIX = "attr."
-_LOCALE = re.compile(r"[a-z]{2,3}(?:-[a-z]{2})?")
-_TOPIC = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # Longest cell accepted, in characters: a name, a source, an attribute value.
 MAX_FIELD = 1000
 
@@ -126,19 +110,6 @@ class Rejected:
     line: int
     reason: str
     raw: list[str]
-
-
-class _RowError(ValueError):
-    pass
-
-
-def file_sha256(path: Path) -> bytes:
-    """Hash of the file, recorded with the import."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.digest()
 
 
 class ContactFile:
@@ -195,7 +166,7 @@ class ContactFile:
                 continue  # a blank line
             try:
                 yield parse(line, raw)
-            except _RowError as exc:
+            except RowError as exc:
                 if not any(cell.strip() for cell in raw):
                     continue  # a line of empty cells (";;;;" from a spreadsheet)
                 yield Rejected(line, str(exc), raw)
@@ -257,166 +228,82 @@ class _RowParser:
 
     def __call__(self, line: int, raw: list[str]) -> ContactRow:
         if len(raw) != self.width:
-            raise _RowError(
+            raise RowError(
                 f"expected {self.width} fields, found {len(raw)}"
                 + (" (is the delimiter right? see --delimiter)" if len(raw) == 1 else "")
             )
-        cells = [cell.strip() for cell in raw]
-        if max(map(len, cells)) > MAX_FIELD:
-            raise self._too_long(cells)
-        cells.append("")
+        texts = [cell.strip() for cell in raw]
+        if max(map(len, texts)) > MAX_FIELD:
+            raise self._too_long(texts)
+        texts.append("")
         (email_i, name_i, locale_i, consent_i, source_i, date_i, ends_i, channel_i, topics_i,
          activity_i, tracking_i) = self.pos  # fmt: skip
         d = self.defaults
-        address = cells[email_i]
+        address = texts[email_i]
         if not address:
-            raise _RowError("email: empty")
+            raise RowError("email: empty")
         try:
             email = normalise(address)
         except InvalidAddress as exc:
-            raise _RowError(f"email: {address!r} is not valid: {exc}") from None
-        kind_text = cells[consent_i] or d.consent
+            raise RowError(f"email: {address!r} is not valid: {exc}") from None
+        kind_text = texts[consent_i] or d.consent
         kind = KINDS.get(kind_text.lower()) if kind_text else None
         if kind_text and kind is None:
-            raise _RowError(
+            raise RowError(
                 f"consent: unknown kind {kind_text!r} "
                 f"(expected {', '.join(sorted(CANONICAL_KINDS))})"
             )
         source = obtained = ends = None
         obtained_date_only = ends_date_only = False
         if kind is not None:
-            source = cells[source_i] or d.source
-            obtained, obtained_date_only = _consent_when(
-                cells[date_i] or d.consent_date, "consent_date"
+            source = texts[source_i] or d.source
+            obtained, obtained_date_only = cells.consent_when(
+                texts[date_i] or d.consent_date, "consent_date"
             )
-            ends, ends_date_only = _consent_when(cells[ends_i] or None, "consent_ends")
+            ends, ends_date_only = cells.consent_when(texts[ends_i] or None, "consent_ends")
             if source is None:
-                raise _RowError("consent_source: required with a consent (or give --source)")
+                raise RowError("consent_source: required with a consent (or give --source)")
             if obtained is None:
-                raise _RowError("consent_date: required with a consent (or give --consent-date)")
+                raise RowError("consent_date: required with a consent (or give --consent-date)")
             if obtained > self.now:
-                raise _RowError(f"consent_date: {obtained.date()} is in the future")
+                raise RowError(f"consent_date: {obtained.date()} is in the future")
             if ends is not None and kind not in ("implied_contract", "implied_publication"):
-                raise _RowError("consent_ends: only for implied_contract or implied_publication")
+                raise RowError("consent_ends: only for implied_contract or implied_publication")
             if ends is not None and ends < obtained:
-                raise _RowError("consent_ends: before consent_date")
-        tracking_text = cells[tracking_i]
+                raise RowError("consent_ends: before consent_date")
+        tracking_text = texts[tracking_i]
         return ContactRow(
             line,
             email,
             address_hash(email),
-            cells[name_i] or None,
-            _locale(cells[locale_i] or d.locale),
-            self._attributes(cells) if self.attr_columns else "{}",
-            _when(cells[activity_i] or None, "last_activity"),
-            _flag(tracking_text) if tracking_text else None,
-            _channel(cells[channel_i] or d.channel or "email"),
+            texts[name_i] or None,
+            cells.locale(texts[locale_i] or d.locale),
+            self._attributes(texts) if self.attr_columns else "{}",
+            cells.when(texts[activity_i] or None, "last_activity"),
+            cells.flag(tracking_text) if tracking_text else None,
+            cells.channel(texts[channel_i] or d.channel or "email"),
             kind,
             source,
             obtained,
             ends,
-            _topics(cells[topics_i] or d.topics, self.topics),
+            cells.topics(texts[topics_i] or d.topics, self.topics),
             obtained_date_only,
             ends_date_only,
         )
 
-    def _too_long(self, cells: list[str]) -> _RowError:
-        i = next(i for i, cell in enumerate(cells) if len(cell) > MAX_FIELD)
-        return _RowError(
-            f"column {i + 1} ({self.columns[i][:40]}): {len(cells[i]):,} characters, "
+    def _too_long(self, texts: list[str]) -> RowError:
+        i = next(i for i, cell in enumerate(texts) if len(cell) > MAX_FIELD)
+        return RowError(
+            f"column {i + 1} ({self.columns[i][:40]}): {len(texts[i]):,} characters, "
             f"longer than the limit of {MAX_FIELD:,}"
         )
 
-    def _attributes(self, cells: list[str]) -> str:
+    def _attributes(self, texts: list[str]) -> str:
         # Built as text from cached fragments: json.dumps of a dict per row
         # cost a fifth of the row budget.
-        pairs = [f"{key}:{_attribute_json(cells[i])}" for i, key in self.attr_columns if cells[i]]
+        value = cells.attribute_json
+        pairs = [f"{key}:{value(texts[i])}" for i, key in self.attr_columns if texts[i]]
         return "{" + ",".join(pairs) + "}"
-
-
-_NUMBER = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,6})?")
-
-
-@lru_cache(maxsize=65_536)
-def _attribute_json(text: str) -> str:
-    """A CSV cell as a typed JSON value: plain decimal numbers and true/false are typed,
-    so segments can compare `attributes.mileage >= 50000`; anything else (postal codes
-    with leading zeros, dates, phone numbers) stays text."""
-    if _NUMBER.fullmatch(text) or text in ("true", "false"):
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
-# The helpers below are pure functions of one cell's text, and the same few
-# values repeat across a file (dates, locales, topic lists): caching them
-# halves the cost of a row.
-
-
-@lru_cache(maxsize=256)
-def _channel(text: str) -> str:
-    channel = text.lower()
-    if channel not in CHANNELS:
-        raise _RowError(
-            f"channel: unknown channel {channel!r} (expected {', '.join(sorted(CHANNELS))})"
-        )
-    return channel
-
-
-@lru_cache(maxsize=256)
-def _locale(text: str | None) -> str | None:
-    if text is None:
-        return None
-    locale = text.lower().replace("_", "-")
-    if not _LOCALE.fullmatch(locale):
-        raise _RowError(f"locale: {locale!r} is not a language tag like 'fr' or 'fr-ca'")
-    return locale
-
-
-@lru_cache(maxsize=1024)
-def _topics(text: str | None, known: frozenset[str]) -> list[str]:
-    if not text:
-        return []
-    slugs = sorted({part.strip().lower() for part in text.split(";") if part.strip()})
-    for slug in slugs:
-        if not _TOPIC.fullmatch(slug) or slug not in known:
-            raise _RowError(f"topics: unknown topic {slug!r} (create it with `mailer topics add`)")
-    return slugs
-
-
-@lru_cache(maxsize=16_384)
-def _when(text: str | None, name: str) -> datetime | None:
-    return _consent_when(text, name)[0]
-
-
-@lru_cache(maxsize=16_384)
-def _consent_when(text: str | None, name: str) -> tuple[datetime | None, bool]:
-    """The instant a cell names, and whether it was a calendar date without a time.
-
-    A date is kept as its midnight UTC: the ledger orders and ages every consent by one
-    instant, and the flag tells the printers to show the date as given (migration 0007).
-    """
-    if text is None:
-        return None, False
-    try:
-        day = date.fromisoformat(text)  # 2018-11-17, 20181117, 2018-W46-6: dates only
-    except ValueError:
-        pass
-    else:
-        return datetime.combine(day, time(), tzinfo=UTC), True
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise _RowError(f"{name}: {text!r} is not a date (YYYY-MM-DD or ISO 8601)") from None
-    return (parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)), False
-
-
-def _flag(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "yes", "1", "y"):
-        return True
-    if lowered in ("false", "no", "0", "n"):
-        return False
-    raise _RowError(f"tracking: expected true or false, got {text!r}")
 
 
 class RejectsWriter:

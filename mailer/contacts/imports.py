@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import aclosing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailer.contacts import csvfile
-from mailer.contacts.batches import Tally, chunks, read_ahead
+from mailer.contacts.batches import Chunk, ReadAhead, Tally, chunks
 from mailer.contacts.csvfile import ContactFile, Defaults, FileError, Rejected, RejectsWriter
 from mailer.contacts.store import (
+    ContactImport,
     ContactStore,
     ImportRefused,
     ImportResult,
@@ -73,23 +72,16 @@ async def import_contacts(
             if len(shown) < keep_rejects:
                 shown.append(row)
 
-        async with (
-            store.contact_import(file_name=path.name, default_locale=default_locale) as session,
-            aclosing(read_ahead(chunks(opened.rows(), tally, on_reject))) as parsed,
-        ):
-            clock = time.perf_counter()
-            waited = 0.0
-            async for chunk in parsed:
-                waited += time.perf_counter() - clock
-                if tally.rejected and not skip_invalid:
-                    continue  # refused at the end: read on, for the rejects file
-                for batch in chunk.batches:
-                    await session.write(batch)
-                clock = time.perf_counter()
+        async with store.contact_import(
+            file_name=path.name, default_locale=default_locale
+        ) as session:
+            reader = ReadAhead(chunks(opened.rows(), tally, on_reject))
+            try:
+                await _write(session, reader, refuse=lambda: tally.rejected and not skip_invalid)
+            finally:
+                await reader.aclose()
             if tally.rejected and not skip_invalid:
                 raise ImportRefused(tally.rejected, tally.valid, examples=shown, where=target)
-            # Time the database waited for the reader: ~0 when parsing keeps ahead.
-            session.seconds["waiting_for_reader"] = waited
             result = await session.finish(
                 valid=tally.valid,
                 rejected=tally.rejected,
@@ -100,13 +92,33 @@ async def import_contacts(
     return ImportOutcome(result, target if rejects.count else None, shown, opened.dialect)
 
 
-def read_suppression_file(path: Path) -> tuple[list[tuple[int, bytes]], list[Rejected]]:
+async def _write(
+    session: ContactImport, reader: ReadAhead[Chunk], refuse: Callable[[], object]
+) -> None:
+    """Each chunk's batches into Postgres, the next chunk parsed meanwhile."""
+    clock = time.perf_counter()
+    waited = 0.0
+    while (chunk := await reader.next()) is not None:
+        waited += time.perf_counter() - clock
+        if refuse():
+            continue  # refused at the end: read on, for the rejects file
+        for batch in chunk.batches:
+            await session.load(batch)
+            reader.prefetch()  # parsing while Postgres merges, not while asyncpg encodes
+            await session.merge()
+        clock = time.perf_counter()
+    # How long the database waited for the parser: ~0 when parsing keeps ahead.
+    session.seconds["waiting_for_reader"] = waited
+
+
+def read_suppression_file(path: Path) -> tuple[list[tuple[int, bytes]], list[Rejected], bytes]:
     """Addresses from a suppression list: one per line, or a CSV with an `email` column.
 
     Read as contact files are (mailer/contacts/textfile.py: UTF-8 unless it
     does not decode, the delimiter from the first line). Registries are small
     next to contact files (thousands to a few hundred thousand lines), so the
-    hashes are held in memory; addresses themselves are not kept.
+    hashes are held in memory; addresses themselves are not kept. Returns the
+    valid (line, hash) pairs, the rejected lines and the file's SHA-256.
     """
     valid: list[tuple[int, bytes]] = []
     rejected: list[Rejected] = []
@@ -116,7 +128,7 @@ def read_suppression_file(path: Path) -> tuple[list[tuple[int, bytes]], list[Rej
                 valid.append((line, address_hash(normalise(address))))
             except InvalidAddress as exc:
                 rejected.append(Rejected(line, f"email: {address!r} is not valid: {exc}", raw))
-    return valid, rejected
+    return valid, rejected, records.sha256
 
 
 def _suppression_cells(
@@ -153,11 +165,11 @@ async def import_suppressions(
     source: str,
 ) -> tuple[SuppressionImportResult, list[Rejected]]:
     """Import a suppression list; invalid lines are reported, valid ones suppressed."""
-    valid, rejected = read_suppression_file(path)
+    valid, rejected, sha256 = read_suppression_file(path)
     result = await store.import_suppressions(
         valid,
         file_name=path.name,
-        file_sha256=csvfile.file_sha256(path),
+        file_sha256=sha256,
         reason=reason,
         scope=scope,
         channel=channel,

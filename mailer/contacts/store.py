@@ -115,24 +115,29 @@ class ContactImport:
     ) -> None:
         self._conn, self.import_id, self._floor = conn, import_id, floor
         self._file_name, self._default_locale = file_name, default_locale
-        self._counts = dict.fromkeys(("created", "suppressed", "consents", "topics"), 0)
+        self._counts = dict.fromkeys(("created", "consents", "topics"), 0)
         self.seconds: dict[str, float] = {}
         self._batches = 0
 
-    async def write(self, batch: Sequence[ContactRow]) -> None:
-        """COPY one batch (each address once) to staging and merge it set-based."""
+    async def load(self, batch: Sequence[ContactRow]) -> None:
+        """COPY one batch (each address once) into staging, in place of the last one."""
+        clock = time.perf_counter()
+        await self._conn.execute(Q("import_clear_batch"))
+        await self._conn.copy_records_to_table(
+            "import_rows", records=batch, columns=_STAGING_COLUMNS
+        )
+        if not self._batches:
+            await self._conn.execute(Q("import_analyze_batch"))
+        self._batches += 1
+        self._lap("copy", clock)
+
+    async def merge(self) -> None:
+        """Merge the loaded batch set-based: contacts, then ledger, consent_current, topics."""
         conn, counts, lap = self._conn, self._counts, self._lap
         clock = time.perf_counter()
-        await conn.execute(Q("import_clear_batch"))
-        await conn.copy_records_to_table("import_rows", records=batch, columns=_STAGING_COLUMNS)
-        if not self._batches:
-            await conn.execute(Q("import_analyze_batch"))
-        self._batches += 1
-        clock = lap("copy", clock)
         written = await conn.fetchrow(Q("import_write_contacts"), self._default_locale)
         assert written is not None  # an aggregate always returns a row
         counts["created"] += written["created"]
-        counts["suppressed"] += written["suppressed"]
         clock = lap("contacts", clock)
         if written["found"]:
             await conn.execute(Q("import_lock_found"))
@@ -150,9 +155,7 @@ class ContactImport:
         conn, counts = self._conn, self._counts
         clock = time.perf_counter()
         updated = int(await conn.fetchval(Q("import_update_contacts"), self._floor))
-        suppressed = counts["suppressed"] + int(
-            await conn.fetchval(Q("import_suppressed_found"), self._floor)
-        )
+        suppressed = int(await conn.fetchval(Q("import_suppressed"), self._floor))
         self._lap("update_contacts", clock)
         result = ImportResult(
             import_id=self.import_id,
