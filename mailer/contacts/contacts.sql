@@ -36,11 +36,14 @@ SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true),
 
 -- name: import_create_staging
 -- import_rows: one batch of valid CSV lines, every address once (the reader
--- puts a repeated address in a later batch). import_ids: their contact ids.
--- import_updates: what the file says about contacts that already existed,
--- merged line after line and applied once at the end, so that re-importing a
--- file whose lines disagree writes nothing. Temporary and dropped at commit:
--- a failed or refused import leaves nothing behind.
+-- puts a repeated address in a later batch), as COPY'd. import_batch: the
+-- same with each line's contact id, so that no later statement joins on the
+-- address again. import_updates: what the file changes about contacts that
+-- already existed, merged line after line and applied once at the end, so
+-- that re-importing a file whose lines disagree writes nothing.
+-- import_suppressed: the existing contacts found suppressed, each counted
+-- once. Temporary and dropped at commit: a failed or refused import leaves
+-- nothing behind.
 CREATE TEMPORARY TABLE import_rows (
     line             integer NOT NULL,
     email            text NOT NULL,
@@ -55,15 +58,16 @@ CREATE TEMPORARY TABLE import_rows (
     source           text,
     obtained_at      timestamptz,
     ends_at          timestamptz,
-    topics           text[] NOT NULL,
+    topics           bigint[] NOT NULL,  -- ids of the topics listed
     -- consent_date / consent_ends were given without a time (migration 0007).
     obtained_date_only boolean NOT NULL,
     ends_date_only   boolean NOT NULL
 ) ON COMMIT DROP;
-CREATE TEMPORARY TABLE import_ids (
-    email   text NOT NULL,
+CREATE TEMPORARY TABLE import_batch (
     id      bigint NOT NULL,
-    created boolean NOT NULL
+    created boolean NOT NULL,
+    stored  contacts,      -- an existing contact as it was found (NULL: created)
+    LIKE import_rows
 ) ON COMMIT DROP;
 CREATE TEMPORARY TABLE import_updates (
     id               bigint PRIMARY KEY,
@@ -72,14 +76,15 @@ CREATE TEMPORARY TABLE import_updates (
     attributes       jsonb NOT NULL,
     last_activity_at timestamptz,
     tracking         boolean
-) ON COMMIT DROP
+) ON COMMIT DROP;
+CREATE TEMPORARY TABLE import_suppressed (email_hash bytea PRIMARY KEY) ON COMMIT DROP
 
 -- name: import_id_floor
 -- Taken under import_lock: every contact with a higher id is this import's.
 SELECT coalesce(max(id), 0) FROM contacts
 
 -- name: import_clear_batch
-TRUNCATE import_rows, import_ids
+TRUNCATE import_rows, import_batch
 
 -- name: import_analyze_batch
 -- Temporary tables are never auto-analyzed; the first batch gives the
@@ -88,54 +93,103 @@ ANALYZE import_rows
 
 -- name: import_write_contacts
 -- The batch's contacts in one statement: existing ones found by address (an
--- index probe each: a batch is small next to the table), the others created,
--- in address order so the email index fills in order; every id recorded in
--- import_ids for the ledger and topics. Returns how many were created and found.
+-- index probe each, as a scalar subquery so that the planner cannot turn it
+-- into a hash of the whole table: a batch is small next to it), the others
+-- given their id from the contacts' sequence and created in address order
+-- (the email index fills in order); the batch recorded with its ids in
+-- import_batch for the ledger and topics. Returns how many were created and
+-- found.
 WITH found AS MATERIALIZED (
-    SELECT r.email, (SELECT c.id FROM contacts c WHERE c.email = r.email) AS id
+    SELECT (SELECT c FROM contacts c WHERE c.email = r.email) AS stored, r.*
     FROM import_rows r
+), batch AS (
+    INSERT INTO import_batch
+    SELECT coalesce((f.stored).id, nextval('contacts_id_seq')), (f.stored).id IS NULL, f.*
+    FROM found f
+    RETURNING id, created, email, email_hash, name, locale, attributes, last_activity_at,
+              tracking
 ), created AS (
-    INSERT INTO contacts (email, email_hash, name, locale, attributes, last_activity_at,
+    INSERT INTO contacts (id, email, email_hash, name, locale, attributes, last_activity_at,
                           tracking)
-    SELECT r.email, r.email_hash, r.name, coalesce(r.locale, $1), r.attributes::jsonb,
-           r.last_activity_at, coalesce(r.tracking, true)
-    FROM import_rows r JOIN found f ON f.email = r.email
-    WHERE f.id IS NULL
-    ORDER BY r.email
-    RETURNING id, email
-), ids AS (
-    INSERT INTO import_ids (email, id, created)
-    SELECT email, id, false FROM found WHERE id IS NOT NULL
-    UNION ALL
-    SELECT email, id, true FROM created
-    RETURNING created
+    OVERRIDING SYSTEM VALUE
+    SELECT b.id, b.email, b.email_hash, b.name, coalesce(b.locale, $1), b.attributes::jsonb,
+           b.last_activity_at, coalesce(b.tracking, true)
+    FROM batch b
+    WHERE b.created
+    ORDER BY b.email
+    RETURNING 1
 )
-SELECT count(*) FILTER (WHERE created) AS created,
-       count(*) FILTER (WHERE NOT created) AS found
-FROM ids
+SELECT (SELECT count(*) FROM created) AS created,
+       (SELECT count(*) FROM batch WHERE NOT created) AS found
 
 -- name: import_lock_found
+-- The batch's contacts that existed, and what the file changes about them.
 -- Whoever writes a contact's consents, topics or channels locks its row
 -- first, as the tracker does (contact_lock): the import and a preference save
 -- that took consent_current and topic rows in opposite orders deadlocked.
--- In id order. Then what the file says about them is kept for the end,
--- merged as the lines come: the last non-empty value of each field wins,
--- attributes merge key by key (later lines win), last activity is the latest.
-WITH locked AS MATERIALIZED (
-    SELECT c.id FROM contacts c JOIN import_ids i ON i.id = c.id
-    WHERE NOT i.created
+-- Locked in id order, and only those this batch writes to (a new value, a
+-- grant not yet recorded, a topic not yet listed): re-importing a file locks
+-- nothing and writes nothing. Their new values are kept for the end, merged
+-- as the lines come: the last non-empty value of each field wins, attributes
+-- merge key by key (later lines win), last activity is the latest. Those
+-- suppressed are counted once each ($1: import_id_floor).
+WITH found AS MATERIALIZED (
+    SELECT b.id, b.email_hash, b.name, b.locale, b.attributes::jsonb AS attributes,
+           b.last_activity_at, b.tracking,
+           ((b.stored).name, (b.stored).locale, (b.stored).attributes,
+            (b.stored).last_activity_at, (b.stored).tracking)
+               IS DISTINCT FROM
+               (coalesce(b.name, (b.stored).name), coalesce(b.locale, (b.stored).locale),
+                (b.stored).attributes || b.attributes::jsonb,
+                greatest((b.stored).last_activity_at, b.last_activity_at),
+                coalesce(b.tracking, (b.stored).tracking))
+           OR EXISTS (SELECT 1 FROM import_updates u WHERE u.id = b.id) AS changes,
+           (b.kind IS NOT NULL AND NOT EXISTS (
+               SELECT 1 FROM consents x
+               WHERE x.contact_id = b.id AND x.channel = b.channel
+                 AND x.obtained_at = b.obtained_at AND x.action = 'grant'
+                 AND x.topic_id IS NULL AND x.kind = b.kind AND x.source = b.source
+                 AND x.ends_at IS NOT DISTINCT FROM b.ends_at))
+           OR EXISTS (
+               SELECT 1 FROM unnest(b.topics) AS listed (topic_id)
+               WHERE NOT EXISTS (SELECT 1 FROM contact_topics ct
+                                 WHERE ct.contact_id = b.id
+                                   AND ct.topic_id = listed.topic_id)) AS records
+    FROM import_batch b
+    WHERE NOT b.created
+), locked AS MATERIALIZED (
+    -- = ANY: the primary key's index, in id order (a join hashed the whole table).
+    SELECT c.id FROM contacts c
+    WHERE c.id = ANY (ARRAY(SELECT f.id FROM found f WHERE f.changes OR f.records))
     ORDER BY c.id
-    FOR NO KEY UPDATE OF c
+    FOR NO KEY UPDATE
+), kept AS (
+    INSERT INTO import_updates AS u (id, name, locale, attributes, last_activity_at, tracking)
+    SELECT f.id, f.name, f.locale, f.attributes, f.last_activity_at, f.tracking
+    FROM found f
+    WHERE f.changes AND f.id IN (SELECT id FROM locked)
+    ON CONFLICT (id) DO UPDATE
+        SET name = coalesce(EXCLUDED.name, u.name),
+            locale = coalesce(EXCLUDED.locale, u.locale),
+            attributes = u.attributes || EXCLUDED.attributes,
+            last_activity_at = greatest(u.last_activity_at, EXCLUDED.last_activity_at),
+            tracking = coalesce(EXCLUDED.tracking, u.tracking)
+    RETURNING 1
+), idle AS (
+    -- Nothing to write for the others: import_write_ledger need not look at them.
+    DELETE FROM import_batch b
+    WHERE NOT b.created AND b.id NOT IN (SELECT l.id FROM locked l)
+    RETURNING 1
+), suppressed AS (
+    INSERT INTO import_suppressed (email_hash)
+    SELECT f.email_hash FROM found f
+    WHERE f.id <= $1
+      AND EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = f.email_hash)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
 )
-INSERT INTO import_updates AS u (id, name, locale, attributes, last_activity_at, tracking)
-SELECT i.id, r.name, r.locale, r.attributes::jsonb, r.last_activity_at, r.tracking
-FROM locked l JOIN import_ids i ON i.id = l.id JOIN import_rows r ON r.email = i.email
-ON CONFLICT (id) DO UPDATE
-    SET name = coalesce(EXCLUDED.name, u.name),
-        locale = coalesce(EXCLUDED.locale, u.locale),
-        attributes = u.attributes || EXCLUDED.attributes,
-        last_activity_at = greatest(u.last_activity_at, EXCLUDED.last_activity_at),
-        tracking = coalesce(EXCLUDED.tracking, u.tracking)
+SELECT (SELECT count(*) FROM locked) AS locked, (SELECT count(*) FROM kept) AS kept,
+       (SELECT count(*) FROM idle) AS idle, (SELECT count(*) FROM suppressed) AS suppressed
 
 -- name: import_write_ledger
 -- The batch's ledger grants, their consent_current rows and its topic
@@ -161,10 +215,10 @@ ON CONFLICT (id) DO UPDATE
 -- NOTHING): an import never overrides a person's own choice. A contact
 -- created by this batch has no preferences yet. The source names the import
 -- and line; the ledger keeps the person's own changes.
-WITH batch AS MATERIALIZED (
-    SELECT i.id AS contact_id, i.created, r.line, r.channel, r.kind, r.source, r.obtained_at,
-           r.ends_at, r.obtained_date_only, r.ends_date_only, r.topics
-    FROM import_rows r JOIN import_ids i ON i.email = r.email
+WITH batch AS NOT MATERIALIZED (
+    SELECT b.id AS contact_id, b.created, b.line, b.channel, b.kind, b.source, b.obtained_at,
+           b.ends_at, b.obtained_date_only, b.ends_date_only, b.topics
+    FROM import_batch b
 ), ledger AS (
     INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, ends_at,
                           evidence, obtained_date_only, ends_date_only)
@@ -234,10 +288,9 @@ WITH batch AS MATERIALIZED (
                               GREATEST(s.publication, EXCLUDED.publication), '-infinity') b)
     RETURNING 1
 ), listed AS (
-    SELECT b.contact_id, b.created, t.id AS topic_id,
+    SELECT b.contact_id, b.created, listed.topic_id,
            'import ' || $1::bigint || ' line ' || b.line AS source
-    FROM batch b CROSS JOIN LATERAL unnest(b.topics) AS listed (slug)
-    JOIN topics t ON t.slug = listed.slug
+    FROM batch b CROSS JOIN LATERAL unnest(b.topics) AS listed (topic_id)
 ), subscribed AS (
     INSERT INTO contact_topics (contact_id, topic_id, subscribed, source)
     SELECT contact_id, topic_id, true, source FROM listed WHERE created
@@ -279,12 +332,11 @@ SELECT count(*) FROM changed WHERE id <= $1
 -- How many of the imported addresses are suppressed: they are kept as
 -- contacts but will never be mailed, and the operator should know. Those the
 -- import created (ids above $1, import_id_floor), found from the suppressions
--- (a registry is usually far smaller than a file), and those that existed.
+-- (a registry is usually far smaller than a file), and those that existed
+-- (import_lock_found kept their hashes).
 SELECT (SELECT count(DISTINCT c.id) FROM suppressions s
         JOIN contacts c ON c.email_hash = s.email_hash WHERE c.id > $1)
-     + (SELECT count(*) FROM import_updates u JOIN contacts c ON c.id = u.id
-        WHERE u.id <= $1
-          AND EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = c.email_hash))
+     + (SELECT count(*) FROM import_suppressed)
 
 -- name: import_begin
 -- Recorded first so that ledger evidence can name the import; committed

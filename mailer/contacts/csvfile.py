@@ -31,7 +31,7 @@ memory does not grow with the file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,7 +99,8 @@ class ContactRow(NamedTuple):
     source: str | None
     obtained_at: datetime | None
     ends_at: datetime | None
-    topics: list[str]
+    # Ids of the topics listed (the slugs checked against the topics table).
+    topics: list[int]
     # consent_date / consent_ends were calendar dates, without a time (mailer.consent_dates).
     obtained_date_only: bool
     ends_date_only: bool
@@ -120,7 +121,7 @@ class ContactFile:
         self,
         path: Path,
         defaults: Defaults,
-        known_topics: frozenset[str],
+        known_topics: Mapping[str, int],
         now: datetime,
         *,
         encoding: str | None = None,
@@ -175,7 +176,7 @@ class ContactFile:
 def read(
     path: Path,
     defaults: Defaults,
-    known_topics: frozenset[str],
+    known_topics: Mapping[str, int],
     now: datetime,
     *,
     encoding: str | None = None,
@@ -210,7 +211,7 @@ class _RowParser:
     """Turns one CSV record into a ContactRow; a few µs a row, so it avoids per-cell lookups."""
 
     def __init__(
-        self, columns: list[str], defaults: Defaults, topics: frozenset[str], now: datetime
+        self, columns: list[str], defaults: Defaults, topics: Mapping[str, int], now: datetime
     ) -> None:
         self.columns = columns
         self.width = len(columns)
@@ -223,7 +224,9 @@ class _RowParser:
             if c.startswith(ATTR_PREFIX)
         ]
         self.defaults = defaults
-        self.topics = topics
+        self.topic_ids = dict(topics)
+        self.topic_slugs = frozenset(topics)
+        self.listed: dict[str | None, list[int]] = {}  # a topics cell's ids, by its text
         self.now = now
 
     def __call__(self, line: int, raw: list[str]) -> ContactRow:
@@ -286,10 +289,17 @@ class _RowParser:
             source,
             obtained,
             ends,
-            cells.topics(texts[topics_i] or d.topics, self.topics),
+            self._topics(texts[topics_i] or d.topics),
             obtained_date_only,
             ends_date_only,
         )
+
+    def _topics(self, text: str | None) -> list[int]:
+        ids = self.listed.get(text)
+        if ids is None:
+            slugs = cells.topics(text, self.topic_slugs)
+            ids = self.listed[text] = [self.topic_ids[slug] for slug in slugs]
+        return ids
 
     def _too_long(self, texts: list[str]) -> RowError:
         i = next(i for i, cell in enumerate(texts) if len(cell) > MAX_FIELD)
@@ -302,6 +312,9 @@ class _RowParser:
         # Built as text from cached fragments: json.dumps of a dict per row
         # cost a fifth of the row budget.
         value = cells.attribute_json
+        if len(self.attr_columns) == 1:
+            i, key = self.attr_columns[0]
+            return "{" + key + ":" + value(texts[i]) + "}" if texts[i] else "{}"
         pairs = [f"{key}:{value(texts[i])}" for i, key in self.attr_columns if texts[i]]
         return "{" + ",".join(pairs) + "}"
 

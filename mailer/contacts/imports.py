@@ -56,7 +56,7 @@ async def import_contacts(
     stops the database work, and the rest of the file is still read so that
     the rejects file lists every row to fix.
     """
-    topics = frozenset(t.slug for t in await store.topics_list())
+    topics = {t.slug: t.id for t in await store.topics_list()}
     target = rejects_path or rejects_path_for(path)
     if target.exists():
         target.unlink()  # a stale rejects file from an earlier run would mislead

@@ -140,7 +140,7 @@ class ContactImport:
         counts["created"] += written["created"]
         clock = lap("contacts", clock)
         if written["found"]:
-            await conn.execute(Q("import_lock_found"))
+            await conn.execute(Q("import_lock_found"), self._floor)
             clock = lap("lock_found", clock)
         ledger = await conn.fetchrow(Q("import_write_ledger"), self.import_id, self._file_name)
         assert ledger is not None

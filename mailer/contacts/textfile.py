@@ -239,7 +239,12 @@ class CsvRecords:
         return line
 
     def _check_text(self, line: str) -> None:
-        bad = _UNDECODED.search(line)
+        try:
+            line.encode("utf-8")  # fails only on an undecoded byte; 10x a regex search
+        except UnicodeEncodeError:
+            bad = _UNDECODED.search(line)
+        else:
+            bad = None
         if bad is not None:
             raw = bad.group().encode("utf-8", "surrogateescape")
             where = f"{self.path}: line {self.line}, character {bad.start() + 1}"

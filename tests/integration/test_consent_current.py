@@ -253,8 +253,6 @@ async def test_an_import_merges_with_a_grant_another_transaction_commits_meanwhi
     finally:
         await other.close()
     kept = await _state(conn)
-    assert [(r["best_kind"], str(r["newest_at"])[:10]) for r in kept] == [
-        ("express", "2025-08-31")
-    ]
+    assert [(r["best_kind"], str(r["newest_at"])[:10]) for r in kept] == [("express", "2025-08-31")]
     await conn.fetchval("SELECT consent_current_rebuild()")
     assert kept == await _state(conn)

@@ -374,3 +374,26 @@ async def test_the_import_record_keeps_the_files_hash_and_how_it_was_read(
     assert bytes(record["file_sha256"]) == hashlib.sha256(path.read_bytes()).digest()
     assert (record["encoding"], record["delimiter"]) == ("cp1252", ";")
     assert outcome.dialect.describe() == "cp1252, ';'-delimited, CRLF line ends"
+
+
+@pytest.mark.usefixtures("topics")
+@pytest.mark.parametrize("chunk", [1, 25_000])
+async def test_a_suppressed_address_counts_once_however_many_lines_and_batches_list_it(
+    stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(batches, "CHUNK_ROWS", chunk)
+    registry = tmp_path / "registry.txt"
+    registry.write_text("old@example.com\nnew@example.com\n", encoding="utf-8")
+    await imports.import_suppressions(
+        stores.contacts,
+        registry,
+        reason="registry",
+        scope="global",
+        channel=None,
+        topic_id=None,
+        source="DNC",
+    )
+    await run_import(stores, write(tmp_path, "old@example.com,Old,en,,,,,,\n", name="a.csv"))
+    twice = "old@example.com,Old,en,,,,,,\nnew@example.com,New,en,,,,,,\n" * 2
+    r = (await run_import(stores, write(tmp_path, twice, name="b.csv"))).result
+    assert (r.contacts_created, r.suppressed) == (1, 2)

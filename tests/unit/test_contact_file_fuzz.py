@@ -20,7 +20,7 @@ from mailer.contacts import csvfile
 from mailer.contacts.csvfile import ContactRow, Defaults, FileError, Rejected
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-TOPICS = frozenset({"service", "promotions"})
+TOPICS = {"service": 1, "promotions": 2}
 
 _CELLS = [
     "email",
