@@ -99,7 +99,7 @@ ANALYZE import_rows
 -- (the email index fills in order); the batch recorded with its ids in
 -- import_batch for the ledger and topics. Returns how many were created and
 -- found.
-WITH found AS MATERIALIZED (
+WITH found AS (
     SELECT (SELECT c FROM contacts c WHERE c.email = r.email) AS stored, r.*
     FROM import_rows r
 ), batch AS (
@@ -235,21 +235,22 @@ WITH batch AS NOT MATERIALIZED (
             AND x.ends_at IS NOT DISTINCT FROM b.ends_at))
     ORDER BY b.contact_id
     RETURNING id, contact_id, channel, kind, source, obtained_at, ends_at
-), picked AS MATERIALIZED (
-    SELECT l.contact_id, l.channel, l.kind, b.created,
-           (l.obtained_at, l.id, consent_valid_until(l.kind, l.obtained_at, l.ends_at),
-            l.source)::consent_pick AS pick
-    FROM ledger l JOIN batch b ON b.contact_id = l.contact_id
 ), summary AS (
-    SELECT p.contact_id, p.channel, p.created, (p.pick).obtained_at AS newest_at,
-           CASE p.kind WHEN 'express' THEN p.pick END AS express,
-           CASE p.kind WHEN 'implied_purchase' THEN p.pick END AS purchase,
-           CASE p.kind WHEN 'implied_contract' THEN p.pick END AS contract,
-           CASE p.kind WHEN 'implied_inquiry' THEN p.pick END AS inquiry,
-           CASE p.kind WHEN 'implied_publication' THEN p.pick END AS publication,
-           (p.pick).id AS best_id, p.kind AS best_kind, (p.pick).source AS best_source,
-           (p.pick).obtained_at AS best_obtained_at, (p.pick).valid_until AS best_valid_until
-    FROM picked p
+    -- One new grant per contact: its pick is its kind's latest and, for a
+    -- created contact, its best.
+    SELECT l.contact_id, l.channel, b.created, l.obtained_at AS newest_at,
+           CASE l.kind WHEN 'express' THEN p.pick END AS express,
+           CASE l.kind WHEN 'implied_purchase' THEN p.pick END AS purchase,
+           CASE l.kind WHEN 'implied_contract' THEN p.pick END AS contract,
+           CASE l.kind WHEN 'implied_inquiry' THEN p.pick END AS inquiry,
+           CASE l.kind WHEN 'implied_publication' THEN p.pick END AS publication,
+           l.id AS best_id, l.kind AS best_kind, l.source AS best_source,
+           l.obtained_at AS best_obtained_at, (p.pick).valid_until AS best_valid_until
+    FROM ledger l
+    JOIN batch b ON b.contact_id = l.contact_id
+    CROSS JOIN LATERAL (
+        SELECT (l.obtained_at, l.id, consent_valid_until(l.kind, l.obtained_at, l.ends_at),
+                l.source)::consent_pick AS pick OFFSET 0) p
 ), summarised AS (
     INSERT INTO consent_current
         (contact_id, channel, newest_at, withdrawn, withdrawal, express, purchase, contract,

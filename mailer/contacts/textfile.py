@@ -24,7 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "latin-1")
 # What --delimiter accepts, and the delimiters sniffed from a header line.
@@ -92,18 +95,17 @@ class _Hashing(io.RawIOBase):
     """The file's bytes, hashed as they are read: the import records the SHA-256
     without a second pass over a file of a hundred megabytes."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: io.FileIO) -> None:
         self._raw = raw
         self.digest = hashlib.sha256()
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
-        if n:
-            self.digest.update(memoryview(buffer)[:n])
-        return int(n or 0)
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        n = self._raw.readinto(buffer) or 0
+        self.digest.update(memoryview(buffer)[:n])
+        return n
 
     def close(self) -> None:
         self._raw.close()
@@ -132,7 +134,7 @@ class CsvRecords:
 
     def __enter__(self) -> CsvRecords:
         try:
-            raw = self.path.open("rb", buffering=0)
+            raw = io.FileIO(self.path, "r")
         except OSError as exc:
             raise FileError(f"{self.path}: {exc.strerror}") from None
         self._hashing = _Hashing(raw)
