@@ -279,6 +279,8 @@ async def suppress_import(args: argparse.Namespace, settings: Settings) -> int:
             channel=args.channel,
             topic_id=topic_id,
             source=args.source or Path(args.file).name,
+            encoding=args.encoding,
+            delimiter=args.delimiter,
         )
     _print_rejects(rejected[:20], len(rejected), None)
     console.print(
@@ -293,6 +295,19 @@ def when(value: datetime | None, zone: tzinfo = UTC, *, date_only: bool = False)
     if value is None:
         return "-"
     return consent_dates.consent_day(value, zone, date_only=date_only).isoformat()
+
+
+def _file_options(parser: argparse.ArgumentParser) -> None:
+    """--encoding and --delimiter, read by mailer/contacts/textfile.py."""
+    parser.add_argument(
+        "--encoding",
+        help="utf-8, utf-8-sig, cp1252 or latin-1 (default: UTF-8, and a file that is not "
+        "UTF-8 is refused with the line that is not; Excel on Windows writes cp1252)",
+    )
+    parser.add_argument(
+        "--delimiter",
+        help="',', ';' or 'tab' (default: read from the header line)",
+    )
 
 
 def register(sub: Any) -> Any:
@@ -331,15 +346,7 @@ def register(sub: Any) -> Any:
         help="import the valid rows even if some are rejected",
     )
     imp.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
-    imp.add_argument(
-        "--encoding",
-        help="utf-8, utf-8-sig, cp1252 or latin-1 (default: UTF-8, and a file that is not "
-        "UTF-8 is refused with the line that is not; Excel on Windows writes cp1252)",
-    )
-    imp.add_argument(
-        "--delimiter",
-        help="',', ';' or 'tab' (default: read from the header line)",
-    )
+    _file_options(imp)
     imp.set_defaults(handler=contacts_import)
     show = contacts.add_parser("show", help="a contact's consent story")
     show.add_argument("email")
@@ -377,6 +384,7 @@ def register(sub: Any) -> Any:
     simp.add_argument("--channel", choices=["email", "sms", "postal", "phone"])
     simp.add_argument("--topic")
     simp.add_argument("--source", help="where the list comes from (default: the file name)")
+    _file_options(simp)
     simp.set_defaults(handler=suppress_import)
 
     return contacts

@@ -111,7 +111,9 @@ async def _write(
     session.seconds["waiting_for_reader"] = waited
 
 
-def read_suppression_file(path: Path) -> tuple[list[tuple[int, bytes]], list[Rejected], bytes]:
+def read_suppression_file(
+    path: Path, *, encoding: str | None = None, delimiter: str | None = None
+) -> tuple[list[tuple[int, bytes]], list[Rejected], bytes]:
     """Addresses from a suppression list: one per line, or a CSV with an `email` column.
 
     Read as contact files are (mailer/contacts/textfile.py: UTF-8 unless it
@@ -122,7 +124,7 @@ def read_suppression_file(path: Path) -> tuple[list[tuple[int, bytes]], list[Rej
     """
     valid: list[tuple[int, bytes]] = []
     rejected: list[Rejected] = []
-    with CsvRecords(path) as records:
+    with CsvRecords(path, encoding=encoding, delimiter=delimiter) as records:
         for line, address, raw in _suppression_cells(path, iter(records)):
             try:
                 valid.append((line, address_hash(normalise(address))))
@@ -163,9 +165,11 @@ async def import_suppressions(
     channel: str | None,
     topic_id: int | None,
     source: str,
+    encoding: str | None = None,
+    delimiter: str | None = None,
 ) -> tuple[SuppressionImportResult, list[Rejected]]:
     """Import a suppression list; invalid lines are reported, valid ones suppressed."""
-    valid, rejected, sha256 = read_suppression_file(path)
+    valid, rejected, sha256 = read_suppression_file(path, encoding=encoding, delimiter=delimiter)
     result = await store.import_suppressions(
         valid,
         file_name=path.name,

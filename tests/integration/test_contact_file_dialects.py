@@ -222,3 +222,18 @@ async def test_any_file_given_to_the_import_command_ends_in_an_import_or_a_clear
     assert "Traceback" not in out
     if code == 2:
         assert "error" in out
+
+
+async def test_a_suppression_list_is_read_like_a_contact_file_encoding_included(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    path = tmp_path / "registre.csv"
+    path.write_bytes("email;nom\r\nrene@example.com;René\r\n".encode("cp1252"))
+    code, printed = await run_cli(monkeypatch, db_url, "suppress", "import", str(path))
+    assert code == 2
+    assert "--encoding cp1252" in flat(printed)
+    code, printed = await run_cli(
+        monkeypatch, db_url, "suppress", "import", str(path), "--encoding", "cp1252"
+    )
+    assert code == 0, printed
+    assert await conn.fetchval("SELECT count(*) FROM suppressions") == 1
