@@ -1,6 +1,6 @@
 """Send benchmark: the full engine against the raw SMTP limit, same sink, same connections.
 
-In one invocation, against one minimal SMTP sink (mailer.sink, a separate
+In one invocation, against one minimal SMTP sink (mailer.demo.sink, a separate
 process, so the sink is not the bottleneck) and the same number of
 connections:
   (a) the limit: a raw aiosmtplib loop sending one pre-rendered message;
@@ -238,7 +238,7 @@ async def main() -> None:
     dsn = server_dsn()
     port = free_port()
     sink = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mailer.sink", "--port", str(port), cwd=ROOT
+        sys.executable, "-m", "mailer.demo.sink", "--port", str(port), cwd=ROOT
     )
     await asyncio.sleep(0.5)
     try:

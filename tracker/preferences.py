@@ -69,7 +69,7 @@ class LedgerRow:
     topic_names: Mapping[str, str] = field(default_factory=dict)
 
     def topic_label(self, lang: str) -> str:
-        """A topic row's topic as a reader of `lang` calls it (mailer.topics' fallback rule)."""
+        """A topic row's topic as a reader of `lang` calls it (mailer.core.topics' fallback)."""
         return topic_name(self.topic_names, self.topic_name, self.topic_slug, lang)
 
     def entry(self) -> LedgerEntry | None:
@@ -106,7 +106,7 @@ class TopicRow:
     names: Mapping[str, str] = field(default_factory=dict)
 
     def label(self, lang: str) -> str:
-        """The topic's name for a reader of `lang` (mailer.topics' fallback rule)."""
+        """The topic's name for a reader of `lang` (mailer.core.topics' fallback rule)."""
         return topic_name(self.names, self.name, self.slug, lang)
 
 

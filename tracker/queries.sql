@@ -68,7 +68,7 @@ WHERE l.id = $2
 -- name: recipient
 -- Who is unsubscribing from what: the contact, the campaign's topic and the
 -- sender. CASL s.6(2)(a) and the pages name the business that sends, as the
--- campaign file spells it (sender.business_name, mailer/campaign_file.py),
+-- campaign file spells it (sender.business_name, mailer/campaigns/definition.py),
 -- else its From display name; never the campaign's own name, which is a
 -- subject line ("Service reminder — October"), not an identity. NULL only for
 -- a definition without either (none the campaign file accepts): the pages

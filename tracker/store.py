@@ -121,7 +121,7 @@ class Recipient:
     timezone: str | None = None
 
     def topic_label(self, lang: str) -> str:
-        """The campaign topic's name for a reader of `lang` (mailer.topics' fallback rule)."""
+        """The campaign topic's name for a reader of `lang` (mailer.core.topics' fallback rule)."""
         return topic_name(self.topic_names, self.topic_name, self.topic_slug, lang)
 
 

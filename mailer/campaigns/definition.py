@@ -25,7 +25,7 @@ repermission_window_days = 60          # repermission: ask those whose implied c
                                        # within this many days of the send (default 60)
 consent_text = "Yes, …"                # repermission: the exact wording agreed to (required)
 tracking = true
-segment = "attributes.make = toyota"   # optional audience filter (mailer.segment)
+segment = "attributes.make = toyota"   # optional audience filter (mailer.core.segment)
 active_within_months = 24              # optional
 schedule = 2024-10-01T09:00:00-04:00   # optional, with an offset
 
@@ -294,7 +294,7 @@ class _Checker:
         self.problems.append(f"{name}: {reason}")
 
     def unknown(self, raw: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:
-        # A typo must not silently fall back to a default (same rule as mailer.config).
+        # A typo must not silently fall back to a default (same rule as mailer.core.settings).
         for key in sorted(set(raw) - allowed):
             self.problem(f"{prefix}{key}", "unknown field")
 

@@ -114,7 +114,7 @@ class ContactRow(NamedTuple):
     obtained_at: datetime | None
     ends_at: datetime | None
     topics: list[str]
-    # consent_date / consent_ends were calendar dates, without a time (mailer.consent_dates).
+    # consent_date / consent_ends were calendar dates, without a time (mailer.core.consent_dates).
     obtained_date_only: bool
     ends_date_only: bool
 

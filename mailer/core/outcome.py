@@ -34,7 +34,7 @@ class Outcome:
     # 5.1.x (bad mailbox/domain), 5.2.1 (disabled): the address is dead; suppress it.
     hard_bounce: bool = False
     # The server asks us, not one recipient, to slow down (see _asks_to_slow_down):
-    # the domain's rate is cut (mailer.aimd). Greylisting one recipient is not that.
+    # the domain's rate is cut (mailer.core.aimd). Greylisting one recipient is not that.
     slow_down: bool = False
 
     @property

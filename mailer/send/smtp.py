@@ -2,7 +2,7 @@
 
 Each relay keeps up to `connections` open aiosmtplib clients; a message
 borrows one, and a dropped connection is reopened on next use. Every reply
-and error is classified by mailer.outcome, in one place.
+and error is classified by mailer.core.outcome, in one place.
 """
 
 from __future__ import annotations
