@@ -32,8 +32,10 @@ import dkim
 from mailer.campaign_file import CampaignDefinition
 from mailer.config import Settings
 from mailer.consent import Kind
+from mailer.guards import MESSAGE_TOO_LARGE
 from mailer.render import (
     CampaignFields,
+    LimitError,
     MessageError,
     RenderedParts,
     Renderer,
@@ -349,6 +351,7 @@ class Composer:
         unsubscribe_mailbox: str = "unsubscribe",
         link_ids: Mapping[str, int] | None = None,
         dkim_key: DkimKey | None = None,
+        max_bytes: int | None = None,
         random_part: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self.campaign = CampaignFields.from_definition(definition)
@@ -362,6 +365,7 @@ class Composer:
         self._mailbox = unsubscribe_mailbox
         self._link_ids: dict[str, int] = dict(link_ids or {})
         self._dkim = dkim_key
+        self._max_bytes = max_bytes
         self._random_part = random_part
         self._skeleton = Skeleton(self.campaign)
         self._feedback_id = f"{definition.slug}:{definition.topic}:{sender_domain}"
@@ -396,7 +400,12 @@ class Composer:
             unsubscribe_mailbox=sender.unsubscribe_mailbox,
             link_ids=link_ids,
             dkim_key=key,
+            max_bytes=settings.engine.max_message_bytes,
         )
+
+    @property
+    def renderer(self) -> Renderer:
+        return self._renderer
 
     def add_links(self, link_ids: Mapping[str, int]) -> None:
         """Register link ids (links.id by url), e.g. after UnregisteredLinks."""
@@ -457,6 +466,12 @@ class Composer:
         if self._dkim is not None:
             signature = _dkim_signature(data, self._dkim)
             data = signature + data
+        if self._max_bytes is not None and len(data) > self._max_bytes:
+            # The rendered parts fit (Renderer's max_output); their MIME encoding may not.
+            raise LimitError(
+                MESSAGE_TOO_LARGE,
+                f"{len(data):,} bytes, over engine.max_message_bytes ({self._max_bytes:,})",
+            )
         return Composed(
             data=data,
             sha256=hashlib.sha256(data).hexdigest(),
