@@ -366,7 +366,7 @@ def _campaign_handler(name: str, **extra: Any) -> Handler:
 
         func = getattr(sending, name)
         async with _store(settings) as store:
-            if name in ("preview", "send", "worker"):
+            if name in ("check", "preview", "send", "worker"):
                 return int(await func(args, store, settings, console, **extra))
             return int(await func(args, store, console, **extra))
 

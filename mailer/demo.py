@@ -30,6 +30,7 @@ from rich.table import Table
 from mailer import config, demo_audience, imports, lifecycle, report, sending
 from mailer.contacts_file import Defaults
 from mailer.demo_audience import read_mailbox
+from mailer.limits import RenderLimits
 from mailer.metrics import EngineMetrics
 from mailer.sink import Sink
 from mailer.sink import serve as serve_sink
@@ -255,7 +256,9 @@ async def run(
             campaign_id, _ = await lifecycle.create(
                 store, TEMPLATES / "service_reminder.toml", TEMPLATES, slug=slug
             )
-            launched = await lifecycle.launch(store, slug, datetime.now(UTC))
+            launched = await lifecycle.launch(
+                store, slug, datetime.now(UTC), RenderLimits.from_settings(settings.engine)
+            )
             counts = launched.freeze.counts
             console.print(
                 f"[bold]{slug}[/]: lint passed, audience frozen: "

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from mailer import campaign_file, lint
 from mailer.campaign_file import CampaignDefinition
-from mailer.render import Renderer, TemplateSet
+from mailer.limits import RenderLimits
+from mailer.render import TemplateSet
+from mailer.render_process import lint_in_process
 from mailer.store import FreezeResult, Store
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -82,21 +84,28 @@ async def load_definition(store: Store, slug: str) -> tuple[dict[str, object], C
     return row, campaign_file.from_mapping(row["definition"], templates_dir=None)
 
 
-async def check(store: Store, slug: str) -> list[lint.LintProblem]:
-    """Render the campaign for a sample of every consent kind; what each lacks."""
-    _, definition = await load_definition(store, slug)
+async def check(
+    store: Store, slug: str, limits: RenderLimits | None = None
+) -> list[lint.LintProblem]:
+    """Render the campaign for a sample of every consent kind; what each lacks.
+
+    In a render process under the engine's limits (default: the settings' defaults): a
+    template that runs away for the sample is reported, naming the limit, not waited for.
+    """
+    await load_definition(store, slug)
     data = await store.campaign_for_engine(await _campaign_id(store, slug))
-    renderer = Renderer(TemplateSet(data["template"], data["files"]))
-    return lint.lint(renderer, definition, lint.sample_inputs(definition))
+    return await lint_in_process(data, limits or RenderLimits())
 
 
-async def launch(store: Store, slug: str, at: datetime) -> Launch:
+async def launch(
+    store: Store, slug: str, at: datetime, limits: RenderLimits | None = None
+) -> Launch:
     """Lint, freeze the audience into deliveries, and start (or schedule) the campaign."""
     row, definition = await load_definition(store, slug)
     status = str(row["status"])
     if status not in ("draft", "scheduled", "paused", "running"):
         raise CampaignError(f"campaign {slug!r} is {status}: it cannot be sent again")
-    problems = await check(store, slug)
+    problems = await check(store, slug, limits)
     if problems:
         listed = "\n  ".join(str(p) for p in problems)
         raise CampaignError(f"campaign {slug!r} does not start: its messages lack\n  {listed}")

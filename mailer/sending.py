@@ -23,9 +23,10 @@ from rich.table import Table
 from mailer import config, lifecycle, lint
 from mailer.consent import Kind
 from mailer.engine import Engine
+from mailer.limits import RenderLimits, timed
 from mailer.message import Composer, Recipient
 from mailer.metrics import EngineMetrics
-from mailer.render import Renderer, TemplateSet, UnregisteredLinks
+from mailer.render import MessageError, Renderer, TemplateSet, UnregisteredLinks
 from mailer.smtp import Relay, Relays
 from mailer.store import Store
 from mailer.tokens import Keyring
@@ -65,8 +66,11 @@ async def create(args: argparse.Namespace, store: Store, console: Console) -> in
     return 0
 
 
-async def check(args: argparse.Namespace, store: Store, console: Console) -> int:
-    problems = await lifecycle.check(store, args.campaign)
+async def check(
+    args: argparse.Namespace, store: Store, settings: config.Settings, console: Console
+) -> int:
+    limits = RenderLimits.from_settings(settings.engine)
+    problems = await lifecycle.check(store, args.campaign, limits)
     _print_lint(problems, console)
     return 1 if problems else 0
 
@@ -93,7 +97,10 @@ async def preview(
     if inputs is None:
         console.print(f"[red]error:[/] no contact {args.to}")
         return 2
-    renderer = Renderer(TemplateSet(data["template"], data["files"]))
+    limits = RenderLimits.from_settings(settings.engine)
+    renderer = Renderer(
+        TemplateSet(data["template"], data["files"]), max_output=limits.max_message_bytes
+    )
     composer = Composer.for_settings(
         definition,
         renderer,
@@ -116,17 +123,22 @@ async def preview(
     )
     for _ in range(20):
         try:
-            composed = composer.compose(recipient, datetime.now(UTC))
+            # The engine's time and size limits (in this process: no memory cap).
+            composed = timed(limits, composer.compose, recipient, datetime.now(UTC))
             break
         except UnregisteredLinks as exc:
             composer.add_links({url: 0 for url in exc.urls})  # preview: nothing is registered
+        except MessageError as exc:
+            skipped = f"{inputs['email']} would be skipped ({exc.reason})"
+            console.print(f"[red]error:[/] {skipped}: {exc}", highlight=False)
+            return 2
     else:
         console.print("[red]error:[/] the template keeps producing new links")
         return 2
     out = Path(args.out or f"{args.campaign}-{inputs['email']}.eml")
     out.write_bytes(composed.data)  # noqa: ASYNC240 - one small file, a CLI step
     console.print(f"wrote {out} ({len(composed.data):,} bytes, sha256 {composed.sha256[:16]}…)")
-    _print_lint(await lifecycle.check(store, args.campaign), console)
+    _print_lint(await lifecycle.check(store, args.campaign, limits), console)
     return 0
 
 
@@ -134,7 +146,9 @@ async def send(
     args: argparse.Namespace, store: Store, settings: config.Settings, console: Console
 ) -> int:
     """Launch (lint, freeze) and send in this process, with a progress bar, until nothing is due."""
-    launched = await lifecycle.launch(store, args.campaign, datetime.now(UTC))
+    launched = await lifecycle.launch(
+        store, args.campaign, datetime.now(UTC), RenderLimits.from_settings(settings.engine)
+    )
     counts = launched.freeze.counts
     console.print(
         f"audience frozen: {counts.get('eligible', 0):,} eligible, "
