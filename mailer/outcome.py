@@ -33,6 +33,7 @@ class Outcome:
     hard_bounce: bool = False
     # 421 and "too many connections": the receiving domain asks us to slow down.
     slow_down: bool = False
+    skip_reason: str | None = None  # SKIPPED: why the message was never offered
 
     @property
     def reply_class(self) -> str:
@@ -76,6 +77,20 @@ def from_connection_error(error: BaseException, *, after_data: bool = False) -> 
     """
     status = Status.UNCERTAIN if after_data else Status.DEFERRED
     return Outcome(status, None, f"{type(error).__name__}: {error}"[:500])
+
+
+def too_large(size: int, limit: int) -> Outcome:
+    """A message over the relay's advertised SIZE (RFC 1870): never offered, skipped.
+
+    Not deferred: the same bytes would be refused again. The relay would answer 552 after
+    the whole message crossed the network, or worse, accept it and bounce it later.
+    """
+    return Outcome(
+        Status.SKIPPED,
+        None,
+        f"{size:,} bytes, over the relay's SIZE {limit:,} (RFC 1870)",
+        skip_reason="message_too_large",
+    )
 
 
 def from_sender_refusal(code: int, reply: str) -> Outcome:
