@@ -36,6 +36,7 @@ class Outcome:
     # The server asks us, not one recipient, to slow down (see _asks_to_slow_down):
     # the domain's rate is cut (mailer.core.aimd). Greylisting one recipient is not that.
     slow_down: bool = False
+    skip_reason: str | None = None  # SKIPPED: why the message was never offered
 
     @property
     def reply_class(self) -> str:
@@ -96,6 +97,20 @@ def from_connection_error(error: BaseException, *, after_data: bool = False) -> 
         slow = _asks_to_slow_down(error.code, error.message, _SESSION_WORDS)
         return Outcome(status, error.code, text, slow_down=slow)
     return Outcome(status, None, text)
+
+
+def too_large(size: int, limit: int) -> Outcome:
+    """A message over the relay's advertised SIZE (RFC 1870): never offered, skipped.
+
+    Not deferred: the same bytes would be refused again. The relay would answer 552 after
+    the whole message crossed the network, or worse, accept it and bounce it later.
+    """
+    return Outcome(
+        Status.SKIPPED,
+        None,
+        f"{size:,} bytes, over the relay's SIZE {limit:,} (RFC 1870)",
+        skip_reason="message_too_large",
+    )
 
 
 def from_sender_refusal(code: int, reply: str) -> Outcome:

@@ -105,6 +105,12 @@ class EngineSettings:
     # Processes composing messages for this worker (0: on its own event loop, which
     # then also answers SMTP replies later; measured ~20 % fewer messages a second).
     render_processes: int = 1
+    # Limits on composing one message (mailer.limits): CPU time (a render takes ~0.3 ms,
+    # ~7 ms with pure-Python DKIM), size (and never above the relay's EHLO SIZE), and
+    # the address space of each render process (one idles at ~40 MB).
+    render_timeout_ms: int = 500
+    max_message_bytes: int = 10_000_000
+    render_memory_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -434,6 +440,18 @@ def _validate(s: Settings) -> None:
         (s.database.audience_parts >= 1, "database.audience_parts: must be at least 1"),
         (s.engine.batch_size > 0, "engine.batch_size: must be positive"),
         (s.engine.render_processes >= 0, "engine.render_processes: must be 0 or more"),
+        (
+            10 <= s.engine.render_timeout_ms <= 600_000,
+            "engine.render_timeout_ms: expected 10 to 600000 (milliseconds of CPU per message)",
+        ),
+        (
+            s.engine.max_message_bytes >= 65_536,
+            "engine.max_message_bytes: must be at least 65536",
+        ),
+        (
+            s.engine.render_memory_mb >= 128,
+            "engine.render_memory_mb: must be at least 128 (a render process needs ~40)",
+        ),
         (s.engine.lease_seconds >= 10, "engine.lease_seconds: must be at least 10"),
         (s.engine.retry_deadline_hours > 0, "engine.retry_deadline_hours: must be positive"),
         (s.throttle.global_rate > 0, "throttle.global_rate: must be positive"),

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer.campaigns import deliverability, lifecycle
+from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.store import CampaignStore
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
@@ -272,7 +273,9 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
             # The demo's loopback tracker is warned about, as `campaign check` would.
             for finding in deliverability.check(settings, definition):
                 console.print(f"[yellow]warning:[/] {finding}", highlight=False)
-            launched = await lifecycle.launch(campaigns, slug, datetime.now(UTC))
+            launched = await lifecycle.launch(
+                campaigns, slug, datetime.now(UTC), RenderLimits.from_settings(settings.engine)
+            )
             counts = launched.freeze.counts
             console.print(
                 f"[bold]{slug}[/]: lint passed, audience frozen: "
