@@ -371,14 +371,12 @@ class Engine:
                 self._hand_back(jobs[index:], handled)  # stopping: not composed, not sent
                 return
             started = time.perf_counter()
+            result: Composed | MessageError
             try:
-                job.composed = await self._compose(ctx, job, now)
+                result = await self._compose(ctx, job, now)
             except MessageError as exc:
-                await self._skip_unbuildable(job, exc, handled)
-                continue
-            self.metrics.render_seconds.observe(time.perf_counter() - started)
-            handled.add(job.delivery_id)
-            self._dispatch(job, ctx)
+                result = exc
+            await self._composed(ctx, job, result, time.perf_counter() - started, handled)
 
     async def _render_elsewhere(
         self, ctx: CampaignContext, jobs: list[Job], now: datetime, handled: set[int]
@@ -406,16 +404,11 @@ class Engine:
             again: list[Job] = []
             urls: dict[str, None] = {}
             for job, result in zip(jobs, results, strict=True):
-                if isinstance(result, MessageError):
-                    await self._skip_unbuildable(job, result, handled)
-                elif isinstance(result, UnregisteredLinks):
+                if isinstance(result, UnregisteredLinks):
                     again.append(job)
                     urls.update(dict.fromkeys(result.urls))
                 else:
-                    job.composed = result
-                    self.metrics.render_seconds.observe(each)
-                    handled.add(job.delivery_id)
-                    self._dispatch(job, ctx)
+                    await self._composed(ctx, job, result, each, handled)
             if not again:
                 return
             # Links seen for the first time (personalised ones): registered, and those
@@ -426,6 +419,24 @@ class Engine:
         for job in jobs:
             error = MessageError(f"more than {MAX_NEW_LINKS_ROUNDS} rounds of new links")
             await self._skip_unbuildable(job, error, handled)
+
+    async def _composed(
+        self,
+        ctx: CampaignContext,
+        job: Job,
+        result: Composed | MessageError,
+        seconds: float,
+        handled: set[int],
+    ) -> None:
+        """One message composed, here or in a render process: skipped with its reason, or
+        handed to its send queue. Both paths end here."""
+        if isinstance(result, MessageError):
+            await self._skip_unbuildable(job, result, handled)
+            return
+        job.composed = result
+        self.metrics.render_seconds.observe(seconds)
+        handled.add(job.delivery_id)
+        self._dispatch(job, ctx)
 
     def _hand_back(self, jobs: list[Job], handled: set[int]) -> None:
         """Claimed jobs that will not be composed in this run: released with the unsent."""
