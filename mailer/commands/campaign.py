@@ -27,6 +27,7 @@ from mailer.core.consent import Action
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
 from mailer.db import Pool
+from mailer.inbound.guard import describe
 from mailer.report.document import render_json
 from mailer.report.figures import figures
 from mailer.report.html import render_html
@@ -188,6 +189,8 @@ async def _status(pool: Pool, slug: str) -> int:
             table.add_row(state, f"{counts[state]:,}")
     table.add_row("[bold]frozen audience[/]", f"{frozen:,}")
     console.print(table)
+    if row.pause_reason:
+        console.print(f"[red]{describe(row.pause_reason)}[/]", highlight=False)
     if counts.get("uncertain"):
         console.print(
             f"[yellow]{counts['uncertain']} deliveries were in flight when a worker died; they "

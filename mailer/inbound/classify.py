@@ -484,8 +484,9 @@ def _normalised(address: str) -> str | None:
 def _text(value: object) -> str | None:
     if value is None:
         return None
-    flat = " ".join(str(value).split())
-    return flat[:_MAX_TEXT] or None
+    # jsonb refuses NUL; other controls and undecodable bytes are shown, not kept.
+    flat = " ".join(str(value).replace("\x00", " ").split())
+    return flat.encode("utf-8", "replace").decode("utf-8")[:_MAX_TEXT] or None
 
 
 def _diagnostic_line(body: str, addresses: Iterable[str]) -> str | None:

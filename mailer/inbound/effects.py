@@ -263,6 +263,30 @@ class Processor:
         self.campaigns_touched.update(c.campaign_id for c in todo.complaints)
         return len(batch.messages)
 
+    async def _isolate(self, error: Exception) -> None:
+        """A batch failed for a reason other than an outage: find the message and set it aside.
+
+        One message must not block the queue (a poison message): each of the batch is tried
+        alone, and the one that fails alone is kept as unmatched with the error.
+        """
+        log.error("inbound batch failed (%s: %s); retrying one by one", type(error).__name__, error)
+        size, self.batch_size = self.batch_size, 1
+        try:
+            for _ in range(size):
+                try:
+                    if not await self.run_once():
+                        return
+                except Exception as exc:
+                    if unavailable(exc):
+                        raise
+                    inbound_id = await self.store.oldest_pending()
+                    if inbound_id is None:
+                        return
+                    log.exception("inbound message %d set aside as unmatched", inbound_id)
+                    await self.store.mark_failed(inbound_id, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.batch_size = size
+
     async def drain(self) -> int:
         """Process until nothing is pending; how many messages."""
         total = 0
@@ -283,7 +307,8 @@ class Processor:
                 backoff = 0.5
             except Exception as exc:
                 if not unavailable(exc):
-                    raise
+                    await self._isolate(exc)
+                    continue
                 log.warning("inbound processing waits for Postgres: %s", exc)
                 count = 0
                 await _sleep_or(stop, backoff)

@@ -145,6 +145,14 @@ FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[])
 WHERE m.id = o.id AND m.state = 'pending'
 RETURNING m.id, extract(epoch FROM now() - m.received_at)::float8 AS waited_s
 
+-- name: message_failed
+-- A message whose processing failed on its own (a bug, or data Postgres
+-- refuses): kept as unmatched with the error, so it no longer blocks the queue.
+UPDATE inbound_messages
+SET state = 'processed', kind = 'unmatched', processed_at = now(),
+    detail = jsonb_build_object('reason', 'processing failed: ' || $2)
+WHERE id = $1 AND state = 'pending'
+
 -- ---------------------------------------------------------------- reputation guard
 
 -- name: guard_rates

@@ -62,13 +62,17 @@ def read(
             yield _found(file.read_bytes(), "file", str(file), sender, recipients)
         return
     try:
-        head = where.open("rb").read(5)
+        with where.open("rb") as fh:
+            head = fh.read(5)
     except OSError as exc:
         raise IngestError(f"{where}: {exc.strerror}") from None
     if head == b"From ":
         box_file = mailbox.mbox(where, factory=None, create=False)
-        for key in box_file.iterkeys():
-            yield _found(box_file.get_bytes(key), "mbox", f"{where}#{key}", sender, recipients)
+        try:
+            for key in box_file.iterkeys():
+                yield _found(box_file.get_bytes(key), "mbox", f"{where}#{key}", sender, recipients)
+        finally:
+            box_file.close()
         return
     yield _found(where.read_bytes(), "file", str(where), sender, recipients)
 

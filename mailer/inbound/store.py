@@ -242,6 +242,15 @@ class InboundStore:
                 ],
             )
 
+    async def oldest_pending(self) -> int | None:
+        """The id the next batch would start with."""
+        async with self.batch(1) as batch:
+            return batch.messages[0].id if batch.messages else None
+
+    async def mark_failed(self, inbound_id: int, error: str) -> None:
+        """Set a message that cannot be processed aside, as unmatched with the error."""
+        await self.pool.execute(Q("message_failed"), inbound_id, error[:500])
+
     async def guard_rates(self, window_s: float) -> list[CampaignRates]:
         """Every running campaign's sends, bounces and complaints in the guard's window."""
         rows = await self.pool.fetch(Q("guard_rates"), window_s)

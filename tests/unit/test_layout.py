@@ -1,8 +1,8 @@
 """The floor plan holds: packages by role, dependencies pointing one way, SQL in stores.
 
 core ← db ← (contacts, campaigns, report, optouts) ← (send, compliance, inbound) ←
-(commands, demo); the tracker borrows only core, db and the shared opt-out. Read from the code's own imports (ast), so a
-new import that breaks the plan fails here, not in review.
+(commands, demo); the tracker borrows only core, db and the shared opt-out. Read from the
+code's own imports (ast), so a new import that breaks the plan fails here, not in review.
 """
 
 from __future__ import annotations
