@@ -64,18 +64,7 @@ async def ingest(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         processor = processor_for(settings, store, metrics, classifier_for(settings))
         processed = await processor.drain()
-        kinds = {
-            kind: int(value)
-            for kind in (
-                "dsn_hard",
-                "dsn_soft",
-                "complaint",
-                "unsubscribe",
-                "autoreply",
-                "unmatched",
-            )
-            if (value := metrics.messages.labels(kind)._value.get())
-        }
+        kinds = {kind: n for kind, n in sorted(processor.counts.items()) if n}
         console.print(
             f"{stored} stored, {duplicates} already stored; {processed} processed: "
             + (", ".join(f"{k} {v}" for k, v in kinds.items()) or "nothing new"),

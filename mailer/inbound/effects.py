@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,6 +212,7 @@ class Processor:
         self.clock = clock
         self.wake = asyncio.Event()
         self.campaigns_touched: set[int] = set()  # the guard's hint: look at these soon
+        self.counts: Counter[str] = Counter()  # messages processed by this processor, by kind
 
     def classify(self, stored: Stored) -> Classification:
         """One message's classification; a classifier bug marks it unmatched, not the batch."""
@@ -252,6 +254,7 @@ class Processor:
         now = self.clock()
         for verdict in todo.done:
             if verdict.id in waited:
+                self.counts[verdict.kind] += 1
                 self.metrics.messages.labels(verdict.kind).inc()
                 self.metrics.processing_seconds.observe(waited[verdict.id])
         for method, did_change, at in changed:
