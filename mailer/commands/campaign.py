@@ -24,10 +24,10 @@ from mailer.commands.console import at_of, console, day, err, open_pool
 from mailer.contacts.store import ContactStore
 from mailer.core import consent
 from mailer.core.consent import Action
+from mailer.core.reputation import describe
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
 from mailer.db import Pool
-from mailer.inbound.guard import describe
 from mailer.report.document import render_json
 from mailer.report.figures import figures
 from mailer.report.html import render_html

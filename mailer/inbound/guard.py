@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailer.campaigns.store import CampaignStore
+from mailer.core.reputation import describe as describe
 from mailer.core.settings import GuardSettings
 from mailer.db.pool import unavailable
 from mailer.inbound.metrics import InboundMetrics
@@ -69,19 +70,6 @@ def judge(rates: CampaignRates, defaults: GuardSettings) -> Verdict | None:
     if bounce_rate > bounce_limit:
         return Verdict("hard_bounce_rate", bounce_rate, bounce_limit, rates.bounced, rates.sent)
     return None
-
-
-def describe(reason: dict[str, Any]) -> str:
-    """One line for `campaign status` and the report."""
-    label = {"hard_bounce_rate": "hard-bounce rate", "complaint_rate": "complaint rate"}.get(
-        str(reason.get("reason")), str(reason.get("reason"))
-    )
-    return (
-        f"paused by the reputation guard: {label} {float(reason.get('rate', 0)):.2%} "
-        f"({reason.get('count')} of {reason.get('sent')} sent) is over "
-        f"{float(reason.get('threshold', 0)):.2%}; resume with `mailer campaign resume` "
-        "once the list is cleaned"
-    )
 
 
 class Guard:

@@ -211,3 +211,32 @@ async def test_a_campaign_files_reputation_table_overrides_the_complaint_thresho
     paused = await guard.check()
     assert [v.reason for _, v in paused] == ["complaint_rate"]
     assert float(await conn.fetchval("SELECT pause_reason->>'threshold' FROM campaigns")) == 0.05
+
+
+async def test_the_report_shows_late_bounces_by_dsn_status_and_the_guards_pause(
+    stores: Stores, conn: asyncpg.Connection, settings: Settings
+) -> None:
+    first, second, *_ = await sent(stores, conn, 4)
+    async with inbound_serve(inbound_settings(settings)) as service:
+        await deliver(service.port, first.verp, first.fill("postfix_hard"))
+        await deliver(service.port, second.verp, second.fill("postfix_delayed"))
+        await processed(conn, 2)
+    await conn.execute(
+        "UPDATE campaigns SET status = 'paused', pause_reason = $1",
+        '{"by": "reputation guard", "reason": "hard_bounce_rate", "rate": 0.25, '
+        '"threshold": 0.05, "count": 1, "sent": 4}',
+    )
+    from rich.console import Console
+
+    from mailer.report.figures import figures
+    from mailer.report.terminal import render_rich
+
+    found = await figures(stores.report, first.campaign_id)
+    assert found.outcome_details["bounced"] == {"DSN 5.1.1": 1}
+    assert found.soft_bounces == 1
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(render_rich(found))
+    text = console.export_text()
+    assert "paused by the reputation guard: hard-bounce rate 25.00% (1 of 4 sent)" in text
+    assert "DSN 5.1.1" in text
+    assert "soft-bounced after sending" in text
