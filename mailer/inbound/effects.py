@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # Kinds that act on a delivery: without one they are kept as unmatched.
 _ACTING = frozenset({Kind.DSN_HARD, Kind.DSN_SOFT, Kind.COMPLAINT, Kind.UNSUBSCRIBE})
 _ESP_SOURCES = frozenset({"ses"})
+_NOT_YET_SENT = frozenset({"sending", "queued", "deferred"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,8 @@ class Plan:
     soft_contacts: list[int] = field(default_factory=list)
     withdrawals: list[tuple[Withdrawal, str]] = field(default_factory=list)  # (what, method)
     done: list[Done] = field(default_factory=list)
+    # Messages about a delivery whose send outcome is not recorded yet: left pending.
+    postponed: list[int] = field(default_factory=list)
 
 
 def lookup(stored: Stored, found: Classification) -> Lookup:
@@ -96,6 +99,11 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
             detail.setdefault("recipient_reported", True)
         if kind is Kind.UNMATCHED or kind is Kind.AUTOREPLY or delivery is None:
             out.done.append(Done(stored.id, kind.value, delivery, where.how, detail))
+            continue
+        if where.status in _NOT_YET_SENT and kind in (Kind.DSN_HARD, Kind.DSN_SOFT):
+            # A fast relay's DSN can overtake the engine's record of the 250 it got: the
+            # delivery is still `sending`. Bouncing it now would be overwritten by `sent`.
+            out.postponed.append(stored.id)
             continue
         assert where.campaign_id is not None
         assert where.contact_id is not None
@@ -213,6 +221,7 @@ class Processor:
         self.wake = asyncio.Event()
         self.campaigns_touched: set[int] = set()  # the guard's hint: look at these soon
         self.counts: Counter[str] = Counter()  # messages processed by this processor, by kind
+        self.postponed = 0  # messages the last batch left pending (their send not recorded)
 
     def classify(self, stored: Stored) -> Classification:
         """One message's classification; a classifier bug marks it unmatched, not the batch."""
@@ -227,7 +236,7 @@ class Processor:
             return Classification(Kind.UNMATCHED, detail={"reason": f"classifier error: {exc}"})
 
     async def run_once(self) -> int:
-        """Process one batch; how many messages it held (0: nothing pending)."""
+        """Process one batch; how many messages it processed (0: nothing to do now)."""
         async with self.store.batch(self.batch_size) as batch:
             if not batch.messages:
                 return 0
@@ -264,7 +273,8 @@ class Processor:
         self.metrics.unmatched_added(sum(1 for v in todo.done if v.kind == Kind.UNMATCHED))
         self.campaigns_touched.update(b.campaign_id for b in todo.bounces if b.hard)
         self.campaigns_touched.update(c.campaign_id for c in todo.complaints)
-        return len(batch.messages)
+        self.postponed = len(todo.postponed)
+        return len(batch.messages) - len(todo.postponed)
 
     async def _isolate(self, error: Exception) -> None:
         """A batch failed for a reason other than an outage: find the message and set it aside.
