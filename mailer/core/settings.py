@@ -160,6 +160,9 @@ class InboundSettings:
     tls_key_file: str = ""
     metrics_port: int = 9102
     batch_size: int = 200  # stored messages classified and applied per transaction
+    # Processes parsing and classifying a batch (0: on the server's own event loop, which
+    # then answers SMTP later; see mailer/inbound/classify_pool.py).
+    classify_processes: int = 1
     # Last-resort attribution by recipient address: only a delivery sent this recently.
     recipient_match_days: int = 30
     # A soft bounce (4.x.x) is an event; this many, on distinct deliveries within
@@ -555,6 +558,7 @@ def _validate(s: Settings) -> None:
             "inbound.tls_cert_file/tls_key_file: set both for STARTTLS, or neither",
         ),
         (i.batch_size >= 1, "inbound.batch_size: must be at least 1"),
+        (i.classify_processes >= 0, "inbound.classify_processes: must be 0 or more"),
         (i.recipient_match_days >= 1, "inbound.recipient_match_days: must be at least 1"),
         (i.soft_bounce_limit >= 1, "inbound.soft_bounce_limit: must be at least 1"),
         (i.soft_bounce_days >= 1, "inbound.soft_bounce_days: must be at least 1"),

@@ -339,11 +339,21 @@ class Classifier:
 # ---------------------------------------------------------------- MIME helpers
 
 
+def _first(msg: Message, content_type: str) -> Message | None:
+    """The first part of this type; the parts are indexed in one walk, kept on the message."""
+    index: dict[str, Message] | None = getattr(msg, "_mailer_parts", None)
+    if index is None:
+        index = {}
+        for part in msg.walk():
+            index.setdefault(part.get_content_type(), part)
+        msg._mailer_parts = index  # type: ignore[attr-defined]
+    return index.get(content_type)
+
+
 def _status_blocks(msg: Message) -> list[Message]:
     """The per-recipient blocks of the message/delivery-status part (RFC 3464 s.2.3)."""
-    for part in msg.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
+    part = _first(msg, "message/delivery-status")
+    if part is not None:
         payload = part.get_payload()
         if isinstance(payload, list):
             blocks = [b for b in payload if isinstance(b, Message)]
@@ -360,11 +370,11 @@ def _status_blocks(msg: Message) -> list[Message]:
 
 
 def _per_message(msg: Message) -> Message:
-    for part in msg.walk():
-        if part.get_content_type() == "message/delivery-status":
-            payload = part.get_payload()
-            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                return payload[0]
+    part = _first(msg, "message/delivery-status")
+    if part is not None:
+        payload = part.get_payload()
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            return payload[0]
     return Message()
 
 
@@ -378,9 +388,8 @@ def _severity(block: Message) -> tuple[int, int]:
 
 def _feedback_fields(msg: Message) -> dict[str, str]:
     """The RFC 5965 s.3.1 fields of the message/feedback-report part, lower-cased names."""
-    for part in msg.walk():
-        if part.get_content_type() != "message/feedback-report":
-            continue
+    part = _first(msg, "message/feedback-report")
+    if part is not None:
         payload = part.get_payload()
         if isinstance(payload, list) and payload and isinstance(payload[0], Message):
             block = payload[0]
@@ -394,16 +403,16 @@ def _feedback_fields(msg: Message) -> dict[str, str]:
 
 def _original_headers(msg: Message) -> Message | None:
     """The returned original: its message/rfc822 part or its text/rfc822-headers."""
-    for part in msg.walk():
-        kind = part.get_content_type()
-        if kind == "message/rfc822":
-            payload = part.get_payload()
-            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                return payload[0]
-        elif kind == "text/rfc822-headers":
-            data = part.get_payload(decode=True)
-            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
-            return HeaderParser(policy=compat32).parsestr(text.lstrip())
+    whole = _first(msg, "message/rfc822")
+    if whole is not None:
+        payload = whole.get_payload()
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            return payload[0]
+    headers = _first(msg, "text/rfc822-headers")
+    if headers is not None:
+        data = headers.get_payload(decode=True)
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
+        return HeaderParser(policy=compat32).parsestr(text.lstrip(), headersonly=True)
     # Text bounces quote the original below a marker line; its headers still parse.
     body = _plain_text(msg)
     for marker in (
@@ -418,11 +427,11 @@ def _original_headers(msg: Message) -> Message | None:
 
 
 def _plain_text(msg: Message) -> str:
-    for part in msg.walk():
-        if part.get_content_type() == "text/plain":
-            data = part.get_payload(decode=True)
-            if isinstance(data, bytes):
-                return data.decode(part.get_content_charset() or "utf-8", "replace")
+    part = _first(msg, "text/plain")
+    if part is not None:
+        data = part.get_payload(decode=True)
+        if isinstance(data, bytes):
+            return data.decode(part.get_content_charset() or "utf-8", "replace")
     return ""
 
 

@@ -22,8 +22,9 @@ from typing import Any
 
 from mailer.core.addresses import address_hash
 from mailer.db.pool import unavailable
-from mailer.inbound.classify import Classification, Classifier, Envelope, Kind
-from mailer.inbound.esp import classify_esp
+from mailer.inbound.classify import Classification, Classifier, Kind
+from mailer.inbound.classify_pool import ClassifyPool, Item, classify_one
+from mailer.inbound.esp import PROVIDERS
 from mailer.inbound.metrics import InboundMetrics
 from mailer.inbound.store import (
     Attribution,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # Kinds that act on a delivery: without one they are kept as unmatched.
 _ACTING = frozenset({Kind.DSN_HARD, Kind.DSN_SOFT, Kind.COMPLAINT, Kind.UNSUBSCRIBE})
-_ESP_SOURCES = frozenset({"ses"})
+_ESP_SOURCES = frozenset(PROVIDERS)
 _NOT_YET_SENT = frozenset({"sending", "queued", "deferred"})
 
 
@@ -211,6 +212,7 @@ class Processor:
         metrics: InboundMetrics,
         batch_size: int = 200,
         clock: Callable[[], float] = time.time,
+        pool: ClassifyPool | None = None,
     ) -> None:
         self.store = store
         self.classifier = classifier
@@ -218,29 +220,26 @@ class Processor:
         self.metrics = metrics
         self.batch_size = batch_size
         self.clock = clock
+        self.pool = pool
         self.wake = asyncio.Event()
         self.campaigns_touched: set[int] = set()  # the guard's hint: look at these soon
         self.counts: Counter[str] = Counter()  # messages processed by this processor, by kind
         self.postponed = 0  # messages the last batch left pending (their send not recorded)
 
-    def classify(self, stored: Stored) -> Classification:
-        """One message's classification; a classifier bug marks it unmatched, not the batch."""
+    async def classify(self, messages: Sequence[Stored]) -> list[Classification]:
+        """The batch's verdicts: in the pool of processes when there is one, else here."""
         now = int(self.clock())
-        try:
-            if stored.source in _ESP_SOURCES:
-                return classify_esp(stored.source, stored.raw, self.classifier, now)
-            envelope = Envelope(stored.mail_from, stored.rcpt_to)
-            return self.classifier.classify(stored.raw, envelope, now)
-        except Exception as exc:  # a bug: its traceback, and the message kept for a look
-            log.exception("inbound message %d could not be classified", stored.id)
-            return Classification(Kind.UNMATCHED, detail={"reason": f"classifier error: {exc}"})
+        items = [Item(m.id, m.source, m.raw, m.mail_from, m.rcpt_to) for m in messages]
+        if self.pool is not None:
+            return await self.pool.classify(items, now)
+        return [classify_one(self.classifier, item, now) for item in items]
 
     async def run_once(self) -> int:
         """Process one batch; how many messages it processed (0: nothing to do now)."""
         async with self.store.batch(self.batch_size) as batch:
             if not batch.messages:
                 return 0
-            found = [self.classify(m) for m in batch.messages]
+            found = await self.classify(batch.messages)
             where = await batch.attribute(
                 [lookup(m, f) for m, f in zip(batch.messages, found, strict=True)],
                 self.rules.recipient_match_days,

@@ -20,6 +20,7 @@ from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
 from mailer.db import Pool
 from mailer.inbound.classify import Classifier
+from mailer.inbound.classify_pool import ClassifyPool
 from mailer.inbound.effects import Processor, Rules
 from mailer.inbound.guard import Guard
 from mailer.inbound.metrics import InboundMetrics
@@ -42,7 +43,11 @@ def classifier_for(settings: Settings) -> Classifier:
 
 
 def processor_for(
-    settings: Settings, store: InboundStore, metrics: InboundMetrics, classifier: Classifier
+    settings: Settings,
+    store: InboundStore,
+    metrics: InboundMetrics,
+    classifier: Classifier,
+    pool: ClassifyPool | None = None,
 ) -> Processor:
     """A processor following the inbound.* settings."""
     i = settings.inbound
@@ -52,6 +57,19 @@ def processor_for(
         rules=Rules(i.recipient_match_days, i.soft_bounce_limit, i.soft_bounce_days),
         metrics=metrics,
         batch_size=i.batch_size,
+        pool=pool,
+    )
+
+
+def classify_pool_for(settings: Settings) -> ClassifyPool | None:
+    """The classifying processes `[inbound] classify_processes` asks for (0: none)."""
+    if not settings.inbound.classify_processes:
+        return None
+    return ClassifyPool(
+        settings.require_token_keys(),
+        settings.sender.bounce_local_part,
+        settings.sender.unsubscribe_mailbox,
+        settings.inbound.classify_processes,
     )
 
 
@@ -65,7 +83,8 @@ class InboundService:
         self._serve_metrics = metrics
         self.store = InboundStore(pool)
         classifier = classifier_for(settings)
-        self.processor = processor_for(settings, self.store, self.metrics, classifier)
+        self.pool = classify_pool_for(settings)
+        self.processor = processor_for(settings, self.store, self.metrics, classifier, self.pool)
         self.guard_wake = asyncio.Event()
         self.handler = InboundHandler(
             self.store, classifier, settings.inbound, self.metrics, on_stored=self._stored
@@ -146,6 +165,9 @@ class InboundService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 30)
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -240,3 +240,21 @@ async def test_the_report_shows_late_bounces_by_dsn_status_and_the_guards_pause(
     assert "paused by the reputation guard: hard-bounce rate 25.00% (1 of 4 sent)" in text
     assert "DSN 5.1.1" in text
     assert "soft-bounced after sending" in text
+
+
+async def test_contacts_show_gives_a_bounce_suppressions_evidence(
+    stores: Stores,
+    conn: asyncpg.Connection,
+    settings: Settings,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (first,) = await sent(stores, conn, 1)
+    async with inbound_serve(inbound_settings(settings)) as service:
+        await deliver(service.port, first.verp, first.fill("outlook_ndr"))
+        await processed(conn, 1)
+    inbound_id = await conn.fetchval("SELECT id FROM inbound_messages")
+    code, out = await run_cli(monkeypatch, db_url, "contacts", "show", first.email)
+    assert code == 0
+    assert f"inbound message {inbound_id}, 5.1.10, delivery {first.delivery_id}" in out
+    assert "hard_bounce" in out
