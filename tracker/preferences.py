@@ -12,7 +12,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from mailer.core.consent import (
-    DIGITAL_CHANNELS,
     Action,
     Channel,
     Kind,
@@ -21,10 +20,12 @@ from mailer.core.consent import (
     evaluate_consent,
 )
 from mailer.core.topics import topic_name
+from mailer.optouts.rules import DIGITAL
 
 # Fixed display order; only the channels a campaign reaches electronically (CASL covers
-# commercial electronic messages; postal and phone preferences are kept elsewhere).
-CHANNELS: tuple[Channel, ...] = tuple(sorted(DIGITAL_CHANNELS, key=list(Channel).index))
+# commercial electronic messages; postal and phone preferences are kept elsewhere). The same
+# tuple inbound's mailto unsubscribe withdraws: one spread for every door.
+CHANNELS: tuple[Channel, ...] = DIGITAL
 
 UNSUBSCRIBE = "unsubscribe"
 

@@ -21,10 +21,11 @@ from mailer.campaigns.limits import RenderLimits, timed
 from mailer.campaigns.message import Recipient, campaign_composer
 from mailer.campaigns.render import MessageError, UnregisteredLinks
 from mailer.campaigns.store import CampaignStore
-from mailer.commands.console import at_of, console, day, err, open_pool
+from mailer.commands.console import at_of, console, day, err, open_pool, stop_on_signals
 from mailer.contacts.store import ContactStore
 from mailer.core import consent
 from mailer.core.consent import Action
+from mailer.core.reputation import describe
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
 from mailer.db import Pool
@@ -36,7 +37,7 @@ from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
 from mailer.send.progress import watch_progress
 from mailer.send.store import SendStore
-from mailer.send.worker import build_engine, stop_on_signals
+from mailer.send.worker import build_engine
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -197,6 +198,8 @@ async def _status(pool: Pool, slug: str) -> int:
             table.add_row(state, f"{counts[state]:,}")
     table.add_row("[bold]frozen audience[/]", f"{frozen:,}")
     console.print(table)
+    if row.pause_reason:
+        console.print(f"[red]{describe(row.pause_reason)}[/]", highlight=False)
     if counts.get("uncertain"):
         console.print(
             f"[yellow]{counts['uncertain']} deliveries were in flight when a worker died; they "

@@ -66,6 +66,16 @@ def _enhanced(reply: str) -> tuple[int, int, int] | None:
     return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
 
 
+def dead_address(status: tuple[int, int, int]) -> bool:
+    """RFC 3463: X.1.x addressing (no such user/domain) or X.2.1 mailbox disabled, permanent.
+
+    What makes a bounce suppress the address, for a reply at the first hop and a DSN from
+    further on alike; other permanent failures (5.7.1 policy, 5.3.4 too big) bounce the
+    message, not the address.
+    """
+    return status[0] == 5 and (status[1] == 1 or status[1:] == (2, 1))
+
+
 def from_reply(code: int, reply: str) -> Outcome:
     """Classify a reply to RCPT or DATA: about this recipient unless it says otherwise."""
     text = reply.strip()[:500]
@@ -77,7 +87,7 @@ def from_reply(code: int, reply: str) -> Outcome:
     if 500 <= code < 600:
         enhanced = _enhanced(text)
         # RFC 3463: X.1.x addressing (no such user/domain), X.2.1 mailbox disabled.
-        hard = enhanced is not None and (enhanced[1] == 1 or enhanced[1:] == (2, 1))
+        hard = enhanced is not None and dead_address((5, *enhanced[1:]))
         if enhanced is None and code in (550, 551, 553):
             hard = "user" in text.lower() or "mailbox" in text.lower()
         return Outcome(Status.BOUNCED, code, text, hard_bounce=hard)
