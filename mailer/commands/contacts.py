@@ -8,6 +8,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from mailer.campaigns import audience
@@ -68,10 +69,12 @@ async def contacts_import(args: argparse.Namespace, settings: Settings) -> int:
                 default_locale=settings.imports.default_locale,
                 skip_invalid=args.skip_invalid,
                 rejects_path=Path(args.rejects) if args.rejects else None,
+                encoding=args.encoding,
+                delimiter=args.delimiter,
             )
         except ImportRefused as exc:
             _print_rejects(exc.examples, exc.rejected, exc.rejects_file)
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             return 2
     r = outcome.result
     if outcome.rejects_file:
@@ -102,6 +105,7 @@ async def contacts_import(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     console.print(table)
+    console.print(f"read {Path(args.file).name} as {outcome.dialect.describe()}", highlight=False)
     return 0
 
 
@@ -331,6 +335,15 @@ def register(sub: Any) -> Any:
         help="import the valid rows even if some are rejected",
     )
     imp.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
+    imp.add_argument(
+        "--encoding",
+        help="utf-8, utf-8-sig, cp1252 or latin-1 (default: UTF-8, and a file that is not "
+        "UTF-8 is refused with the line that is not; Excel on Windows writes cp1252)",
+    )
+    imp.add_argument(
+        "--delimiter",
+        help="',', ';' or 'tab' (default: read from the header line)",
+    )
     imp.set_defaults(handler=contacts_import)
     show = contacts.add_parser("show", help="a contact's consent story")
     show.add_argument("email")

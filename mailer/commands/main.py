@@ -14,6 +14,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.render import TemplateFileError
@@ -85,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         CampaignFileError,
         TemplateFileError,
     ) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        # Escaped: a refused file's message quotes its line, and "[/x]" there is not markup.
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     except OSError as exc:
         if "Connect call failed" in str(exc) or isinstance(exc, ConnectionRefusedError):

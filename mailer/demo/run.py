@@ -35,6 +35,7 @@ from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
 from mailer.contacts.store import ContactStore
 from mailer.core.settings import Settings
+from mailer.core.spreadsheet import csv_writer
 from mailer.db import connect
 from mailer.db.migrations import migrate
 from mailer.demo import relay
@@ -126,7 +127,7 @@ def write_sample_contacts(path: Path, count: int, now: datetime, seed: int = 7) 
     kinds = [k for k, _, _ in CONSENT_MIX]
     weights = [w for _, w, _ in CONSENT_MIX]
     with path.open("w", encoding="utf-8", newline="") as fh:
-        out = csv.writer(fh)
+        out = csv_writer(fh)
         out.writerow(
             [
                 "email",
