@@ -180,11 +180,15 @@ async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
                 when(channel.updated_at, here),
             )
         console.print(prefs)
-    sup = Table("scope", "reason", "source", "since", title="suppressions")
+    sup = Table("scope", "reason", "source", "since", "evidence", title="suppressions")
     for held in story.suppressions:
         target = held.channel or held.topic or ""
         sup.add_row(
-            f"{held.scope} {target}".strip(), held.reason, held.source, when(held.created_at, here)
+            f"{held.scope} {target}".strip(),
+            held.reason,
+            held.source,
+            when(held.created_at, here),
+            held.evidence(),
         )
     console.print(sup)
     return 0

@@ -389,7 +389,9 @@ WHERE ct.contact_id = $1 ORDER BY t.slug
 SELECT channel, enabled, updated_at FROM contact_channels WHERE contact_id = $1 ORDER BY channel
 
 -- name: suppressions_for_hash
-SELECT s.scope, s.channel, t.slug AS topic, s.reason, s.source, s.created_at
+-- detail is the evidence: the delivery and, for bounces and complaints that came
+-- back by mail or webhook, the stored inbound message (`mailer inbound`).
+SELECT s.scope, s.channel, t.slug AS topic, s.reason, s.source, s.created_at, s.detail
 FROM suppressions s LEFT JOIN topics t ON t.id = s.topic_id
 WHERE s.email_hash = $1 ORDER BY s.created_at, s.id
 

@@ -101,7 +101,7 @@ class ContactRow(NamedTuple):
     ends_at: datetime | None
     # Ids of the topics listed (the slugs checked against the topics table).
     topics: list[int]
-    # consent_date / consent_ends were calendar dates, without a time (mailer.consent_dates).
+    # consent_date / consent_ends were calendar dates, without a time (mailer.core.consent_dates).
     obtained_date_only: bool
     ends_date_only: bool
 

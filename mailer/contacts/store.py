@@ -286,7 +286,9 @@ class ContactStore:
         async with self.pool.acquire() as conn:
             contact = await conn.fetchrow(Q("contact_by_email"), email)
             held = await conn.fetch(Q("suppressions_for_hash"), email_hash)
-            suppressions = tuple(SuppressionLine(**r) for r in held)
+            suppressions = tuple(
+                SuppressionLine(**{**dict(r), "detail": dict(r["detail"] or {})}) for r in held
+            )
             if contact is None:
                 return ContactStory(None, suppressions=suppressions) if suppressions else None
             cid = contact["id"]
@@ -417,6 +419,20 @@ class SuppressionLine:
     reason: str
     source: str
     created_at: datetime
+    detail: dict[str, Any] | None = None  # the evidence (delivery, inbound message, status)
+
+    def evidence(self) -> str:
+        """The evidence in one line: the inbound message, its status or type, the delivery."""
+        d = self.detail or {}
+        parts = [f"inbound message {d['inbound_id']}"] if d.get("inbound_id") else []
+        for key in ("status", "feedback_type"):
+            if d.get(key):
+                parts.append(str(d[key]))
+        if d.get("soft_bounces"):
+            parts.append(f"{d['soft_bounces']} soft bounces in {d.get('within_days')} days")
+        if d.get("delivery_id"):
+            parts.append(f"delivery {d['delivery_id']}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Each relay keeps up to `connections` open aiosmtplib clients; a message
 borrows one, and a dropped connection is reopened on next use. Every reply
-and error is classified by mailer.outcome, in one place.
+and error is classified by mailer.core.outcome, in one place.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ class Relay:
                 client = await self._borrow()
             except (aiosmtplib.SMTPException, OSError) as exc:
                 return outcome.from_connection_error(exc)
+            limit = advertised_size(client)
+            if limit is not None and len(data) > limit:
+                self.idle.put_nowait(client)
+                return outcome.too_large(len(data), limit)
             try:
                 result = await _transaction(client, mail_from, rcpt, data)
             except _AfterData as exc:
@@ -102,6 +106,12 @@ class Relay:
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
+
+
+def advertised_size(client: aiosmtplib.SMTP) -> int | None:
+    """The relay's EHLO SIZE (RFC 1870 s.4), or None when it states none (or 0: no limit)."""
+    value = client.esmtp_extensions.get("size", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes) -> Outcome:

@@ -15,6 +15,7 @@ from mailer.campaigns.audience import CampaignSpec
 from mailer.contacts import batches, imports
 from mailer.contacts.csvfile import Defaults
 from mailer.demo.stores import Stores
+from tests.barriers import waiting_on_a_lock
 from tests.integration.test_audience_freeze import AT, add_contact
 
 CASL = CampaignSpec(0, 1, True, "email", "casl", None, None)
@@ -76,7 +77,7 @@ async def test_rows_recorded_by_two_transactions_at_once_both_count(
             AT - timedelta(days=1),
         )
         recording = asyncio.ensure_future(purchase)
-        await asyncio.sleep(0.2)
+        await waiting_on_a_lock(conn)  # the second writer queues behind the first
         assert not recording.done()
         await granting.commit()
         await recording

@@ -13,6 +13,7 @@ from mailer.contacts.csvfile import Defaults, FileError, Rejected
 from mailer.contacts.store import ImportRefused, SuppressionImportResult
 from mailer.core.addresses import address_hash
 from mailer.demo.stores import Stores
+from tests.barriers import waiting_on_a_lock
 
 HEADER = "email,name,locale,consent,consent_source,consent_date,topics,last_activity,attr.vehicle\n"
 
@@ -107,7 +108,7 @@ async def test_an_import_waits_for_a_preference_save_in_progress_on_a_contact_it
         await saving.start()
         await tracker.execute("SELECT 1 FROM contacts WHERE id = $1 FOR NO KEY UPDATE", contact)
         importing = asyncio.ensure_future(run_import(stores, write(tmp_path, later, name="b.csv")))
-        await asyncio.sleep(0.5)
+        await waiting_on_a_lock(conn)  # the import waits for the tracker's row lock
         assert not importing.done()
         await saving.commit()
         assert (await importing).result.consents_added == 1

@@ -166,7 +166,9 @@ async def test_pause_stops_claiming_within_one_batch_and_resume_finishes(
         await wait_until(lambda: len(sink.recipients) >= 20)
         await lifecycle.transition(stores.campaigns, slug, "paused")
         at_pause = len(sink.recipients)
-        await asyncio.sleep(0.5)
+        # Settled: everything claimed is sent or handed back, and nothing is claimed while
+        # paused, so the count below is final, not a snapshot.
+        await wait_until(lambda: engine.pending == 0)
         assert len(sink.recipients) <= at_pause + 10  # at most the batch in flight
         await lifecycle.transition(stores.campaigns, slug, "running")
         await wait_until(lambda: len(sink.recipients) >= len(emails))
@@ -354,7 +356,7 @@ async def test_a_pause_also_holds_back_messages_already_rendered_and_queued(
         await wait_until(lambda: len(sink.recipients) >= 10)
         await lifecycle.transition(stores.campaigns, slug, "paused")
         at_pause = len(sink.recipients)
-        await asyncio.sleep(1.5)
+        await wait_until(lambda: engine.pending == 0)  # settled: the count below is final
         # Only what was on the wire (4 connections) and what the claimer had not yet
         # noticed (one idle round) may still go.
         assert len(sink.recipients) <= at_pause + 40
