@@ -100,9 +100,7 @@ async def _write(
     waited = 0.0
     while (chunk := await reader.next()) is not None:
         waited += time.perf_counter() - clock
-        if refuse():
-            continue  # refused at the end: read on, for the rejects file
-        for batch in chunk.batches:
+        for batch in [] if refuse() else chunk.batches:  # refused: read on, for the rejects
             await session.load(batch)
             reader.prefetch()  # parsing while Postgres merges, not while asyncpg encodes
             await session.merge()
