@@ -1,17 +1,23 @@
 """Contact import benchmark: 1,000,000 CSV rows (~3 % invalid), end to end.
 
 Prints, from one run against one Postgres:
-  (a) the limit: COPY of the same rows, already parsed, into a bare table;
+  (a) the floor: COPY of the same rows, already parsed by csv, into a bare table;
   (b) our import (`mailer contacts import --skip-invalid`): read, validate,
-      normalise, COPY to staging, set-based merge into contacts, ledger, topics;
-      at 1 M rows also with the consent_current trigger disabled (its cost);
+      normalise, COPY to staging, set-based merge into contacts, ledger,
+      consent_current, topics; at 1 M and 100 k rows, and the same 1 M rows as
+      Excel writes them in a French locale (`;`-delimited, Windows-1252,
+      `--encoding cp1252`);
+  (b') with --before PATH: the import of another checkout (e.g. main) on the
+      same files, in the same run;
   (c) the naive way: one INSERT per contact and per consent, on a 20,000-row
       sample (listmonk-style), extrapolated as rows/s;
-with rows/s, the ratios, and peak RSS of (b) at 100 k and 1 M rows (memory
-must not grow with the file). Each measurement runs in a child process on a
+with rows/s, the ratio of each to the floor, peak RSS (memory must not grow
+with the file), the CPU seconds of the importing process and of its Postgres
+backend (on a shared machine, CPU time varies less than wall time), and the
+load average before and after. Each measurement runs in a child process on a
 fresh database so RSS and caches do not leak between them.
 
-    DATABASE_URL=… python bench/import_contacts.py [--rows 1000000]
+    DATABASE_URL=… python bench/import_contacts.py [--rows 1000000] [--before /work/main]
 """
 
 from __future__ import annotations
@@ -35,34 +41,41 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
-from mailer.contacts import imports  # noqa: E402
+from mailer.contacts import batches, imports  # noqa: E402
 from mailer.contacts.csvfile import Defaults  # noqa: E402
+from mailer.core.spreadsheet import csv_writer  # noqa: E402
 from mailer.demo.stores import open_stores  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"
 KINDS = ["express", "implied_purchase", "implied_inquiry", "implied_contract", ""]
 DOMAINS = ["gmail.com", "outlook.com", "yahoo.com", "videotron.ca", "example.org", "bell.net"]
+# Names as a Quebec dealer's file has them: accents, and Windows-1252's ’ (not in latin-1).
+FIRST = ["Marie", "Élise", "François", "Zoë", "Jean", "Hélène", "Noël", "Chloé"]
+LAST = ["Côté", "Tremblay", "Gagnon", "Bélanger", "D’Amours", "Lévesque", "Roy", "Pâquet"]
+HEADER = [
+    "email",
+    "name",
+    "locale",
+    "consent",
+    "consent_source",
+    "consent_date",
+    "topics",
+    "last_activity",
+    "attr.vehicle",
+]
 
 
-def generate(path: Path, rows: int, seed: int = 1) -> None:
-    """A CSV with mixed consent kinds, duplicates, topics, attributes, ~3 % invalid rows."""
+def generate(path: Path, rows: int, seed: int = 1, *, delimiter: str = ",") -> None:
+    """A CSV with mixed consent kinds, topics, attributes, accented names, ~3 % invalid rows.
+
+    With delimiter ";", the same rows as Excel writes them in fr-CA: Windows-1252, CRLF.
+    """
     rng = random.Random(seed)
     now = datetime(2026, 11, 1, tzinfo=UTC)
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(
-            [
-                "email",
-                "name",
-                "locale",
-                "consent",
-                "consent_source",
-                "consent_date",
-                "topics",
-                "last_activity",
-                "attr.vehicle",
-            ]
-        )
+    encoding = "cp1252" if delimiter == ";" else "utf-8"
+    with path.open("w", encoding=encoding, newline="") as fh:
+        out = csv_writer(fh, delimiter=delimiter)
+        out.writerow(HEADER)
         for i in range(rows):
             kind = rng.choice(KINDS)
             email = f"user{i}.{rng.randint(0, 99)}@{rng.choice(DOMAINS)}"
@@ -77,14 +90,14 @@ def generate(path: Path, rows: int, seed: int = 1) -> None:
             out.writerow(
                 [
                     email,
-                    f"Name {i}",
+                    f"{rng.choice(FIRST)} {rng.choice(LAST)} {i}",
                     rng.choice(["fr", "en"]),
                     kind,
-                    "checkout form" if kind else "",
+                    "formulaire en magasin" if kind else "",
                     date if kind else "",
                     "service" if rng.random() < 0.7 else "service;promotions",
                     date,
-                    rng.choice(["SUV", "sedan", "pickup"]),
+                    rng.choice(["VUS", "berline", "camionnette"]),
                 ]
             )
 
@@ -97,8 +110,29 @@ async def fresh_database(dsn: str) -> str:
     return url
 
 
-async def child_ours(url: str, path: Path) -> dict[str, float]:
+def _backend_cpu(pids: list[int]) -> float | None:
+    """CPU seconds of these Postgres backends, when the server runs on this machine."""
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+    return total
+
+
+async def child_ours(url: str, path: Path, encoding: str | None) -> dict[str, object]:
     async with open_stores(url) as stores:
+        pids = [
+            r["pid"]
+            for r in await stores.pool.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            )
+        ]
+        server_before = _backend_cpu(pids)
+        client_before = time.process_time()
         start = time.perf_counter()
         outcome = await imports.import_contacts(
             stores.contacts,
@@ -107,8 +141,11 @@ async def child_ours(url: str, path: Path) -> dict[str, float]:
             default_locale="en",
             skip_invalid=True,
             rejects_path=path.with_suffix(".rejects.csv"),
+            encoding=encoding,
         )
         elapsed = time.perf_counter() - start
+        client = time.process_time() - client_before
+        server_after = _backend_cpu(pids)
     r = outcome.result
     return {
         "seconds": elapsed,
@@ -116,10 +153,15 @@ async def child_ours(url: str, path: Path) -> dict[str, float]:
         "rejected": r.rows_rejected,
         "created": r.contacts_created,
         "consents": r.consents_added,
+        "client_cpu": client,
+        "server_cpu": None
+        if server_before is None or server_after is None
+        else server_after - server_before,
+        "steps": r.seconds,
     }
 
 
-async def child_copy_limit(url: str, path: Path) -> dict[str, float]:
+async def child_copy_limit(url: str, path: Path) -> dict[str, object]:
     """Rows parsed by csv only, COPY'd into a bare table: the floor any import pays."""
     conn = await asyncpg.connect(url)
     await conn.execute(
@@ -137,7 +179,7 @@ async def child_copy_limit(url: str, path: Path) -> dict[str, float]:
     return {"seconds": elapsed, "rows": rows}
 
 
-async def child_naive(url: str, path: Path, sample: int) -> dict[str, float]:
+async def child_naive(url: str, path: Path, sample: int) -> dict[str, object]:
     """One INSERT per contact and per consent, each in its own transaction."""
     conn = await asyncpg.connect(url)
     start = time.perf_counter()
@@ -172,9 +214,21 @@ async def child_naive(url: str, path: Path, sample: int) -> dict[str, float]:
     return {"seconds": elapsed, "rows": sample}
 
 
-def run_child(kind: str, dsn: str, path: Path, sample: int = 0) -> dict[str, float]:
+def run_child(
+    kind: str,
+    dsn: str,
+    path: Path,
+    sample: int = 0,
+    *,
+    encoding: str | None = None,
+    checkout: Path = ROOT,
+) -> dict[str, object]:
+    """One measurement in a child process; `checkout`: whose bench (and code) runs it."""
+    command = [sys.executable, str(checkout / "bench" / "import_contacts.py")]
+    command += ["--child", kind, "--file", str(path), "--sample", str(sample)]
+    command += ["--encoding", encoding] if encoding else []
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--file", str(path), "--sample", str(sample)],
+        command,
         env={**os.environ, "DATABASE_URL": dsn},
         capture_output=True,
         text=True,
@@ -183,18 +237,17 @@ def run_child(kind: str, dsn: str, path: Path, sample: int = 0) -> dict[str, flo
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-async def child_main(kind: str, path: Path, sample: int) -> None:
+async def child_main(kind: str, path: Path, sample: int, encoding: str | None) -> None:
     dsn = os.environ["DATABASE_URL"]
     url = await fresh_database(dsn)
+    result: dict[str, object]
     try:
         if kind == "ours":
-            result = await child_ours(url, path)
-        elif kind == "ours_unsummarised":
-            # What keeping consent_current (migration 0005) costs the import.
-            conn = await asyncpg.connect(url)
-            await conn.execute("ALTER TABLE consents DISABLE TRIGGER consent_current_add")
-            await conn.close()
-            result = await child_ours(url, path)
+            result = await child_ours(url, path, encoding)
+        elif kind == "ours_sequential":
+            # What reading ahead on a thread buys: each chunk parsed only when asked for.
+            batches.ReadAhead.prefetch = lambda self: None  # type: ignore[method-assign]
+            result = await child_ours(url, path, encoding)
         elif kind == "copy":
             result = await child_copy_limit(url, path)
         else:
@@ -202,62 +255,90 @@ async def child_main(kind: str, path: Path, sample: int) -> None:
     finally:
         await drop_database(dsn, url)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
+    print(json.dumps(result, default=str))
+
+
+def num(result: dict[str, object], key: str) -> float:
+    value = result[key]
+    assert isinstance(value, int | float), (key, value)
+    return float(value)
+
+
+def rate(result: dict[str, object]) -> float:
+    return num(result, "rows") / num(result, "seconds")
+
+
+def _line(label: str, result: dict[str, object], floor: float) -> str:
+    cpu = "".join(
+        f"{float(v):>9.1f}" if isinstance(v, int | float) else f"{'-':>9}"
+        for v in (result.get("client_cpu"), result.get("server_cpu"))
+    )
+    return (
+        f"{label:38}{rate(result):>10,.0f}{rate(result) / floor:>8.3f}"
+        f"{num(result, 'seconds'):>9.1f}{num(result, 'peak_rss_mib'):>7.0f} MiB{cpu}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--before", type=Path, help="another checkout to measure beside this one")
     parser.add_argument("--child")
     parser.add_argument("--file")
+    parser.add_argument("--encoding")
     parser.add_argument("--sample", type=int, default=20_000)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child_main(args.child, Path(args.file), args.sample))
+        asyncio.run(child_main(args.child, Path(args.file), args.sample, args.encoding))
         return
     dsn = server_dsn()
     DATA.mkdir(parents=True, exist_ok=True)
-    small, big = DATA / "contacts_100k.csv", DATA / f"contacts_{args.rows}.csv"
-    for path, rows in ((small, 100_000), (big, args.rows)):
+    small, big = DATA / "contacts_fr_100k.csv", DATA / f"contacts_fr_{args.rows}.csv"
+    office = DATA / f"contacts_fr_{args.rows}.semicolon-cp1252.csv"
+    files = ((small, 100_000, ","), (big, args.rows, ","), (office, args.rows, ";"))
+    for path, rows, delimiter in files:
         if not path.exists():
             print(f"generating {path.name} …", flush=True)
-            generate(path, rows)
-    limit = run_child("copy", dsn, big)
-    ours_small = run_child("ours", dsn, small)
-    ours = run_child("ours", dsn, big)
-    unsummarised = run_child("ours_unsummarised", dsn, big)
-    naive = run_child("naive", dsn, big, args.sample)
-    rate = {
-        name: r["rows"] / r["seconds"]
-        for name, r in (
-            ("limit", limit),
-            ("ours", ours),
-            ("naive", naive),
-            ("small", ours_small),
-            ("unsummarised", unsummarised),
-        )
-    }
-    print(f"\ncontact import, {args.rows:,} rows ({ours['rejected']:,.0f} invalid), this machine")
-    print(f"{'':34}{'rows/s':>12}{'seconds':>10}{'peak RSS':>12}")
-    lines = [
-        ("(a) bare COPY of parsed rows", "limit", limit),
-        ("(b) mailer import, 1 M rows", "ours", ours),
-        ("    1 M, consent_current not kept", "unsummarised", unsummarised),
-        ("    mailer import, 100 k rows", "small", ours_small),
-        ("(c) naive INSERT per row (sample)", "naive", naive),
+            generate(path, rows, delimiter=delimiter)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    floor = run_child("copy", dsn, big)
+    n = f"{args.rows / 1e6:g} M" if args.rows >= 1e6 else f"{args.rows / 1e3:g} k"
+    results = [
+        (f"(b) mailer import, {n} rows", run_child("ours", dsn, big)),
+        (f"    {n}, ';' + cp1252 (Excel fr-CA)", run_child("ours", dsn, office, encoding="cp1252")),
+        ("    mailer import, 100 k rows", run_child("ours", dsn, small)),
+        ("    100 k, parsing not read ahead", run_child("ours_sequential", dsn, small)),
     ]
-    for label, key, result in lines:
-        print(
-            f"{label:34}{rate[key]:>12,.0f}{result['seconds']:>10.1f}"
-            f"{result['peak_rss_mib']:>10.0f} MiB"
-        )
+    if args.before:
+        results += [
+            (f"(b') before, {n} rows", run_child("ours", dsn, big, checkout=args.before)),
+            ("     before, 100 k rows", run_child("ours", dsn, small, checkout=args.before)),
+        ]
+    naive = run_child("naive", dsn, big, args.sample)
+    floor_again = run_child("copy", dsn, big)  # the machine drifts: the floor before and after
+    load_after = os.getloadavg()
+    floor_rate = (rate(floor) + rate(floor_again)) / 2
+    ours = results[0][1]
     print(
-        f"\nours / bare COPY = {rate['ours'] / rate['limit']:.2f}   "
-        f"ours / naive = {rate['ours'] / rate['naive']:.1f}x   "
-        f"RSS 1 M vs 100 k = {ours['peak_rss_mib'] / ours_small['peak_rss_mib']:.2f}x   "
-        f"keeping consent_current: {rate['ours'] / rate['unsummarised']:.2f}x the rate   "
-        f"goal >= 50,000 rows/s: {'met' if rate['ours'] >= 50_000 else 'NOT met'}"
+        f"\ncontact import, {args.rows:,} rows ({ours['rejected']:,} invalid), "
+        f"{time.perf_counter() - started:,.0f} s in all; load average "
+        f"{load_before[0]:.1f} / {load_before[1]:.1f} before, "
+        f"{load_after[0]:.1f} / {load_after[1]:.1f} after, on {os.cpu_count()} cores"
     )
+    print(f"{'':38}{'rows/s':>10}{'/floor':>8}{'seconds':>9}{'RSS':>11}{'CPU cli':>9}{'CPU pg':>9}")
+    print(_line("(a) bare COPY of parsed rows", floor, floor_rate))
+    print(_line("    again, at the end", floor_again, floor_rate))
+    for label, result in results:
+        print(_line(label, result, floor_rate))
+    print(_line("(c) naive INSERT per row (sample)", naive, floor_rate))
+    growth = num(ours, "peak_rss_mib") / num(results[2][1], "peak_rss_mib")
+    print(
+        f"\nours / naive = {rate(ours) / rate(naive):.1f}x   "
+        f"RSS 1 M vs 100 k = {growth:.2f}x   "
+        f"goal >= 50,000 rows/s: {'met' if rate(ours) >= 50_000 else 'NOT met'}"
+    )
+    print(f"where the {n} import's time goes (s): {ours['steps']}")
 
 
 if __name__ == "__main__":

@@ -218,6 +218,22 @@ async def write_sample(url: str) -> None:
     (ROOT / "bench" / ".data" / "sample.eml").write_bytes(data)
 
 
+async def listening(port: int, within_s: float = 30.0) -> None:
+    """Wait until the sink accepts connections (its start takes seconds on a loaded machine)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipients", type=int, default=100_000)
@@ -240,7 +256,7 @@ async def main() -> None:
     sink = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mailer.demo.sink", "--port", str(port), cwd=ROOT
     )
-    await asyncio.sleep(0.5)
+    await listening(port)
     try:
         common = ["--port", str(port), "--connections", str(args.connections)]
         print(f"preparing a campaign of {args.recipients:,} recipients …", flush=True)

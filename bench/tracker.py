@@ -404,7 +404,7 @@ def render(
         "Where (b) spends its CPU beyond (a) (py-spy on the pinned tracker under this load):"
         " the flusher ~14 % of the process (classifying hits and truncating addresses in"
         " batches ~6 %, asyncpg's binary COPY encoding ~5 %, the two statements per flush"
-        " ~2 %), token verification (`mailer/tokens.py`) ~7 %, noting the hit ~2 %. What got"
+        " ~2 %), token verification (`mailer/core/tokens.py`) ~7 %, noting the hit ~2 %. What got"
         " it there from 0.46: addresses kept as text and cast to cidr by Postgres (building"
         " `ipaddress` objects cost ~7 µs a hit), classification moved from the request to the"
         " flusher's batch loop with verdicts cached per user agent, per-request counters as"

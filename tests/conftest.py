@@ -121,3 +121,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = item.path.parent.name
         if folder in ("unit", "integration"):
             item.add_marker(getattr(pytest.mark, folder))
+        if folder == "unit" and "server_dsn" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid} needs Postgres: move it to tests/integration")

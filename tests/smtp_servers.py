@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import DATA_SIZE_DEFAULT
 
 
 def free_port() -> int:
@@ -114,11 +115,17 @@ class RecordingHandler:
 
 
 @contextmanager
-def smtp_server(faults: Faults | None = None) -> Iterator[tuple[int, RecordingHandler]]:
-    """An aiosmtpd server on 127.0.0.1 in its own thread, recording what it accepts."""
+def smtp_server(
+    faults: Faults | None = None, *, data_size_limit: int | None = None
+) -> Iterator[tuple[int, RecordingHandler]]:
+    """An aiosmtpd server on 127.0.0.1 in its own thread, recording what it accepts.
+
+    With data_size_limit, it advertises EHLO SIZE and refuses larger messages (552).
+    """
     handler = RecordingHandler(faults)
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    size = DATA_SIZE_DEFAULT if data_size_limit is None else data_size_limit
+    controller = Controller(handler, hostname="127.0.0.1", port=port, data_size_limit=size)
     controller.start()
     try:
         yield port, handler

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from mailer.optouts.metrics import OptOutMetrics
 from tracker.buffer import BufferObserver
 
 
@@ -81,21 +82,10 @@ class Metrics(BufferObserver):
             ["route", "reason"],
             registry=r,
         )
-        self.optouts = Counter(
-            "tracker_optouts",
-            "Opt-outs by scope, method and outcome (recorded, or already in force)",
-            ["scope", "method", "outcome"],
-            registry=r,
-        )
-        # The unsubscribe SLA (CASL: 10 business days; Gmail/Yahoo: 2 days; ours: before
-        # the answer): time from the request to the opt-out committed, after which the
-        # engine's send-time re-check of every batch skips the person.
-        self.optout_seconds = Histogram(
-            "tracker_optout_seconds",
-            "Time from an opt-out request to the opt-out being in force (committed)",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
-        )
+        # Shared with inbound's mailto unsubscribe (mailer/optouts/metrics.py).
+        shared = OptOutMetrics(r)
+        self.optouts = shared.optouts
+        self.optout_seconds = shared.optout_seconds
         self.database_unavailable = Counter(
             "tracker_database_unavailable",
             "Requests Postgres could not serve in time, by route and outcome "

@@ -12,7 +12,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from mailer.core.consent import (
-    DIGITAL_CHANNELS,
     Action,
     Channel,
     Kind,
@@ -21,10 +20,12 @@ from mailer.core.consent import (
     evaluate_consent,
 )
 from mailer.core.topics import topic_name
+from mailer.optouts.rules import DIGITAL
 
 # Fixed display order; only the channels a campaign reaches electronically (CASL covers
-# commercial electronic messages; postal and phone preferences are kept elsewhere).
-CHANNELS: tuple[Channel, ...] = tuple(sorted(DIGITAL_CHANNELS, key=list(Channel).index))
+# commercial electronic messages; postal and phone preferences are kept elsewhere). The same
+# tuple inbound's mailto unsubscribe withdraws: one spread for every door.
+CHANNELS: tuple[Channel, ...] = DIGITAL
 
 UNSUBSCRIBE = "unsubscribe"
 
@@ -69,7 +70,7 @@ class LedgerRow:
     topic_names: Mapping[str, str] = field(default_factory=dict)
 
     def topic_label(self, lang: str) -> str:
-        """A topic row's topic as a reader of `lang` calls it (mailer.topics' fallback rule)."""
+        """A topic row's topic as a reader of `lang` calls it (mailer.core.topics' fallback)."""
         return topic_name(self.topic_names, self.topic_name, self.topic_slug, lang)
 
     def entry(self) -> LedgerEntry | None:
@@ -106,7 +107,7 @@ class TopicRow:
     names: Mapping[str, str] = field(default_factory=dict)
 
     def label(self, lang: str) -> str:
-        """The topic's name for a reader of `lang` (mailer.topics' fallback rule)."""
+        """The topic's name for a reader of `lang` (mailer.core.topics' fallback rule)."""
         return topic_name(self.names, self.name, self.slug, lang)
 
 

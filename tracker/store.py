@@ -26,6 +26,7 @@ from mailer.db.bounded import (
     Unavailable as Unavailable,  # what every method raises; handlers catch it
 )
 from mailer.db.queries import QueryFileError, parse
+from mailer.optouts.store import OptOutStore, Withdrawal
 from tracker.events import Event
 from tracker.preferences import (
     Changes,
@@ -64,13 +65,10 @@ REQUIRED = frozenset(
         "events_inbox_move",
         "click_target",
         "recipient",
-        "contact_lock",
         "contact_ledger",
         "contact_channels",
         "contact_topics",
         "contact_suppressions",
-        "channels_withdraw",
-        "topics_withdraw",
         "channels_grant",
         "topics_grant",
         "confirm_campaign",
@@ -121,7 +119,7 @@ class Recipient:
     timezone: str | None = None
 
     def topic_label(self, lang: str) -> str:
-        """The campaign topic's name for a reader of `lang` (mailer.topics' fallback rule)."""
+        """The campaign topic's name for a reader of `lang` (mailer.core.topics' fallback rule)."""
         return topic_name(self.topic_names, self.topic_name, self.topic_slug, lang)
 
 
@@ -307,7 +305,7 @@ class TrackerStore:
     ) -> bool | None:
         """Append an express email grant, committed; False if already held, None if erased."""
         async with self._db.connection(transaction=True) as conn:
-            if await conn.fetchval(_q("contact_lock"), recipient.contact_id) is None:
+            if await OptOutStore.lock_contact(conn, recipient.contact_id) is None:
                 return None
             added = await conn.fetchval(
                 _q("express_grant"), recipient.contact_id, source, dict(evidence)
@@ -327,7 +325,7 @@ class TrackerStore:
     ) -> bool | None:
         """Withdraw channels and/or topics durably; True if anything changed, None if erased."""
         async with self._db.connection(transaction=True) as conn:
-            email_hash = await conn.fetchval(_q("contact_lock"), recipient.contact_id)
+            email_hash = await OptOutStore.lock_contact(conn, recipient.contact_id)
             if email_hash is None:
                 return None
             changed = await self._withdraw(
@@ -345,30 +343,16 @@ class TrackerStore:
         source: str,
         evidence: Mapping[str, Any],
     ) -> int:
-        detail = {"delivery_id": recipient.delivery_id, "campaign_id": recipient.campaign_id}
-        changed = 0
-        args = (recipient.contact_id,)
-        if channels:
-            changed += await conn.fetchval(
-                _q("channels_withdraw"),
-                *args,
-                sorted(channels),
-                email_hash,
-                source,
-                dict(evidence),
-                detail,
-            )
-        if topic_ids:
-            changed += await conn.fetchval(
-                _q("topics_withdraw"),
-                *args,
-                sorted(topic_ids),
-                email_hash,
-                source,
-                dict(evidence),
-                detail,
-            )
-        return int(changed)
+        withdrawal = Withdrawal(
+            contact_id=recipient.contact_id,
+            channels=channels,
+            topic_ids=topic_ids,
+            source=source,
+            evidence=evidence,
+            delivery_id=recipient.delivery_id,
+            campaign_id=recipient.campaign_id,
+        )
+        return await OptOutStore.withdraw(conn, email_hash, withdrawal)
 
     async def save_preferences(
         self,
@@ -386,7 +370,7 @@ class TrackerStore:
         double submit or a concurrent one-click cannot log the same change twice.
         """
         async with self._db.connection(transaction=True) as conn:
-            email_hash = await conn.fetchval(_q("contact_lock"), recipient.contact_id)
+            email_hash = await OptOutStore.lock_contact(conn, recipient.contact_id)
             if email_hash is None:
                 return None
             snap = await self._snapshot(conn, recipient, now)

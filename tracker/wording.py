@@ -2,7 +2,7 @@
 
 Pure functions; no I/O. Dates are spelt out in the reader's language without the process
 locale (setlocale is global state a server must not touch), on the day the message footer
-names (mailer.consent_dates: a date given without a time as given, a timestamp in the
+names (mailer.core.consent_dates: a date given without a time as given, a timestamp in the
 campaign's zone). Everything returned here is plain text: the templates escape it.
 """
 

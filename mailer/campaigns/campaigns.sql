@@ -231,12 +231,22 @@ WHERE campaign_id = $1 AND status NOT IN ('queued', 'deferred') GROUP BY status
 
 -- name: campaign_set_status
 -- Transitions are checked in Python (lifecycle.py) and again here: the
--- update only happens from the expected state.
-UPDATE campaigns SET status = $3, updated_at = now(),
+-- update only happens from the expected state. An operator's transition
+-- (resume above all) clears the reputation guard's pause reason.
+UPDATE campaigns SET status = $3, updated_at = now(), pause_reason = NULL,
        started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
        finished_at = CASE WHEN $3 IN ('done', 'cancelled') THEN now() ELSE finished_at END
 WHERE id = $1 AND status = ANY($2::text[])
 RETURNING status
+
+-- name: campaign_pause_for_reputation
+-- The reputation guard (mailer/inbound/guard.py) pauses a running campaign and
+-- says why; its window restarts here, so after the operator resumes, the
+-- campaign is judged on what it sends from then on.
+UPDATE campaigns SET status = 'paused', pause_reason = $2, guard_reset_at = now(),
+       updated_at = now()
+WHERE id = $1 AND status = 'running'
+RETURNING id
 
 -- name: cancel_remaining
 -- Cancelling gives every row not yet sent a final state.
@@ -277,7 +287,8 @@ RETURNING id
 
 -- name: campaign_by_slug
 SELECT c.id, c.slug, c.status, c.definition, c.template_version_id, c.scheduled_at,
-       c.audience_at, c.audience_counts, c.started_at, c.finished_at, t.slug AS topic_slug
+       c.audience_at, c.audience_counts, c.started_at, c.finished_at, t.slug AS topic_slug,
+       c.pause_reason
 FROM campaigns c JOIN topics t ON t.id = c.topic_id
 WHERE c.slug = $1
 

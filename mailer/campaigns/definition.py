@@ -25,7 +25,7 @@ repermission_window_days = 60          # repermission: ask those whose implied c
                                        # within this many days of the send (default 60)
 consent_text = "Yes, …"                # repermission: the exact wording agreed to (required)
 tracking = true
-segment = "attributes.make = toyota"   # optional audience filter (mailer.segment)
+segment = "attributes.make = toyota"   # optional audience filter (mailer.core.segment)
 active_within_months = 24              # optional
 schedule = 2024-10-01T09:00:00-04:00   # optional, with an offset
 
@@ -37,6 +37,10 @@ phone = "+1 418-555-0142"              # at least one of phone, email, web
 [throttle]                             # optional overrides
 rate = 20.0
 concurrency = 4
+
+[reputation]                           # optional: the guard's thresholds for this campaign
+max_hard_bounce_rate = 0.05            # pause past 5 % hard bounces (default [guard])
+max_complaint_rate = 0.001             # pause past 0.1 % complaints
 
 [sample]                               # optional: the contact lint and previews render for
 name = "Marie Tremblay"
@@ -68,6 +72,7 @@ from mailer.core.footer import SUPPORTED_LOCALES
 __all__ = [
     "CampaignDefinition",
     "CampaignFileError",
+    "Reputation",
     "Sample",
     "Sender",
     "Throttle",
@@ -106,11 +111,13 @@ _TOP_KEYS = frozenset(
         "schedule",
         "sender",
         "throttle",
+        "reputation",
         "sample",
     }
 )
 _SENDER_KEYS = frozenset({"business_name", "postal_address", "phone", "email", "web"})
 _THROTTLE_KEYS = frozenset({"rate", "concurrency"})
+_REPUTATION_KEYS = frozenset({"max_hard_bounce_rate", "max_complaint_rate"})
 _SAMPLE_KEYS = frozenset({"name", "email", "attributes"})
 
 
@@ -140,6 +147,14 @@ class Throttle:
 
     rate: float | None = None
     concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reputation:
+    """Per-campaign thresholds of the reputation guard (default: the [guard] settings)."""
+
+    max_hard_bounce_rate: float | None = None
+    max_complaint_rate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +191,7 @@ class CampaignDefinition:
     active_within_months: int | None = None
     schedule: datetime | None = None
     throttle: Throttle = field(default_factory=Throttle)
+    reputation: Reputation = field(default_factory=Reputation)
     sample: Sample = field(default_factory=Sample)
 
     def to_json(self) -> dict[str, Any]:
@@ -213,6 +229,12 @@ class CampaignDefinition:
         throttle = {"rate": self.throttle.rate, "concurrency": self.throttle.concurrency}
         if any(v is not None for v in throttle.values()):
             out["throttle"] = {k: v for k, v in throttle.items() if v is not None}
+        reputation = {
+            "max_hard_bounce_rate": self.reputation.max_hard_bounce_rate,
+            "max_complaint_rate": self.reputation.max_complaint_rate,
+        }
+        if any(v is not None for v in reputation.values()):
+            out["reputation"] = {k: v for k, v in reputation.items() if v is not None}
         return out
 
 
@@ -272,6 +294,7 @@ def from_mapping(
         active_within_months=check.positive_int(raw, "active_within_months"),
         schedule=_schedule(check, raw.get("schedule")),
         throttle=_throttle(check, raw.get("throttle", {})),
+        reputation=_reputation(check, raw.get("reputation", {})),
         sample=_sample(check, raw.get("sample", {})),
     )
     if check.problems:
@@ -294,7 +317,7 @@ class _Checker:
         self.problems.append(f"{name}: {reason}")
 
     def unknown(self, raw: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:
-        # A typo must not silently fall back to a default (same rule as mailer.config).
+        # A typo must not silently fall back to a default (same rule as mailer.core.settings).
         for key in sorted(set(raw) - allowed):
             self.problem(f"{prefix}{key}", "unknown field")
 
@@ -506,6 +529,23 @@ def _throttle(check: _Checker, value: Any) -> Throttle:
         rate = None
     concurrency = check.positive_int(value, "concurrency", "throttle.")
     return Throttle(None if rate is None else float(rate), concurrency)
+
+
+def _reputation(check: _Checker, value: Any) -> Reputation:
+    if not isinstance(value, Mapping):
+        check.problem("reputation", "expected a table")
+        return Reputation()
+    check.unknown(value, _REPUTATION_KEYS, "reputation.")
+    rates: list[float | None] = []
+    for key in ("max_hard_bounce_rate", "max_complaint_rate"):
+        rate = value.get(key)
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1
+        ):
+            check.problem(f"reputation.{key}", f"expected a share in (0, 1], got {rate!r}")
+            rate = None
+        rates.append(None if rate is None else float(rate))
+    return Reputation(rates[0], rates[1])
 
 
 def _sample(check: _Checker, value: Any) -> Sample:

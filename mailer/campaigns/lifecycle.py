@@ -18,7 +18,10 @@ from pathlib import Path
 
 from mailer.campaigns import lint
 from mailer.campaigns.definition import CampaignDefinition, from_mapping, load
-from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.campaigns.limits import RenderLimits
+from mailer.campaigns.message import CampaignContent
+from mailer.campaigns.render import TemplateSet
+from mailer.campaigns.render_process import lint_in_process
 from mailer.campaigns.store import Campaign, CampaignStore, FreezeResult
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -82,24 +85,35 @@ async def load_definition(store: CampaignStore, slug: str) -> tuple[Campaign, Ca
     return row, from_mapping(row.definition, templates_dir=None)
 
 
-async def check(store: CampaignStore, slug: str) -> list[lint.LintProblem]:
-    """Render the campaign for a sample of every consent kind; what each lacks."""
-    row, definition = await load_definition(store, slug)
-    return lint_campaign(definition, await store.campaign_templates(row.id))
+async def check(
+    store: CampaignStore, slug: str, limits: RenderLimits | None = None
+) -> list[lint.LintProblem]:
+    """Render the campaign for a sample of every consent kind; what each lacks.
+
+    In a render process under the engine's limits (default: the settings' defaults): a
+    template that runs away for the sample is reported, naming the limit, not waited for.
+    """
+    row, _ = await load_definition(store, slug)
+    return await lint_campaign(store, row, limits)
 
 
-def lint_campaign(definition: CampaignDefinition, templates: TemplateSet) -> list[lint.LintProblem]:
-    """Render a definition for a sample of every consent kind; what each message lacks."""
-    return lint.lint(Renderer(templates), definition, lint.sample_inputs(definition))
+async def lint_campaign(
+    store: CampaignStore, row: Campaign, limits: RenderLimits | None
+) -> list[lint.LintProblem]:
+    templates = await store.campaign_templates(row.id)
+    content = CampaignContent(row.definition, templates.name, dict(templates.files), {})
+    return await lint_in_process(content, limits or RenderLimits())
 
 
-async def launch(store: CampaignStore, slug: str, at: datetime) -> Launch:
+async def launch(
+    store: CampaignStore, slug: str, at: datetime, limits: RenderLimits | None = None
+) -> Launch:
     """Lint, freeze the audience into deliveries, and start (or schedule) the campaign."""
     row, definition = await load_definition(store, slug)
     status = row.status
     if status not in ("draft", "scheduled", "paused", "running"):
         raise CampaignError(f"campaign {slug!r} is {status}: it cannot be sent again")
-    problems = lint_campaign(definition, await store.campaign_templates(row.id))
+    problems = await lint_campaign(store, row, limits)
     if problems:
         listed = "\n  ".join(str(p) for p in problems)
         raise CampaignError(f"campaign {slug!r} does not start: its messages lack\n  {listed}")

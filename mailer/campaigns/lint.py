@@ -5,6 +5,11 @@ of its locales, and every rendered message must carry, in both its HTML and text
 the law requires: the sender's business name and postal address and a contact method (CASL
 regulations s.2), the consent-origin sentence, and working unsubscribe and preference links
 (CASL s.11, CAN-SPAM 15 U.S.C. 7704(a)(3)). Problems name the kind, locale, part and element.
+
+Each sample is also assembled as the engine would send it, so what would skip every message
+at send time fails here instead: a subject that renders CR/LF (header injection), a message
+over engine.max_message_bytes. `campaign check` runs this in a render process under the
+engine's limits (mailer.render_process.lint_in_process).
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 from markupsafe import escape
 
 from mailer.campaigns.definition import CampaignDefinition
+from mailer.campaigns.message import Envelope, HeaderInjection, InvalidRecipient, Skeleton
 from mailer.campaigns.render import (
     CampaignFields,
+    LimitError,
+    RenderedParts,
     Renderer,
     RenderError,
     RenderInputs,
@@ -26,9 +35,10 @@ from mailer.campaigns.render import (
 from mailer.core.consent import Kind, Policy
 from mailer.core.links import find_links
 
-__all__ = ["LintProblem", "lint", "sample_inputs"]
+__all__ = ["LintProblem", "limit_problem", "lint", "sample_inputs"]
 
 _SAMPLE_BASE = "https://tracker.invalid"  # RFC 2606: can never resolve, so never mailed
+_SAMPLE_DOMAIN = "mailer.invalid"
 _SAMPLE_SOURCES: Mapping[Kind | None, str] = {
     Kind.EXPRESS: "Salon E-commerce Paris",
     Kind.IMPLIED_PURCHASE: "invoice 2024-0042",
@@ -98,21 +108,36 @@ def sample_inputs(
     ]
 
 
+def limit_problem(inputs: RenderInputs, detail: str) -> LintProblem:
+    """A sample that went over a render limit (time, size, memory)."""
+    locale = resolve_locale(inputs.locale, inputs.campaign.locales)
+    return LintProblem(inputs.consent_kind, locale, "render", "limit", f"over a limit: {detail}")
+
+
 def lint(
-    renderer: Renderer, definition: CampaignDefinition, samples: Iterable[RenderInputs]
+    renderer: Renderer,
+    definition: CampaignDefinition,
+    samples: Iterable[RenderInputs],
+    *,
+    max_message_bytes: int | None = None,
 ) -> list[LintProblem]:
     """Render every sample; return what each lacks (an empty list means the campaign may start)."""
     problems: list[LintProblem] = []
+    skeleton = Skeleton(CampaignFields.from_definition(definition))
     for inputs in samples:
         locale = resolve_locale(inputs.locale, inputs.campaign.locales)
         kind = inputs.consent_kind
         try:
             parts = renderer.render(inputs)
+        except LimitError as exc:
+            problems.append(limit_problem(inputs, str(exc)))
+            continue
         except RenderError as exc:
             problems.append(
                 LintProblem(kind, locale, "render", "template", f"does not render: {exc}")
             )
             continue
+        problems += _assembled(skeleton, parts, definition, inputs, locale, max_message_bytes)
         sender = definition.sender
         required = {
             "business_name": sender.business_name,
@@ -139,3 +164,48 @@ def lint(
                     LintProblem(kind, locale, part, "contact_method", "missing phone, email or web")
                 )
     return problems
+
+
+def _assembled(
+    skeleton: Skeleton,
+    parts: RenderedParts,
+    definition: CampaignDefinition,
+    inputs: RenderInputs,
+    locale: str,
+    max_message_bytes: int | None,
+) -> list[LintProblem]:
+    """Assemble the sample as the engine would: what would skip the message at send time."""
+    kind = inputs.consent_kind
+    envelope = Envelope(
+        message_id=f"<{inputs.delivery_id}.sample@{_SAMPLE_DOMAIN}>",
+        date=format_datetime(datetime.now(UTC)),
+        list_unsubscribe=f"<{inputs.unsubscribe_url}>",
+        feedback_id=f"{definition.slug}:{definition.topic}:{_SAMPLE_DOMAIN}",
+        return_path=f"bounces@{_SAMPLE_DOMAIN}",
+    )
+    try:
+        data = skeleton.assemble(parts, name=inputs.name, email=inputs.email, envelope=envelope)
+    except HeaderInjection as exc:
+        element = "subject" if str(exc).startswith("subject") else "header"
+        return [
+            LintProblem(
+                kind,
+                locale,
+                "headers",
+                element,
+                f"{exc}: every message would be skipped ({exc.reason})",
+            )
+        ]
+    except InvalidRecipient as exc:
+        return [LintProblem(kind, locale, "headers", "sample", str(exc))]
+    if max_message_bytes is not None and len(data) > max_message_bytes:
+        return [
+            LintProblem(
+                kind,
+                locale,
+                "message",
+                "size",
+                f"{len(data):,} bytes, over engine.max_message_bytes ({max_message_bytes:,})",
+            )
+        ]
+    return []

@@ -36,8 +36,10 @@ from typing import Any
 
 from mailer.campaigns.definition import CampaignDefinition, from_mapping
 from mailer.campaigns.deliverability import one_click_allowed
+from mailer.campaigns.guards import MESSAGE_TOO_LARGE
 from mailer.campaigns.render import (
     CampaignFields,
+    LimitError,
     MessageError,
     RenderedParts,
     Renderer,
@@ -338,6 +340,7 @@ class Composer:
         unsubscribe_mailbox: str = "unsubscribe",
         link_ids: Mapping[str, int] | None = None,
         dkim: DkimSigner | None = None,
+        max_bytes: int | None = None,
         random_part: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self.campaign = CampaignFields.from_definition(definition)
@@ -351,6 +354,7 @@ class Composer:
         self._mailbox = unsubscribe_mailbox
         self._link_ids: dict[str, int] = dict(link_ids or {})
         self.dkim = dkim
+        self._max_bytes = max_bytes
         self._random_part = random_part
         self._skeleton = Skeleton(self.campaign)
         self._feedback_id = f"{definition.slug}:{definition.topic}:{sender_domain}"
@@ -386,7 +390,12 @@ class Composer:
             unsubscribe_mailbox=sender.unsubscribe_mailbox,
             link_ids=link_ids,
             dkim=dkim,
+            max_bytes=settings.engine.max_message_bytes,
         )
+
+    @property
+    def renderer(self) -> Renderer:
+        return self._renderer
 
     def add_links(self, link_ids: Mapping[str, int]) -> None:
         """Register link ids (links.id by url), e.g. after UnregisteredLinks."""
@@ -448,6 +457,12 @@ class Composer:
         if self.dkim is not None:
             signature = self.dkim.sign(data, issued)
             data = signature + data
+        if self._max_bytes is not None and len(data) > self._max_bytes:
+            # The rendered parts fit (Renderer's max_output); their MIME encoding may not.
+            raise LimitError(
+                MESSAGE_TOO_LARGE,
+                f"{len(data):,} bytes, over engine.max_message_bytes ({self._max_bytes:,})",
+            )
         return Composed(
             data=data,
             sha256=hashlib.sha256(data).hexdigest(),
@@ -493,7 +508,9 @@ def campaign_composer(
 ) -> tuple[CampaignDefinition, Composer]:
     """A campaign's definition and Composer, from what the engine read of it."""
     definition = from_mapping(content.definition, templates_dir=None)
-    renderer = Renderer(TemplateSet(content.template, content.files))
+    renderer = Renderer(
+        TemplateSet(content.template, content.files), max_output=settings.engine.max_message_bytes
+    )
     composer = Composer.for_settings(
         definition, renderer, keyring, settings, link_ids=content.links
     )

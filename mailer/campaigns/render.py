@@ -42,6 +42,7 @@ from jinja2.utils import pass_context
 from markupsafe import Markup, escape
 
 from mailer.campaigns.definition import CampaignDefinition, Sender
+from mailer.campaigns.guards import GuardedSandbox, OverLimit, TooLarge, bounded_join
 from mailer.core.consent import Kind
 from mailer.core.consent_dates import consent_day
 from mailer.core.footer import LABELS, SUPPORTED_LOCALES, consent_sentence, format_date
@@ -49,6 +50,7 @@ from mailer.core.links import FoundLink, add_pixel, find_links, rewrite
 
 __all__ = [
     "CampaignFields",
+    "LimitError",
     "MessageError",
     "RenderError",
     "RenderInputs",
@@ -90,6 +92,18 @@ class RenderError(MessageError):
     """The template failed for this contact (missing attribute, sandbox refusal, …)."""
 
     reason = "render_error"
+
+
+class LimitError(MessageError):
+    """The message went over a render limit (time, size, memory): skipped with that reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason  # render_timeout, message_too_large, render_memory, …
+
+    def __reduce__(self) -> tuple[type[LimitError], tuple[str, str]]:
+        # Rebuilt from its reason and text: it crosses from render processes.
+        return (LimitError, (self.reason, str(self)))
 
 
 class UnregisteredLinks(Exception):
@@ -339,16 +353,22 @@ def resolve_locale(contact_locale: str, locales: tuple[str, ...]) -> str:
 
 
 class Renderer:
-    """A compiled TemplateSet: render(inputs) per message, nothing re-parsed."""
+    """A compiled TemplateSet: render(inputs) per message, nothing re-parsed.
 
-    def __init__(self, templates: TemplateSet) -> None:
+    With `max_output`, a message's parts together may render at most that many characters
+    and the sandbox refuses values bigger than that (mailer.guards); None: unbounded
+    (reproducing an archived message, which rendered within its limits once).
+    """
+
+    def __init__(self, templates: TemplateSet, *, max_output: int | None = None) -> None:
         self.templates = templates
+        self.max_output = max_output
         slots, personalised, sources = _plan_links(templates.files)
         self._slots = slots
         # The distinct trackable URLs to register once per campaign (empty when personalised).
         self.links: tuple[str, ...] = tuple(dict.fromkeys(url for url, _ in slots))
         self.personalised_links = personalised
-        self._env = _environment(sources)
+        self._env = _environment(sources, max_output)
         for filename in sorted(sources):
             # Layouts are only loaded when a child renders: compile every file now so that a
             # broken layout stops the campaign here, not once per contact.
@@ -426,8 +446,9 @@ class Renderer:
             if missing:
                 raise UnregisteredLinks(missing)
             html = rewrite(html, found, clicks.__getitem__)
-        text = html_to_text(html) if text_t is None else self._run(text_t, context)
-        subject = self._run(self._subject(locale, campaign.subject[locale]), context).strip()
+        text = html_to_text(html) if text_t is None else self._run(text_t, context, len(html))
+        subject_t = self._subject(locale, campaign.subject[locale])
+        subject = self._run(subject_t, context, len(html) + len(text)).strip()
         if inputs.tracking and inputs.pixel_url is not None:
             html = _with_pixel(html, inputs.pixel_url)
         return RenderedParts(subject, html, text)
@@ -505,13 +526,27 @@ class Renderer:
             "_mailer_links": _Slots(self._slots, clicks),
         }
 
-    def _run(self, template: Template, context: dict[str, Any]) -> str:
+    def _run(self, template: Template, context: dict[str, Any], used: int = 0) -> str:
+        """Render one template; `used`: characters the message's other parts already took."""
         # Template.render() would merge the globals into a copy of the context on every call
         # (a ChainMap walk, ~5 µs); the context already holds them, so it is passed as is.
         try:
-            return self._env.concat(template.root_render_func(template.new_context(context, True)))
-        except UnregisteredLinks:
-            raise
+            pieces = template.root_render_func(template.new_context(context, True))
+            if self.max_output is None:
+                return self._env.concat(pieces)
+            return bounded_join(pieces, self.max_output - used)
+        except (UnregisteredLinks, MemoryError):
+            raise  # MemoryError: the render process ends, and is replaced (mailer.render_pool)
+        except (OverLimit, TooLarge) as over:
+            # A limit, not a template error: skipped with the limit's reason, naming the line
+            # the render had reached.
+            try:
+                self._env.handle_exception()
+            except (OverLimit, TooLarge) as exc:
+                raise LimitError(
+                    over.reason, f"{_location(exc, template)}: {over.detail}"
+                ) from None
+            raise  # not reached: handle_exception() always raises
         except Exception:
             # Operator templates can fail in any way for one contact's data (a missing
             # attribute under StrictUndefined, a sandbox refusal, 1/0): skip that contact,
@@ -648,8 +683,8 @@ class _FilesLoader(BaseLoader):
         return source, template, lambda: True
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox with a fast path for `name.key` on plain dicts."""
+class _Sandbox(GuardedSandbox):
+    """The guarded immutable sandbox with a fast path for `name.key` on plain dicts."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # The stock path tries getattr() first and catches an AttributeError for every
@@ -667,10 +702,11 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
-def _environment(sources: Mapping[str, str]) -> _Sandbox:
+def _environment(sources: Mapping[str, str], max_output: int | None) -> _Sandbox:
     # Immutable sandbox: operator templates must not reach Python internals nor mutate the
     # render inputs (a template calling attributes.update() would change the archive).
     env = _Sandbox(
+        max_output=max_output,
         loader=_FilesLoader(sources),
         autoescape=_autoescape,
         undefined=StrictUndefined,

@@ -47,6 +47,8 @@ class Campaign:
     started_at: datetime | None
     finished_at: datetime | None
     topic_slug: str
+    # Why the reputation guard paused it (mailer/inbound/guard.py); None otherwise.
+    pause_reason: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +267,11 @@ class CampaignStore:
             if changed and to == "cancelled":
                 await conn.execute(Q("cancel_remaining"), campaign_id)
         return changed is not None
+
+    async def campaign_pause_for_reputation(self, campaign_id: int, reason: dict[str, Any]) -> bool:
+        """Pause a running campaign with the guard's reason; False if it was not running."""
+        paused = await self.pool.fetchval(Q("campaign_pause_for_reputation"), campaign_id, reason)
+        return paused is not None
 
     async def resend_uncertain(self, campaign_id: int) -> int:
         """Queue the uncertain rows again and, if the campaign was done, run it again."""

@@ -17,13 +17,15 @@ from typing import Any
 from rich.table import Table
 
 from mailer.campaigns import deliverability, lifecycle, lint
+from mailer.campaigns.limits import RenderLimits, timed
 from mailer.campaigns.message import Recipient, campaign_composer
-from mailer.campaigns.render import UnregisteredLinks
+from mailer.campaigns.render import MessageError, UnregisteredLinks
 from mailer.campaigns.store import CampaignStore
-from mailer.commands.console import at_of, console, day, err, open_pool
+from mailer.commands.console import at_of, console, day, err, open_pool, stop_on_signals
 from mailer.contacts.store import ContactStore
 from mailer.core import consent
 from mailer.core.consent import Action
+from mailer.core.reputation import describe
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
 from mailer.db import Pool
@@ -35,7 +37,7 @@ from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
 from mailer.send.progress import watch_progress
 from mailer.send.store import SendStore
-from mailer.send.worker import build_engine, stop_on_signals
+from mailer.send.worker import build_engine
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -53,7 +55,8 @@ async def check(args: argparse.Namespace, settings: Settings) -> int:
     """Lint the rendered samples and the sending setup; 1 when either must be fixed first."""
     async with open_pool(settings) as pool:
         store = CampaignStore(pool)
-        problems = await lifecycle.check(store, args.campaign)
+        limits = RenderLimits.from_settings(settings.engine)
+        problems = await lifecycle.check(store, args.campaign, limits)
         _, definition = await lifecycle.load_definition(store, args.campaign)
     _print_lint(problems)
     findings = deliverability.check(settings, definition)
@@ -104,12 +107,18 @@ async def preview(args: argparse.Namespace, settings: Settings) -> int:
             consent_obtained_at=None if best is None else best.obtained_at,
             consent_date_only=best is not None and best.obtained_date_only,
         )
+        limits = RenderLimits.from_settings(settings.engine)
         for _ in range(20):
             try:
-                composed = composer.compose(recipient, datetime.now(UTC))
+                # The engine's time and size limits (in this process: no memory cap).
+                composed = timed(limits, composer.compose, recipient, datetime.now(UTC))
                 break
             except UnregisteredLinks as exc:
                 composer.add_links({url: 0 for url in exc.urls})  # preview: nothing is registered
+            except MessageError as exc:
+                skipped = f"{record.email} would be skipped ({exc.reason})"
+                console.print(f"[red]error:[/] {skipped}: {exc}", highlight=False)
+                return 2
         else:
             console.print("[red]error:[/] the template keeps producing new links")
             return 2
@@ -121,7 +130,7 @@ async def preview(args: argparse.Namespace, settings: Settings) -> int:
         else:
             signatures = ", ".join(f"s={k.selector} ({k.algorithm})" for k in composer.dkim.keys)
             console.print(f"DKIM-signed as d={composer.dkim.domain}: {signatures}", highlight=False)
-        _print_lint(await lifecycle.check(campaigns, args.campaign))
+        _print_lint(await lifecycle.check(campaigns, args.campaign, limits))
         print_findings(deliverability.check(settings, definition))
         return 0
 
@@ -137,7 +146,8 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
             raise lifecycle.CampaignError(
                 f"campaign {args.campaign!r} does not start: fix its sending setup first"
             )
-        launched = await lifecycle.launch(campaigns, args.campaign, datetime.now(UTC))
+        limits = RenderLimits.from_settings(settings.engine)
+        launched = await lifecycle.launch(campaigns, args.campaign, datetime.now(UTC), limits)
         counts = launched.freeze.counts
         console.print(
             f"audience frozen: {counts.get('eligible', 0):,} eligible, "
@@ -189,6 +199,8 @@ async def _status(pool: Pool, slug: str) -> int:
             table.add_row(state, f"{counts[state]:,}")
     table.add_row("[bold]frozen audience[/]", f"{frozen:,}")
     console.print(table)
+    if row.pause_reason:
+        console.print(f"[red]{describe(row.pause_reason)}[/]", highlight=False)
     if counts.get("uncertain"):
         console.print(f"[yellow]{uncertain_explained(counts['uncertain'], slug)}[/]")
     return 0

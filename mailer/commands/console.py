@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Coroutine
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -37,3 +40,30 @@ def at_of(args: argparse.Namespace) -> datetime:
         parsed = datetime.fromisoformat(args.at)
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event, console: Console) -> Iterator[None]:
+    """First SIGTERM/SIGINT: graceful stop. Second: cancel everything. Removed on the way out."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal(name: str) -> None:
+        if stop.is_set():
+            console.print(f"[red]{name} again: cancelling[/]")
+            if main is not None:
+                main.cancel()
+            return
+        console.print(f"[yellow]{name}: finishing the messages in hand, handing back the rest…[/]")
+        stop.set()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from mailer.campaigns import audience
@@ -68,10 +69,12 @@ async def contacts_import(args: argparse.Namespace, settings: Settings) -> int:
                 default_locale=settings.imports.default_locale,
                 skip_invalid=args.skip_invalid,
                 rejects_path=Path(args.rejects) if args.rejects else None,
+                encoding=args.encoding,
+                delimiter=args.delimiter,
             )
         except ImportRefused as exc:
             _print_rejects(exc.examples, exc.rejected, exc.rejects_file)
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             return 2
     r = outcome.result
     if outcome.rejects_file:
@@ -102,6 +105,7 @@ async def contacts_import(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     console.print(table)
+    console.print(f"read {Path(args.file).name} as {outcome.dialect.describe()}", highlight=False)
     return 0
 
 
@@ -176,11 +180,15 @@ async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
                 when(channel.updated_at, here),
             )
         console.print(prefs)
-    sup = Table("scope", "reason", "source", "since", title="suppressions")
+    sup = Table("scope", "reason", "source", "since", "evidence", title="suppressions")
     for held in story.suppressions:
         target = held.channel or held.topic or ""
         sup.add_row(
-            f"{held.scope} {target}".strip(), held.reason, held.source, when(held.created_at, here)
+            f"{held.scope} {target}".strip(),
+            held.reason,
+            held.source,
+            when(held.created_at, here),
+            held.evidence(),
         )
     console.print(sup)
     return 0
@@ -275,6 +283,8 @@ async def suppress_import(args: argparse.Namespace, settings: Settings) -> int:
             channel=args.channel,
             topic_id=topic_id,
             source=args.source or Path(args.file).name,
+            encoding=args.encoding,
+            delimiter=args.delimiter,
         )
     _print_rejects(rejected[:20], len(rejected), None)
     console.print(
@@ -289,6 +299,19 @@ def when(value: datetime | None, zone: tzinfo = UTC, *, date_only: bool = False)
     if value is None:
         return "-"
     return consent_dates.consent_day(value, zone, date_only=date_only).isoformat()
+
+
+def _file_options(parser: argparse.ArgumentParser) -> None:
+    """--encoding and --delimiter, read by mailer/contacts/textfile.py."""
+    parser.add_argument(
+        "--encoding",
+        help="utf-8, utf-8-sig, cp1252 or latin-1 (default: UTF-8, and a file that is not "
+        "UTF-8 is refused with the line that is not; Excel on Windows writes cp1252)",
+    )
+    parser.add_argument(
+        "--delimiter",
+        help="',', ';' or 'tab' (default: read from the header line)",
+    )
 
 
 def register(sub: Any) -> Any:
@@ -327,6 +350,7 @@ def register(sub: Any) -> Any:
         help="import the valid rows even if some are rejected",
     )
     imp.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
+    _file_options(imp)
     imp.set_defaults(handler=contacts_import)
     show = contacts.add_parser("show", help="a contact's consent story")
     show.add_argument("email")
@@ -364,6 +388,7 @@ def register(sub: Any) -> Any:
     simp.add_argument("--channel", choices=["email", "sms", "postal", "phone"])
     simp.add_argument("--topic")
     simp.add_argument("--source", help="where the list comes from (default: the file name)")
+    _file_options(simp)
     simp.set_defaults(handler=suppress_import)
 
     return contacts

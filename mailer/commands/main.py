@@ -14,10 +14,12 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.render import TemplateFileError
-from mailer.commands import campaign, compliance, contacts, db
+from mailer.commands import campaign, compliance, contacts, db, inbound
 from mailer.commands.console import Handler, console, err
 from mailer.contacts.csvfile import FileError
 from mailer.core.settings import ConfigError, Settings, load
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     contacts_group = contacts.register(sub)
     compliance.register(sub, contacts_group)
     campaign.register(sub)
+    inbound.register(sub)
     trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(
         dest="trk", required=True
     )
@@ -84,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         CampaignFileError,
         TemplateFileError,
     ) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        # Escaped: a refused file's message quotes its line, and "[/x]" there is not markup.
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     except OSError as exc:
         if "Connect call failed" in str(exc) or isinstance(exc, ConnectionRefusedError):

@@ -8,7 +8,6 @@ with the consent that justified each (CASL s.13: the sender proves consent).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 from mailer.campaigns.message import reproduce
 from mailer.campaigns.render import Renderer, TemplateSet
 from mailer.compliance.store import ComplianceStore
+from mailer.core.spreadsheet import csv_writer
 
 CSV_COLUMNS = (
     "delivery_id",
@@ -85,7 +85,7 @@ async def export_campaign(
     count = verified = gone = 0
     # The table goes to a temporary file, not memory: a campaign may have millions of rows.
     table = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
-    writer = csv.writer(table)
+    writer = csv_writer(table)
     writer.writerow(CSV_COLUMNS)
     with table, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         async for row in store.archive_for_campaign(campaign_id):

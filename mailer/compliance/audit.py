@@ -12,7 +12,6 @@ SLA line. A zip of a CSV, a summary JSON and the .eml files.
 
 from __future__ import annotations
 
-import csv
 import json
 import tempfile
 import zipfile
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailer.compliance.privacy import operator, sla_line
 from mailer.core.consent import Action, Channel, Kind, LedgerEntry, Policy, describe, valid_until
+from mailer.core.spreadsheet import csv_writer
 
 if TYPE_CHECKING:
     from mailer.campaigns.render import Renderer
@@ -267,7 +267,7 @@ async def export_audit(
     rows = 0
     # The table goes to a temporary file, not memory: a campaign may have millions of rows.
     table = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
-    writer = csv.writer(table)
+    writer = csv_writer(table)
     writer.writerow(CSV_COLUMNS)
     with table, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         async for row in store.audit_rows(campaign_id, contact_id):

@@ -17,19 +17,40 @@ RETURNING id
 -- name: topics_list
 SELECT id, slug, name, names, description, default_subscribed FROM topics ORDER BY slug
 
+-- name: import_lock
+-- One contact import at a time (a transaction-level advisory lock, key
+-- "import" in ASCII): a second import waits for the first to commit instead
+-- of deadlocking with it on contacts both files hold in different orders,
+-- now that an import writes batch by batch. Only imports create contacts, so
+-- while this lock is held every new contact id is this import's.
+SELECT pg_advisory_xact_lock($1)
+
 -- name: import_session_settings
-SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)
+-- Bulk statements: JIT compilation costs more than it saves here, and the
+-- merges want more than 4 MB. UTC: consent validity adds months (0004).
+-- mailer.consent_current = 'import': the ledger trigger leaves
+-- consent_current to import_write_ledger for the rows this transaction
+-- records (migration 0010). All three end with the transaction.
+SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true),
+       set_config('TimeZone', 'UTC', true), set_config('mailer.consent_current', 'import', true)
 
 -- name: import_create_staging
--- One row per valid CSV line. Temporary and dropped at commit: a failed or
--- refused import leaves nothing behind.
+-- import_rows: one batch of valid CSV lines, every address once (the reader
+-- puts a repeated address in a later batch), as COPY'd. import_batch: the
+-- same with each line's contact id, so that no later statement joins on the
+-- address again. import_updates: what the file changes about contacts that
+-- already existed, merged line after line and applied once at the end, so
+-- that re-importing a file whose lines disagree writes nothing.
+-- import_suppressed: the existing contacts found suppressed, each counted
+-- once. Temporary and dropped at commit: a failed or refused import leaves
+-- nothing behind.
 CREATE TEMPORARY TABLE import_rows (
     line             integer NOT NULL,
     email            text NOT NULL,
     email_hash       bytea NOT NULL,
     name             text,
     locale           text,
-    attributes       text NOT NULL,   -- JSON built by the reader; parsed once, in the merge
+    attributes       text NOT NULL,   -- JSON built by the reader; parsed once, here
     last_activity_at timestamptz,
     tracking         boolean,
     channel          text NOT NULL,
@@ -37,127 +58,286 @@ CREATE TEMPORARY TABLE import_rows (
     source           text,
     obtained_at      timestamptz,
     ends_at          timestamptz,
-    topics           text[] NOT NULL,
+    topics           bigint[] NOT NULL,  -- ids of the topics listed
     -- consent_date / consent_ends were given without a time (migration 0007).
     obtained_date_only boolean NOT NULL,
     ends_date_only   boolean NOT NULL
-) ON COMMIT DROP
+) ON COMMIT DROP;
+CREATE TEMPORARY TABLE import_batch (
+    id      bigint NOT NULL,
+    created boolean NOT NULL,
+    stored  contacts,      -- an existing contact as it was found (NULL: created)
+    LIKE import_rows
+) ON COMMIT DROP;
+CREATE TEMPORARY TABLE import_updates (
+    id               bigint PRIMARY KEY,
+    name             text,
+    locale           text,
+    attributes       jsonb NOT NULL,
+    last_activity_at timestamptz,
+    tracking         boolean
+) ON COMMIT DROP;
+CREATE TEMPORARY TABLE import_suppressed (email_hash bytea PRIMARY KEY) ON COMMIT DROP
 
--- name: import_index_staging
--- After COPY (indexing while loading is slower); the merge joins on email.
-CREATE INDEX ON import_rows (email, line)
+-- name: import_id_floor
+-- Taken under import_lock: every contact with a higher id is this import's.
+SELECT coalesce(max(id), 0) FROM contacts
 
--- name: import_analyze_staging
--- Temporary tables are never auto-analyzed; without statistics the planner
--- guesses 1,000 rows and picks nested loops for a million.
+-- name: import_clear_batch
+TRUNCATE import_rows, import_batch
+
+-- name: import_analyze_batch
+-- Temporary tables are never auto-analyzed; the first batch gives the
+-- planner its statistics for the rest.
 ANALYZE import_rows
 
--- name: import_merge_rows
--- Duplicates in the file merge into one contact: the last non-empty value of
--- each field wins, attributes merge key by key (later lines win), last
--- activity is the latest seen.
-CREATE TEMPORARY TABLE import_contacts ON COMMIT DROP AS
-SELECT NULL::bigint AS id,
-       email,
-       email_hash,
-       (array_agg(name ORDER BY line DESC) FILTER (WHERE name IS NOT NULL))[1] AS name,
-       (array_agg(locale ORDER BY line DESC) FILTER (WHERE locale IS NOT NULL))[1] AS locale,
-       jsonb_merge_agg(attributes::jsonb ORDER BY line) AS attributes,
-       max(last_activity_at) AS last_activity_at,
-       (array_agg(tracking ORDER BY line DESC) FILTER (WHERE tracking IS NOT NULL))[1] AS tracking
-FROM import_rows
-GROUP BY email, email_hash  -- the hash is a function of the address: one group per address
+-- name: import_write_contacts
+-- The batch's contacts in one statement: existing ones found by address (an
+-- index probe each, as a scalar subquery so that the planner cannot turn it
+-- into a hash of the whole table: a batch is small next to it), the others
+-- given their id from the contacts' sequence and created in address order
+-- (the email index fills in order); the batch recorded with its ids in
+-- import_batch for the ledger and topics. Returns how many were created and
+-- found.
+WITH found AS (
+    SELECT (SELECT c FROM contacts c WHERE c.email = r.email) AS stored, r.*
+    FROM import_rows r
+), batch AS (
+    INSERT INTO import_batch
+    SELECT coalesce((f.stored).id, nextval('contacts_id_seq')), (f.stored).id IS NULL, f.*
+    FROM found f
+    RETURNING id, created, email, email_hash, name, locale, attributes, last_activity_at,
+              tracking
+), created AS (
+    INSERT INTO contacts (id, email, email_hash, name, locale, attributes, last_activity_at,
+                          tracking)
+    OVERRIDING SYSTEM VALUE
+    SELECT b.id, b.email, b.email_hash, b.name, coalesce(b.locale, $1), b.attributes::jsonb,
+           b.last_activity_at, coalesce(b.tracking, true)
+    FROM batch b
+    WHERE b.created
+    ORDER BY b.email
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM created) AS created,
+       (SELECT count(*) FROM batch WHERE NOT created) AS found
 
--- name: import_index_merged
-CREATE UNIQUE INDEX ON import_contacts (email)
-
--- name: import_resolve_ids
--- Every merged address gets its contact id once, so later steps join the
--- small temp table instead of probing the 10 M-row contacts index again.
-UPDATE import_contacts m SET id = c.id FROM contacts c WHERE c.email = m.email
-
--- name: import_lock_contacts
+-- name: import_lock_found
+-- The batch's contacts that existed, and what the file changes about them.
 -- Whoever writes a contact's consents, topics or channels locks its row
--- first, as the tracker does (contact_lock): the ledger trigger locks the
--- contact's consent_current rows, and an import and a preference save that
--- took those and the topic rows in opposite orders deadlocked. In id order,
--- so two imports queue instead. (Contacts this import changed or created
--- are locked already; this takes the unchanged ones.)
-SELECT count(*) FROM (
-    SELECT 1 FROM contacts c JOIN import_contacts m ON m.id = c.id
+-- first, as the tracker does (contact_lock): the import and a preference save
+-- that took consent_current and topic rows in opposite orders deadlocked.
+-- Locked in id order, and only those this batch writes to (a new value, a
+-- grant not yet recorded, a topic not yet listed): re-importing a file locks
+-- nothing and writes nothing. Their new values are kept for the end, merged
+-- as the lines come: the last non-empty value of each field wins, attributes
+-- merge key by key (later lines win), last activity is the latest. Those
+-- suppressed are counted once each ($1: import_id_floor).
+WITH found AS MATERIALIZED (
+    SELECT b.id, b.email_hash, b.name, b.locale, b.attributes::jsonb AS attributes,
+           b.last_activity_at, b.tracking,
+           ((b.stored).name, (b.stored).locale, (b.stored).attributes,
+            (b.stored).last_activity_at, (b.stored).tracking)
+               IS DISTINCT FROM
+               (coalesce(b.name, (b.stored).name), coalesce(b.locale, (b.stored).locale),
+                (b.stored).attributes || b.attributes::jsonb,
+                greatest((b.stored).last_activity_at, b.last_activity_at),
+                coalesce(b.tracking, (b.stored).tracking))
+           OR EXISTS (SELECT 1 FROM import_updates u WHERE u.id = b.id) AS changes,
+           (b.kind IS NOT NULL AND NOT EXISTS (
+               SELECT 1 FROM consents x
+               WHERE x.contact_id = b.id AND x.channel = b.channel
+                 AND x.obtained_at = b.obtained_at AND x.action = 'grant'
+                 AND x.topic_id IS NULL AND x.kind = b.kind AND x.source = b.source
+                 AND x.ends_at IS NOT DISTINCT FROM b.ends_at))
+           OR EXISTS (
+               SELECT 1 FROM unnest(b.topics) AS listed (topic_id)
+               WHERE NOT EXISTS (SELECT 1 FROM contact_topics ct
+                                 WHERE ct.contact_id = b.id
+                                   AND ct.topic_id = listed.topic_id)) AS records
+    FROM import_batch b
+    WHERE NOT b.created
+), locked AS MATERIALIZED (
+    -- = ANY: the primary key's index, in id order (a join hashed the whole table).
+    SELECT c.id FROM contacts c
+    WHERE c.id = ANY (ARRAY(SELECT f.id FROM found f WHERE f.changes OR f.records))
     ORDER BY c.id
-    FOR NO KEY UPDATE OF c
-) locked
+    FOR NO KEY UPDATE
+), kept AS (
+    INSERT INTO import_updates AS u (id, name, locale, attributes, last_activity_at, tracking)
+    SELECT f.id, f.name, f.locale, f.attributes, f.last_activity_at, f.tracking
+    FROM found f
+    WHERE f.changes AND f.id IN (SELECT id FROM locked)
+    ON CONFLICT (id) DO UPDATE
+        SET name = coalesce(EXCLUDED.name, u.name),
+            locale = coalesce(EXCLUDED.locale, u.locale),
+            attributes = u.attributes || EXCLUDED.attributes,
+            last_activity_at = greatest(u.last_activity_at, EXCLUDED.last_activity_at),
+            tracking = coalesce(EXCLUDED.tracking, u.tracking)
+    RETURNING 1
+), idle AS (
+    -- Nothing to write for the others: import_write_ledger need not look at them.
+    DELETE FROM import_batch b
+    WHERE NOT b.created AND b.id NOT IN (SELECT l.id FROM locked l)
+    RETURNING 1
+), suppressed AS (
+    INSERT INTO import_suppressed (email_hash)
+    SELECT f.email_hash FROM found f
+    WHERE f.id <= $1
+      AND EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = f.email_hash)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM locked) AS locked, (SELECT count(*) FROM kept) AS kept,
+       (SELECT count(*) FROM idle) AS idle, (SELECT count(*) FROM suppressed) AS suppressed
+
+-- name: import_write_ledger
+-- The batch's ledger grants, their consent_current rows and its topic
+-- subscriptions, in one statement from one read of the batch.
+--
+-- The ledger gains a grant only when the file states one not yet recorded
+-- (same contact, channel, kind, source, date and end): re-imports add
+-- nothing, and an old grant in a file never overrides a later withdrawal: it
+-- is already in the ledger, so it is not appended again. A contact created by
+-- this batch has no ledger to probe. Evidence names the file and line (CASL
+-- s.13: proof of consent). Whether a date came with a time is how it is
+-- printed, not which consent it is: a grant held at the same instant is the
+-- same grant.
+--
+-- consent_current (0005) for the grants recorded here, row by row: a batch
+-- holds each contact once, so each gets at most one new grant and nothing is
+-- grouped or ranked. A contact created by this batch has no row yet: a plain
+-- insert of its one grant, which is its best. Others merge as the ledger
+-- trigger merges (GREATEST per kind, the best re-ranked), with ON CONFLICT in
+-- contact order: rows another transaction commits meanwhile still count.
+--
+-- Topics: a topic the person opted out of stays opted out (ON CONFLICT DO
+-- NOTHING): an import never overrides a person's own choice. A contact
+-- created by this batch has no preferences yet. The source names the import
+-- and line; the ledger keeps the person's own changes.
+WITH batch AS NOT MATERIALIZED (
+    SELECT b.id AS contact_id, b.created, b.line, b.channel, b.kind, b.source, b.obtained_at,
+           b.ends_at, b.obtained_date_only, b.ends_date_only, b.topics
+    FROM import_batch b
+), ledger AS (
+    INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, ends_at,
+                          evidence, obtained_date_only, ends_date_only)
+    SELECT b.contact_id, b.channel, 'grant', b.kind, b.source, b.obtained_at, b.ends_at,
+           jsonb_build_object('import_id', $1::bigint, 'file', $2::text, 'line', b.line),
+           b.obtained_date_only, b.ends_date_only
+    FROM batch b
+    WHERE b.kind IS NOT NULL
+      AND (b.created OR NOT EXISTS (
+          SELECT 1 FROM consents x
+          WHERE x.contact_id = b.contact_id AND x.channel = b.channel
+            AND x.obtained_at = b.obtained_at AND x.action = 'grant' AND x.topic_id IS NULL
+            AND x.kind = b.kind AND x.source = b.source
+            AND x.ends_at IS NOT DISTINCT FROM b.ends_at))
+    ORDER BY b.contact_id
+    RETURNING id, contact_id, channel, kind, source, obtained_at, ends_at
+), summary AS (
+    -- One new grant per contact: its pick is its kind's latest and, for a
+    -- created contact, its best.
+    SELECT l.contact_id, l.channel, b.created, l.obtained_at AS newest_at,
+           CASE l.kind WHEN 'express' THEN p.pick END AS express,
+           CASE l.kind WHEN 'implied_purchase' THEN p.pick END AS purchase,
+           CASE l.kind WHEN 'implied_contract' THEN p.pick END AS contract,
+           CASE l.kind WHEN 'implied_inquiry' THEN p.pick END AS inquiry,
+           CASE l.kind WHEN 'implied_publication' THEN p.pick END AS publication,
+           l.id AS best_id, l.kind AS best_kind, l.source AS best_source,
+           l.obtained_at AS best_obtained_at, (p.pick).valid_until AS best_valid_until
+    FROM ledger l
+    JOIN batch b ON b.contact_id = l.contact_id
+    CROSS JOIN LATERAL (
+        SELECT (l.obtained_at, l.id, consent_valid_until(l.kind, l.obtained_at, l.ends_at),
+                l.source)::consent_pick AS pick OFFSET 0) p
+), summarised AS (
+    INSERT INTO consent_current
+        (contact_id, channel, newest_at, withdrawn, withdrawal, express, purchase, contract,
+         inquiry, publication, best_id, best_kind, best_source, best_obtained_at,
+         best_valid_until)
+    SELECT n.contact_id, n.channel, n.newest_at, false, NULL, n.express, n.purchase,
+           n.contract, n.inquiry, n.publication, n.best_id, n.best_kind, n.best_source,
+           n.best_obtained_at, n.best_valid_until
+    FROM summary n WHERE n.created
+    ORDER BY n.contact_id
+    RETURNING 1
+), merged AS (
+    INSERT INTO consent_current AS s
+        (contact_id, channel, newest_at, withdrawn, withdrawal, express, purchase, contract,
+         inquiry, publication, best_id, best_kind, best_source, best_obtained_at,
+         best_valid_until)
+    SELECT n.contact_id, n.channel, n.newest_at, false, NULL, n.express, n.purchase,
+           n.contract, n.inquiry, n.publication, n.best_id, n.best_kind, n.best_source,
+           n.best_obtained_at, n.best_valid_until
+    FROM summary n WHERE NOT n.created
+    ORDER BY n.contact_id
+    ON CONFLICT (contact_id, channel) DO UPDATE SET
+        newest_at = GREATEST(s.newest_at, EXCLUDED.newest_at),
+        express = GREATEST(s.express, EXCLUDED.express),
+        purchase = GREATEST(s.purchase, EXCLUDED.purchase),
+        contract = GREATEST(s.contract, EXCLUDED.contract),
+        inquiry = GREATEST(s.inquiry, EXCLUDED.inquiry),
+        publication = GREATEST(s.publication, EXCLUDED.publication),
+        (best_id, best_kind, best_source, best_obtained_at, best_valid_until) = (
+            SELECT b.id, b.kind, b.source, b.obtained_at, b.valid_until
+            FROM consent_best(s.withdrawal,
+                              GREATEST(s.express, EXCLUDED.express),
+                              GREATEST(s.purchase, EXCLUDED.purchase),
+                              GREATEST(s.contract, EXCLUDED.contract),
+                              GREATEST(s.inquiry, EXCLUDED.inquiry),
+                              GREATEST(s.publication, EXCLUDED.publication), '-infinity') b)
+    RETURNING 1
+), listed AS (
+    SELECT b.contact_id, b.created, listed.topic_id,
+           'import ' || $1::bigint || ' line ' || b.line AS source
+    FROM batch b CROSS JOIN LATERAL unnest(b.topics) AS listed (topic_id)
+), subscribed AS (
+    INSERT INTO contact_topics (contact_id, topic_id, subscribed, source)
+    SELECT contact_id, topic_id, true, source FROM listed WHERE created
+    RETURNING 1
+), resubscribed AS (
+    INSERT INTO contact_topics (contact_id, topic_id, subscribed, source)
+    SELECT contact_id, topic_id, true, source FROM listed WHERE NOT created
+    ON CONFLICT (contact_id, topic_id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ledger) AS consents,
+       (SELECT count(*) FROM summarised) + (SELECT count(*) FROM merged) AS summarised,
+       (SELECT count(*) FROM subscribed) + (SELECT count(*) FROM resubscribed) AS topics
 
 -- name: import_update_contacts
--- Existing contacts change only where the file says something new, so
--- re-importing the same file writes nothing. Empty cells never erase data.
-UPDATE contacts c
-SET name = coalesce(m.name, c.name),
-    locale = coalesce(m.locale, c.locale),
-    attributes = c.attributes || m.attributes,
-    last_activity_at = greatest(c.last_activity_at, m.last_activity_at),
-    tracking = coalesce(m.tracking, c.tracking),
-    updated_at = now()
-FROM import_contacts m
-WHERE c.email = m.email
-  AND (c.name, c.locale, c.attributes, c.last_activity_at, c.tracking)
-      IS DISTINCT FROM
-      (coalesce(m.name, c.name), coalesce(m.locale, c.locale), c.attributes || m.attributes,
-       greatest(c.last_activity_at, m.last_activity_at), coalesce(m.tracking, c.tracking))
+-- The file's values, merged over all its lines, into the contacts that
+-- existed: only where the file says something new, so re-importing the same
+-- file writes nothing. Empty cells never erase data. Returns how many
+-- contacts that existed before this import changed ($1: import_id_floor).
+WITH changed AS (
+    UPDATE contacts c
+    SET name = coalesce(u.name, c.name),
+        locale = coalesce(u.locale, c.locale),
+        attributes = c.attributes || u.attributes,
+        last_activity_at = greatest(c.last_activity_at, u.last_activity_at),
+        tracking = coalesce(u.tracking, c.tracking),
+        updated_at = now()
+    FROM import_updates u
+    WHERE c.id = u.id
+      AND (c.name, c.locale, c.attributes, c.last_activity_at, c.tracking)
+          IS DISTINCT FROM
+          (coalesce(u.name, c.name), coalesce(u.locale, c.locale), c.attributes || u.attributes,
+           greatest(c.last_activity_at, u.last_activity_at), coalesce(u.tracking, c.tracking))
+    RETURNING c.id
+)
+SELECT count(*) FROM changed WHERE id <= $1
 
--- name: import_insert_contacts
-INSERT INTO contacts (email, email_hash, name, locale, attributes, last_activity_at, tracking)
-SELECT m.email, m.email_hash, m.name, coalesce(m.locale, $1), m.attributes, m.last_activity_at,
-       coalesce(m.tracking, true)
-FROM import_contacts m
-WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email = m.email)
-ORDER BY m.email  -- the email index then fills in order, not at random
-ON CONFLICT (email) DO NOTHING
-
--- name: import_insert_consents
--- The ledger gains a grant only when the file states one not yet recorded
--- (same contact, channel, kind, source, date and end). Re-imports add
--- nothing, and an old grant in a file never overrides a later withdrawal:
--- it is already in the ledger, so it is not appended again. Evidence names
--- the file and line (CASL s.13: proof of consent). Whether a date came with
--- a time is how it is printed, not which consent it is: a grant held at the
--- same instant is the same grant.
-INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, ends_at, evidence,
-                      obtained_date_only, ends_date_only)
-SELECT DISTINCT ON (c.id, r.channel, r.kind, r.source, r.obtained_at, r.ends_at)
-       c.id, r.channel, 'grant', r.kind, r.source, r.obtained_at, r.ends_at,
-       jsonb_build_object('import_id', $1::bigint, 'file', $2::text, 'line', r.line),
-       r.obtained_date_only, r.ends_date_only
-FROM import_rows r
-JOIN import_contacts c ON c.email = r.email
-WHERE r.kind IS NOT NULL
-  AND NOT EXISTS (
-      SELECT 1 FROM consents x
-      WHERE x.contact_id = c.id AND x.channel = r.channel AND x.obtained_at = r.obtained_at
-        AND x.action = 'grant' AND x.topic_id IS NULL AND x.kind = r.kind
-        AND x.source = r.source AND x.ends_at IS NOT DISTINCT FROM r.ends_at)
-ORDER BY c.id, r.channel, r.kind, r.source, r.obtained_at, r.ends_at, r.line
-
--- name: import_insert_topics
--- Subscribes contacts to the topics the file lists. A topic the person opted
--- out of stays opted out: an import never overrides a person's own choice.
--- The source names the import and line; the ledger keeps the person's own
--- preference changes (preference centre, unsubscribe).
-INSERT INTO contact_topics (contact_id, topic_id, subscribed, source)
-SELECT c.id, t.id, true, 'import ' || $1::bigint || ' line ' || min(r.line)
-FROM import_rows r
-CROSS JOIN LATERAL unnest(r.topics) AS listed (slug)
-JOIN topics t ON t.slug = listed.slug
-JOIN import_contacts c ON c.email = r.email
-GROUP BY c.id, t.id
-ON CONFLICT (contact_id, topic_id) DO NOTHING
-
--- name: import_suppressed_count
+-- name: import_suppressed
 -- How many of the imported addresses are suppressed: they are kept as
--- contacts but will never be mailed, and the operator should know.
-SELECT count(*) FROM import_contacts m
-WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = m.email_hash)
+-- contacts but will never be mailed, and the operator should know. Those the
+-- import created (ids above $1, import_id_floor), found from the suppressions
+-- (a registry is usually far smaller than a file), and those that existed
+-- (import_lock_found kept their hashes).
+SELECT (SELECT count(DISTINCT c.id) FROM suppressions s
+        JOIN contacts c ON c.email_hash = s.email_hash WHERE c.id > $1)
+     + (SELECT count(*) FROM import_suppressed)
 
 -- name: import_begin
 -- Recorded first so that ledger evidence can name the import; committed
@@ -167,7 +347,9 @@ VALUES ($1, $2, $3, 0, 0, 0)
 RETURNING id
 
 -- name: import_finish
-UPDATE imports SET rows_read = $2, rows_valid = $3, rows_rejected = $4, summary = $5
+-- The file's hash is known once it has been read through ($6, NULL keeps it).
+UPDATE imports SET rows_read = $2, rows_valid = $3, rows_rejected = $4, summary = $5,
+                   file_sha256 = coalesce($6, file_sha256)
 WHERE id = $1
 
 -- name: suppress_create_staging
@@ -207,7 +389,9 @@ WHERE ct.contact_id = $1 ORDER BY t.slug
 SELECT channel, enabled, updated_at FROM contact_channels WHERE contact_id = $1 ORDER BY channel
 
 -- name: suppressions_for_hash
-SELECT s.scope, s.channel, t.slug AS topic, s.reason, s.source, s.created_at
+-- detail is the evidence: the delivery and, for bounces and complaints that came
+-- back by mail or webhook, the stored inbound message (`mailer inbound`).
+SELECT s.scope, s.channel, t.slug AS topic, s.reason, s.source, s.created_at, s.detail
 FROM suppressions s LEFT JOIN topics t ON t.id = s.topic_id
 WHERE s.email_hash = $1 ORDER BY s.created_at, s.id
 

@@ -22,62 +22,48 @@ Columns (header names, case-insensitive; only `email` is required):
 | tracking       | true/false: open and click tracking for this contact            |
 | attr.<key>     | any number of free attributes (segments filter on them)         |
 
-Command-line defaults fill columns a file lacks or leaves empty. Reading is a
-stream: memory does not grow with the file.
+The delimiter (`,`, `;` or tab) is read from the header line and the encoding
+is UTF-8 unless told otherwise (mailer/contacts/textfile.py). Command-line
+defaults fill columns a file lacks or leaves empty. Reading is a stream:
+memory does not grow with the file.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
-from functools import lru_cache
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, TextIO
+from typing import IO, NamedTuple
 
+from mailer.contacts import cells
+from mailer.contacts.cells import CANONICAL_KINDS, KINDS, RowError
+from mailer.contacts.textfile import CsvRecords, Dialect, FileError
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.spreadsheet import SafeWriter, csv_writer
 
-KINDS = {
-    "express": "express",
-    "implied_purchase": "implied_purchase",
-    "purchase": "implied_purchase",
-    "implied_contract": "implied_contract",
-    "contract": "implied_contract",
-    "implied_inquiry": "implied_inquiry",
-    "inquiry": "implied_inquiry",
-    "implied_publication": "implied_publication",
-    "publication": "implied_publication",
-}
-CANONICAL_KINDS = frozenset(KINDS.values())
-CHANNELS = frozenset({"email", "sms", "postal", "phone"})
-COLUMNS = frozenset(
-    {
-        "email",
-        "name",
-        "locale",
-        "consent",
-        "consent_source",
-        "consent_date",
-        "consent_ends",
-        "channel",
-        "topics",
-        "last_activity",
-        "tracking",
-    }
+__all__ = ["ContactFile", "ContactRow", "Defaults", "Dialect", "FileError", "Rejected"]
+
+# In the order _RowParser unpacks their positions.
+COLUMN_ORDER = (
+    "email",
+    "name",
+    "locale",
+    "consent",
+    "consent_source",
+    "consent_date",
+    "consent_ends",
+    "channel",
+    "topics",
+    "last_activity",
+    "tracking",
 )
+COLUMNS = frozenset(COLUMN_ORDER)
 ATTR_PREFIX = "attr."
-_LOCALE = re.compile(r"[a-z]{2,3}(?:-[a-z]{2})?")
-_TOPIC = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_MAX_FIELD = 1000
-
-
-class FileError(ValueError):
-    """The file as a whole cannot be imported (not CSV, no email column…)."""
+# Longest cell accepted, in characters: a name, a source, an attribute value.
+MAX_FIELD = 1000
 
 
 @dataclass(frozen=True)
@@ -113,8 +99,9 @@ class ContactRow(NamedTuple):
     source: str | None
     obtained_at: datetime | None
     ends_at: datetime | None
-    topics: list[str]
-    # consent_date / consent_ends were calendar dates, without a time (mailer.consent_dates).
+    # Ids of the topics listed (the slugs checked against the topics table).
+    topics: list[int]
+    # consent_date / consent_ends were calendar dates, without a time (mailer.core.consent_dates).
     obtained_date_only: bool
     ends_date_only: bool
 
@@ -126,272 +113,232 @@ class Rejected:
     raw: list[str]
 
 
-class _RowError(ValueError):
-    pass
+class ContactFile:
+    """An open contacts CSV: dialect and header settled on entry (FileError if unusable),
+    then its rows streamed, each a ContactRow or a Rejected with its line."""
 
+    def __init__(
+        self,
+        path: Path,
+        defaults: Defaults,
+        known_topics: Mapping[str, int],
+        now: datetime,
+        *,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+    ) -> None:
+        self.path = path
+        self._records = CsvRecords(path, encoding=encoding, delimiter=delimiter)
+        self._defaults, self._topics, self._now = defaults, known_topics, now
 
-def file_sha256(path: Path) -> bytes:
-    """Hash of the file, recorded with the import."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.digest()
+    def __enter__(self) -> ContactFile:
+        records = self._records.__enter__()
+        try:
+            self._iter = iter(records)
+            header = next(self._iter, None)
+            columns = _check_header(self.path, header[1] if header else None)
+            self._parse = _RowParser(columns, self._defaults, self._topics, self._now)
+        except BaseException:
+            records.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._records.__exit__(exc_type, exc, tb)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._records.dialect
+
+    @property
+    def sha256(self) -> bytes:
+        """The file's SHA-256, once every row has been read."""
+        return self._records.sha256
+
+    def rows(self) -> Iterator[ContactRow | Rejected]:
+        parse = self._parse
+        for line, raw in self._iter:
+            if not raw or (len(raw) == 1 and not raw[0].strip()):
+                continue  # a blank line
+            try:
+                yield parse(line, raw)
+            except RowError as exc:
+                if not any(cell.strip() for cell in raw):
+                    continue  # a line of empty cells (";;;;" from a spreadsheet)
+                yield Rejected(line, str(exc), raw)
 
 
 def read(
-    path: Path, defaults: Defaults, known_topics: frozenset[str], now: datetime
+    path: Path,
+    defaults: Defaults,
+    known_topics: Mapping[str, int],
+    now: datetime,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
 ) -> Iterator[ContactRow | Rejected]:
     """Stream the file's rows, validated; raise FileError when the file itself is unusable."""
-    with _open(path) as fh:
-        reader = csv.reader(fh, strict=True)
-        try:
-            header = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise FileError(f"{path}: not a readable UTF-8 CSV file ({exc})") from None
-        columns = _check_header(path, header)
-        parse = _RowParser(columns, defaults, known_topics, now)
-        while True:
-            try:
-                raw = next(reader)
-            except StopIteration:
-                return
-            except UnicodeDecodeError as exc:
-                raise FileError(
-                    f"{path}: line {reader.line_num + 1}: not UTF-8 text ({exc.reason})"
-                ) from None
-            except csv.Error as exc:
-                raise FileError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
-            if not any(cell.strip() for cell in raw):
-                continue
-            try:
-                yield parse(reader.line_num, raw)
-            except _RowError as exc:
-                yield Rejected(reader.line_num, str(exc), raw)
-
-
-def _open(path: Path) -> TextIO:
-    try:
-        with path.open("rb") as probe:
-            head = probe.read(4096)
-    except OSError as exc:
-        raise FileError(f"{path}: {exc.strerror}") from None
-    if b"\x00" in head:
-        raise FileError(f"{path}: not a CSV file (binary content)")
-    return path.open("r", encoding="utf-8-sig", newline="")
+    with ContactFile(
+        path, defaults, known_topics, now, encoding=encoding, delimiter=delimiter
+    ) as opened:
+        yield from opened.rows()
 
 
 def _check_header(path: Path, header: list[str] | None) -> list[str]:
-    if not header:
+    if not header or not any(name.strip() for name in header):
         raise FileError(f"{path}: empty file, expected a header line with an 'email' column")
     columns = [name.strip().lower() for name in header]
     if "email" not in columns:
-        shown = ", ".join(repr(c) for c in columns[:8])
+        shown = ", ".join(repr(c[:40]) for c in columns[:8])
         raise FileError(f"{path}: line 1: no 'email' column (found {shown})")
     for i, name in enumerate(columns, start=1):
         if name not in COLUMNS and not (name.startswith(ATTR_PREFIX) and len(name) > 5):
             raise FileError(
-                f"{path}: line 1, column {i}: unknown column {name!r} "
+                f"{path}: line 1, column {i}: unknown column {name[:60]!r} "
                 f"(known: {', '.join(sorted(COLUMNS))}, or attr.<key>)"
             )
         if columns.count(name) > 1:
-            raise FileError(f"{path}: line 1: column {name!r} appears twice")
+            raise FileError(f"{path}: line 1: column {name[:60]!r} appears twice")
     return columns
 
 
 class _RowParser:
-    """Turns one CSV record into a ContactRow; ~10 µs a row, so it avoids per-cell lookups."""
+    """Turns one CSV record into a ContactRow; a few µs a row, so it avoids per-cell lookups."""
 
     def __init__(
-        self, columns: list[str], defaults: Defaults, topics: frozenset[str], now: datetime
+        self, columns: list[str], defaults: Defaults, topics: Mapping[str, int], now: datetime
     ) -> None:
+        self.columns = columns
         self.width = len(columns)
+        # A column the file lacks reads the empty cell appended after the row's own.
         index = {name: i for i, name in enumerate(columns)}
-        self.pos = {name: index.get(name) for name in COLUMNS}
+        self.pos = tuple(index.get(name, self.width) for name in COLUMN_ORDER)
         self.attr_columns = [
             (i, json.dumps(c[len(ATTR_PREFIX) :], ensure_ascii=False))
             for i, c in enumerate(columns)
             if c.startswith(ATTR_PREFIX)
         ]
         self.defaults = defaults
-        self.topics = topics
+        self.topic_ids = dict(topics)
+        self.topic_slugs = frozenset(topics)
+        self.listed: dict[str | None, list[int]] = {}  # a topics cell's ids, by its text
         self.now = now
 
     def __call__(self, line: int, raw: list[str]) -> ContactRow:
         if len(raw) != self.width:
-            raise _RowError(f"expected {self.width} fields, found {len(raw)}")
-        cells = [cell.strip() for cell in raw]
-        for name, i in self.pos.items():
-            if i is not None and len(cells[i]) > _MAX_FIELD:
-                raise _RowError(f"{name}: longer than {_MAX_FIELD} characters")
-        pos, d = self.pos, self.defaults
-
-        def cell(name: str, default: str | None = None) -> str | None:
-            i = pos[name]
-            return (cells[i] if i is not None else "") or default
-
-        address = cell("email")
-        if address is None:
-            raise _RowError("email: empty")
+            raise RowError(
+                f"expected {self.width} fields, found {len(raw)}"
+                + (" (is the delimiter right? see --delimiter)" if len(raw) == 1 else "")
+            )
+        texts = [cell.strip() for cell in raw]
+        if max(map(len, texts)) > MAX_FIELD:
+            raise self._too_long(texts)
+        texts.append("")
+        (email_i, name_i, locale_i, consent_i, source_i, date_i, ends_i, channel_i, topics_i,
+         activity_i, tracking_i) = self.pos  # fmt: skip
+        d = self.defaults
+        address = texts[email_i]
+        if not address:
+            raise RowError("email: empty")
         try:
             email = normalise(address)
         except InvalidAddress as exc:
-            raise _RowError(f"email: {address!r} is not valid: {exc}") from None
-        kind_text = cell("consent", d.consent)
+            raise RowError(f"email: {address!r} is not valid: {exc}") from None
+        kind_text = texts[consent_i] or d.consent
         kind = KINDS.get(kind_text.lower()) if kind_text else None
         if kind_text and kind is None:
-            raise _RowError(
+            raise RowError(
                 f"consent: unknown kind {kind_text!r} "
                 f"(expected {', '.join(sorted(CANONICAL_KINDS))})"
             )
         source = obtained = ends = None
         obtained_date_only = ends_date_only = False
         if kind is not None:
-            source = cell("consent_source", d.source)
-            obtained, obtained_date_only = _consent_when(
-                cell("consent_date", d.consent_date), "consent_date"
+            source = texts[source_i] or d.source
+            obtained, obtained_date_only = cells.consent_when(
+                texts[date_i] or d.consent_date, "consent_date"
             )
-            ends, ends_date_only = _consent_when(cell("consent_ends"), "consent_ends")
+            ends, ends_date_only = cells.consent_when(texts[ends_i] or None, "consent_ends")
             if source is None:
-                raise _RowError("consent_source: required with a consent (or give --source)")
+                raise RowError("consent_source: required with a consent (or give --source)")
             if obtained is None:
-                raise _RowError("consent_date: required with a consent (or give --consent-date)")
+                raise RowError("consent_date: required with a consent (or give --consent-date)")
             if obtained > self.now:
-                raise _RowError(f"consent_date: {obtained.date()} is in the future")
+                raise RowError(f"consent_date: {obtained.date()} is in the future")
             if ends is not None and kind not in ("implied_contract", "implied_publication"):
-                raise _RowError("consent_ends: only for implied_contract or implied_publication")
+                raise RowError("consent_ends: only for implied_contract or implied_publication")
             if ends is not None and ends < obtained:
-                raise _RowError("consent_ends: before consent_date")
-        channel = _channel(cell("channel", d.channel) or "email")
-        locale = _locale(cell("locale", d.locale))
-        tracking_text = cell("tracking")
+                raise RowError("consent_ends: before consent_date")
+        tracking_text = texts[tracking_i]
         return ContactRow(
-            line=line,
-            email=email,
-            email_hash=address_hash(email),
-            name=cell("name"),
-            locale=locale,
-            attributes=self._attributes(cells),
-            last_activity_at=_when(cell("last_activity"), "last_activity"),
-            tracking=_flag(tracking_text) if tracking_text else None,
-            channel=channel,
-            kind=kind,
-            source=source,
-            obtained_at=obtained,
-            ends_at=ends,
-            topics=_topics(cell("topics", d.topics), self.topics),
-            obtained_date_only=obtained_date_only,
-            ends_date_only=ends_date_only,
+            line,
+            email,
+            address_hash(email),
+            texts[name_i] or None,
+            cells.locale(texts[locale_i] or d.locale),
+            self._attributes(texts) if self.attr_columns else "{}",
+            cells.when(texts[activity_i] or None, "last_activity"),
+            cells.flag(tracking_text) if tracking_text else None,
+            cells.channel(texts[channel_i] or d.channel or "email"),
+            kind,
+            source,
+            obtained,
+            ends,
+            self._topics(texts[topics_i] or d.topics),
+            obtained_date_only,
+            ends_date_only,
         )
 
-    def _attributes(self, cells: list[str]) -> str:
+    def _topics(self, text: str | None) -> list[int]:
+        ids = self.listed.get(text)
+        if ids is None:
+            slugs = cells.topics(text, self.topic_slugs)
+            ids = self.listed[text] = [self.topic_ids[slug] for slug in slugs]
+        return ids
+
+    def _too_long(self, texts: list[str]) -> RowError:
+        i = next(i for i, cell in enumerate(texts) if len(cell) > MAX_FIELD)
+        return RowError(
+            f"column {i + 1} ({self.columns[i][:40]}): {len(texts[i]):,} characters, "
+            f"longer than the limit of {MAX_FIELD:,}"
+        )
+
+    def _attributes(self, texts: list[str]) -> str:
         # Built as text from cached fragments: json.dumps of a dict per row
         # cost a fifth of the row budget.
-        pairs = [f"{key}:{_attribute_json(cells[i])}" for i, key in self.attr_columns if cells[i]]
+        value = cells.attribute_json
+        if len(self.attr_columns) == 1:
+            i, key = self.attr_columns[0]
+            return "{" + key + ":" + value(texts[i]) + "}" if texts[i] else "{}"
+        pairs = [f"{key}:{value(texts[i])}" for i, key in self.attr_columns if texts[i]]
         return "{" + ",".join(pairs) + "}"
 
 
-_NUMBER = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,6})?")
-
-
-@lru_cache(maxsize=65_536)
-def _attribute_json(text: str) -> str:
-    """A CSV cell as a typed JSON value: plain decimal numbers and true/false are typed,
-    so segments can compare `attributes.mileage >= 50000`; anything else (postal codes
-    with leading zeros, dates, phone numbers) stays text."""
-    if _NUMBER.fullmatch(text) or text in ("true", "false"):
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
-# The helpers below are pure functions of one cell's text, and the same few
-# values repeat across a file (dates, locales, topic lists): caching them
-# halves the cost of a row.
-
-
-@lru_cache(maxsize=256)
-def _channel(text: str) -> str:
-    channel = text.lower()
-    if channel not in CHANNELS:
-        raise _RowError(
-            f"channel: unknown channel {channel!r} (expected {', '.join(sorted(CHANNELS))})"
-        )
-    return channel
-
-
-@lru_cache(maxsize=256)
-def _locale(text: str | None) -> str | None:
-    if text is None:
-        return None
-    locale = text.lower().replace("_", "-")
-    if not _LOCALE.fullmatch(locale):
-        raise _RowError(f"locale: {locale!r} is not a language tag like 'fr' or 'fr-ca'")
-    return locale
-
-
-@lru_cache(maxsize=1024)
-def _topics(text: str | None, known: frozenset[str]) -> list[str]:
-    if not text:
-        return []
-    slugs = sorted({part.strip().lower() for part in text.split(";") if part.strip()})
-    for slug in slugs:
-        if not _TOPIC.fullmatch(slug) or slug not in known:
-            raise _RowError(f"topics: unknown topic {slug!r} (create it with `mailer topics add`)")
-    return slugs
-
-
-@lru_cache(maxsize=16_384)
-def _when(text: str | None, name: str) -> datetime | None:
-    return _consent_when(text, name)[0]
-
-
-@lru_cache(maxsize=16_384)
-def _consent_when(text: str | None, name: str) -> tuple[datetime | None, bool]:
-    """The instant a cell names, and whether it was a calendar date without a time.
-
-    A date is kept as its midnight UTC: the ledger orders and ages every consent by one
-    instant, and the flag tells the printers to show the date as given (migration 0007).
-    """
-    if text is None:
-        return None, False
-    try:
-        day = date.fromisoformat(text)  # 2018-11-17, 20181117, 2018-W46-6: dates only
-    except ValueError:
-        pass
-    else:
-        return datetime.combine(day, time(), tzinfo=UTC), True
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise _RowError(f"{name}: {text!r} is not a date (YYYY-MM-DD or ISO 8601)") from None
-    return (parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)), False
-
-
-def _flag(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "yes", "1", "y"):
-        return True
-    if lowered in ("false", "no", "0", "n"):
-        return False
-    raise _RowError(f"tracking: expected true or false, got {text!r}")
-
-
 class RejectsWriter:
-    """Streams rejected rows, with their line number and reason, to a CSV the operator can fix."""
+    """Streams rejected rows, with their line number and reason, to a CSV the operator can fix.
+
+    Written through mailer.core.spreadsheet: a rejected cell is whatever the
+    file held, formulas included.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.count = 0
-        self._fh: TextIO | None = None
-        self._plain: Any = None  # csv's writer type is private
+        self._fh: IO[str] | None = None
+        self._plain: SafeWriter | None = None
 
     def __enter__(self) -> RejectsWriter:
         return self
 
     def write(self, rejected: Rejected) -> None:
-        if self._fh is None:
+        if self._plain is None:
             self._fh = self.path.open("w", encoding="utf-8", newline="")
-            self._plain = csv.writer(self._fh)
+            self._plain = csv_writer(self._fh)
             self._plain.writerow(["line", "reason", "fields"])
         self._plain.writerow([rejected.line, rejected.reason, *rejected.raw])
         self.count += 1

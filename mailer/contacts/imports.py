@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailer.contacts import csvfile
-from mailer.contacts.csvfile import Defaults, FileError, Rejected, RejectsWriter
+from mailer.contacts.batches import Chunk, ReadAhead, Tally, chunks
+from mailer.contacts.csvfile import ContactFile, Defaults, FileError, Rejected, RejectsWriter
 from mailer.contacts.store import (
+    ContactImport,
     ContactStore,
     ImportRefused,
     ImportResult,
     SuppressionImportResult,
 )
+from mailer.contacts.textfile import CsvRecords, Dialect
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
 
 
@@ -24,6 +26,7 @@ class ImportOutcome:
     result: ImportResult
     rejects_file: Path | None
     rejected: list[Rejected]
+    dialect: Dialect
 
 
 def rejects_path_for(path: Path) -> Path:
@@ -40,88 +43,115 @@ async def import_contacts(
     skip_invalid: bool,
     rejects_path: Path | None = None,
     keep_rejects: int = 20,
+    encoding: str | None = None,
+    delimiter: str | None = None,
 ) -> ImportOutcome:
     """Import a contacts CSV; raise FileError or ImportRefused (nothing written) on bad input.
 
-    Rejected rows stream to the rejects CSV; the first `keep_rejects` are kept
-    for display (on the outcome, or on the ImportRefused exception).
+    The file is parsed on a thread a chunk ahead of Postgres, which merges
+    each batch as it comes (mailer/contacts/batches.py), all in one
+    transaction. Rejected rows stream to the rejects CSV; the first
+    `keep_rejects` are kept for display (on the outcome, or on the
+    ImportRefused exception). Without `skip_invalid`, the first rejected row
+    stops the database work, and the rest of the file is still read so that
+    the rejects file lists every row to fix.
     """
-    topics = frozenset(t.slug for t in await store.topics_list())
-    rows = csvfile.read(path, defaults, topics, datetime.now(UTC))
+    topics = {t.slug: t.id for t in await store.topics_list()}
     target = rejects_path or rejects_path_for(path)
     if target.exists():
         target.unlink()  # a stale rejects file from an earlier run would mislead
     shown: list[Rejected] = []
-    with RejectsWriter(target) as rejects:
+    tally = Tally()
+    opened = ContactFile(
+        path, defaults, topics, datetime.now(UTC), encoding=encoding, delimiter=delimiter
+    )
+    with RejectsWriter(target) as rejects, opened:
 
-        def on_reject(row: Rejected) -> None:
+        def on_reject(row: Rejected) -> None:  # on the reader's thread
             rejects.write(row)
             if len(shown) < keep_rejects:
                 shown.append(row)
 
-        try:
-            result = await store.import_contacts(
-                rows,
-                file_name=path.name,
-                file_sha256=csvfile.file_sha256(path),
-                default_locale=default_locale,
-                skip_invalid=skip_invalid,
-                on_reject=on_reject,
+        async with store.contact_import(
+            file_name=path.name, default_locale=default_locale
+        ) as session:
+            reader = ReadAhead(chunks(opened.rows(), tally, on_reject))
+            try:
+                await _write(session, reader, refuse=lambda: tally.rejected and not skip_invalid)
+            finally:
+                await reader.aclose()
+            if tally.rejected and not skip_invalid:
+                raise ImportRefused(tally.rejected, tally.valid, examples=shown, where=target)
+            result = await session.finish(
+                valid=tally.valid,
+                rejected=tally.rejected,
+                file_sha256=opened.sha256,
+                encoding=opened.dialect.encoding,
+                delimiter=opened.dialect.delimiter,
             )
-        except ImportRefused as exc:
-            exc.examples = shown
-            exc.rejects_file = target
-            raise
-    return ImportOutcome(result, target if rejects.count else None, shown)
+    return ImportOutcome(result, target if rejects.count else None, shown, opened.dialect)
 
 
-def read_suppression_file(path: Path) -> tuple[list[tuple[int, bytes]], list[Rejected]]:
+async def _write(
+    session: ContactImport, reader: ReadAhead[Chunk], refuse: Callable[[], object]
+) -> None:
+    """Each chunk's batches into Postgres, the next chunk parsed meanwhile."""
+    clock = time.perf_counter()
+    waited = 0.0
+    while (chunk := await reader.next()) is not None:
+        waited += time.perf_counter() - clock
+        for batch in [] if refuse() else chunk.batches:  # refused: read on, for the rejects
+            await session.load(batch)
+            reader.prefetch()  # parsing while Postgres merges, not while asyncpg encodes
+            await session.merge()
+        clock = time.perf_counter()
+    # How long the database waited for the parser: ~0 when parsing keeps ahead.
+    session.seconds["waiting_for_reader"] = waited
+
+
+def read_suppression_file(
+    path: Path, *, encoding: str | None = None, delimiter: str | None = None
+) -> tuple[list[tuple[int, bytes]], list[Rejected], bytes]:
     """Addresses from a suppression list: one per line, or a CSV with an `email` column.
 
-    Registries are small next to contact files (thousands to a few hundred
-    thousand lines), so the hashes are held in memory; addresses themselves
-    are not kept.
+    Read as contact files are (mailer/contacts/textfile.py: UTF-8 unless it
+    does not decode, the delimiter from the first line). Registries are small
+    next to contact files (thousands to a few hundred thousand lines), so the
+    hashes are held in memory; addresses themselves are not kept. Returns the
+    valid (line, hash) pairs, the rejected lines and the file's SHA-256.
     """
-    try:
-        fh = path.open("r", encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise FileError(f"{path}: {exc.strerror}") from None
     valid: list[tuple[int, bytes]] = []
     rejected: list[Rejected] = []
-    with fh:
-        try:
-            for line, address, raw in _suppression_cells(path, fh):
-                try:
-                    valid.append((line, address_hash(normalise(address))))
-                except InvalidAddress as exc:
-                    rejected.append(Rejected(line, f"email: {address!r} is not valid: {exc}", raw))
-        except UnicodeDecodeError as exc:
-            raise FileError(f"{path}: not UTF-8 text ({exc.reason})") from None
-        except csv.Error as exc:
-            raise FileError(f"{path}: malformed CSV ({exc})") from None
-    return valid, rejected
+    with CsvRecords(path, encoding=encoding, delimiter=delimiter) as records:
+        for line, address, raw in _suppression_cells(path, iter(records)):
+            try:
+                valid.append((line, address_hash(normalise(address))))
+            except InvalidAddress as exc:
+                rejected.append(Rejected(line, f"email: {address!r} is not valid: {exc}", raw))
+    return valid, rejected, records.sha256
 
 
-def _suppression_cells(path: Path, fh: object) -> Iterator[tuple[int, str, list[str]]]:
-    reader = csv.reader(fh)  # type: ignore[arg-type]
-    first = next(reader, None)
+def _suppression_cells(
+    path: Path, records: Iterator[tuple[int, list[str]]]
+) -> Iterator[tuple[int, str, list[str]]]:
+    first = next(records, None)
     if first is None:
         raise FileError(f"{path}: empty file")
-    header = [c.strip().lower() for c in first]
+    header = [c.strip().lower() for c in first[1]]
     if "email" in header:
         column = header.index("email")
-    elif len(first) == 1 and "@" in first[0]:
+    elif len(header) == 1 and "@" in header[0]:
         column = 0
-        yield 1, first[0].strip(), first
+        yield 1, first[1][0].strip(), first[1]
     else:
         raise FileError(f"{path}: line 1: expected an 'email' column or one address per line")
-    for raw in reader:
+    for line, raw in records:
         if not any(cell.strip() for cell in raw):
             continue
         if len(raw) <= column:
-            yield reader.line_num, "", raw
+            yield line, "", raw
         else:
-            yield reader.line_num, raw[column].strip(), raw
+            yield line, raw[column].strip(), raw
 
 
 async def import_suppressions(
@@ -133,13 +163,15 @@ async def import_suppressions(
     channel: str | None,
     topic_id: int | None,
     source: str,
+    encoding: str | None = None,
+    delimiter: str | None = None,
 ) -> tuple[SuppressionImportResult, list[Rejected]]:
     """Import a suppression list; invalid lines are reported, valid ones suppressed."""
-    valid, rejected = read_suppression_file(path)
+    valid, rejected, sha256 = read_suppression_file(path, encoding=encoding, delimiter=delimiter)
     result = await store.import_suppressions(
         valid,
         file_name=path.name,
-        file_sha256=csvfile.file_sha256(path),
+        file_sha256=sha256,
         reason=reason,
         scope=scope,
         channel=channel,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mailer.contacts.csvfile import ContactRow, Rejected
 from mailer.core.consent import (
@@ -26,6 +28,8 @@ from mailer.core.consent import (
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.contacts", "contacts.sql")
+# pg_advisory_xact_lock key of the contact import ("import" in ASCII).
+IMPORT_LOCK_KEY = 0x696D706F7274
 
 
 _STAGING_COLUMNS = (
@@ -51,16 +55,23 @@ _STAGING_COLUMNS = (
 class ImportRefused(ValueError):
     """An all-or-nothing import found invalid rows; nothing was written."""
 
-    def __init__(self, rejected: int, valid: int) -> None:
+    def __init__(
+        self,
+        rejected: int,
+        valid: int,
+        *,
+        examples: Sequence[Rejected] = (),
+        where: Path | None = None,
+    ) -> None:
         super().__init__(
             f"{rejected} invalid row(s) out of {rejected + valid}: nothing was imported "
             "(fix the rows listed in the rejects file, or pass --skip-invalid)"
         )
         self.rejected = rejected
         self.valid = valid
-        # Filled by the import flow: the first rejected rows and where all are.
-        self.examples: list[Rejected] = []
-        self.rejects_file: Path | None = None
+        # The first rejected rows, and the file that lists them all.
+        self.examples = list(examples)
+        self.rejects_file = where
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,9 @@ class ImportResult:
     consents_added: int
     topics_added: int
     suppressed: int
+    # How the file was read (mailer/contacts/textfile.py).
+    encoding: str = "utf-8"
+    delimiter: str = ","
     # Seconds per step, kept with the import record (where the time goes).
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -86,6 +100,92 @@ class SuppressionImportResult:
     rows_valid: int
     rows_rejected: int
     added: int
+
+
+class ContactImport:
+    """An import in progress on its connection: batches written, then finished."""
+
+    def __init__(
+        self,
+        conn: PoolConnectionProxy,
+        import_id: int,
+        floor: int,
+        file_name: str,
+        default_locale: str,
+    ) -> None:
+        self._conn, self.import_id, self._floor = conn, import_id, floor
+        self._file_name, self._default_locale = file_name, default_locale
+        self._counts = dict.fromkeys(("created", "consents", "topics"), 0)
+        self.seconds: dict[str, float] = {}
+        self._batches = 0
+
+    async def load(self, batch: Sequence[ContactRow]) -> None:
+        """COPY one batch (each address once) into staging, in place of the last one."""
+        clock = time.perf_counter()
+        await self._conn.execute(Q("import_clear_batch"))
+        await self._conn.copy_records_to_table(
+            "import_rows", records=batch, columns=_STAGING_COLUMNS
+        )
+        if not self._batches:
+            await self._conn.execute(Q("import_analyze_batch"))
+        self._batches += 1
+        self._lap("copy", clock)
+
+    async def merge(self) -> None:
+        """Merge the loaded batch set-based: contacts, then ledger, consent_current, topics."""
+        conn, counts, lap = self._conn, self._counts, self._lap
+        clock = time.perf_counter()
+        written = await conn.fetchrow(Q("import_write_contacts"), self._default_locale)
+        assert written is not None  # an aggregate always returns a row
+        counts["created"] += written["created"]
+        clock = lap("contacts", clock)
+        if written["found"]:
+            await conn.execute(Q("import_lock_found"), self._floor)
+            clock = lap("lock_found", clock)
+        ledger = await conn.fetchrow(Q("import_write_ledger"), self.import_id, self._file_name)
+        assert ledger is not None
+        counts["consents"] += ledger["consents"]
+        counts["topics"] += ledger["topics"]
+        lap("ledger_and_topics", clock)
+
+    async def finish(
+        self, *, valid: int, rejected: int, file_sha256: bytes, encoding: str, delimiter: str
+    ) -> ImportResult:
+        """Apply the file's values to the contacts that existed; record the import."""
+        conn, counts = self._conn, self._counts
+        clock = time.perf_counter()
+        updated = int(await conn.fetchval(Q("import_update_contacts"), self._floor))
+        suppressed = int(await conn.fetchval(Q("import_suppressed"), self._floor))
+        self._lap("update_contacts", clock)
+        result = ImportResult(
+            import_id=self.import_id,
+            rows_read=valid + rejected,
+            rows_valid=valid,
+            rows_rejected=rejected,
+            contacts_created=counts["created"],
+            contacts_updated=updated,
+            consents_added=counts["consents"],
+            topics_added=counts["topics"],
+            suppressed=suppressed,
+            encoding=encoding,
+            delimiter=delimiter,
+            seconds={k: round(v, 3) for k, v in self.seconds.items()},
+        )
+        await conn.execute(
+            Q("import_finish"),
+            self.import_id,
+            result.rows_read,
+            result.rows_valid,
+            result.rows_rejected,
+            result.as_dict(),
+            file_sha256,
+        )
+        return result
+
+    def _lap(self, step: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - since
+        return now
 
 
 class ContactStore:
@@ -117,91 +217,23 @@ class ContactStore:
     async def topics_list(self) -> list[Topic]:
         return [Topic(**r) for r in await self.pool.fetch(Q("topics_list"))]
 
-    async def import_contacts(
-        self,
-        rows: Iterable[ContactRow | Rejected],
-        *,
-        file_name: str,
-        file_sha256: bytes,
-        default_locale: str,
-        skip_invalid: bool,
-        on_reject: Any,
-    ) -> ImportResult:
-        """COPY validated rows into a staging table, then merge set-based, in one transaction."""
-        counts = {"valid": 0, "rejected": 0}
+    @asynccontextmanager
+    async def contact_import(
+        self, *, file_name: str, default_locale: str
+    ) -> AsyncIterator[ContactImport]:
+        """One contact import in one transaction: all of it commits, or nothing.
 
-        def records() -> Iterator[ContactRow]:
-            for row in rows:
-                if isinstance(row, Rejected):
-                    counts["rejected"] += 1
-                    on_reject(row)
-                    continue
-                counts["valid"] += 1
-                yield row  # a NamedTuple in staging column order
-
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(step: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[step] = round(now - clock, 3)
-            clock = now
-
+        The caller writes batches as the file is read and finishes; leaving the
+        block by an exception (a refused file, invalid rows) rolls everything back.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
-            import_id = int(
-                await conn.fetchval(Q("import_begin"), "contacts", file_name, file_sha256)
-            )
-            # Bulk statements: JIT compilation costs more than it saves here,
-            # and the merge's sorts and hashes want more than 4 MB.
+            await conn.execute(Q("import_lock"), IMPORT_LOCK_KEY)
             await conn.execute(Q("import_session_settings"))
+            # The hash is recorded at the end: the file is hashed as it is read.
+            import_id = int(await conn.fetchval(Q("import_begin"), "contacts", file_name, b""))
+            floor = int(await conn.fetchval(Q("import_id_floor")))
             await conn.execute(Q("import_create_staging"))
-            await conn.copy_records_to_table(
-                "import_rows", records=records(), columns=_STAGING_COLUMNS
-            )
-            lap("read_and_copy")
-            if counts["rejected"] and not skip_invalid:
-                raise ImportRefused(counts["rejected"], counts["valid"])
-            await conn.execute(Q("import_index_staging"))
-            await conn.execute(Q("import_analyze_staging"))
-            await conn.execute(Q("import_merge_rows"))
-            await conn.execute(Q("import_index_merged"))
-            lap("merge_rows")
-            updated = affected(await conn.execute(Q("import_update_contacts")))
-            lap("update_contacts")
-            created = affected(await conn.execute(Q("import_insert_contacts"), default_locale))
-            lap("insert_contacts")
-            await conn.execute(Q("import_resolve_ids"))
-            await conn.fetchval(Q("import_lock_contacts"))
-            lap("resolve_ids")
-            consents = affected(
-                await conn.execute(Q("import_insert_consents"), import_id, file_name)
-            )
-            lap("insert_consents")
-            topics = affected(await conn.execute(Q("import_insert_topics"), import_id))
-            lap("insert_topics")
-            suppressed = int(await conn.fetchval(Q("import_suppressed_count")))
-            result = ImportResult(
-                import_id=import_id,
-                rows_read=counts["valid"] + counts["rejected"],
-                rows_valid=counts["valid"],
-                rows_rejected=counts["rejected"],
-                contacts_created=created,
-                contacts_updated=updated,
-                consents_added=consents,
-                topics_added=topics,
-                suppressed=suppressed,
-                seconds=timings,
-            )
-            await conn.execute(
-                Q("import_finish"),
-                import_id,
-                result.rows_read,
-                result.rows_valid,
-                result.rows_rejected,
-                result.as_dict(),
-            )
-        return result
+            yield ContactImport(conn, import_id, floor, file_name, default_locale)
 
     async def import_suppressions(
         self,
@@ -245,6 +277,7 @@ class ContactStore:
                 valid,
                 rejected,
                 {"added": added, "reason": reason, "scope": scope},
+                None,
             )
         return SuppressionImportResult(valid, rejected, added)
 
@@ -253,7 +286,9 @@ class ContactStore:
         async with self.pool.acquire() as conn:
             contact = await conn.fetchrow(Q("contact_by_email"), email)
             held = await conn.fetch(Q("suppressions_for_hash"), email_hash)
-            suppressions = tuple(SuppressionLine(**r) for r in held)
+            suppressions = tuple(
+                SuppressionLine(**{**dict(r), "detail": dict(r["detail"] or {})}) for r in held
+            )
             if contact is None:
                 return ContactStory(None, suppressions=suppressions) if suppressions else None
             cid = contact["id"]
@@ -384,6 +419,20 @@ class SuppressionLine:
     reason: str
     source: str
     created_at: datetime
+    detail: dict[str, Any] | None = None  # the evidence (delivery, inbound message, status)
+
+    def evidence(self) -> str:
+        """The evidence in one line: the inbound message, its status or type, the delivery."""
+        d = self.detail or {}
+        parts = [f"inbound message {d['inbound_id']}"] if d.get("inbound_id") else []
+        for key in ("status", "feedback_type"):
+            if d.get(key):
+                parts.append(str(d[key]))
+        if d.get("soft_bounces"):
+            parts.append(f"{d['soft_bounces']} soft bounces in {d.get('within_days')} days")
+        if d.get("delivery_id"):
+            parts.append(f"delivery {d['delivery_id']}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ addresses never slows a whole domain.
 
 Pure: every function takes the state and the time as values. The state
 itself (factor at the last cut, seconds since it) lives in Postgres, shared
-by every worker (mailer.pacer).
+by every worker (mailer.send.pacer).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One place for every sentence the law makes us print, so the renderer, the lint and the
 preference centre cannot drift apart. Dates are written out per locale ("19 September
 2012", "19 septembre 2012", "1er mai 2024"); which day a consent date is printed as (the date
-given, or a timestamp's day in the sender's zone) is mailer.consent_dates' one rule.
+given, or a timestamp's day in the sender's zone) is mailer.core.consent_dates' one rule.
 """
 
 from __future__ import annotations

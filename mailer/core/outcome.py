@@ -34,8 +34,9 @@ class Outcome:
     # 5.1.x (bad mailbox/domain), 5.2.1 (disabled): the address is dead; suppress it.
     hard_bounce: bool = False
     # The server asks us, not one recipient, to slow down (see _asks_to_slow_down):
-    # the domain's rate is cut (mailer.aimd). Greylisting one recipient is not that.
+    # the domain's rate is cut (mailer.core.aimd). Greylisting one recipient is not that.
     slow_down: bool = False
+    skip_reason: str | None = None  # SKIPPED: why the message was never offered
 
     @property
     def reply_class(self) -> str:
@@ -65,6 +66,16 @@ def _enhanced(reply: str) -> tuple[int, int, int] | None:
     return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
 
 
+def dead_address(status: tuple[int, int, int]) -> bool:
+    """RFC 3463: X.1.x addressing (no such user/domain) or X.2.1 mailbox disabled, permanent.
+
+    What makes a bounce suppress the address, for a reply at the first hop and a DSN from
+    further on alike; other permanent failures (5.7.1 policy, 5.3.4 too big) bounce the
+    message, not the address.
+    """
+    return status[0] == 5 and (status[1] == 1 or status[1:] == (2, 1))
+
+
 def from_reply(code: int, reply: str) -> Outcome:
     """Classify a reply to RCPT or DATA: about this recipient unless it says otherwise."""
     text = reply.strip()[:500]
@@ -76,7 +87,7 @@ def from_reply(code: int, reply: str) -> Outcome:
     if 500 <= code < 600:
         enhanced = _enhanced(text)
         # RFC 3463: X.1.x addressing (no such user/domain), X.2.1 mailbox disabled.
-        hard = enhanced is not None and (enhanced[1] == 1 or enhanced[1:] == (2, 1))
+        hard = enhanced is not None and dead_address((5, *enhanced[1:]))
         if enhanced is None and code in (550, 551, 553):
             hard = "user" in text.lower() or "mailbox" in text.lower()
         return Outcome(Status.BOUNCED, code, text, hard_bounce=hard)
@@ -96,6 +107,20 @@ def from_connection_error(error: BaseException, *, after_data: bool = False) -> 
         slow = _asks_to_slow_down(error.code, error.message, _SESSION_WORDS)
         return Outcome(status, error.code, text, slow_down=slow)
     return Outcome(status, None, text)
+
+
+def too_large(size: int, limit: int) -> Outcome:
+    """A message over the relay's advertised SIZE (RFC 1870): never offered, skipped.
+
+    Not deferred: the same bytes would be refused again. The relay would answer 552 after
+    the whole message crossed the network, or worse, accept it and bounce it later.
+    """
+    return Outcome(
+        Status.SKIPPED,
+        None,
+        f"{size:,} bytes, over the relay's SIZE {limit:,} (RFC 1870)",
+        skip_reason="message_too_large",
+    )
 
 
 def from_sender_refusal(code: int, reply: str) -> Outcome:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import socket
 import tomllib
 import typing
@@ -112,6 +113,12 @@ class EngineSettings:
     # own commit (one per connection, every one handed over); more: larger, fewer
     # commits and no waits when the database is slow.
     starts_ahead: int = 2
+    # Limits on composing one message (mailer.limits): CPU time (a render takes ~0.3 ms,
+    # ~7 ms with pure-Python DKIM), size (and never above the relay's EHLO SIZE), and
+    # the address space of each render process (one idles at ~40 MB).
+    render_timeout_ms: int = 500
+    max_message_bytes: int = 10_000_000
+    render_memory_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,60 @@ class ThrottleSettings:
 
 
 @dataclass(frozen=True)
+class InboundSettings:
+    """`mailer inbound serve` / `ingest`: the return path's SMTP server and its processing."""
+
+    host: str = "127.0.0.1"
+    port: int = 2526
+    # Banner and EHLO name; empty: sender.domain, else this machine's FQDN.
+    hostname: str = ""
+    # Local parts (any domain) or whole addresses accepted besides the signed tokens:
+    # RFC 5321 s.4.5.1 wants postmaster; abuse (RFC 2142) and the FBL address get reports.
+    mailboxes: tuple[str, ...] = ("postmaster", "abuse", "fbl")
+    max_message_bytes: int = 10_485_760
+    max_recipients: int = 20
+    max_connections: int = 200
+    timeout_s: float = 60.0
+    # STARTTLS when both are set (PEM files); plain SMTP otherwise.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    metrics_port: int = 9102
+    batch_size: int = 200  # stored messages classified and applied per transaction
+    # Processes parsing and classifying a batch (0: on the server's own event loop, which
+    # then answers SMTP later; see mailer/inbound/classify_pool.py).
+    classify_processes: int = 1
+    # Last-resort attribution by recipient address: only a delivery sent this recently.
+    recipient_match_days: int = 30
+    # A soft bounce (4.x.x) is an event; this many, on distinct deliveries within
+    # soft_bounce_days and after the address's last delivery that did not bounce,
+    # suppress the address.
+    soft_bounce_limit: int = 3
+    soft_bounce_days: int = 30
+    # ESP webhooks (POST /webhooks/ses) on this port; 0: none.
+    webhook_port: int = 0
+    webhook_host: str = "127.0.0.1"
+    # SNS topics whose notifications are accepted (empty: any topic whose message verifies).
+    ses_topic_arns: tuple[str, ...] = ()
+    # The SNS signing certificate is fetched only from an https URL on a host matching this
+    # (RFC-free, AWS's documented advice); tests point it at a local stub.
+    sns_cert_host: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    sns_ca_file: str = ""  # CA bundle to verify that host by; empty: the system's
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """The reputation guard: pause a running campaign whose rates cross these."""
+
+    # Amazon SES reviews accounts past 5 % bounces; Gmail's bulk-sender rules keep
+    # complaints under 0.1 % (0.3 % is the hard limit). Per campaign: [reputation].
+    max_hard_bounce_rate: float = 0.05
+    max_complaint_rate: float = 0.001
+    min_sample: int = 500  # messages sent in the window before a rate is judged
+    window_hours: float = 24.0
+    interval_s: float = 10.0  # how often running campaigns are checked
+
+
+@dataclass(frozen=True)
 class ImportSettings:
     default_locale: str = "en"
     locales: tuple[str, ...] = ("en", "fr")
@@ -163,6 +224,8 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     imports: ImportSettings = field(default_factory=ImportSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
     # Secrets, filled from the environment or files only.
     token_keys: str | None = field(default=None, repr=False)
     # Read from [sender] dkim_key_file / dkim_ed25519_key_file, RSA first.
@@ -194,6 +257,10 @@ class Settings:
     def helo_name(self, relay: RelaySettings) -> str:
         """A relay's EHLO name: its helo_name, else sender.domain, else this machine's FQDN."""
         return relay.helo_name or self.sender.domain or _fqdn()
+
+    def inbound_hostname(self) -> str:
+        """The inbound server's banner name: inbound.hostname, else sender.domain, else FQDN."""
+        return self.inbound.hostname or self.sender.domain or _fqdn()
 
 
 @functools.cache
@@ -421,6 +488,14 @@ def _parse_env(hint: Any, text: str, name: str) -> Any:
     return text
 
 
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
 def _read_secret_file(path: str, name: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8").strip()
@@ -442,6 +517,18 @@ def _validate(s: Settings) -> None:
         (s.engine.batch_size > 0, "engine.batch_size: must be positive"),
         (s.engine.render_processes >= 0, "engine.render_processes: must be 0 or more"),
         (0 <= s.engine.starts_ahead <= 16, "engine.starts_ahead: must be 0 to 16"),
+        (
+            10 <= s.engine.render_timeout_ms <= 600_000,
+            "engine.render_timeout_ms: expected 10 to 600000 (milliseconds of CPU per message)",
+        ),
+        (
+            s.engine.max_message_bytes >= 65_536,
+            "engine.max_message_bytes: must be at least 65536",
+        ),
+        (
+            s.engine.render_memory_mb >= 128,
+            "engine.render_memory_mb: must be at least 128 (a render process needs ~40)",
+        ),
         (s.engine.lease_seconds >= 10, "engine.lease_seconds: must be at least 10"),
         (s.engine.retry_deadline_hours > 0, "engine.retry_deadline_hours: must be positive"),
         (s.throttle.global_rate > 0, "throttle.global_rate: must be positive"),
@@ -477,6 +564,36 @@ def _validate(s: Settings) -> None:
             s.imports.default_locale in s.imports.locales,
             "import.default_locale: must be one of import.locales",
         ),
+    ]
+    i, g = s.inbound, s.guard
+    checks += [
+        (0 < i.port < 65536, "inbound.port: expected 1-65535"),
+        (0 <= i.webhook_port < 65536, "inbound.webhook_port: expected 0 (off) or 1-65535"),
+        (0 <= i.metrics_port < 65536, "inbound.metrics_port: expected 0 (off) or 1-65535"),
+        (
+            not i.hostname or is_hostname(i.hostname),
+            f"inbound.hostname: {i.hostname!r} is not a host name",
+        ),
+        (all(m.strip() for m in i.mailboxes), "inbound.mailboxes: an entry is empty"),
+        (i.max_message_bytes >= 65_536, "inbound.max_message_bytes: must be at least 65536"),
+        (i.max_recipients >= 1, "inbound.max_recipients: must be at least 1"),
+        (i.max_connections >= 1, "inbound.max_connections: must be at least 1"),
+        (i.timeout_s > 0, "inbound.timeout_s: must be positive"),
+        (
+            bool(i.tls_cert_file) == bool(i.tls_key_file),
+            "inbound.tls_cert_file/tls_key_file: set both for STARTTLS, or neither",
+        ),
+        (i.batch_size >= 1, "inbound.batch_size: must be at least 1"),
+        (i.classify_processes >= 0, "inbound.classify_processes: must be 0 or more"),
+        (i.recipient_match_days >= 1, "inbound.recipient_match_days: must be at least 1"),
+        (i.soft_bounce_limit >= 1, "inbound.soft_bounce_limit: must be at least 1"),
+        (i.soft_bounce_days >= 1, "inbound.soft_bounce_days: must be at least 1"),
+        (_compiles(i.sns_cert_host), "inbound.sns_cert_host: not a regular expression"),
+        (0 < g.max_hard_bounce_rate <= 1, "guard.max_hard_bounce_rate: must be in (0, 1]"),
+        (0 < g.max_complaint_rate <= 1, "guard.max_complaint_rate: must be in (0, 1]"),
+        (g.min_sample >= 1, "guard.min_sample: must be at least 1"),
+        (g.window_hours > 0, "guard.window_hours: must be positive"),
+        (g.interval_s > 0, "guard.interval_s: must be positive"),
     ]
     for relay in s.all_relays():
         where = f"relays.{relay.name}" if s.relays else "smtp"

@@ -77,7 +77,7 @@ def campaign_limit(
 
 
 def slowed(limit: Limit, factor: float) -> Limit:
-    """The limit at `factor` of its rate (a domain cut by mailer.aimd): smaller grants too."""
+    """The limit at `factor` of its rate (a domain cut by mailer.core.aimd): smaller grants too."""
     return limit if factor >= 1.0 else Limit(limit.key, limit.rate * factor, limit.concurrency)
 
 

@@ -36,6 +36,7 @@ class Reader:
     pixel: str | None
     clicks: list[str]
     unsubscribe: str | None
+    mailto: str | None = None  # the List-Unsubscribe mailto address (RFC 2369)
 
 
 @dataclass
@@ -59,6 +60,14 @@ def read_mailbox(folder: Path) -> list[Reader]:
                 pixel=next((u for u in urls if "/o/" in u), None),
                 clicks=[u for u in urls if "/c/" in u],
                 unsubscribe=https[0] if https else None,
+                mailto=next(
+                    (
+                        u.strip(" <>").removeprefix("mailto:").partition("?")[0]
+                        for u in header.split(",")
+                        if u.strip(" <").startswith("mailto:")
+                    ),
+                    None,
+                ),
             )
         )
     return readers

@@ -29,16 +29,20 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer.campaigns import deliverability, lifecycle
+from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.store import CampaignStore
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
 from mailer.contacts.store import ContactStore
 from mailer.core.settings import Settings
+from mailer.core.spreadsheet import csv_writer
 from mailer.db import connect
 from mailer.db.migrations import migrate
+from mailer.demo import relay
 from mailer.demo.readers import machines, people, read_mailbox
 from mailer.demo.sink import Sink
 from mailer.demo.sink import serve as serve_sink
+from mailer.inbound.service import InboundService
 from mailer.report.figures import figures
 from mailer.report.html import render_html
 from mailer.report.store import ReportStore
@@ -123,7 +127,7 @@ def write_sample_contacts(path: Path, count: int, now: datetime, seed: int = 7) 
     kinds = [k for k, _, _ in CONSENT_MIX]
     weights = [w for _, w, _ in CONSENT_MIX]
     with path.open("w", encoding="utf-8", newline="") as fh:
-        out = csv.writer(fh)
+        out = csv_writer(fh)
         out.writerow(
             [
                 "email",
@@ -223,6 +227,10 @@ def demo_settings(settings: Settings, folder: Path) -> Settings:
             base_url=f"http://127.0.0.1:{tracker_port}",
         ),
         engine=dataclasses.replace(settings.engine, metrics_port=metrics_port),
+        # `inbound serve` for the bounces the demo's relay sends back.
+        inbound=dataclasses.replace(
+            settings.inbound, host="127.0.0.1", port=_free_port(), metrics_port=_free_port()
+        ),
         # Throttled like a real send, just fast enough for a one-minute demo.
         throttle=dataclasses.replace(
             settings.throttle, global_rate=600.0, default_domain_rate=150.0
@@ -259,7 +267,17 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
         campaigns = CampaignStore(pool, audience_parts=db.audience_parts)
 
         sink = Sink(mailbox)
+        refused: list[tuple[str, bytes]] = []  # the DSNs the "relay" will send back
+
+        def next_hop(mail_from: str, rcpts: list[str], data: bytes) -> None:
+            for rcpt in rcpts:
+                if (said := relay.verdict(rcpt)) is not None:
+                    refused.append((mail_from, relay.dsn(mail_from, rcpt, data, *said)))
+
+        sink.on_message = next_hop
         smtp = await serve_sink(sink, "127.0.0.1", settings.smtp.port)
+        inbound = InboundService(settings, pool)
+        await inbound.start()
         runner = web.AppRunner(tracker_app.create_app(settings), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", settings.tracker.port).start()
@@ -272,7 +290,9 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
             # The demo's loopback tracker is warned about, as `campaign check` would.
             for finding in deliverability.check(settings, definition):
                 console.print(f"[yellow]warning:[/] {finding}", highlight=False)
-            launched = await lifecycle.launch(campaigns, slug, datetime.now(UTC))
+            launched = await lifecycle.launch(
+                campaigns, slug, datetime.now(UTC), RenderLimits.from_settings(settings.engine)
+            )
             counts = launched.freeze.counts
             console.print(
                 f"[bold]{slug}[/]: lint passed, audience frozen: "
@@ -307,12 +327,16 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
                     indent=2,
                 )
             )
+
+            console.rule("4. bounces and a mailto unsubscribe, through inbound serve")
+            await _inbound(inbound, refused, mailbox, console)
         finally:
             await runner.cleanup()  # flushes the tracker's event buffer
+            await inbound.stop()
             smtp.close()
             await smtp.wait_closed()
 
-        console.rule("4. the report")
+        console.rule("5. the report")
         report_file = run_folder / "report.html"
         await _report(ReportStore(pool), campaign_id, report_file, console)
     elapsed = time.monotonic() - started
@@ -324,8 +348,10 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
         "[bold]mailer tracker serve[/]"
     )
     console.print(
-        f"metrics (stopped): http://127.0.0.1:{settings.engine.metrics_port}/metrics and "
-        f"{settings.tracker.base_url}/metrics; dashboards in config/grafana/"
+        f"metrics (stopped): http://127.0.0.1:{settings.engine.metrics_port}/metrics, "
+        f"{settings.tracker.base_url}/metrics and "
+        f"http://127.0.0.1:{settings.inbound.metrics_port}/metrics (inbound); "
+        "dashboards in config/grafana/"
     )
     console.print(
         f"try: [bold].venv/bin/mailer contacts explain {_first_email(contacts_csv)} "
@@ -391,6 +417,30 @@ async def _report(store: ReportStore, campaign_id: int, html: Path, console: Con
     found = await figures(store, campaign_id)
     console.print(render_rich(found))
     html.write_text(render_html(found), encoding="utf-8")  # noqa: ASYNC240
+
+
+async def _inbound(
+    service: InboundService, refused: list[tuple[str, bytes]], mailbox: Path, console: Console
+) -> None:
+    """The relay's DSNs and one reader's mailto, over SMTP to inbound serve; then processed."""
+    sent = await relay.send(service.port, refused)
+    # One reader writes to the List-Unsubscribe mailto instead of clicking (RFC 2369).
+    mailto = next((r.mailto for r in reversed(read_mailbox(mailbox)) if r.mailto), None)
+    if mailto is not None:
+        note = (
+            f"From: reader@example.org\r\nTo: {mailto}\r\nSubject: unsubscribe\r\n"
+            f"Message-ID: <demo-mailto-{time.time_ns()}@example.org>\r\n\r\nunsubscribe\r\n"
+        )
+        await relay.send(service.port, [(mailto, note.encode())], mail_from="reader@example.org")
+    for _ in range(300):  # processed within a few batches; 30 s at most
+        if not (await service.store.kind_counts()).get("pending"):
+            break
+        await asyncio.sleep(0.1)
+    counts = service.processor.counts
+    console.print(
+        f"the relay reported {sent} refusals after accepting the messages; inbound serve "
+        f"processed: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
 
 
 def _first_email(contacts_csv: Path) -> str:

@@ -7,7 +7,7 @@ enough ESMTP for a well-behaved client (EHLO/HELO, MAIL, RCPT, DATA with
 dot-unstuffing, RSET, NOOP, QUIT) and is for 127.0.0.1 only: no TLS, no AUTH,
 no size limits. Tests use aiosmtpd, the reference implementation.
 
-    python -m mailer.sink --port 2525 --folder .demo/mail
+    python -m mailer.demo.sink --port 2525 --folder .demo/mail
 """
 
 from __future__ import annotations

@@ -68,4 +68,6 @@ def figures_from_json(text: str) -> ReportFigures:
         hourly=tuple(HourFigures(datetime.fromisoformat(h.pop("hour")), **h) for h in d["hourly"]),
         unsubscribes=Unsubscribes(**d["unsubscribes"]),
         complaints=d["complaints"],
+        soft_bounces=d.get("soft_bounces", 0),
+        pause_reason=d.get("pause_reason"),
     )

@@ -100,6 +100,10 @@ class ReportFigures:
     hourly: tuple[HourFigures, ...]
     unsubscribes: Unsubscribes
     complaints: int
+    # Deliveries with a soft bounce reported after the relay took them (still `sent`).
+    soft_bounces: int = 0
+    # Why the reputation guard paused the campaign (campaigns.pause_reason), if it did.
+    pause_reason: dict[str, Any] | None = None
 
     @property
     def deliveries(self) -> int:
@@ -144,6 +148,7 @@ def assemble(
     links: Iterable[Mapping[str, Any]],
     unsubscribes: Iterable[Mapping[str, Any]],
     complaints: int,
+    soft_bounces: int = 0,
 ) -> ReportFigures:
     """Figures from the rows of the report_* queries (mailer/sql/report.sql)."""
     by_state = {state: 0 for state in OUTCOMES}
@@ -191,7 +196,15 @@ def assemble(
         hourly=tuple(HourFigures(hour, **counts) for hour, counts in sorted(hours.items())),
         unsubscribes=_unsubscribes(unsubscribes),
         complaints=complaints,
+        soft_bounces=soft_bounces,
+        pause_reason=_json(campaign.get("pause_reason")),
     )
+
+
+def _json(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, str):  # jsonb arrives as text without a codec
+        value = json.loads(value)
+    return dict(value) if value else None
 
 
 def _unsubscribes(rows: Iterable[Mapping[str, Any]]) -> Unsubscribes:

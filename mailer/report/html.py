@@ -67,7 +67,7 @@ def _html_table(s: Section) -> str:
 def render_html(figures: ReportFigures) -> str:
     """A self-contained HTML page: inline CSS and SVG charts; no script, link or image."""
     f, rates = figures, figures.rates()
-    title, meta = headline(f).split("\n")
+    title, meta = headline(f).split("\n", 1)
     cards = (
         ("sent", number(f.outcomes.get("sent", 0))),
         ("opened, human", f"{number(f.opens.unique_human)} · {percent(rates['human_open_rate'])}"),

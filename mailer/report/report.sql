@@ -117,7 +117,7 @@ WHERE campaign_id = $1
 -- name: report_campaign
 -- now() is the report's time: the transaction's, like every figure read with it.
 SELECT c.id, c.slug, c.name, c.status, t.slug AS topic, c.audience_at, c.audience_counts,
-       c.started_at, c.finished_at, now() AS generated_at
+       c.started_at, c.finished_at, now() AS generated_at, c.pause_reason
 FROM campaigns c JOIN topics t ON t.id = c.topic_id
 WHERE c.id = $1
 
@@ -125,8 +125,16 @@ WHERE c.id = $1
 -- Why rows did not go: skip reasons, and SMTP codes of bounces, failures and
 -- deferrals. Only those rows are read: deferred ones through the claimable
 -- index, the others through the status index (migration 0006).
-SELECT status, coalesce(skip_reason, 'SMTP ' || smtp_code, 'unknown') AS detail, count(*) AS n
-FROM deliveries
+-- A bounce reported after the relay accepted the message (a DSN, an ESP
+-- webhook) shows its RFC 3463 status, from the bounces table (migration 0009).
+SELECT status,
+       coalesce(skip_reason,
+                CASE WHEN status = 'bounced' THEN
+                    (SELECT 'DSN ' || coalesce(b.status, '5.0.0') FROM bounces b
+                     WHERE b.delivery_id = d.id AND b.hard ORDER BY b.id LIMIT 1) END,
+                'SMTP ' || smtp_code, 'unknown') AS detail,
+       count(*) AS n
+FROM deliveries d
 WHERE campaign_id = $1 AND (status IN ('skipped', 'bounced', 'failed') OR status = 'deferred')
 GROUP BY 1, 2
 ORDER BY 1, 3 DESC, 2
@@ -170,6 +178,11 @@ LEFT JOIN deliveries d
                       THEN (s.detail ->> 'delivery_id')::bigint END
 WHERE s.reason = 'complaint'
   AND (d.campaign_id = $1 OR s.detail ->> 'campaign_id' = $1::bigint::text)
+
+-- name: report_soft_bounces
+-- Deliveries that soft-bounced (4.x.x DSN) after the relay took them: still
+-- `sent`, counted toward the address's soft-bounce rule (inbound.soft_bounce_*).
+SELECT count(DISTINCT delivery_id) FROM bounces WHERE campaign_id = $1 AND NOT hard
 
 -- name: report_outcomes
 -- Deliveries by state, read in the report's own transaction (same plan as

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from mailer.core.consent import REASON_TEXT, Reason
+from mailer.core.reputation import describe
 from mailer.report.figures import ReportFigures, ratio, timeline
 
 
@@ -42,11 +43,14 @@ def step_text(step: timedelta) -> str:
 
 def headline(f: ReportFigures) -> str:
     """The campaign, its state and the report's time, on two lines."""
-    return (
+    text = (
         f"{f.slug} — {f.name}: {f.status}, topic {f.topic}\n"
         f"audience frozen {when(f.audience_at)}, started {when(f.started_at)}, "
         f"finished {when(f.finished_at)}, report at {when(f.generated_at)}"
     )
+    if f.pause_reason and f.status == "paused":
+        text += "\n" + describe(f.pause_reason)
+    return text
 
 
 def sections(f: ReportFigures, *, reasons: int = 10, time_rows: int = 24) -> list[Section]:
@@ -83,6 +87,9 @@ def _deliveries(f: ReportFigures) -> Section:
             detail.add(len(rows))
             rows.append((f"  {why}", number(count), ""))
     rows.append(("total", number(f.deliveries), ""))
+    if f.soft_bounces:
+        # Reported by DSN after the relay took the message: still sent, retried by the relay.
+        rows.append(("soft-bounced after sending", number(f.soft_bounces), ""))
     eligible = f.audience.get("eligible", 0)
     notes: tuple[str, ...] = (
         ()

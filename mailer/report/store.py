@@ -60,4 +60,5 @@ class ReportStore:
                     dict(r) for r in await conn.fetch(Q("report_unsubscribes"), campaign_id)
                 ],
                 "complaints": int(await conn.fetchval(Q("report_complaints"), campaign_id)),
+                "soft_bounces": int(await conn.fetchval(Q("report_soft_bounces"), campaign_id)),
             }

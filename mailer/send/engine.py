@@ -21,15 +21,20 @@ same statement (mailer/send/recorder.py). After kill -9, claimed rows go back
 to the queue and at most two started rows per SMTP connection are uncertain.
 
 Memory stays flat: the claimer only claims while fewer than `max_pending`
-messages are in the pipeline. On SIGTERM the claimer stops, senders finish
+messages are in the pipeline. On SIGTERM the claimer stops, a batch still
+being composed is abandoned (its render processes killed), senders finish
 the message in hand, messages never handed to SMTP are released back to the
 queue, the recorder flushes, connections close.
+
+Each message is composed under mailer.limits: one over its CPU time, size or
+memory is skipped with that reason, and the rest of its batch goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -41,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailer.campaigns.audience import CampaignSpec
+from mailer.campaigns.limits import MESSAGE_TOO_LARGE, RenderLimits, timed
 from mailer.campaigns.message import (
     CampaignContent,
     Composed,
@@ -48,7 +54,7 @@ from mailer.campaigns.message import (
     Recipient,
     campaign_composer,
 )
-from mailer.campaigns.render import MessageError, UnregisteredLinks
+from mailer.campaigns.render import LimitError, MessageError, UnregisteredLinks
 from mailer.campaigns.store import CampaignStore
 from mailer.core import outcome, throttle
 from mailer.core.consent import Kind
@@ -71,8 +77,10 @@ log = logging.getLogger("mailer.engine")
 IDLE_SLEEP_S = 0.5
 SWEEP_EVERY_S = 10.0
 MAX_NEW_LINKS_ROUNDS = 20
-# Messages rendered between two yields to the event loop (~5 ms of work).
+# Messages rendered between two yields to the event loop (~5 ms of work), and the most
+# time spent rendering between two yields whatever the count (slow templates, limits).
 YIELD_EVERY = 16
+YIELD_AFTER_S = 0.02
 
 
 @dataclass
@@ -168,6 +176,7 @@ class Engine:
         self.room = asyncio.Event()
         self.progress = Progress()
         self.deadline = timedelta(hours=settings.engine.retry_deadline_hours)
+        self.limits = RenderLimits.from_settings(settings.engine)
         self._last_sweep = 0.0
         self._running: set[int] = set()
         # Claimed deliveries that will not reach SMTP in this run (stop, errors):
@@ -369,55 +378,93 @@ class Engine:
         if self.render_pool is not None and jobs:
             await self._render_elsewhere(ctx, jobs, now, handled)
             return
-        for rendered, job in enumerate(jobs, start=1):
-            started = time.perf_counter()
-            try:
-                job.composed = await self._compose(ctx, job, now)
-            except MessageError as exc:
-                await self._skip_unbuildable(job, exc, handled)
-                continue
-            self.metrics.render_seconds.observe(time.perf_counter() - started)
-            handled.add(job.delivery_id)
-            self._dispatch(job, ctx)
-            # Rendering takes ~0.3 ms a message: a whole batch in one go held the loop
-            # for ~150 ms while every SMTP reply waited. Yield every few messages.
-            if rendered % YIELD_EVERY == 0:
+        yielded = time.perf_counter()
+        for index, job in enumerate(jobs):
+            # Rendering takes ~0.3 ms a message: a whole batch in one go held the loop for
+            # ~150 ms while every SMTP reply waited. Yield every few messages, and after any
+            # slow one (a render may take up to engine.render_timeout_ms).
+            if (
+                index % YIELD_EVERY == YIELD_EVERY - 1
+                or time.perf_counter() - yielded > YIELD_AFTER_S
+            ):
                 await asyncio.sleep(0)
+                yielded = time.perf_counter()
+            if self.stop.is_set():
+                self._hand_back(jobs[index:], handled)  # stopping: not composed, not sent
+                return
+            started = time.perf_counter()
+            result: Composed | MessageError
+            try:
+                result = await self._compose(ctx, job, now)
+            except MessageError as exc:
+                result = exc
+            await self._composed(ctx, job, result, time.perf_counter() - started, handled)
 
     async def _render_elsewhere(
         self, ctx: CampaignContext, jobs: list[Job], now: datetime, handled: set[int]
     ) -> None:
         """Compose a batch in the render processes; the loop only waits for it."""
         assert self.render_pool is not None
-        started = time.perf_counter()
-        batch = Batch(
-            (ctx.spec.id, ctx.template_version_id),
-            ctx.content,
-            ctx.composer.link_ids(),
-            [job.recipient for job in jobs],
-            now,
-        )
-        results = await self.render_pool.compose(batch)
-        each = (time.perf_counter() - started) / len(jobs)
-        for job, result in zip(jobs, results, strict=True):
-            if isinstance(result, MessageError):
-                await self._skip_unbuildable(job, result, handled)
-                continue
-            if isinstance(result, UnregisteredLinks):
-                # A link seen for the first time: registered and composed here (rare:
-                # once per new link per campaign; the pool learns it with the next batch).
-                here = time.perf_counter()
-                try:
-                    job.composed = await self._compose(ctx, job, now)
-                except MessageError as exc:
-                    await self._skip_unbuildable(job, exc, handled)
-                    continue
-                self.metrics.render_seconds.observe(time.perf_counter() - here)
-            else:
-                job.composed = result
-                self.metrics.render_seconds.observe(each)
+        for _ in range(MAX_NEW_LINKS_ROUNDS):
+            started = time.perf_counter()
+            batch = Batch(
+                (ctx.spec.id, ctx.template_version_id),
+                ctx.content,
+                ctx.composer.link_ids(),
+                [job.recipient for job in jobs],
+                now,
+            )
+            try:
+                results = await self.render_pool.compose_unless_stopped(batch, self.stop)
+            except asyncio.CancelledError:
+                self._hand_back(jobs, handled)  # a second signal: the same, and cancel
+                raise
+            if results is None:
+                self._hand_back(jobs, handled)  # stopping: nothing of it was sent
+                return
+            each = (time.perf_counter() - started) / len(jobs)
+            again: list[Job] = []
+            urls: dict[str, None] = {}
+            for job, result in zip(jobs, results, strict=True):
+                if isinstance(result, UnregisteredLinks):
+                    again.append(job)
+                    urls.update(dict.fromkeys(result.urls))
+                else:
+                    await self._composed(ctx, job, result, each, handled)
+            if not again:
+                return
+            # Links seen for the first time (personalised ones): registered, and those
+            # messages composed again in the processes, never here, where no memory limit
+            # holds (mailer.limits).
+            ctx.composer.add_links(await self.store.links_register(ctx.spec.id, list(urls)))
+            jobs = again
+        for job in jobs:
+            error = MessageError(f"more than {MAX_NEW_LINKS_ROUNDS} rounds of new links")
+            await self._skip_unbuildable(job, error, handled)
+
+    async def _composed(
+        self,
+        ctx: CampaignContext,
+        job: Job,
+        result: Composed | MessageError,
+        seconds: float,
+        handled: set[int],
+    ) -> None:
+        """One message composed, here or in a render process: skipped with its reason, or
+        handed to its send queue. Both paths end here."""
+        if isinstance(result, MessageError):
+            await self._skip_unbuildable(job, result, handled)
+            return
+        job.composed = result
+        self.metrics.render_seconds.observe(seconds)
+        handled.add(job.delivery_id)
+        self._dispatch(job, ctx)
+
+    def _hand_back(self, jobs: list[Job], handled: set[int]) -> None:
+        """Claimed jobs that will not be composed in this run: released with the unsent."""
+        for job in jobs:
             handled.add(job.delivery_id)
-            self._dispatch(job, ctx)
+            self._unsent.append(job.delivery_id)
 
     async def _skip_unbuildable(self, job: Job, exc: MessageError, handled: set[int]) -> None:
         log.info("delivery %d skipped: %s", job.delivery_id, exc)
@@ -430,7 +477,15 @@ class Engine:
     async def _compose(self, ctx: CampaignContext, job: Job, now: datetime) -> Composed:
         for _ in range(MAX_NEW_LINKS_ROUNDS):
             try:
-                return ctx.composer.compose(job.recipient, now)
+                return timed(self.limits, ctx.composer.compose, job.recipient, now)
+            except LimitError as exc:
+                if exc.reason != MESSAGE_TOO_LARGE:
+                    # Interrupted wherever it stood (over its CPU time, out of memory): the
+                    # composer's caches may be half-written. The size guards stop a render
+                    # before building anything, so after them it is whole.
+                    content = dataclasses.replace(ctx.content, links=ctx.composer.link_ids())
+                    _, ctx.composer = campaign_composer(content, self.keyring, self.settings)
+                raise
             except UnregisteredLinks as exc:
                 # URLs seen for the first time (new campaign, personalised link):
                 # register them so each click token names a stored link.
@@ -453,6 +508,15 @@ class Engine:
             if t.rate or t.concurrency
             else None
         )
+        # A static template's links are known now: registered before its first batch, so
+        # no message of it has to be composed twice.
+        renderer = composer.renderer
+        known = composer.link_ids()
+        missing = (
+            [] if renderer.personalised_links else [u for u in renderer.links if u not in known]
+        )
+        if missing:
+            composer.add_links(await self.store.links_register(campaign_id, missing))
         ctx = CampaignContext(
             campaign.spec, composer, campaign.template_version_id, overrides, campaign.content
         )
@@ -548,6 +612,16 @@ class Engine:
             await self._not_started(job)
             return
         self.metrics.connections.set(self.relays.open_connections)
+        if result.status is Status.SKIPPED:  # over the relay's SIZE: never offered
+            log.info("delivery %d skipped: %s", job.delivery_id, result.reply)
+            row = OutcomeRow(
+                job.delivery_id,
+                Status.SKIPPED,
+                skip_reason=result.skip_reason,
+                reply=result.reply,
+            )
+            await self._done(row, "skip")
+            return
         if result.status is Status.DEFERRED:
             label = throttle.metric_domain(domain, self.settings.throttle)
             self.metrics.deferrals.labels(label).inc()

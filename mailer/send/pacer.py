@@ -3,12 +3,12 @@
 A sender asks for one token of the global bucket, one of its recipient
 domain's bucket and, when the campaign tightens that domain's limit, one of
 the campaign's own bucket for it. Grants are taken a few at a time
-(mailer.throttle decides how many) and spent locally, so Postgres sees a
+(mailer.core.throttle decides how many) and spent locally, so Postgres sees a
 handful of statements per second per domain while every worker shares the
 same limits. Concurrency is per process: a campaign's tighter one is the
 number of senders of its queue, and a domain's in-flight cap covers them all.
 
-A domain's rate adapts (mailer.aimd): the cut state comes back with every
+A domain's rate adapts (mailer.core.aimd): the cut state comes back with every
 grant, so a cut made by any worker holds here within one grant, and each
 worker watches the share of 4xx replies of the domains it sends to.
 """

@@ -3,7 +3,7 @@
 Each relay keeps `connections` lanes: a task owning one aiosmtplib client,
 taking messages from the relay's queue one after another (a dropped
 connection is reopened on next use). Every reply and error is classified by
-mailer.outcome, in one place.
+mailer.core.outcome, in one place.
 
 A lane asks for a message's start (Envelope.ask) while it still carries the
 message before it, and awaits the answer right before MAIL FROM: the engine
@@ -170,6 +170,9 @@ class Relay:
                 return outcome.from_connection_error(exc)
             self.opened += 1
             lane.client = client
+        limit = advertised_size(lane.client)
+        if limit is not None and len(envelope.data) > limit:
+            return outcome.too_large(len(envelope.data), limit)
         try:
             result = await _transaction(
                 lane.client, envelope.mail_from, envelope.rcpt, envelope.data, lane.look_ahead
@@ -257,6 +260,12 @@ def _ask(envelope: Envelope | None) -> asyncio.Future[bool]:
         no.set_result(False)
         return no
     return envelope.ask()
+
+
+def advertised_size(client: aiosmtplib.SMTP) -> int | None:
+    """The relay's EHLO SIZE (RFC 1870 s.4), or None when it states none (or 0: no limit)."""
+    value = client.esmtp_extensions.get("size", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 async def _transaction(

@@ -6,13 +6,7 @@ the message in hand, hand back the rest, flush, close); a second one cancels.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-from collections.abc import Iterator
 from typing import Any
-
-from rich.console import Console
 
 from mailer.campaigns.store import CampaignStore
 from mailer.core.settings import Settings
@@ -31,30 +25,3 @@ def build_engine(pool: Pool, settings: Settings, **kwargs: Any) -> Engine:
     )
     campaigns = CampaignStore(pool, audience_parts=settings.database.audience_parts)
     return Engine(SendStore(pool), campaigns, settings, keyring, relays, **kwargs)
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event, console: Console) -> Iterator[None]:
-    """First SIGTERM/SIGINT: graceful stop. Second: cancel everything. Removed on the way out."""
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-
-    def on_signal(name: str) -> None:
-        if stop.is_set():
-            console.print(f"[red]{name} again: cancelling[/]")
-            if main is not None:
-                main.cancel()
-            return
-        console.print(f"[yellow]{name}: finishing the messages in hand, handing back the rest…[/]")
-        stop.set()
-
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, on_signal, sig.name)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

@@ -1,4 +1,4 @@
-"""The audience SQL and the pure consent rules (mailer/consent.py) must agree on every contact."""
+"""The audience SQL and the pure consent rules (mailer/core/consent.py) agree on every contact."""
 
 from __future__ import annotations
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailer.campaigns.audience import CampaignSpec
+from mailer.contacts import batches, imports
+from mailer.contacts.csvfile import Defaults
 from mailer.demo.stores import Stores
 from tests.barriers import waiting_on_a_lock
 from tests.integration.test_audience_freeze import AT, add_contact
@@ -104,3 +110,150 @@ async def test_rebuilding_consent_current_from_the_ledger_gives_the_same_rows(
     kept = [dict(r) for r in await conn.fetch(query)]
     assert await conn.fetchval("SELECT consent_current_rebuild()") == len(kept) == 3
     assert [dict(r) for r in await conn.fetch(query)] == kept
+
+
+# ------------------------------------------------- kept by the contact import (migration 0010)
+
+EMAILS = ("a@example.com", "b@example.com", "c@example.com")
+DAYS = ("2024-02-29", "2025-01-31", "2025-01-31T12:00:00+00:00", "2025-08-31", "2026-05-01")
+KINDS = [
+    "express",
+    "implied_purchase",
+    "implied_contract",
+    "implied_inquiry",
+    "implied_publication",
+]
+HEADER = "email,consent,consent_source,consent_date,consent_ends,channel\r\n"
+
+
+def _line(email: str, kind: str, source: str, day: str, ends: str | None, channel: str) -> str:
+    if kind not in ("implied_contract", "implied_publication") or (ends or "") < day:
+        ends = None
+    return f"{email},{kind},{source},{day},{ends or ''},{channel}\r\n"
+
+
+lines = st.builds(
+    _line,
+    st.sampled_from(EMAILS),
+    st.sampled_from(KINDS),
+    st.sampled_from(["form", "invoice"]),
+    st.sampled_from(DAYS),
+    st.one_of(st.none(), st.sampled_from(DAYS)),
+    st.sampled_from(["email", "email", "sms"]),
+)
+# A step: a file imported, or a row recorded by another writer (the tracker's withdrawal,
+# a grant from psql) through the ledger trigger.
+steps = st.one_of(
+    st.lists(lines, min_size=1, max_size=7).map(lambda ls: ("import", HEADER + "".join(ls))),
+    st.tuples(
+        st.sampled_from(["withdraw", "grant"]), st.sampled_from(EMAILS), st.sampled_from(DAYS)
+    ),
+)
+
+
+async def _import(stores: Stores, folder: Path, text: str) -> None:
+    path = folder / "contacts.csv"
+    path.write_text(text, encoding="utf-8")
+    await imports.import_contacts(
+        stores.contacts, path, Defaults(), default_locale="en", skip_invalid=False
+    )
+
+
+async def _state(conn: asyncpg.Connection) -> list[dict[str, object]]:
+    return [dict(r) for r in await conn.fetch("SELECT * FROM consent_current ORDER BY 1, 2")]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(plan=st.lists(steps, min_size=1, max_size=5), chunk=st.sampled_from([1, 2, 25_000]))
+async def test_consent_current_kept_by_imports_and_by_the_trigger_equals_a_rebuild(
+    stores: Stores,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    plan: list[tuple[str, ...]],
+    chunk: int,
+) -> None:
+    # Small chunks: an address again in a later batch of a chunk, and in a later chunk.
+    monkeypatch.setattr(batches, "CHUNK_ROWS", chunk)
+    await conn.execute("TRUNCATE contacts, consents, contact_topics, imports RESTART IDENTITY")
+    for step in plan:
+        if step[0] == "import":
+            await _import(stores, tmp_path, step[1])
+            continue
+        action, email, day = step
+        contact = await conn.fetchval("SELECT id FROM contacts WHERE email = $1", email)
+        if contact is None:
+            continue
+        await conn.execute(
+            "INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at) "
+            "VALUES ($1, 'email', $2, $3, 'elsewhere', $4::text::timestamptz)",
+            contact,
+            action,
+            "express" if action == "grant" else None,
+            day,
+        )
+    kept = await _state(conn)
+    await conn.fetchval("SELECT consent_current_rebuild()")
+    assert kept == await _state(conn)
+
+
+async def test_two_imports_of_the_same_contacts_in_opposite_orders_run_at_once_without_deadlock(
+    stores: Stores, conn: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batches, "CHUNK_ROWS", 3)  # several batches each, so they interleave
+    people = [f"p{i}@example.com" for i in range(12)]
+    await _import(stores, tmp_path, HEADER + "".join(
+        _line(e, "implied_inquiry", "quote", "2025-01-31", None, "email") for e in people
+    ))  # fmt: skip
+    forward, backward = tmp_path / "f", tmp_path / "b"
+    forward.mkdir()
+    backward.mkdir()
+    one = HEADER + "".join(_line(e, "express", "form", "2026-05-01", None, "email") for e in people)
+    two = HEADER + "".join(
+        _line(e, "implied_purchase", "invoice", "2025-08-31", None, "email")
+        for e in reversed(people)
+    )
+    await asyncio.wait_for(
+        asyncio.gather(_import(stores, forward, one), _import(stores, backward, two)), 60
+    )
+    assert await conn.fetchval("SELECT count(*) FROM consents") == 36
+    kept = await _state(conn)
+    assert {r["best_kind"] for r in kept} == {"express"}
+    await conn.fetchval("SELECT consent_current_rebuild()")
+    assert kept == await _state(conn)
+
+
+async def test_an_import_merges_with_a_grant_another_transaction_commits_meanwhile(
+    stores: Stores, conn: asyncpg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    await _import(
+        stores, tmp_path, HEADER + _line(EMAILS[0], "implied_inquiry", "q", DAYS[1], None, "email")
+    )
+    contact = await conn.fetchval("SELECT id FROM contacts")
+    other = await asyncpg.connect(db_url)
+    try:
+        granting = other.transaction()
+        await granting.start()
+        # Through the ledger trigger, without the contact lock: only consent_current's
+        # own row lock orders the two writers.
+        await other.execute(
+            "INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at) "
+            "VALUES ($1, 'email', 'grant', 'express', 'psql', '2025-03-01')",
+            contact,
+        )
+        later = HEADER + _line(EMAILS[0], "implied_purchase", "invoice", DAYS[3], None, "email")
+        importing = asyncio.ensure_future(_import(stores, tmp_path, later))
+        await asyncio.sleep(0.5)
+        assert not importing.done()
+        await granting.commit()
+        await asyncio.wait_for(importing, 30)
+    finally:
+        await other.close()
+    kept = await _state(conn)
+    assert [(r["best_kind"], str(r["newest_at"])[:10]) for r in kept] == [("express", "2025-08-31")]
+    await conn.fetchval("SELECT consent_current_rebuild()")
+    assert kept == await _state(conn)

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from mailer.contacts import imports
+from mailer.contacts import batches, imports
 from mailer.contacts.csvfile import Defaults, FileError, Rejected
 from mailer.contacts.store import ImportRefused, SuppressionImportResult
 from mailer.core.addresses import address_hash
@@ -295,3 +296,105 @@ async def test_numeric_and_boolean_attributes_are_typed_and_codes_with_leading_z
     assert attributes == (
         '{"vip": true, "postal": "01234", "mileage": 48200, "next_service": "2026-12-01"}'
     )
+
+
+@pytest.mark.usefixtures("topics")
+@pytest.mark.parametrize("chunk", [1, 2, 25_000])
+async def test_an_address_repeated_across_batches_and_chunks_merges_as_within_one(
+    stores: Stores,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: int,
+) -> None:
+    # chunk 1: every line its own chunk; 2: the repeat in the same chunk's second batch.
+    monkeypatch.setattr(batches, "CHUNK_ROWS", chunk)
+    path = write(
+        tmp_path,
+        "dup@example.com,First,en,express,form,2024-01-01,service,2024-01-01,SUV\n"
+        "DUP@example.com,,fr,purchase,invoice,2025-06-01,promotions,2025-02-01,\n"
+        "other@example.com,Other,en,,,,,,\n"
+        "dup@example.com,Last,,express,form,2024-01-01,service,2023-01-01,sedan\n",
+    )
+    r = (await run_import(stores, path)).result
+    assert (r.contacts_created, r.contacts_updated, r.consents_added, r.topics_added) == (
+        2,
+        0,
+        2,
+        2,
+    )
+    row = await conn.fetchrow("SELECT * FROM contacts WHERE email = 'dup@example.com'")
+    assert row is not None
+    assert (row["name"], row["locale"], row["attributes"]) == ("Last", "fr", '{"vehicle": "sedan"}')
+    assert row["last_activity_at"].date().isoformat() == "2025-02-01"
+    evidence = await conn.fetch("SELECT evidence->>'line' AS line FROM consents ORDER BY id")
+    assert [e["line"] for e in evidence] == ["2", "3"]  # the first line stating each grant
+    topics = await conn.fetch("SELECT source FROM contact_topics ORDER BY topic_id")
+    assert [t["source"] for t in topics] == [
+        f"import {r.import_id} line 2",
+        f"import {r.import_id} line 3",
+    ]
+
+
+@pytest.mark.usefixtures("topics")
+async def test_reimporting_a_file_whose_lines_disagree_across_chunks_changes_nothing(
+    stores: Stores, conn: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batches, "CHUNK_ROWS", 1)
+    path = write(
+        tmp_path,
+        "a@example.com,Ann,en,express,form,2024-01-01,,,SUV\n"
+        "b@example.com,Ben,en,,,,,,\n"
+        "a@example.com,Anne,fr,,,,,,sedan\n",
+    )
+    await run_import(stores, path)
+    before = await conn.fetch("SELECT id, name, locale, attributes, updated_at FROM contacts")
+    again = (await run_import(stores, path)).result
+    assert (again.contacts_created, again.contacts_updated, again.consents_added) == (0, 0, 0)
+    assert await conn.fetch("SELECT id, name, locale, attributes, updated_at FROM contacts") == (
+        before
+    )
+    assert {r["name"] for r in before} == {"Anne", "Ben"}
+
+
+@pytest.mark.usefixtures("topics")
+async def test_the_import_record_keeps_the_files_hash_and_how_it_was_read(
+    stores: Stores, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    path = tmp_path / "semicolons.csv"
+    path.write_bytes("email;name\r\nrene@example.com;René\r\n".encode("cp1252"))
+    outcome = await imports.import_contacts(
+        stores.contacts, path, Defaults(), default_locale="en", skip_invalid=False,
+        encoding="cp1252",
+    )  # fmt: skip
+    record = await conn.fetchrow(
+        "SELECT file_sha256, summary->>'encoding' AS encoding, "
+        "summary->>'delimiter' AS delimiter FROM imports"
+    )
+    assert record is not None
+    assert bytes(record["file_sha256"]) == hashlib.sha256(path.read_bytes()).digest()
+    assert (record["encoding"], record["delimiter"]) == ("cp1252", ";")
+    assert outcome.dialect.describe() == "cp1252, ';'-delimited, CRLF line ends"
+
+
+@pytest.mark.usefixtures("topics")
+@pytest.mark.parametrize("chunk", [1, 25_000])
+async def test_a_suppressed_address_counts_once_however_many_lines_and_batches_list_it(
+    stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(batches, "CHUNK_ROWS", chunk)
+    registry = tmp_path / "registry.txt"
+    registry.write_text("old@example.com\nnew@example.com\n", encoding="utf-8")
+    await imports.import_suppressions(
+        stores.contacts,
+        registry,
+        reason="registry",
+        scope="global",
+        channel=None,
+        topic_id=None,
+        source="DNC",
+    )
+    await run_import(stores, write(tmp_path, "old@example.com,Old,en,,,,,,\n", name="a.csv"))
+    twice = "old@example.com,Old,en,,,,,,\nnew@example.com,New,en,,,,,,\n" * 2
+    r = (await run_import(stores, write(tmp_path, twice, name="b.csv"))).result
+    assert (r.contacts_created, r.suppressed) == (1, 2)

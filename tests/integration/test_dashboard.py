@@ -15,12 +15,14 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailer.inbound.metrics import InboundMetrics
 from mailer.send.metrics import EngineMetrics
 from tracker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "config" / "grafana" / "mailer.json"
 SCRAPE_CONFIG = ROOT / "config" / "prometheus.yml"
+ALERT_RULES = ROOT / "config" / "prometheus" / "alerts.yml"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
@@ -77,10 +79,29 @@ def exercised_tracker() -> Metrics:
     return m
 
 
+def exercised_inbound() -> InboundMetrics:
+    """inbound serve's metrics with a sample in every family."""
+    m = InboundMetrics()
+    m.messages.labels("dsn_hard").inc()
+    m.received.labels("smtp", "stored").inc()
+    m.rejected.labels("unknown_recipient").inc()
+    m.forged_tokens.labels("rcpt").inc()
+    m.processing_seconds.observe(0.2)
+    m.unmatched_backlog.set(3)
+    m.connections.set(2)
+    m.webhooks.labels("ses", "stored").inc()
+    m.guard_pauses.labels("hard_bounce_rate").inc()
+    m.guard_rate.labels("spring", "hard_bounce").set(0.01)
+    m.guard_threshold.labels("spring", "hard_bounce").set(0.05)
+    m.optouts.recorded("digital", "mailto", True, 0.3)
+    return m
+
+
 def expositions() -> dict[str, bytes]:
     return {
         "mailer": generate_latest(exercised_engine().registry),
         "tracker": generate_latest(exercised_tracker().registry),
+        "inbound": generate_latest(exercised_inbound().registry),
     }
 
 
@@ -153,6 +174,11 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         "tracker_optouts_total",
         "tracker_event_buffer_size",
         "tracker_events_dropped_total",
+        "mailer_inbound_messages_total",  # bounces, complaints, unsubscribes by kind
+        "mailer_inbound_processing_seconds_bucket",
+        "mailer_inbound_unmatched_backlog",
+        "mailer_guard_pauses_total",
+        "mailer_guard_rate",
     ):
         assert name in used, name
     ids = [p["id"] for p in board["panels"]]
@@ -165,7 +191,7 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
 
 
 @needs_promtool
-@pytest.mark.parametrize("process", ["mailer", "tracker"])
+@pytest.mark.parametrize("process", ["mailer", "tracker", "inbound"])
 def test_exported_metrics_pass_promtool_lint(process: str) -> None:
     assert PROMTOOL is not None
     result = subprocess.run(
@@ -192,7 +218,24 @@ def test_the_scrape_config_is_valid_for_prometheus() -> None:
     assert result.returncode == 0, (result.stdout + result.stderr).decode("utf-8", "replace")
 
 
-def test_the_scrape_config_names_both_processes_on_their_default_ports() -> None:
+@needs_promtool
+def test_the_alert_rules_are_valid_and_query_only_exported_metrics() -> None:
+    assert PROMTOOL is not None
+    result = subprocess.run(
+        [PROMTOOL, "check", "rules", str(ALERT_RULES)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode("utf-8", "replace")
+    text = ALERT_RULES.read_text(encoding="utf-8")
+    assert "mailer_guard_pauses_total" in text  # the guard's pause is an alert
+    assert sorted(set(METRIC.findall(text)) - set(exported())) == []
+
+
+def test_the_scrape_config_names_every_process_on_its_default_port() -> None:
     text = SCRAPE_CONFIG.read_text(encoding="utf-8")
+    assert re.search(r"job_name: inbound\n(?:.*\n)*?.*targets: \[\"127\.0\.0\.1:9102\"\]", text)
+    assert "prometheus/alerts.yml" in text
     assert re.search(r"job_name: mailer\n(?:.*\n)*?.*targets: \[\"127\.0\.0\.1:9101\"\]", text)
     assert re.search(r"job_name: tracker\n(?:.*\n)*?.*targets: \[\"127\.0\.0\.1:8080\"\]", text)

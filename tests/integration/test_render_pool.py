@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = """
-import asyncio, base64, dataclasses, os, sys, time
+import asyncio, base64, dataclasses, sys, time
 sys.path.insert(0, {root!r})
 from mailer.core.settings import load
 from mailer.send.render_pool import RenderPool
@@ -21,8 +21,8 @@ async def main() -> None:
     base = load(environ={{}})
     settings = dataclasses.replace(base, token_keys="1:" + base64.b64encode(b"k" * 32).decode())
     pool = RenderPool(settings, 1)
-    loop = asyncio.get_running_loop()
-    print(await loop.run_in_executor(pool._pool, os.getpid), flush=True)
+    await pool.start()
+    print(pool.pids()[0], flush=True)
     time.sleep(60)
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The campaign file: parsing and validation (mailer.campaign_file)."""
+"""The campaign file: parsing and validation (mailer.campaigns.definition)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The floor plan holds: packages by role, dependencies pointing one way, SQL in stores.
 
-core ← db ← (contacts, campaigns, report) ← (send, compliance) ← (commands, demo);
-the tracker borrows only core and db. Read from the code's own imports (ast), so a
-new import that breaks the plan fails here, not in review.
+core ← db ← (contacts, campaigns, report, optouts) ← (send, compliance, inbound) ←
+(commands, demo); the tracker borrows only core, db and the shared opt-out. Read from the
+code's own imports (ast), so a new import that breaks the plan fails here, not in review.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from mailer.db.queries import Queries
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ("contacts", "campaigns", "send", "compliance", "report")
+ROLES = ("contacts", "campaigns", "send", "compliance", "report", "optouts", "inbound")
 
 # Which packages each package may import (besides itself); anything else is a wrong arrow.
 ALLOWED: dict[str, set[str]] = {
@@ -27,6 +27,11 @@ ALLOWED: dict[str, set[str]] = {
     "mailer.contacts": {"mailer.core", "mailer.db"},
     "mailer.campaigns": {"mailer.core", "mailer.db"},
     "mailer.report": {"mailer.core", "mailer.db"},
+    # Opt-outs, written once for every door (tracker pages and one-click, inbound mailto).
+    "mailer.optouts": {"mailer.core", "mailer.db"},
+    # Inbound mail withdraws consent through the shared opt-out, and the reputation guard
+    # pauses campaigns through the campaigns' own lifecycle query.
+    "mailer.inbound": {"mailer.core", "mailer.db", "mailer.optouts", "mailer.campaigns"},
     # The engine re-checks the audience and composes campaigns' messages.
     "mailer.send": {"mailer.core", "mailer.db", "mailer.campaigns"},
     # The archive reproduces campaigns' messages; the audit names the campaign.
@@ -35,7 +40,9 @@ ALLOWED: dict[str, set[str]] = {
     | {"mailer.demo", "tracker"},
     "mailer.demo": {"mailer.core", "mailer.db", *(f"mailer.{r}" for r in ROLES), "tracker"},
     "mailer": {"mailer.commands"},  # python -m mailer
-    "tracker": {"mailer.core", "mailer.db"},
+    # The tracker's opt-outs are the shared operation inbound's mailto unsubscribe also uses
+    # (same ledger rows, same metric); mailer.optouts imports only core and db.
+    "tracker": {"mailer.core", "mailer.db", "mailer.optouts"},
 }
 # Third-party packages the pure core may use: values and rules, no I/O. aiosmtplib for its
 # exception types only (outcome.py classifies them, in one place); cryptography signs DKIM.
@@ -135,6 +142,8 @@ _SQL_FILES = {
     "mailer/send/store.py": ("mailer.send", "send.sql"),
     "mailer/compliance/store.py": ("mailer.compliance", "compliance.sql"),
     "mailer/report/store.py": ("mailer.report", "report.sql"),
+    "mailer/optouts/store.py": ("mailer.optouts", "optouts.sql"),
+    "mailer/inbound/store.py": ("mailer.inbound", "inbound.sql"),
     "mailer/db/migrations.py": ("mailer.db", "db.sql"),
 }
 

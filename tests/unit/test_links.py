@@ -1,4 +1,4 @@
-"""Link discovery, rewriting and the open pixel (mailer.links)."""
+"""Link discovery, rewriting and the open pixel (mailer.core.links)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class HrefOracle(HTMLParser):
             self.hrefs.append(href)
 
     def parse_marked_section(self, i: int, report: bool = True) -> int:
-        # The same recovery from "<![foo[" as mailer.links, so the comparison covers the rest.
+        # The same recovery from "<![foo[" as mailer.core.links, so the comparison covers the rest.
         try:
             return super().parse_marked_section(i, report)
         except AssertionError:

@@ -1,4 +1,4 @@
-"""Wire bytes: headers, MIME, tokens, header injection, DKIM, archive (mailer.message)."""
+"""Wire bytes: headers, MIME, tokens, header injection, DKIM, archive (mailer.campaigns.message)."""
 
 from __future__ import annotations
 

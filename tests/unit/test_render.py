@@ -1,4 +1,4 @@
-"""Rendering in the sandbox: footers, escaping, links, text parts, template sets (mailer.render)."""
+"""Rendering in the sandbox: footers, escaping, links, text parts, templates (campaigns.render)."""
 
 from __future__ import annotations
 

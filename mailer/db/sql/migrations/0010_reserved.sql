@@ -1,5 +1,0 @@
--- Placeholder: version 0010 belongs to another branch (0009: feat/inbound, 0010: taken
--- too). It exists only so that this branch's 0011 applies without a gap; delete this file
--- when merging, the real 0010 takes its place (a database migrated from this branch alone
--- is a test database: its checksum for 0010 will differ and the migrator will say so).
-SELECT 1;

@@ -1,0 +1,80 @@
+"""The opt-out's Postgres: optouts.sql, run on a connection whose transaction the caller holds.
+
+The tracker (on its deadline-bound pool, mailer/db/bounded.py) and inbound (in the
+transaction that marks the inbound message processed) both withdraw through here, so the
+ledger rows, suppressions and switches an opt-out writes are the same whatever the door.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from mailer.db import Queries
+
+Q = Queries("mailer.optouts", "optouts.sql")
+
+# What pool.acquire() and BoundedPool lend; either carries the caller's transaction.
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """One opt-out as the ledger keeps it: what, from where, and the proof."""
+
+    contact_id: int
+    channels: Collection[str]
+    topic_ids: Collection[int]
+    source: str  # the ledger's source: one-click, unsubscribe page, mailto, complaint…
+    evidence: Mapping[str, Any]  # CASL s.13: how we know the person asked
+    delivery_id: int
+    campaign_id: int
+
+
+class OptOutStore:
+    """The opt-out statements on the caller's connection (no pool of its own)."""
+
+    @staticmethod
+    async def lock_contact(conn: Conn, contact_id: int) -> bytes | None:
+        """Lock the contact for this transaction; its address hash, or None once erased."""
+        found = await conn.fetchval(Q("contact_lock"), contact_id)
+        return None if found is None else bytes(found)
+
+    @staticmethod
+    async def withdraw(conn: Conn, email_hash: bytes, w: Withdrawal) -> int:
+        """Append the withdraw rows, suppressions and switch changes; how many rows changed."""
+        detail = {"delivery_id": w.delivery_id, "campaign_id": w.campaign_id}
+        changed = 0
+        if w.channels:
+            changed += await conn.fetchval(
+                Q("channels_withdraw"),
+                w.contact_id,
+                sorted(w.channels),
+                email_hash,
+                w.source,
+                dict(w.evidence),
+                detail,
+            )
+        if w.topic_ids:
+            changed += await conn.fetchval(
+                Q("topics_withdraw"),
+                w.contact_id,
+                sorted(w.topic_ids),
+                email_hash,
+                w.source,
+                dict(w.evidence),
+                detail,
+            )
+        return int(changed)
+
+    @classmethod
+    async def opt_out(cls, conn: Conn, w: Withdrawal) -> bool | None:
+        """Lock and withdraw: True if anything changed, False if already so, None if erased."""
+        email_hash = await cls.lock_contact(conn, w.contact_id)
+        if email_hash is None:
+            return None
+        return await cls.withdraw(conn, email_hash, w) > 0
