@@ -108,10 +108,9 @@ class EngineSettings:
     render_processes: int = 1
     # Messages per SMTP connection whose start mark is committed while the message
     # before them is on the wire (mailer/send/recorder.py): after kill -9, at most
-    # starts_ahead + 1 started rows per connection are uncertain, at most
-    # starts_ahead of them never reached the relay. 0: each message waits for its
-    # own commit (one per connection, every one handed over); more: larger, fewer
-    # commits and no waits when the database is slow.
+    # starts_ahead rows per connection are uncertain without having reached the
+    # relay. 0: each message waits for its own commit; more: fewer, larger commits
+    # and fewer waits when the database's WAL flush is slow.
     starts_ahead: int = 2
     # Limits on composing one message (mailer.limits): CPU time (a render takes ~0.3 ms,
     # ~7 ms with pure-Python DKIM), size (and never above the relay's EHLO SIZE), and

@@ -1,23 +1,28 @@
-"""The recorder: start marks and outcomes, group-committed.
+"""The recorder: start marks and outcomes, each group-committed by its own writer.
 
 A message is `sending` in the ledger (started) before its MAIL FROM, and only
 then (issue 15): after a crash, only started rows can have reached SMTP, so
 only they become `uncertain`; rows claimed but never started go back to the
-queue. Each SMTP connection asks for its next message's start while it
-carries the current one (mailer/send/smtp.py), and the recorder writes every
-start asked since its last round, with every outcome known by then, in one
-transaction (SendStore.record): one commit for all the connections of the
-worker, every few milliseconds while messages flow, as Postgres itself
-group-commits. Outcomes alone wait up to FLUSH_EVERY_S to gather.
+queue. Each SMTP connection asks for the starts of the next messages while it
+carries the current one (mailer/send/smtp.py), and the start writer commits
+every start asked since its last round in one statement: one commit for all
+the connections of the worker, every millisecond or so while messages flow, as
+Postgres itself group-commits. Outcomes (with their archive rows and
+suppressions) are written by a second writer on a connection of its own, in
+batches of up to FLUSH_ROWS at least every FLUSH_EVERY_S: off the path of the
+next MAIL FROM. Measured (bench/README.md, "Send"): a round is mostly its
+commit's WAL flush (~5 ms on the benchmark machine under load); a round that
+also carried the outcomes and their archive rows took longer still, and lanes
+waited on it for most of their starts.
 
-The bound this gives (proved in ../../README.md, "What a crash leaves
-uncertain"): while a connection carries its message k it asks for the starts
-of at most `engine.starts_ahead` (A) messages after it, and only after it
-handed the outcome of message k-1 to `record`; a round takes every outcome
-queued before it. So when any start of that connection is committed, every
-outcome but those of its last A + 1 messages is too: a kill leaves at most
-A + 1 started rows without an outcome per SMTP connection, of which at most A
-never had their MAIL FROM written.
+The bound this gives (README.md, "What a crash leaves uncertain"): while a
+connection carries message k it has asked for the starts of at most
+`engine.starts_ahead` (A) messages after it. A kill leaves `uncertain` the
+started rows without a written outcome: at most A per connection never had
+their MAIL FROM written, one per connection was on the wire, and the others
+had their outcome (known: they were handed to the relay) waiting for the
+outcome writer, i.e. they were answered at most FLUSH_EVERY_S plus one write
+before the kill, and there are at most FLUSH_ROWS (+ one write's worth) of them.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ from mailer.send.store import OutcomeRow, SendStore
 
 log = logging.getLogger("mailer.recorder")
 
-# Outcomes alone are written at least this often, or when this many wait.
-FLUSH_EVERY_S = 0.2
+# Outcomes are written at least this often, or when this many wait: what a kill leaves
+# uncertain among messages the relay did take is what waited here.
+FLUSH_EVERY_S = 0.05
 FLUSH_ROWS = 500
 # Starts wait at most this long for others to join their round, and at most this many
 # make one round; a connection that needs a start not yet written ends the wait (hurry).
@@ -74,7 +80,8 @@ class Recorder:
         failures: FailureLog,
         written: Callable[[int], None],
     ) -> None:
-        self.rounds = store.rounds()
+        self.start_rounds = store.rounds()  # the start writer's connection
+        self.outcome_rounds = store.rounds()  # the outcome writer's
         self.worker = worker
         self.failures = failures
         # Called with the number of outcomes each round wrote (the engine's room to claim).
@@ -85,20 +92,21 @@ class Recorder:
         # The round being written: kept until written, so a recorder that died
         # mid-write leaves its outcomes to its replacement instead of losing them.
         self.in_write: list[OutcomeRow] = []
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # starts asked for (or closing)
+        self._flush = asyncio.Event()  # outcomes to write: the first, or a full batch
         self._closing = False
         self._ended = False  # run() returned or died: nobody would answer a start
         self._nudge = asyncio.Event()  # a start's wait can end: hurried, full or closing
         self._hurried = False
         self._first_start = 0.0  # when the oldest start asked for was (monotonic)
-        self.count = 0  # rounds written
+        self.count = 0  # start rounds written
         self.started = 0
 
     def record(self, row: OutcomeRow) -> None:
-        """Queue an outcome; written with the next round."""
+        """Queue an outcome; written with the next batch."""
         self.outcomes.append(row)
         if len(self.outcomes) in (1, FLUSH_ROWS):  # the first starts the clock, the last ends it
-            self._wake.set()
+            self._flush.set()
 
     def start(self, delivery_id: int, answered: Callable[[Start], None]) -> None:
         """Ask for a delivery's start mark; `answered` is called once the round is committed.
@@ -129,40 +137,67 @@ class Recorder:
         """Write what is queued, then end; starts asked from now on are not made."""
         self._closing = True
         self._wake.set()
+        self._flush.set()
         self._nudge.set()
 
     async def run(self) -> None:
-        """Write rounds until closed and empty; unanswered starts are answered on the way out."""
+        """Write starts and outcomes until closed and empty; unanswered starts are answered."""
         self._ended = False
         try:
-            if self.in_write:  # left by a recorder that died mid-write (rewriting is harmless)
-                await self._outcomes_only(self.in_write)
-                self.in_write = []
-            while True:
-                if not self.starts and not self._closing:
-                    self._wake.clear()
-                    if self.outcomes:
-                        # Outcomes alone: let a batch gather (one statement, not many),
-                        # unless a start is asked for meanwhile.
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY_S)
-                    else:
-                        with contextlib.suppress(*TRANSIENT_ERRORS):
-                            await self.rounds.close()  # idle: its connection back to the pool
-                        await self._wake.wait()
-                if self._closing and not self.outcomes and not self.starts:
-                    return
-                if self.starts:
-                    await self._gather()
-                await self._round()
+            async with asyncio.TaskGroup() as writers:  # one dying ends (and fails) both
+                writers.create_task(self._write_outcomes(), name="recorder outcomes")
+                writers.create_task(self._write_starts(), name="recorder starts")
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None  # what died, as the engine's watcher names it
         finally:
             # A recorder that ends (closed, or died) leaves no connection waiting.
             self._ended = True
             unanswered, self.starts = self.starts, {}
             for answered in unanswered.values():
                 answered(Start(Verdict.NOT_STARTED))
-            with contextlib.suppress(Exception):  # a broken connection is the pool's to drop
-                await self.rounds.close()
+            for rounds in (self.start_rounds, self.outcome_rounds):
+                with contextlib.suppress(Exception):  # a broken connection is the pool's to drop
+                    await rounds.close()
+
+    async def _write_starts(self) -> None:
+        while True:
+            if not self.starts:
+                if self._closing:
+                    return
+                self._wake.clear()
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await self.start_rounds.close()  # idle: its connection back to the pool
+                await self._wake.wait()
+                continue
+            await self._gather()
+            await self._start_round()
+
+    async def _write_outcomes(self) -> None:
+        if self.in_write:  # left by a recorder that died mid-write (rewriting is harmless)
+            await self._outcomes_only(self.in_write)
+            self.in_write = []
+        while True:
+            if not self.outcomes:
+                # Closing: done once the start writer is (its skips and refusals are
+                # written by it; outcomes of messages still on the wire come here).
+                if self._closing and not self.starts:
+                    return
+                self._flush.clear()
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await self.outcome_rounds.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush.wait(), FLUSH_EVERY_S)
+                continue
+            if len(self.outcomes) < FLUSH_ROWS and not self._closing:
+                # Let a batch gather (one statement, not many).
+                self._flush.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush.wait(), FLUSH_EVERY_S)
+            outcomes, self.outcomes = self.outcomes, []
+            self.in_write = outcomes
+            await self._outcomes_only(outcomes)
+            self.in_write = []
+            self.written(len(outcomes))
 
     async def _gather(self) -> None:
         """Let more starts join this round while no connection waits for one.
@@ -182,48 +217,43 @@ class Recorder:
                 await asyncio.wait_for(self._nudge.wait(), remaining)
         self._hurried = False
 
-    async def _round(self) -> None:
-        """One transaction: every outcome queued, then every start asked, committed together."""
-        outcomes, self.outcomes = self.outcomes, []
+    async def _start_round(self) -> None:
+        """One statement, one commit: every start asked since the last round."""
         starts, self.starts = self.starts, {}
-        self.in_write = outcomes
         try:
-            rows = await self.rounds.record(self.worker, outcomes, list(starts))
+            rows = await self.start_rounds.record(self.worker, [], list(starts))
         except TRANSIENT_ERRORS as exc:
             # Not started (or started and never used: a commit lost with the connection):
-            # the engine defers those messages; the outcomes are written on their own.
+            # the engine defers those messages.
             reason = f"database unavailable: {type(exc).__name__}"
             for answered in starts.values():
                 answered(Start(Verdict.UNAVAILABLE, reason))
-            self._failed(exc, len(outcomes) + len(starts))
-            await self._outcomes_only(outcomes)
+            self._failed(exc, len(starts))
+            return
         except BaseException:
             for answered in starts.values():
                 answered(Start(Verdict.NOT_STARTED))
             raise
-        else:
-            self.count += 1
-            answers = {r.id: r for r in rows}
-            for delivery_id, answered in starts.items():
-                row = answers.get(delivery_id)
-                if row is None:
-                    answered(Start(Verdict.LOST))
-                elif row.status == "sending":
-                    self.started += 1
-                    answered(Start(Verdict.GO))
-                elif row.status == "skipped":
-                    answered(Start(Verdict.SKIPPED, row.skip_reason))
-                else:
-                    answered(Start(Verdict.HELD))
-        self.in_write = []
-        self.written(len(outcomes))
+        self.count += 1
+        answers = {r.id: r for r in rows}
+        for delivery_id, answered in starts.items():
+            row = answers.get(delivery_id)
+            if row is None:
+                answered(Start(Verdict.LOST))
+            elif row.status == "sending":
+                self.started += 1
+                answered(Start(Verdict.GO))
+            elif row.status == "skipped":
+                answered(Start(Verdict.SKIPPED, row.skip_reason))
+            else:
+                answered(Start(Verdict.HELD))
 
     async def _outcomes_only(self, outcomes: list[OutcomeRow]) -> None:
         """Write outcomes until it works: they are known facts (a sent message is sent)."""
         attempt = 0
         while outcomes:
             try:
-                await self.rounds.record(self.worker, outcomes, [])
+                await self.outcome_rounds.record(self.worker, outcomes, [])
                 return
             except TRANSIENT_ERRORS as exc:
                 # The rows stay `sending` (or become `uncertain`, which a later write

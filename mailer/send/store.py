@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -248,7 +249,8 @@ class Rounds:
             except asyncpg.InterfaceError:
                 # A kept connection whose server side was lost: the pool took it back
                 # before anything was sent; the round goes on a fresh one.
-                self._conn = None
+                with contextlib.suppress(Exception):
+                    await self.close()  # released: the pool discards a broken connection
                 if not kept:
                     raise
             except BaseException:

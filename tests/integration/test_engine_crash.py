@@ -21,6 +21,7 @@ import asyncpg
 
 from mailer.core.tokens import Keyring
 from mailer.demo.stores import Stores
+from mailer.send.recorder import FLUSH_ROWS
 from tests.engine_setup import KEYS, add_contacts, sample_campaign
 from tests.smtp_servers import Faults, RecordingHandler, smtp_server
 
@@ -28,10 +29,11 @@ RECIPIENTS = 20_000
 KILLS = 20
 CONNECTIONS = 8  # SMTP connections per worker
 STARTS_AHEAD = 2  # engine.starts_ahead, the default
-# The bound (mailer/send/recorder.py): a kill leaves at most starts_ahead + 1 started rows
-# without an outcome per SMTP connection, and of those at most starts_ahead whose MAIL FROM
-# was never written.
-UNCERTAIN_PER_KILL = (STARTS_AHEAD + 1) * CONNECTIONS
+# The bound (mailer/send/recorder.py): a kill leaves uncertain at most starts_ahead rows per
+# SMTP connection whose MAIL FROM was never written, one per connection on the wire, and the
+# messages whose outcome (the relay's answer) waited for the outcome writer, which writes at
+# least every FLUSH_EVERY_S (answered in the last instants before the kill).
+UNCERTAIN_PER_KILL = (STARTS_AHEAD + 1) * CONNECTIONS + FLUSH_ROWS
 UNSTARTED_PER_KILL = STARTS_AHEAD * CONNECTIONS
 # "The last instants before the kill": a started row without an outcome was received by the
 # sink at most one SMTP transaction and one recorder round before the kill (measured: well
