@@ -204,6 +204,68 @@ SET render_inputs = jsonb_build_object(
 FROM deliveries d JOIN erase_targets t ON t.id = d.contact_id
 WHERE a.delivery_id = d.id AND NOT a.render_inputs ? 'erased_at'
 
+-- name: erase_inbound
+-- Inbound mail about the erased (issue 16): messages attributed to their
+-- deliveries, and processed messages attributed to none (unmatched, an
+-- auto-reply) whose raw bytes name one of their addresses, found by hashing
+-- every address the raw text contains ($2: hashes of requests for addresses
+-- we hold no contact for). The raw message goes (a DSN quotes the address and
+-- the original message), so do the envelope sender (a mailto unsubscribe's is
+-- the person) and every free-text field; what stays is its SHA-256, when and
+-- from where it came, its kind and delivery, and the structural fields in $1
+-- (status, action, feedback type): the evidence behind the hashed
+-- suppression, naming no one. Pending messages are left to the processor,
+-- which scrubs those about erased contacts as it processes them.
+WITH hashes AS (
+    SELECT email_hash FROM erase_targets WHERE email_hash IS NOT NULL
+    UNION
+    SELECT unnest($2::bytea[])
+), hit AS (
+    SELECT m.id
+    FROM erase_targets t
+    JOIN deliveries d ON d.contact_id = t.id
+    JOIN inbound_messages m ON m.delivery_id = d.id
+    WHERE m.state = 'processed'
+    UNION
+    SELECT m.id
+    FROM inbound_messages m
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT (regexp_matches(lower(encode(m.raw, 'escape')),
+                                        '[a-z0-9._%+=-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+', 'g'))[1]
+                        AS address
+    ) a
+    JOIN hashes h ON h.email_hash = sha256(convert_to(a.address, 'UTF8'))
+    WHERE m.delivery_id IS NULL AND m.state = 'processed' AND octet_length(m.raw) > 0
+)
+UPDATE inbound_messages m
+SET raw = ''::bytea,
+    mail_from = NULL,
+    rcpt_to = ARRAY(SELECT r FROM unnest(m.rcpt_to) AS r
+                    WHERE sha256(convert_to(lower(r), 'UTF8')) NOT IN (SELECT email_hash
+                                                                       FROM hashes)),
+    peer = CASE WHEN strpos(m.peer, '@') > 0 THEN NULL ELSE m.peer END,
+    detail = (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}')
+              FROM jsonb_each(m.detail) AS e WHERE e.key = ANY($1::text[]))
+             || '{"erased": true}'::jsonb
+FROM hit
+WHERE m.id = hit.id AND NOT m.detail ? 'erased'
+
+-- name: erase_bounces
+-- A late bounce's diagnostic quotes the recipient like an SMTP reply does;
+-- its status stays (the report counts by it).
+UPDATE bounces b SET diagnostic = NULL
+FROM erase_targets t
+WHERE b.contact_id = t.id AND b.diagnostic IS NOT NULL
+
+-- name: erase_suppression_detail
+-- Suppressions outlive the erasure (keyed by hash); a bounce's evidence in
+-- them keeps the delivery, the inbound message and the status, not the
+-- diagnostic text that quotes the address.
+UPDATE suppressions s SET detail = s.detail - 'diagnostic'
+WHERE s.email_hash IN (SELECT email_hash FROM erase_targets WHERE email_hash IS NOT NULL
+                       UNION SELECT unnest($1::bytea[]))
+  AND s.detail ? 'diagnostic'
+
 -- name: privacy_log_insert
 INSERT INTO privacy_log (action, rule, contacts, details, subject_hash, os_user)
 VALUES ($1, $2, $3, $4::jsonb, $5, $6)

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from mailer.core.evidence import DETAIL_KEPT_AFTER_ERASURE
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.compliance", "compliance.sql")
@@ -141,6 +142,11 @@ class ComplianceStore:
                 )
                 counts["events_scrubbed"] = affected(await conn.execute(Q("erase_events")))
                 counts["archive_scrubbed"] = affected(await conn.execute(Q("erase_archive")))
+                counts["inbound_scrubbed"] = affected(
+                    await conn.execute(Q("erase_inbound"), list(DETAIL_KEPT_AFTER_ERASURE), hashes)
+                )
+                await conn.execute(Q("erase_bounces"))
+                await conn.execute(Q("erase_suppression_detail"), hashes)
                 log = await conn.fetchrow(
                     Q("privacy_log_insert"),
                     action,
