@@ -100,6 +100,25 @@ SELECT count(*) AS contacts,
        (SELECT count(*) FROM contacts WHERE erased_at IS NOT NULL) AS erased
 FROM (:flags) AS flags
 
+-- name: hygiene_suppression_sources
+-- Bounced and complained addresses by where the news came from: the first
+-- hop's reply (smtp), a DSN, soft bounces counted, a feedback report, an ESP.
+SELECT reason, source, count(*) AS n FROM suppressions
+WHERE reason IN ('hard_bounce', 'complaint')
+GROUP BY reason, source ORDER BY reason, source
+
+-- name: hygiene_inbound_evidence
+-- The latest suppressions made from inbound mail, with the message that made
+-- each (issue 16): what the operator checks before cleaning a list. $1 how many.
+SELECT s.reason, s.created_at, c.email,
+       m.id AS inbound_id, m.received_at, m.kind, m.source, m.sha256, m.detail
+FROM suppressions s
+JOIN inbound_messages m ON m.id = (s.detail ->> 'inbound_id')::bigint
+LEFT JOIN contacts c ON c.email_hash = s.email_hash
+WHERE s.detail ? 'inbound_id'
+ORDER BY s.created_at DESC, s.id DESC
+LIMIT $1
+
 -- name: hygiene_candidates
 -- What a purge erases; the dry run counts exactly this.
 SELECT id, email_hash FROM (:flags) AS flags WHERE purge
@@ -340,11 +359,19 @@ SELECT d.id AS delivery_id, d.campaign_id, p.slug AS campaign, p.policy, p.chann
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                     'channel', u.channel, 'topic_id', u.topic_id,
                     'method', coalesce(u.evidence ->> 'method', u.source),
-                    'requested_at', u.obtained_at, 'recorded_at', u.recorded_at)
+                    'requested_at', u.obtained_at, 'recorded_at', u.recorded_at,
+                    'inbound_id', (u.evidence ->> 'inbound_id')::bigint)
                     ORDER BY u.obtained_at, u.id)
                  FROM consents u
                  WHERE u.contact_id = d.contact_id AND u.action = 'withdraw'
-                   AND u.evidence ->> 'delivery_id' = d.id::text), '[]') AS optouts
+                   AND u.evidence ->> 'delivery_id' = d.id::text), '[]') AS optouts,
+       -- The bounces, complaints and mailto unsubscribes that came back about this
+       -- message (issue 16), with the hash of each as stored.
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'inbound_id', m.id, 'received_at', m.received_at, 'kind', m.kind,
+                    'source', m.source, 'sha256', encode(m.sha256, 'hex'), 'detail', m.detail)
+                    ORDER BY m.id)
+                 FROM inbound_messages m WHERE m.delivery_id = d.id), '[]') AS inbound
 FROM deliveries d
 JOIN campaigns p ON p.id = d.campaign_id
 JOIN contacts c ON c.id = d.contact_id
