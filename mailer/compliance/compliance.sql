@@ -325,6 +325,16 @@ SELECT jsonb_build_object(
                          FROM archive a JOIN mail d ON d.id = a.delivery_id), '[]'),
     'privacy_log', coalesce((SELECT jsonb_agg(to_jsonb(g) ORDER BY g.id)
                              FROM privacy_log g WHERE g.subject_hash = $2), '[]'),
+    -- Bounces, complaints and mailto unsubscribes about the person (issue 16): those
+    -- attributed to their messages and those their suppressions name; the raw message
+    -- as text (bytes outside ASCII escaped), so the person can read it.
+    'inbound_messages', coalesce((
+        SELECT jsonb_agg(to_jsonb(m) - 'raw' || jsonb_build_object('raw', encode(m.raw, 'escape'))
+                         ORDER BY m.id)
+        FROM inbound_messages m
+        WHERE m.delivery_id IN (SELECT id FROM mail)
+           OR m.id IN (SELECT (s.detail ->> 'inbound_id')::bigint FROM suppressions s
+                       WHERE s.email_hash = $2 AND s.detail ? 'inbound_id')), '[]'),
     -- Names for the ids above, so the person can read the export.
     'topics', coalesce((SELECT jsonb_agg(jsonb_build_object('id', t.id, 'slug', t.slug,
                                                             'name', t.name) ORDER BY t.id)

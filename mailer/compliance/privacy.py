@@ -140,6 +140,8 @@ def export_document(email: str, tables: Mapping[str, Any], now: datetime) -> dic
             "events": "opens and clicks of those messages",
             "archive": "what reproduces each message sent, and its SHA-256",
             "privacy_log": "erasures of this address",
+            "inbound_messages": "bounce reports, complaints and unsubscribe messages about "
+            "your messages, as received",
         },
         "tables": dict(tables),
     }

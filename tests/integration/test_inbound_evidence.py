@@ -130,3 +130,24 @@ async def test_the_audit_export_carries_the_mail_behind_each_bounce_complaint_an
     assert {o["inbound_id"] for o in optouts} == {mailto["inbound_id"]}
     summary = json.loads(bundle.read(f"{slug}-summary.json"))
     assert summary["inbound_messages_by_kind"] == {"complaint": 1, "dsn_hard": 1, "unsubscribe": 1}
+
+
+async def test_a_persons_data_export_includes_the_mail_that_came_back_about_them(
+    stores: Stores,
+    conn: asyncpg.Connection,
+    settings: Settings,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    _, bounced, _, _, hashes = await _story(stores, conn, settings)
+    out = tmp_path / "export.json"
+    code, text = await run_cli(
+        monkeypatch, db_url, "contacts", "export", bounced.email, "--out", str(out)
+    )
+    assert code == 0, text
+    document = json.loads(out.read_text(encoding="utf-8"))
+    (message,) = document["tables"]["inbound_messages"]
+    assert message["kind"] == "dsn_hard"
+    assert message["sha256"] == "\\x" + hashes["dsn_hard"]
+    assert bounced.email in message["raw"]  # GDPR art. 15: what we hold, readable
