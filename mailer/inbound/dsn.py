@@ -34,8 +34,8 @@ def dsn(msg: Message, refs_of: RefsOf) -> Classification | None:
     if not blocks:
         return None
     best = max(blocks, key=_severity)
-    action = best.get("action", "").lower()
-    status_text = best.get("status", "") or ""
+    action = _field(best, "action").lower()
+    status_text = _field(best, "status")
     diagnostic = text(best.get("diagnostic-code"))
     status = status_of(status_text) or status_of(diagnostic or "")
     recipient = address_field(best.get("original-recipient")) or address_field(
@@ -128,10 +128,15 @@ def _per_message(msg: Message) -> Message:
 
 def _severity(block: Message) -> tuple[int, int]:
     """Failed beats delayed beats the rest; 5.x.x beats 4.x.x: the block that decides."""
-    action = block.get("action", "").lower()
+    action = _field(block, "action").lower()
     rank = 2 if action.startswith(("failed", "error")) else 1 if action.startswith("delayed") else 0
-    status = status_of(block.get("status", "") or "")
+    status = status_of(_field(block, "status"))
     return rank, status[0] if status else 0
+
+
+def _field(block: Message, name: str) -> str:
+    # A field with bytes outside ASCII comes back as an email.header.Header, not a str.
+    return str(block.get(name) or "")
 
 
 def _diagnostic_line(body: str, addresses: Iterable[str]) -> str | None:

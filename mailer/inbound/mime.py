@@ -58,7 +58,10 @@ def plain_text(msg: Message) -> str:
     if part is not None:
         data = part.get_payload(decode=True)
         if isinstance(data, bytes):
-            return data.decode(part.get_content_charset() or "utf-8", "replace")
+            try:
+                return data.decode(part.get_content_charset() or "utf-8", "replace")
+            except LookupError:  # a charset Python does not know: read it as UTF-8
+                return data.decode("utf-8", "replace")
     return ""
 
 
