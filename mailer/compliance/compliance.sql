@@ -111,7 +111,8 @@ GROUP BY reason, source ORDER BY reason, source
 -- The latest suppressions made from inbound mail, with the message that made
 -- each (issue 16): what the operator checks before cleaning a list. $1 how many.
 SELECT s.reason, s.created_at, c.email,
-       m.id AS inbound_id, m.received_at, m.kind, m.source, m.sha256, m.detail
+       m.id AS inbound_id, m.received_at, m.kind, m.source, m.sha256, m.detail,
+       m.attributed_by
 FROM suppressions s
 JOIN inbound_messages m ON m.id = (s.detail ->> 'inbound_id')::bigint
 LEFT JOIN contacts c ON c.email_hash = s.email_hash
@@ -379,7 +380,8 @@ SELECT d.id AS delivery_id, d.campaign_id, p.slug AS campaign, p.policy, p.chann
        -- message (issue 16), with the hash of each as stored.
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                     'inbound_id', m.id, 'received_at', m.received_at, 'kind', m.kind,
-                    'source', m.source, 'sha256', encode(m.sha256, 'hex'), 'detail', m.detail)
+                    'source', m.source, 'sha256', encode(m.sha256, 'hex'), 'detail', m.detail,
+                    'attributed_by', m.attributed_by)
                     ORDER BY m.id)
                  FROM inbound_messages m WHERE m.delivery_id = d.id), '[]') AS inbound
 FROM deliveries d

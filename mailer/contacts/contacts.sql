@@ -404,7 +404,7 @@ WHERE s.email_hash = $1 ORDER BY s.created_at, s.id
 WITH person AS (
     SELECT id FROM contacts WHERE email = $1
 )
-SELECT m.id AS inbound_id, m.received_at, m.kind, m.source, m.sha256, m.detail
+SELECT m.id AS inbound_id, m.received_at, m.kind, m.source, m.sha256, m.detail, m.attributed_by
 FROM inbound_messages m
 WHERE m.id IN (
     SELECT (s.detail ->> 'inbound_id')::bigint FROM suppressions s

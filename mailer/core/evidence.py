@@ -60,6 +60,8 @@ class InboundEvidence:
     diagnostic: str | None = None  # RFC 3464 Diagnostic-Code (gone after an erasure)
     feedback_type: str | None = None  # RFC 5965 Feedback-Type of a complaint
     erased: bool = False  # the raw message and free text were erased with the person
+    # How its delivery was found: token (our signature), message_id, or recipient (weakest).
+    attributed_by: str | None = None
 
     @property
     def kind_text(self) -> str:
@@ -81,6 +83,8 @@ class InboundEvidence:
         parts.append(
             f"received {self.received_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC by {self.source}"
         )
+        if self.attributed_by:
+            parts.append(f"matched by {self.attributed_by.replace('_', '-')}")
         parts.append(f"sha256 {self.sha256.hex()}")
         if self.erased:
             parts.append("(raw message erased)")
@@ -98,6 +102,7 @@ class InboundEvidence:
             "feedback_type": self.feedback_type,
             "sha256": self.sha256.hex(),
             "erased": self.erased,
+            "attributed_by": self.attributed_by,
         }
 
     @classmethod
@@ -114,4 +119,5 @@ class InboundEvidence:
             diagnostic=detail.get("diagnostic"),
             feedback_type=detail.get("feedback_type"),
             erased=bool(detail.get("erased")),
+            attributed_by=row.get("attributed_by"),
         )

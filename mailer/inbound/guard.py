@@ -7,6 +7,11 @@ last paused it), judged only once `guard.min_sample` messages were sent: a handf
 bounces is noise, not a verdict. Defaults follow the providers' published limits: Amazon SES
 reviews an account past 5 % bounces; Gmail and Yahoo's bulk-sender rules (2024) want spam
 complaints under 0.1 % and act at 0.3 %. A campaign file's [reputation] table overrides them.
+
+It runs wherever campaigns are sent (`mailer worker`, `campaign send`: `guarded` below) and in
+`inbound serve`: one check, reading the delivery ledger, where first-hop refusals recorded by
+the engine and late DSNs alike make a delivery `bounced`. Several processes checking is
+harmless: the pause is one conditional UPDATE, made once.
 """
 
 from __future__ import annotations

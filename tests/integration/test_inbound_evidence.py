@@ -59,7 +59,7 @@ async def test_contacts_explain_and_show_print_the_mail_behind_a_suppression_or_
     assert "hard bounce (DSN), status 5.1.1" in out
     assert "User unknown in virtual" in out  # the diagnostic, as the DSN gave it
     assert "received 20" in out
-    assert "UTC by smtp" in out
+    assert "UTC by smtp, matched by token" in out  # the VERP token named the delivery
     assert f"sha256 {hashes['dsn_hard']}" in out
     code, out = await run_cli(
         monkeypatch, db_url, "contacts", "explain", complained.email, "--campaign", slug
@@ -121,6 +121,7 @@ async def test_the_audit_export_carries_the_mail_behind_each_bounce_complaint_an
     assert "User unknown" in dsn["diagnostic"]
     assert dsn["sha256"] == hashes["dsn_hard"]
     assert dsn["received_at"].startswith("20")
+    assert dsn["attributed_by"] == "token"
     (arf,) = json.loads(rows[complained.delivery_id]["inbound_evidence"])
     assert (arf["kind"], arf["feedback_type"]) == ("complaint", "abuse")
     (mailto,) = json.loads(rows[left.delivery_id]["inbound_evidence"])
