@@ -34,6 +34,7 @@ from mailer.inbound.store import CampaignRates, InboundStore
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_CHECK_GRACE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,7 @@ async def guarded(work: Awaitable[T], guard: Guard, stop: asyncio.Event) -> T:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
-        # Let a check in progress finish (one statement); a second signal cancels us anyway.
+        # A check in progress may finish (a read and one conditional UPDATE, atomic either
+        # way); one stuck behind a slow database is cancelled rather than hold the exit.
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(checker, 30)
+            await asyncio.wait_for(checker, _CHECK_GRACE_S)
