@@ -29,6 +29,8 @@ from mailer.core.reputation import describe
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
 from mailer.db import Pool
+from mailer.inbound.guard import guard_for, guarded
+from mailer.inbound.metrics import GuardMetrics
 from mailer.report.document import render_json
 from mailer.report.figures import figures
 from mailer.report.html import render_html
@@ -162,8 +164,9 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
         engine = build_engine(
             pool, settings, stop=stop, metrics=metrics, only_campaigns={launched.campaign_id}
         )
+        guard = guard_for(pool, settings, GuardMetrics(metrics.registry))
         with stop_on_signals(stop, console):
-            run = asyncio.create_task(engine.run(until_idle=True))
+            run = asyncio.create_task(guarded(engine.run(until_idle=True), guard, stop))
             await watch_progress(campaigns, launched.campaign_id, run, console)
             await run
         return await _status(pool, args.campaign)
@@ -255,12 +258,15 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
         metrics = EngineMetrics()
         metrics.serve(settings.engine.metrics_port)
         engine = build_engine(pool, settings, stop=stop, metrics=metrics)
+        # The reputation guard runs wherever campaigns are sent, not only beside `inbound
+        # serve`: first-hop bounces are in the ledger the engine writes.
+        guard = guard_for(pool, settings, GuardMetrics(metrics.registry))
         with stop_on_signals(stop, console):
             console.print(
                 f"worker {engine.worker} running; metrics on "
                 f"127.0.0.1:{settings.engine.metrics_port}/metrics"
             )
-            progress = await engine.run(until_idle=args.until_idle)
+            progress = await guarded(engine.run(until_idle=args.until_idle), guard, stop)
         console.print(f"worker stopped: {progress.by_status}")
         return 0
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from mailer.campaigns.store import CampaignStore
@@ -76,6 +77,7 @@ async def hygiene_report(args: argparse.Namespace, settings: Settings) -> int:
             console.print(
                 f"{counts['in_flight']:,} contact(s) have a message in flight: not purged"
             )
+        await _print_suppression_evidence(store)
         console.print(sla_line(await store.unsubscribe_sla(None)), highlight=False)
         log = await store.privacy_log_recent(5)
         if log:
@@ -91,6 +93,31 @@ async def hygiene_report(args: argparse.Namespace, settings: Settings) -> int:
                 )
             console.print(recent)
         return 0
+
+
+_EVIDENCE_SHOWN = 10
+
+
+async def _print_suppression_evidence(store: ComplianceStore) -> None:
+    """Bounced and complained addresses by source, and the mail behind the latest ones."""
+    sources = await store.hygiene_suppression_sources()
+    if sources:
+        console.print(
+            "suppressed by source: "
+            + ", ".join(f"{reason} {source} {n:,}" for (reason, source), n in sources.items()),
+            highlight=False,
+        )
+    latest = await store.hygiene_inbound_evidence(_EVIDENCE_SHOWN)
+    if not latest:
+        return
+    console.print(f"[bold]latest suppressions from inbound mail[/] (newest {len(latest)}):")
+    for held in latest:
+        console.print(
+            f"  {held.created_at:%Y-%m-%d %H:%M} {held.email or '(erased or no contact)'} "
+            f"{held.reason}: {escape(held.evidence.line())}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 async def hygiene_purge(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,6 +19,7 @@ from mailer.contacts.csvfile import Defaults
 from mailer.contacts.store import ContactStore, ImportRefused
 from mailer.core import consent_dates
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.evidence import InboundEvidence
 from mailer.core.settings import Settings
 from mailer.core.topics import LANGUAGES as TOPIC_LANGUAGES
 from mailer.core.topics import topic_name
@@ -130,7 +131,9 @@ async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
         err.print(f"[red]error:[/] --timezone: {exc}")
         return 2
     async with open_pool(settings) as pool:
-        story = await ContactStore(pool).contact_story(email, address_hash(email))
+        store = ContactStore(pool)
+        story = await store.contact_story(email, address_hash(email))
+        mail = await store.inbound_evidence(email, address_hash(email))
     if story is None:
         err.print(f"no contact and no suppression for {email}")
         return 1
@@ -191,7 +194,17 @@ async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
             held.evidence(),
         )
     console.print(sup)
+    print_inbound_evidence(mail)
     return 0
+
+
+def print_inbound_evidence(mail: Sequence[InboundEvidence]) -> None:
+    """The DSNs, feedback reports and mailto unsubscribes behind suppressions and opt-outs."""
+    if not mail:
+        return
+    console.print("[bold]inbound mail behind these[/] (bounces, complaints, mailto unsubscribes):")
+    for evidence in mail:
+        console.print(f"  {escape(evidence.line())}", highlight=False, soft_wrap=True)
 
 
 async def contacts_explain(args: argparse.Namespace, settings: Settings) -> int:
@@ -204,6 +217,7 @@ async def contacts_explain(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
         spec = await CampaignStore(pool).campaign_spec(args.campaign)
         inputs = await ContactStore(pool).contact_rule_inputs(email)
+        mail = await ContactStore(pool).inbound_evidence(email, address_hash(email))
     if spec is None:
         err.print(f"[red]error:[/] no campaign {args.campaign!r}")
         return 2
@@ -219,6 +233,7 @@ async def contacts_explain(args: argparse.Namespace, settings: Settings) -> int:
             f"[red]not eligible[/] for {args.campaign} ({verdict.reason.value}): {verdict.detail}",
             highlight=False,
         )
+    print_inbound_evidence(mail)
     return 0
 
 

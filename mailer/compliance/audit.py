@@ -6,8 +6,10 @@ consent as frozen on the delivery when the audience was computed (kind,
 source, date), its ledger evidence, its end under the campaign's policy, and
 whether it stood at the send time; the archived message re-rendered and
 checked against the SHA-256 taken at send time; the opt-outs the message led
-to, with their processing time; plus a campaign summary and the unsubscribe
-SLA line. A zip of a CSV, a summary JSON and the .eml files.
+to, with their processing time; the bounces, complaints and mailto unsubscribes
+that came back about it (received time, kind, status, diagnostic, the stored
+message's SHA-256); plus a campaign summary and the unsubscribe SLA line. A
+zip of a CSV, a summary JSON and the .eml files.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailer.compliance.privacy import operator, sla_line
 from mailer.core.consent import Action, Channel, Kind, LedgerEntry, Policy, describe, valid_until
+from mailer.core.evidence import InboundEvidence
 from mailer.core.spreadsheet import csv_writer
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ CSV_COLUMNS = (
     "hash_verified",
     "optouts",
     "optout_max_processing_s",
+    "inbound_evidence",
 )
 
 
@@ -145,6 +149,8 @@ class Summary:
     erased_recipients: int = 0
     optouts: int = 0
     optout_max_processing_s: float = 0.0
+    # Bounces, complaints and mailto unsubscribes that came back about these messages.
+    inbound: Counter[str] = field(default_factory=Counter)
 
     def add(self, row: Mapping[str, Any], standing: Standing, verified: bool | None) -> None:
         """Count one delivery."""
@@ -165,6 +171,8 @@ class Summary:
                 self.archive_erased += 1
             elif len(self.mismatched) < 1000:
                 self.mismatched.append(row["delivery_id"])
+        for message in row["inbound"]:
+            self.inbound[message["kind"] or "pending"] += 1
         for optout in row["optouts"]:
             self.optouts += 1
             self.optout_max_processing_s = max(
@@ -191,6 +199,7 @@ class Summary:
             "erased_recipients": self.erased_recipients,
             "optouts_from_these_messages": self.optouts,
             "optout_max_processing_s": self.optout_max_processing_s,
+            "inbound_messages_by_kind": dict(sorted(self.inbound.items())),
         }
 
 
@@ -225,7 +234,28 @@ def csv_row(
         "erased" if erased and row["sha256"] is not None else _flag(verified),
         json.dumps(optouts, ensure_ascii=False) if optouts else "",
         max((o["processing_s"] for o in optouts), default=""),
+        _inbound_json(row["inbound"]),
     ]
+
+
+def inbound_evidence(message: Mapping[str, Any]) -> InboundEvidence:
+    """One element of audit_rows' `inbound` list as the evidence every face prints."""
+    return InboundEvidence.from_row(
+        {
+            **message,
+            "received_at": datetime.fromisoformat(message["received_at"]),
+            "sha256": bytes.fromhex(message["sha256"]),
+        }
+    )
+
+
+def _inbound_json(messages: list[Mapping[str, Any]]) -> str:
+    """The DSN / feedback report / mailto behind the delivery's bounce, complaint or opt-out:
+    received time, kind, status, diagnostic, the message's SHA-256 (CASL s.13 evidence)."""
+    if not messages:
+        return ""
+    found = [inbound_evidence(m).as_json() for m in messages]
+    return json.dumps(found, ensure_ascii=False)
 
 
 def standing_of(row: Mapping[str, Any]) -> Standing:

@@ -100,6 +100,26 @@ SELECT count(*) AS contacts,
        (SELECT count(*) FROM contacts WHERE erased_at IS NOT NULL) AS erased
 FROM (:flags) AS flags
 
+-- name: hygiene_suppression_sources
+-- Bounced and complained addresses by where the news came from: the first
+-- hop's reply (smtp), a DSN, soft bounces counted, a feedback report, an ESP.
+SELECT reason, source, count(*) AS n FROM suppressions
+WHERE reason IN ('hard_bounce', 'complaint')
+GROUP BY reason, source ORDER BY reason, source
+
+-- name: hygiene_inbound_evidence
+-- The latest suppressions made from inbound mail, with the message that made
+-- each (issue 16): what the operator checks before cleaning a list. $1 how many.
+SELECT s.reason, s.created_at, c.email,
+       m.id AS inbound_id, m.received_at, m.kind, m.source, m.sha256, m.detail,
+       m.attributed_by
+FROM suppressions s
+JOIN inbound_messages m ON m.id = (s.detail ->> 'inbound_id')::bigint
+LEFT JOIN contacts c ON c.email_hash = s.email_hash
+WHERE s.detail ? 'inbound_id'
+ORDER BY s.created_at DESC, s.id DESC
+LIMIT $1
+
 -- name: hygiene_candidates
 -- What a purge erases; the dry run counts exactly this.
 SELECT id, email_hash FROM (:flags) AS flags WHERE purge
@@ -209,6 +229,68 @@ SET render_inputs = jsonb_build_object(
 FROM deliveries d JOIN erase_targets t ON t.id = d.contact_id
 WHERE a.delivery_id = d.id AND NOT a.render_inputs ? 'erased_at'
 
+-- name: erase_inbound
+-- Inbound mail about the erased (issue 16): messages attributed to their
+-- deliveries, and processed messages attributed to none (unmatched, an
+-- auto-reply) whose raw bytes name one of their addresses, found by hashing
+-- every address the raw text contains ($2: hashes of requests for addresses
+-- we hold no contact for). The raw message goes (a DSN quotes the address and
+-- the original message), so do the envelope sender (a mailto unsubscribe's is
+-- the person) and every free-text field; what stays is its SHA-256, when and
+-- from where it came, its kind and delivery, and the structural fields in $1
+-- (status, action, feedback type): the evidence behind the hashed
+-- suppression, naming no one. Pending messages are left to the processor,
+-- which scrubs those about erased contacts as it processes them.
+WITH hashes AS (
+    SELECT email_hash FROM erase_targets WHERE email_hash IS NOT NULL
+    UNION
+    SELECT unnest($2::bytea[])
+), hit AS (
+    SELECT m.id
+    FROM erase_targets t
+    JOIN deliveries d ON d.contact_id = t.id
+    JOIN inbound_messages m ON m.delivery_id = d.id
+    WHERE m.state = 'processed'
+    UNION
+    SELECT m.id
+    FROM inbound_messages m
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT (regexp_matches(lower(encode(m.raw, 'escape')),
+                                        '[a-z0-9._%+=-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+', 'g'))[1]
+                        AS address
+    ) a
+    JOIN hashes h ON h.email_hash = sha256(convert_to(a.address, 'UTF8'))
+    WHERE m.delivery_id IS NULL AND m.state = 'processed' AND octet_length(m.raw) > 0
+)
+UPDATE inbound_messages m
+SET raw = ''::bytea,
+    mail_from = NULL,
+    rcpt_to = ARRAY(SELECT r FROM unnest(m.rcpt_to) AS r
+                    WHERE sha256(convert_to(lower(r), 'UTF8')) NOT IN (SELECT email_hash
+                                                                       FROM hashes)),
+    peer = CASE WHEN strpos(m.peer, '@') > 0 THEN NULL ELSE m.peer END,
+    detail = (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}')
+              FROM jsonb_each(m.detail) AS e WHERE e.key = ANY($1::text[]))
+             || '{"erased": true}'::jsonb
+FROM hit
+WHERE m.id = hit.id AND NOT m.detail ? 'erased'
+
+-- name: erase_bounces
+-- A late bounce's diagnostic quotes the recipient like an SMTP reply does;
+-- its status stays (the report counts by it).
+UPDATE bounces b SET diagnostic = NULL
+FROM erase_targets t
+WHERE b.contact_id = t.id AND b.diagnostic IS NOT NULL
+
+-- name: erase_suppression_detail
+-- Suppressions outlive the erasure (keyed by hash); a bounce's evidence in
+-- them keeps the delivery, the inbound message and the status, not the
+-- diagnostic text that quotes the address.
+UPDATE suppressions s SET detail = s.detail - 'diagnostic'
+WHERE s.email_hash IN (SELECT email_hash FROM erase_targets WHERE email_hash IS NOT NULL
+                       UNION SELECT unnest($1::bytea[]))
+  AND s.detail ? 'diagnostic'
+
 -- name: privacy_log_insert
 INSERT INTO privacy_log (action, rule, contacts, details, subject_hash, os_user)
 VALUES ($1, $2, $3, $4::jsonb, $5, $6)
@@ -249,6 +331,16 @@ SELECT jsonb_build_object(
                          FROM archive a JOIN mail d ON d.id = a.delivery_id), '[]'),
     'privacy_log', coalesce((SELECT jsonb_agg(to_jsonb(g) ORDER BY g.id)
                              FROM privacy_log g WHERE g.subject_hash = $2), '[]'),
+    -- Bounces, complaints and mailto unsubscribes about the person (issue 16): those
+    -- attributed to their messages and those their suppressions name; the raw message
+    -- as text (bytes outside ASCII escaped), so the person can read it.
+    'inbound_messages', coalesce((
+        SELECT jsonb_agg(to_jsonb(m) - 'raw' || jsonb_build_object('raw', encode(m.raw, 'escape'))
+                         ORDER BY m.id)
+        FROM inbound_messages m
+        WHERE m.delivery_id IN (SELECT id FROM mail)
+           OR m.id IN (SELECT (s.detail ->> 'inbound_id')::bigint FROM suppressions s
+                       WHERE s.email_hash = $2 AND s.detail ? 'inbound_id')), '[]'),
     -- Names for the ids above, so the person can read the export.
     'topics', coalesce((SELECT jsonb_agg(jsonb_build_object('id', t.id, 'slug', t.slug,
                                                             'name', t.name) ORDER BY t.id)
@@ -283,11 +375,20 @@ SELECT d.id AS delivery_id, d.campaign_id, p.slug AS campaign, p.policy, p.chann
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                     'channel', u.channel, 'topic_id', u.topic_id,
                     'method', coalesce(u.evidence ->> 'method', u.source),
-                    'requested_at', u.obtained_at, 'recorded_at', u.recorded_at)
+                    'requested_at', u.obtained_at, 'recorded_at', u.recorded_at,
+                    'inbound_id', (u.evidence ->> 'inbound_id')::bigint)
                     ORDER BY u.obtained_at, u.id)
                  FROM consents u
                  WHERE u.contact_id = d.contact_id AND u.action = 'withdraw'
-                   AND u.evidence ->> 'delivery_id' = d.id::text), '[]') AS optouts
+                   AND u.evidence ->> 'delivery_id' = d.id::text), '[]') AS optouts,
+       -- The bounces, complaints and mailto unsubscribes that came back about this
+       -- message (issue 16), with the hash of each as stored.
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'inbound_id', m.id, 'received_at', m.received_at, 'kind', m.kind,
+                    'source', m.source, 'sha256', encode(m.sha256, 'hex'), 'detail', m.detail,
+                    'attributed_by', m.attributed_by)
+                    ORDER BY m.id)
+                 FROM inbound_messages m WHERE m.delivery_id = d.id), '[]') AS inbound
 FROM deliveries d
 JOIN campaigns p ON p.id = d.campaign_id
 JOIN contacts c ON c.id = d.contact_id

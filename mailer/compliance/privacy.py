@@ -19,10 +19,19 @@ from typing import Any
 from mailer.core.consent import add_months
 
 # Ledger evidence keys that survive an erasure: where the row came from (import
-# and line), which message and campaign an opt-out answered, and how it was made.
+# and line), which message and campaign an opt-out answered, and how it was made
+# (inbound_id: the stored mail it came by, kept by hash).
 # They identify no one, and reports count opt-outs by them. IP prefix, user agent,
 # free-text reasons and anything else go (GDPR art. 17).
-EVIDENCE_KEPT = ("import_id", "file", "line", "delivery_id", "campaign_id", "method")
+EVIDENCE_KEPT = (
+    "import_id",
+    "file",
+    "line",
+    "delivery_id",
+    "campaign_id",
+    "method",
+    "inbound_id",
+)
 
 DEFAULT_INACTIVE = "12m"
 DEFAULT_UNENGAGED = 5
@@ -63,6 +72,7 @@ class Erasure:
     consents_scrubbed: int
     events_scrubbed: int
     archive_scrubbed: int
+    inbound_scrubbed: int
     log_id: int
     db_user: str
     performed_at: datetime
@@ -79,7 +89,9 @@ class Erasure:
             "suppression(s) added (a re-import stays suppressed)",
             f"{self.consents_scrubbed:,} ledger row(s) stripped of evidence, "
             f"{self.events_scrubbed:,} open/click event(s) stripped of user agent and IP, "
-            f"{self.archive_scrubbed:,} archived message(s) stripped of render inputs",
+            f"{self.archive_scrubbed:,} archived message(s) stripped of render inputs, "
+            f"{self.inbound_scrubbed:,} inbound message(s) (bounces, complaints, mailto "
+            "unsubscribes) stripped to their hash and status",
             f"{self.deliveries_skipped:,} unsent deliveries skipped, "
             f"{self.deliveries_scrubbed:,} SMTP replies dropped",
             f"logged as privacy_log #{self.log_id} by {self.db_user} at "
@@ -128,6 +140,8 @@ def export_document(email: str, tables: Mapping[str, Any], now: datetime) -> dic
             "events": "opens and clicks of those messages",
             "archive": "what reproduces each message sent, and its SHA-256",
             "privacy_log": "erasures of this address",
+            "inbound_messages": "bounce reports, complaints and unsubscribe messages about "
+            "your messages, as received",
         },
         "tables": dict(tables),
     }

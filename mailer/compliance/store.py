@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
+from mailer.core.evidence import DETAIL_KEPT_AFTER_ERASURE, InboundEvidence
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.compliance", "compliance.sql")
+
+
+class SuppressionEvidence(NamedTuple):
+    """A suppression made from inbound mail, the address it is on, and the message."""
+
+    reason: str
+    created_at: datetime
+    email: str | None  # None: no live contact holds the address (erased, or never one)
+    evidence: InboundEvidence
 
 
 class ComplianceStore:
@@ -45,6 +55,21 @@ class ComplianceStore:
             row = await conn.fetchrow(sql, cutoff, now, unengaged_after)
         assert row is not None  # an aggregate always returns a row
         return {k: int(v) for k, v in row.items()}
+
+    async def hygiene_suppression_sources(self) -> dict[tuple[str, str], int]:
+        """Hard-bounce and complaint suppressions by (reason, source)."""
+        rows = await self.pool.fetch(Q("hygiene_suppression_sources"))
+        return {(r["reason"], r["source"]): int(r["n"]) for r in rows}
+
+    async def hygiene_inbound_evidence(self, limit: int) -> list[SuppressionEvidence]:
+        """The latest suppressions made from inbound mail, newest first, with the message."""
+        rows = await self.pool.fetch(Q("hygiene_inbound_evidence"), limit)
+        return [
+            SuppressionEvidence(
+                r["reason"], r["created_at"], r["email"], InboundEvidence.from_row(dict(r))
+            )
+            for r in rows
+        ]
 
     async def hygiene_candidate_count(self, cutoff: datetime, now: datetime) -> int:
         """How many contacts a purge with this cutoff would erase now (the dry run)."""
@@ -141,6 +166,11 @@ class ComplianceStore:
                 )
                 counts["events_scrubbed"] = affected(await conn.execute(Q("erase_events")))
                 counts["archive_scrubbed"] = affected(await conn.execute(Q("erase_archive")))
+                counts["inbound_scrubbed"] = affected(
+                    await conn.execute(Q("erase_inbound"), list(DETAIL_KEPT_AFTER_ERASURE), hashes)
+                )
+                await conn.execute(Q("erase_bounces"))
+                await conn.execute(Q("erase_suppression_detail"), hashes)
                 log = await conn.fetchrow(
                     Q("privacy_log_insert"),
                     action,

@@ -395,6 +395,31 @@ SELECT s.scope, s.channel, t.slug AS topic, s.reason, s.source, s.created_at, s.
 FROM suppressions s LEFT JOIN topics t ON t.id = s.topic_id
 WHERE s.email_hash = $1 ORDER BY s.created_at, s.id
 
+-- name: contact_inbound_evidence
+-- The inbound mail behind a person's suppressions and opt-outs (issue 16): the
+-- DSN, feedback report or mailto unsubscribe each names in its evidence, and
+-- every bounce, complaint or unsubscribe attributed to their deliveries (soft
+-- bounces included: they count toward the soft-bounce rule). $1 the address,
+-- $2 its hash (suppressions outlive the contact).
+WITH person AS (
+    SELECT id FROM contacts WHERE email = $1
+)
+SELECT m.id AS inbound_id, m.received_at, m.kind, m.source, m.sha256, m.detail, m.attributed_by
+FROM inbound_messages m
+WHERE m.id IN (
+    SELECT (s.detail ->> 'inbound_id')::bigint FROM suppressions s
+    WHERE s.email_hash = $2 AND s.detail ? 'inbound_id'
+    UNION
+    SELECT (l.evidence ->> 'inbound_id')::bigint FROM consents l JOIN person p ON p.id = l.contact_id
+    WHERE l.action = 'withdraw' AND l.evidence ? 'inbound_id'
+    UNION
+    SELECT x.id FROM person p
+    JOIN deliveries d ON d.contact_id = p.id
+    JOIN inbound_messages x ON x.delivery_id = d.id
+    WHERE x.kind IN ('dsn_hard', 'dsn_soft', 'complaint', 'unsubscribe')
+)
+ORDER BY m.received_at, m.id
+
 -- name: summary_counts
 SELECT (SELECT count(*) FROM contacts WHERE erased_at IS NULL) AS contacts,
        (SELECT count(*) FROM consents) AS ledger_rows,

@@ -25,6 +25,7 @@ from mailer.core.consent import (
     SuppressionReason,
     SuppressionScope,
 )
+from mailer.core.evidence import InboundEvidence
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.contacts", "contacts.sql")
@@ -304,6 +305,11 @@ class ContactStore:
                 ),
                 suppressions=suppressions,
             )
+
+    async def inbound_evidence(self, email: str, email_hash: bytes) -> list[InboundEvidence]:
+        """The inbound messages behind an address's suppressions and opt-outs, oldest first."""
+        rows = await self.pool.fetch(Q("contact_inbound_evidence"), email, email_hash)
+        return [InboundEvidence.from_row(dict(r)) for r in rows]
 
     async def summary_counts(self) -> dict[str, int]:
         row = await self.pool.fetchrow(Q("summary_counts"))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailer.core.addresses import address_hash
+from mailer.core.evidence import kept_after_erasure
 from mailer.db.pool import unavailable
 from mailer.inbound.classify import Classification, Classifier, Kind
 from mailer.inbound.classify_pool import ClassifyPool, Item, classify_one
@@ -99,7 +100,8 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
         if found.refs.recipient is not None:
             detail.setdefault("recipient_reported", True)
         if kind is Kind.UNMATCHED or kind is Kind.AUTOREPLY or delivery is None:
-            out.done.append(Done(stored.id, kind.value, delivery, where.how, detail))
+            kept = kept_after_erasure(detail) if where.erased else detail
+            out.done.append(Done(stored.id, kind.value, delivery, where.how, kept, where.erased))
             continue
         if where.status in _NOT_YET_SENT and kind in (Kind.DSN_HARD, Kind.DSN_SOFT):
             # A fast relay's DSN can overtake the engine's record of the 250 it got: the
@@ -125,7 +127,7 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
                     stored.id,
                     hard,
                     detail.get("status"),
-                    detail.get("diagnostic"),
+                    None if where.erased else detail.get("diagnostic"),
                 )
             )
             if hard and found.dead_address and email_hash is not None:
@@ -137,7 +139,7 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
                         {
                             **evidence,
                             "status": detail.get("status"),
-                            "diagnostic": detail.get("diagnostic"),
+                            **({} if where.erased else {"diagnostic": detail.get("diagnostic")}),
                         },
                     )
                 )
@@ -182,7 +184,11 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
                     "mailto",
                 )
             )
-        out.done.append(Done(stored.id, kind.value, delivery, where.how, detail))
+        if where.erased:
+            # GDPR art. 17: mail about an erased person keeps its hash, kind and status, not
+            # the address it quotes (batch_done empties the raw bytes and the sender too).
+            detail = kept_after_erasure(detail)
+        out.done.append(Done(stored.id, kind.value, delivery, where.how, detail, where.erased))
     return out
 
 

@@ -7,23 +7,34 @@ last paused it), judged only once `guard.min_sample` messages were sent: a handf
 bounces is noise, not a verdict. Defaults follow the providers' published limits: Amazon SES
 reviews an account past 5 % bounces; Gmail and Yahoo's bulk-sender rules (2024) want spam
 complaints under 0.1 % and act at 0.3 %. A campaign file's [reputation] table overrides them.
+
+It runs wherever campaigns are sent (`mailer worker`, `campaign send`: `guarded` below) and in
+`inbound serve`: one check, reading the delivery ledger, where first-hop refusals recorded by
+the engine and late DSNs alike make a delivery `bounced`. Several processes checking is
+harmless: the pause is one conditional UPDATE, made once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mailer.campaigns.store import CampaignStore
 from mailer.core.reputation import describe as describe
-from mailer.core.settings import GuardSettings
+from mailer.core.settings import GuardSettings, Settings
+from mailer.db import Pool
 from mailer.db.pool import unavailable
-from mailer.inbound.metrics import InboundMetrics
+from mailer.inbound.metrics import GuardMetrics
 from mailer.inbound.store import CampaignRates, InboundStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_CHECK_GRACE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +91,7 @@ class Guard:
         store: InboundStore,
         campaigns: CampaignStore,
         settings: GuardSettings,
-        metrics: InboundMetrics,
+        metrics: GuardMetrics,
     ) -> None:
         self.store = store
         self.campaigns = campaigns
@@ -97,15 +108,15 @@ class Guard:
                 ("hard_bounce", rates.bounced / sent, bounce_limit),
                 ("complaint", rates.complaints / sent, complaint_limit),
             ):
-                self.metrics.guard_rate.labels(rates.slug, name).set(value)
-                self.metrics.guard_threshold.labels(rates.slug, name).set(limit)
+                self.metrics.rate.labels(rates.slug, name).set(value)
+                self.metrics.threshold.labels(rates.slug, name).set(limit)
             verdict = judge(rates, self.settings)
             if verdict is None:
                 continue
             if await self.campaigns.campaign_pause_for_reputation(
                 rates.campaign_id, verdict.to_json()
             ):
-                self.metrics.guard_pauses.labels(verdict.reason).inc()
+                self.metrics.pauses.labels(verdict.reason).inc()
                 log.warning("campaign %s %s", rates.slug, describe(verdict.to_json()))
                 paused.append((rates.slug, verdict))
         return paused
@@ -129,3 +140,46 @@ class Guard:
                 waiter.cancel()
             if wake is not None:
                 wake.clear()
+
+
+def guard_for(pool: Pool, settings: Settings, metrics: GuardMetrics) -> Guard:
+    """The guard over `pool`, with the [guard] settings."""
+    return Guard(InboundStore(pool), CampaignStore(pool), settings.guard, metrics)
+
+
+class GuardDied(RuntimeError):
+    """The guard beside a sending engine failed: the engine was stopped rather than left
+    sending with nobody watching its rates."""
+
+
+async def guarded(work: Awaitable[T], guard: Guard, stop: asyncio.Event) -> T:
+    """Await `work` (an engine's run, stopped by `stop`) with `guard` checking beside it.
+
+    The engine's own first-hop bounces count: the guard reads the delivery ledger the engine
+    writes, so a deployment that runs only `mailer worker` (no `inbound serve`) is guarded
+    too. The guard stops once the work ends. Both are watched: if the guard dies, `stop` is
+    set (the engine finishes what it holds and hands back the rest, as on SIGTERM), and
+    GuardDied is raised once it did: a worker sending with no guard is what this prevents.
+    """
+    done_sending = asyncio.Event()
+    checker = asyncio.create_task(guard.run(done_sending), name="reputation guard")
+    sender = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({checker, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if checker.done():  # it returns only once told to stop, so it died
+            stop.set()
+            await sender
+            raise GuardDied("the reputation guard died; the worker stopped sending") from (
+                checker.exception()
+            )
+        return await sender
+    finally:
+        done_sending.set()
+        if not sender.done():  # cancelled from outside (a second signal)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        # A check in progress may finish (a read and one conditional UPDATE, atomic either
+        # way); one stuck behind a slow database is cancelled rather than hold the exit.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(checker, _CHECK_GRACE_S)

@@ -136,12 +136,16 @@ RETURNING email_hash
 
 -- name: batch_done
 -- The messages' state, in the transaction of their effects: a crash before
--- COMMIT leaves both undone, after it both done.
+-- COMMIT leaves both undone, after it both done. A message about an erased
+-- contact keeps its hash, not its bytes nor its sender (GDPR art. 17: the
+-- erasure scrubs those already stored, this the ones arriving after it).
 UPDATE inbound_messages m
 SET state = 'processed', kind = o.kind, delivery_id = o.delivery_id,
-    attributed_by = o.attributed_by, detail = o.detail, processed_at = now()
-FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[])
-     AS o (id, kind, delivery_id, attributed_by, detail)
+    attributed_by = o.attributed_by, detail = o.detail, processed_at = now(),
+    raw = CASE WHEN o.erased THEN ''::bytea ELSE m.raw END,
+    mail_from = CASE WHEN o.erased THEN NULL ELSE m.mail_from END
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::boolean[])
+     AS o (id, kind, delivery_id, attributed_by, detail, erased)
 WHERE m.id = o.id AND m.state = 'pending'
 RETURNING m.id, extract(epoch FROM now() - m.received_at)::float8 AS waited_s
 

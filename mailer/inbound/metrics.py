@@ -17,6 +17,37 @@ from mailer.optouts.metrics import OptOutMetrics
 log = logging.getLogger(__name__)
 
 
+class GuardMetrics:
+    """The reputation guard's metrics, in the registry of whichever process runs it.
+
+    `inbound serve` and `mailer worker` both run the guard: each exports these on its own
+    /metrics, so the alert rules see a pause whichever process made it.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.pauses = Counter(
+            "mailer_guard_pauses",
+            "Campaigns paused by the reputation guard, by reason (hard_bounce_rate, "
+            "complaint_rate)",
+            ["reason"],
+            registry=r,
+        )
+        self.rate = Gauge(
+            "mailer_guard_rate",
+            "A running campaign's rate in the guard's window, by campaign and rate "
+            "(hard_bounce, complaint); compare with mailer_guard_threshold",
+            ["campaign", "rate"],
+            registry=r,
+        )
+        self.threshold = Gauge(
+            "mailer_guard_threshold",
+            "The rate at which the guard pauses a campaign, by campaign and rate",
+            ["campaign", "rate"],
+            registry=r,
+        )
+
+
 class InboundMetrics:
     """Every inbound metric, registered in this object's own registry."""
 
@@ -69,26 +100,7 @@ class InboundMetrics:
             ["provider", "outcome"],
             registry=r,
         )
-        self.guard_pauses = Counter(
-            "mailer_guard_pauses",
-            "Campaigns paused by the reputation guard, by reason (hard_bounce_rate, "
-            "complaint_rate)",
-            ["reason"],
-            registry=r,
-        )
-        self.guard_rate = Gauge(
-            "mailer_guard_rate",
-            "A running campaign's rate in the guard's window, by campaign and rate "
-            "(hard_bounce, complaint); compare with mailer_guard_threshold",
-            ["campaign", "rate"],
-            registry=r,
-        )
-        self.guard_threshold = Gauge(
-            "mailer_guard_threshold",
-            "The rate at which the guard pauses a campaign, by campaign and rate",
-            ["campaign", "rate"],
-            registry=r,
-        )
+        self.guard = GuardMetrics(r)
         self.optouts = OptOutMetrics(r)
 
     def unmatched_added(self, count: int) -> None:

@@ -96,7 +96,7 @@ class InboundService:
             hostname=settings.inbound_hostname(),
             tls_context=tls_context(i.tls_cert_file, i.tls_key_file),
         )
-        self.guard = Guard(self.store, CampaignStore(pool), settings.guard, self.metrics)
+        self.guard = Guard(self.store, CampaignStore(pool), settings.guard, self.metrics.guard)
         self._tasks: list[asyncio.Task[None]] = []
         self._webhook: web.AppRunner | None = None
         self._metrics_server: WSGIServer | None = None

@@ -85,6 +85,7 @@ class Done(NamedTuple):
     delivery_id: int | None
     attributed_by: str | None
     detail: dict[str, Any]
+    erased: bool = False  # about an erased contact: the raw bytes and sender are not kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,7 @@ class Batch:
             [v.delivery_id for v in verdicts],
             [v.attributed_by for v in verdicts],
             [v.detail for v in verdicts],
+            [v.erased for v in verdicts],
         )
         return {r["id"]: float(r["waited_s"]) for r in rows}
 

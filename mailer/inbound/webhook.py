@@ -68,6 +68,9 @@ def create_app(
         if message["Type"] == "SubscriptionConfirmation":
             url = str(message.get("SubscribeURL") or "")
             if not allowed_url(url, i.sns_cert_host):
+                # Signed, yet confirming elsewhere than SNS: counted like any refusal.
+                metrics.webhooks.labels("ses", "refused").inc()
+                log.warning("SNS subscription refused: SubscribeURL %r is not on SNS", url)
                 return web.Response(status=403, text="refused: bad SubscribeURL\n")
             async with request.app[HTTP].get(url, allow_redirects=False) as confirmed:
                 confirmed.raise_for_status()

@@ -90,9 +90,9 @@ def exercised_inbound() -> InboundMetrics:
     m.unmatched_backlog.set(3)
     m.connections.set(2)
     m.webhooks.labels("ses", "stored").inc()
-    m.guard_pauses.labels("hard_bounce_rate").inc()
-    m.guard_rate.labels("spring", "hard_bounce").set(0.01)
-    m.guard_threshold.labels("spring", "hard_bounce").set(0.05)
+    m.guard.pauses.labels("hard_bounce_rate").inc()
+    m.guard.rate.labels("spring", "hard_bounce").set(0.01)
+    m.guard.threshold.labels("spring", "hard_bounce").set(0.05)
     m.optouts.recorded("digital", "mailto", True, 0.3)
     return m
 

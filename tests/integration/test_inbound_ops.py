@@ -166,7 +166,7 @@ async def test_the_guard_pauses_a_campaign_past_its_hard_bounce_rate_and_status_
     slug = await conn.fetchval("SELECT slug FROM campaigns")
     guard_settings = settings.guard.__class__(min_sample=20, max_hard_bounce_rate=0.05)
     metrics = InboundMetrics()
-    guard = Guard(InboundStore(stores.pool), stores.campaigns, guard_settings, metrics)
+    guard = Guard(InboundStore(stores.pool), stores.campaigns, guard_settings, metrics.guard)
     await conn.execute(
         "UPDATE deliveries SET status = 'bounced' WHERE id = ANY($1::bigint[])",
         [d.delivery_id for d in deliveries[:2]],
@@ -177,7 +177,7 @@ async def test_the_guard_pauses_a_campaign_past_its_hard_bounce_rate_and_status_
     )
     paused = await guard.check()
     assert [(s, v.reason) for s, v in paused] == [(slug, "hard_bounce_rate")]
-    assert metrics.guard_pauses.labels("hard_bounce_rate")._value.get() == 1
+    assert metrics.guard.pauses.labels("hard_bounce_rate")._value.get() == 1
     assert await conn.fetchval("SELECT status FROM campaigns") == "paused"
     code, out = await run_cli(monkeypatch, db_url, "campaign", "status", slug)
     assert "paused by the reputation guard: hard-bounce rate 7.50% (3 of 40 sent)" in out
@@ -200,7 +200,7 @@ async def test_a_campaign_files_reputation_table_overrides_the_complaint_thresho
         InboundStore(stores.pool),
         stores.campaigns,
         settings.guard.__class__(min_sample=30),
-        InboundMetrics(),
+        InboundMetrics().guard,
     )
     async with inbound_serve(inbound_settings(settings)) as service:
         await deliver(service.port, f"fbl@{DOMAIN}", deliveries[0].fill("yahoo_arf_complaint"))

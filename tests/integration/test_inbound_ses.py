@@ -73,6 +73,13 @@ class Sns:
     cert_url: str
     ca_file: Path
     fetched: list[str]
+    confirmed: list[str]  # the query strings of the SubscribeURLs called
+
+    @property
+    def subscribe_url(self) -> str:
+        """Where SNS's own confirmation link would point (here: the stub)."""
+        base = self.cert_url.rpartition("/")[0]
+        return f"{base}/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=2336412f37fb687f"
 
     def sign(self, message: dict[str, Any], version: str = "2") -> dict[str, Any]:
         # SNS SignatureVersion 1 is RSA-SHA1 by AWS's definition, still sent by default.
@@ -105,8 +112,15 @@ async def sns(tmp_path: Path) -> AsyncIterator[Sns]:
         fetched.append(request.path)
         return web.Response(body=_pem(signing), content_type="application/x-pem-file")
 
+    confirmed: list[str] = []
+
+    async def confirm(request: web.Request) -> web.Response:
+        confirmed.append(request.query_string)
+        return web.Response(text="<ConfirmSubscriptionResponse/>", content_type="text/xml")
+
     app = web.Application()
     app.router.add_get("/SimpleNotificationService-test.pem", certificate)
+    app.router.add_get("/", confirm)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
     runner = web.AppRunner(app)
@@ -119,6 +133,7 @@ async def sns(tmp_path: Path) -> AsyncIterator[Sns]:
             f"https://localhost:{port}/SimpleNotificationService-test.pem",
             tmp_path / "ca.pem",
             fetched,
+            confirmed,
         )
     finally:
         await runner.cleanup()
@@ -255,3 +270,50 @@ async def test_unsigned_forged_or_foreign_certificate_notifications_are_refused(
     assert sns.fetched == ["/SimpleNotificationService-test.pem"]  # only for `tampered`
     assert await conn.fetchval("SELECT count(*) FROM inbound_messages") == 0
     assert await conn.fetchval("SELECT count(*) FROM suppressions") == 0
+
+
+def subscription(sns: Sns, subscribe_url: str | None = None) -> dict[str, Any]:
+    """An SNS SubscriptionConfirmation, as SNS posts it when the topic is subscribed."""
+    return {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37fb687f",
+        "TopicArn": TOPIC,
+        "Message": f"You have chosen to subscribe to the topic {TOPIC}. To confirm the "
+        "subscription, visit the SubscribeURL included in this message.",
+        "SubscribeURL": subscribe_url or sns.subscribe_url,
+        "Timestamp": "2024-10-08T18:40:00.000Z",
+    }
+
+
+async def test_a_signed_subscription_confirmation_is_confirmed_through_the_real_route(
+    stores: Stores, conn: asyncpg.Connection, settings: Settings, sns: Sns
+) -> None:
+    port = free_port()
+    configured = inbound_settings(
+        settings,
+        webhook_port=port,
+        sns_cert_host="localhost",
+        sns_ca_file=str(sns.ca_file),
+        ses_topic_arns=(TOPIC,),
+    )
+    url = f"http://127.0.0.1:{port}/webhooks/ses"
+    genuine = sns.sign(subscription(sns), version="1")
+    # Signed by SNS's key but pointing the confirmation elsewhere, or not signed at all, or
+    # signed for a topic this installation does not take: none is confirmed.
+    elsewhere = sns.sign(subscription(sns, "https://confirm.evil.example/?Token=x"))
+    unsigned = {k: v for k, v in genuine.items() if k != "Signature"}
+    foreign = sns.sign({**subscription(sns), "TopicArn": TOPIC + "-other"})
+    tampered = {**genuine, "SubscribeURL": genuine["SubscribeURL"] + "&extra=1"}
+    async with inbound_serve(configured) as service, aiohttp.ClientSession() as http:
+        for body in (elsewhere, unsigned, foreign, tampered):
+            async with http.post(url, data=json.dumps(body)) as response:
+                assert response.status == 403, (body, await response.text())
+        assert sns.confirmed == []
+        async with http.post(url, data=json.dumps(genuine)) as response:
+            assert response.status == 200
+            assert await response.text() == "confirmed\n"
+        assert service.metrics.webhooks.labels("ses", "refused")._value.get() == 4
+    # SNS's SubscribeURL was called once, with its token; nothing was stored as mail.
+    assert sns.confirmed == [f"Action=ConfirmSubscription&TopicArn={TOPIC}&Token=2336412f37fb687f"]
+    assert await conn.fetchval("SELECT count(*) FROM inbound_messages") == 0

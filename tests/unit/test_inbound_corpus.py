@@ -3,6 +3,7 @@ each in the shape its MTA or provider sends, classified and attributed as expect
 
 from __future__ import annotations
 
+import random
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,41 @@ def test_garbage_never_raises() -> None:
     for raw in junk:
         found = classifier().classify(raw, Envelope(None, ["postmaster@x.example"]), NOW)
         assert found.kind is Kind.UNMATCHED
+
+
+def test_a_dsn_whose_fields_carry_raw_bytes_or_an_unknown_charset_is_read_not_raised() -> None:
+    # Bytes outside ASCII make the email package return a Header, not a str, for a field.
+    dsn = (
+        b"From: MAILER-DAEMON@relay.example\r\n"
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+        b"Final-Recipient: rfc822; gone@example.org\r\n"
+        b"Action: failed \xe9\r\nStatus: 5.1.1 \xff\xfe\r\n\r\n--b--\r\n"
+    )
+    found = classifier().classify(dsn, Envelope("", []), NOW)
+    assert (found.kind, found.detail["status"]) == (Kind.DSN_HARD, "5.1.1")
+    text_bounce = (
+        b"From: MAILER-DAEMON@relay.example\r\nContent-Type: text/plain; charset=x-no-such\r\n"
+        b"\r\nThis message was created automatically by mail delivery software.\r\n"
+    )
+    assert classifier().classify(text_bounce, Envelope("", []), NOW).kind is Kind.UNMATCHED
+
+
+def test_the_corpus_mutated_at_random_never_makes_the_classifier_raise() -> None:
+    # A message that raises costs the processor its whole batch (rolled back, retried one
+    # by one): malformed input must come out as a verdict, whatever the mutation.
+    rng = random.Random(16)
+    for path in sorted(CORPUS.glob("*.eml")):
+        base = fill(path.read_bytes().decode("latin-1")).encode("latin-1")
+        for _ in range(60):
+            raw = bytearray(base)
+            for _ in range(rng.randint(1, 8)):
+                at = rng.randrange(len(raw))
+                roll = rng.random()
+                if roll < 0.4:
+                    del raw[at : at + rng.randint(1, 40)]
+                elif roll < 0.7:
+                    raw[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
+                else:
+                    raw[at] = rng.randrange(256)
+            classifier().classify(bytes(raw), Envelope("", [f"postmaster@{DOMAIN}"]), NOW)
