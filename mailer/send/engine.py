@@ -614,14 +614,7 @@ class Engine:
         self.metrics.connections.set(self.relays.open_connections)
         if result.status is Status.SKIPPED:  # over the relay's SIZE: never offered
             log.info("delivery %d skipped: %s", job.delivery_id, result.reply)
-            row = OutcomeRow(
-                job.delivery_id,
-                Status.SKIPPED,
-                skip_reason=result.skip_reason,
-                reply=result.reply,
-            )
-            await self._done(row, "skip")
-            return
+            return  # recorded by _sent, as every outcome the lane reports
         if result.status is Status.DEFERRED:
             label = throttle.metric_domain(domain, self.settings.throttle)
             self.metrics.deferrals.labels(label).inc()
@@ -734,6 +727,7 @@ class Engine:
             result.status,
             code=result.code,
             reply=result.reply,
+            skip_reason=result.skip_reason,
             hard_bounce=result.hard_bounce,
         )
 

@@ -406,7 +406,7 @@ async def test_sigterm_stops_a_worker_whose_render_runs_away_within_its_grace_pe
         try:
             deadline = time.monotonic() + 60
             while not await conn.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status = 'sending'"
+                "SELECT count(*) FROM deliveries WHERE status = 'claimed'"
             ):
                 assert time.monotonic() < deadline, "the worker never claimed"
                 await asyncio.sleep(0.1)
@@ -422,6 +422,6 @@ async def test_sigterm_stops_a_worker_whose_render_runs_away_within_its_grace_pe
                 worker.kill()
                 await worker.wait()
     statuses = {status for status, _, _ in (await outcomes(conn)).values()}
-    assert "sending" not in statuses  # handed back (queued) or finished
+    assert not statuses & {"claimed", "sending"}  # handed back (queued) or finished
     # The render processes and the fork server go with the worker.
     await wait_until(lambda: not any(alive(pid) for pid in below), 10)
