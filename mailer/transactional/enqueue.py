@@ -32,6 +32,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mailer.campaigns.definition import CampaignFileError
@@ -68,9 +69,11 @@ __all__ = [
     "EnqueueError",
     "Enqueued",
     "IdempotencyConflict",
+    "Judged",
     "Refusal",
     "UnknownTemplate",
     "enqueue",
+    "judge",
     "load_template",
 ]
 
@@ -121,14 +124,14 @@ class _Compiled:
 _compiled: dict[tuple[str, str], _Compiled] = {}
 
 
-def load_template(store: TransactionalStore, name: str) -> TransactionalTemplate:
+def load_template(templates_dir: Path, name: str) -> TransactionalTemplate:
     """The template as its files stand now; UnknownTemplate names the file and field."""
-    return _load(store, name).template
+    return _load(templates_dir, name).template
 
 
-def _load(store: TransactionalStore, name: str) -> _Compiled:
+def _load(templates_dir: Path, name: str) -> _Compiled:
     try:
-        loaded = template_file.load(store.templates_dir, name)
+        loaded = template_file.load(templates_dir, name)
     except (TemplateFileError, CampaignFileError) as exc:
         raise UnknownTemplate("template", str(exc)) from None
     key = (
@@ -167,24 +170,13 @@ async def enqueue(
             return _again(known, template, email)
     if locale is not None and locale not in SUPPORTED_LOCALES:
         raise EnqueueError("locale", f"{locale!r}: expected one of {', '.join(SUPPORTED_LOCALES)}")
-    compiled = _load(store, template)
+    compiled = _load(store.templates_dir, template)
     tpl = compiled.template
     values = _checked_data(data)
     _trial_render(compiled, email, values, locale)
     email_hash = address_hash(email)
-    facts = await store.address_facts(email, email_hash)
-    verdict = (
-        await _commercial_verdict(store, tpl, email, facts)
-        if tpl.basis is Basis.COMMERCIAL
-        else None
-    )
-    decision = decide(
-        tpl.basis,
-        erased=facts.erased,
-        suppressions=facts.suppressions,
-        channel_enabled=facts.email_enabled,
-        commercial_verdict=verdict,
-    )
+    judged = await judge(store, tpl, email)
+    verdict, decision = judged.verdict, judged.decision
     erased = decision.refused is not None and decision.refused.value == "erased"
     consent = None
     if verdict is not None and verdict.consent is not None:
@@ -218,6 +210,31 @@ async def enqueue(
         return _again(known, template, email)
     refusal = None if decision.allowed else Refusal(str(decision.refused), decision.detail)
     return Enqueued(message_id, False, refusal, decision.note())
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """The rules' answer for one address and template, and what they read."""
+
+    decision: Decision
+    facts: AddressFacts
+    verdict: Verdict | None  # the consent rules' verdict, for a commercial template
+
+
+async def judge(store: TransactionalStore, tpl: TransactionalTemplate, email: str) -> Judged:
+    """May a message of this template go to `email` now? (enqueue and `contacts explain`)."""
+    facts = await store.address_facts(email, address_hash(email))
+    verdict = None
+    if tpl.basis is Basis.COMMERCIAL:
+        verdict = await _commercial_verdict(store, tpl, email, facts)
+    decision = decide(
+        tpl.basis,
+        erased=facts.erased,
+        suppressions=facts.suppressions,
+        channel_enabled=facts.email_enabled,
+        commercial_verdict=verdict,
+    )
+    return Judged(decision, facts, verdict)
 
 
 def _refusal_text(decision: Decision) -> str:

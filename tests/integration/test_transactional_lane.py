@@ -118,7 +118,8 @@ async def test_a_hard_bounce_at_the_relay_suppresses_the_address_for_the_next_no
         progress = await lane_for(stores, lane_settings(port)).run(until_idle=True)
     assert progress.by_status == {"bounced": 1}
     again = await enqueue(store, template="parts_received", to="nobody@example.com", data=PARTS)
-    assert again.refusal is not None and again.refusal.reason == "hard_bounced"
+    assert again.refusal is not None
+    assert again.refusal.reason == "hard_bounced"
 
 
 async def test_the_lane_counts_outcomes_and_enqueue_to_reply_latency(stores: Stores) -> None:
