@@ -132,8 +132,10 @@ class Lane:
         self.lease_s = float(settings.engine.lease_seconds)
         self.poll_s = settings.transactional.poll_ms / 1000
         self.batch = settings.transactional.batch_size
-        # At most this many messages between claim and recorded outcome (bounded memory).
-        self.max_in_flight = max(self.batch, 4 * relays.capacity)
+        # At most this many messages between claim and outcome: two per connection (one on
+        # the wire, one composed and waiting). A crash leaves at most these `uncertain`: a
+        # message claimed long before a connection is free would be uncertain for nothing.
+        self.max_in_flight = max(2, 2 * relays.capacity)
         self.wake = asyncio.Event()
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self.progress = LaneProgress()
@@ -164,6 +166,9 @@ class Lane:
     async def _claimer(self, until_idle: bool) -> None:
         failures = 0
         while not self.stop.is_set():
+            # Cleared before looking: a wake-up (an enqueue, a finished message) that comes
+            # while the claim runs is kept for the wait below, never lost.
+            self.wake.clear()
             try:
                 claimed = await self._claim_round()
                 failures = 0
@@ -179,7 +184,6 @@ class Lane:
                 continue
             if until_idle and not self.in_flight:
                 return
-            self.wake.clear()
             waits = [
                 asyncio.ensure_future(self.wake.wait()),
                 asyncio.ensure_future(self.stop.wait()),
@@ -208,6 +212,7 @@ class Lane:
     def _forget(self, task: asyncio.Task[None]) -> None:
         message_id = int(task.get_name().rpartition("-")[2])
         self.in_flight.pop(message_id, None)
+        self.wake.set()  # room again: claim the next due message now, not at the next poll
 
     async def _renew_leases(self) -> None:
         while True:
