@@ -17,7 +17,7 @@ from mailer.transactional.enqueue import enqueue
 from tests.engine_setup import add_contacts, engine_for, sample_campaign
 from tests.integration.test_transactional_cli import worker_env
 from tests.lane_setup import PARTS, lane_for, lane_settings, transactional_store
-from tests.smtp_servers import Faults, smtp_server
+from tests.smtp_servers import Faults, smtp_server, wait_until
 
 MESSAGES = 40
 
@@ -45,7 +45,7 @@ async def test_kill_9_after_acceptance_sends_each_message_once_or_leaves_it_unce
             to=f"p{i}@example.com",
             data=PARTS,
             idempotency_key=f"k{i}",
-        )  # fmt: skip
+        )
         for i in range(MESSAGES)
     ]
     assert all(a.accepted for a in accepted)
@@ -53,9 +53,7 @@ async def test_kill_9_after_acceptance_sends_each_message_once_or_leaves_it_unce
     with smtp_server(Faults(delay_s=0.1)) as (port, sink):
         env = worker_env(db_url, port)
         worker = await start_worker(env)
-        async with asyncio.timeout(30):
-            while len(sink.recipients) < MESSAGES // 4:
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: len(sink.recipients) >= MESSAGES // 4)
         in_flight = await conn.fetchval(
             "SELECT count(*) FROM transactional_messages WHERE status = 'sending'"
         )
@@ -98,17 +96,13 @@ async def test_a_notice_enqueued_while_a_large_campaign_sends_reaches_the_sink_f
         engine = engine_for(stores, settings)
         lane = lane_for(stores, settings, engine)
         run = asyncio.create_task(run_with_lane(engine, lane))
-        async with asyncio.timeout(60):
-            while len(sink.recipients) < 500:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: len(sink.recipients) >= 500, within_s=60)
         enqueued_at = time.monotonic()
         await enqueue(
             transactional_store(stores), template="parts_received", to="urgent@example.net",
             data=PARTS,
         )  # fmt: skip
-        async with asyncio.timeout(10):
-            while "urgent@example.net" not in sink.recipients:
-                await asyncio.sleep(0.005)
+        await wait_until(lambda: "urgent@example.net" in sink.recipients, within_s=10)
         waited = time.monotonic() - enqueued_at
         campaign_sent_then = len(sink.recipients) - 1
         engine.stop.set()
