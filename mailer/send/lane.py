@@ -229,12 +229,23 @@ class Lane:
             # Only reachable before SMTP (relay.send never raises for SMTP trouble): retry.
             if not unavailable(exc):
                 log.exception("transactional message %d could not be sent; deferring", message.id)
-            retry_at = self.clock() + timedelta(minutes=1)
             reply = f"internal error: {type(exc).__name__}"
+            if unavailable(exc):
+                reply = f"database unavailable: {type(exc).__name__}"
+            # In a minute, with the same deadline as any deferral: a message that can never be
+            # built fails in the end instead of coming back forever.
+            now = self.clock()
+            result, retry_at = outcome.after_deferral(
+                Outcome(Status.DEFERRED, None, reply),
+                attempt=message.attempts,
+                first_try=message.first_attempt_at,
+                now=now,
+                deadline=self.deadline,
+            )
+            if retry_at is not None:
+                retry_at = now + timedelta(minutes=1)
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                await asyncio.shield(
-                    self._record(message, Outcome(Status.DEFERRED, None, reply), retry_at=retry_at)
-                )
+                await asyncio.shield(self._record(message, result, retry_at=retry_at))
 
     async def _send(self, message: Claimed) -> None:
         basis = Basis(message.basis)
