@@ -8,7 +8,10 @@ Each worker runs one `Lane` beside its campaign `Engine` (mailer/send/worker.py)
 - sends on its own SMTP connections, `transactional.connections` per relay (split_relays),
   so a campaign holding every campaign connection cannot hold a notice back;
 - takes the global and per-domain throttle tokens like any message (a domain's limits are
-  the domain's, whoever sends) but not the warm-up cap, which paces bulk volume;
+  the domain's, whoever sends) from the buckets in Postgres, through a pacer of its own so
+  that it never queues behind campaign senders, but not the warm-up cap, which paces bulk
+  volume; a domain's concurrency cap holds per sender (the lane adds at most its own
+  connections);
 - re-checks the address just before sending (hard bounce, complaint, erasure since enqueue);
 - records each outcome at once, with its archive (render inputs and the SHA-256 of the bytes
   handed to SMTP), in the delivery states campaigns use: 4xx retried with the same backoff
