@@ -134,6 +134,19 @@ async def window(
     return sent / (end - start).total_seconds(), sent / used if used else 0.0, ids
 
 
+async def commit_probe(store: TransactionalStore, count: int = 100) -> tuple[float, float]:
+    """(p50, p99) ms of a trivial transaction: how loaded the shared Postgres is right now."""
+    took = []
+    async with store.pool.acquire() as conn:
+        for _ in range(count):
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("SELECT pg_notify('bench_probe', '')")
+            took.append(time.perf_counter() - started)
+            await asyncio.sleep(0.005)
+    return quantile(took, 0.5) * 1000, quantile(took, 0.99) * 1000
+
+
 def summary(name: str, values: list[float]) -> str:
     return (
         f"{name}: n={len(values)} p50 {quantile(values, 0.5) * 1000:.1f} ms, "
@@ -192,6 +205,7 @@ async def main() -> None:
             while b"running" not in await worker.stdout.readline():
                 pass
             load_before = os.getloadavg()[0]
+            probe_before = await commit_probe(store)
 
             await asyncio.sleep(3)  # the worker's start (render process, pools) settles
             print("(1) idle: notices, no campaign …", flush=True)
@@ -231,6 +245,7 @@ async def main() -> None:
                 store, args.window * 2, worker.pid, notices_tag="idle2", every=args.every
             )
             idle_after = await latencies(store, after_ids)
+            probe_after = await commit_probe(store)
             load_after = os.getloadavg()[0]
         print()
         print(summary("idle, before     ", idle))
@@ -255,6 +270,10 @@ async def main() -> None:
             f"(goal >= 0.90); campaign still queued at the end: {left:,}"
         )
         print(f"load average: {load_before:.1f} before, {load_after:.1f} after (2 cores)")
+        print(
+            "a trivial commit on this Postgres: p50 {:.1f} / p99 {:.1f} ms before, "
+            "{:.1f} / {:.1f} ms after".format(*probe_before, *probe_after)
+        )
     finally:
         for proc in (worker, sink):
             if proc is not None and proc.returncode is None:
