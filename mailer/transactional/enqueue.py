@@ -214,6 +214,7 @@ async def enqueue(
         basis=tpl.basis.value,
         # An erased address is never written back, not even into a refused message.
         email=None if erased else email,
+        contact_id=None if erased else judged.facts.contact_id,
         email_hash=email_hash,
         domain=None if erased else domain_of(email),
         locale=locale,

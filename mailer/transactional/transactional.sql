@@ -57,20 +57,24 @@ SELECT id FROM template_versions WHERE name = $1 AND sha256 = $2
 LIMIT 1
 
 -- name: message_insert
--- The durable "accepted": committed before the caller hears it. A second
--- request with the same key waits here for the first to commit, then inserts
--- nothing (and the caller reads the first one's id).
-INSERT INTO transactional_messages
-    (template, template_version_id, definition, basis, contact_id, domain, locale, data,
-     idempotency_key, status, refusal, note, consent_id, consent_kind, consent_source,
-     consent_obtained_at, consent_date_only)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id
-
--- name: notify_lanes
--- Wakes the lanes that LISTEN at once; delivered at commit, never before.
-SELECT pg_notify('mailer_transactional', $1)
+-- The durable "accepted": committed before the caller hears it (one
+-- statement, so one round trip and its own commit for a known contact). A
+-- second request with the same key waits here for the first to commit, then
+-- inserts nothing (and the caller reads the first one's id). A queued
+-- message NOTIFYs the lanes, delivered at commit, never before (the CTE is
+-- read below so that it runs).
+WITH inserted AS (
+    INSERT INTO transactional_messages
+        (template, template_version_id, definition, basis, contact_id, domain, locale, data,
+         idempotency_key, status, refusal, note, consent_id, consent_kind, consent_source,
+         consent_obtained_at, consent_date_only)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, status
+), notified AS (
+    SELECT pg_notify('mailer_transactional', id::text) FROM inserted WHERE status = 'queued'
+)
+SELECT id, (SELECT count(*) FROM notified) AS notified FROM inserted
 
 -- ---------------------------------------------------------------- the lane
 
