@@ -37,7 +37,7 @@ from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
 from mailer.send.progress import watch_progress
 from mailer.send.store import SendStore
-from mailer.send.worker import build_engine, build_lane, run_with_lane
+from mailer.send.worker import build_engine, build_lane, lane_pool, run_with_lane
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -230,13 +230,14 @@ async def resend_uncertain(args: argparse.Namespace, settings: Settings) -> int:
 
 async def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Send every running campaign until SIGTERM; any number may run at once."""
-    async with open_pool(settings) as pool:
+    async with open_pool(settings) as pool, lane_pool(settings) as own:
         stop = asyncio.Event()
         metrics = EngineMetrics()
         metrics.serve(settings.engine.metrics_port)
         engine = build_engine(pool, settings, stop=stop, metrics=metrics)
-        # Transactional messages go out beside campaigns, ahead of them (mailer/send/lane.py).
-        lane = build_lane(pool, settings, engine)
+        # Transactional messages go out beside campaigns, ahead of them (mailer/send/lane.py),
+        # on connections of their own, to Postgres as to the relays.
+        lane = build_lane(own, settings, engine)
         with stop_on_signals(stop, console):
             console.print(
                 f"worker {engine.worker} running; metrics on "

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from mailer.campaigns.store import CampaignStore
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
-from mailer.db import Pool
+from mailer.db import Pool, connect
 from mailer.send.engine import Engine, Progress
 from mailer.send.lane import Lane, LaneMetrics, lane_relays, split_relays
 from mailer.send.metrics import EngineMetrics
@@ -41,8 +42,14 @@ def build_engine(pool: Pool, settings: Settings, **kwargs: Any) -> Engine:
     return Engine(SendStore(pool), campaigns, settings, keyring, relays, **kwargs)
 
 
+def lane_pool(settings: Settings) -> AbstractAsyncContextManager[Pool]:
+    """The lane's own few connections: a notice never waits for one the campaign holds."""
+    # LISTEN holds one; claim and outcome statements one; the throttle buckets one.
+    return connect(settings.database.url, min_size=2, max_size=4)
+
+
 def build_lane(pool: Pool, settings: Settings, engine: Engine) -> Lane:
-    """The transactional lane beside `engine`, its metrics on the engine's registry."""
+    """The transactional lane beside `engine` on `pool` (lane_pool), metrics on the engine's."""
     return Lane(
         TransactionalStore.for_settings(pool, settings),
         settings,
