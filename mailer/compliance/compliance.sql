@@ -159,10 +159,15 @@ ON CONFLICT DO NOTHING
 
 -- name: erase_deliveries_skip
 -- Unsent rows can never go (there is no address left); their state says why.
+-- Claimed rows too: a worker holds them but has not started them, and its
+-- start (send.sql: start_sending) takes only rows still `claimed`, so once
+-- this commits they are never started; a start that locked a row first makes
+-- it `sending`, and erase_targets_sending then refuses the erasure.
 UPDATE deliveries d
-SET status = 'skipped', skip_reason = 'erased', lease_until = NULL, updated_at = now()
+SET status = 'skipped', skip_reason = 'erased', lease_until = NULL, worker = NULL,
+    updated_at = now()
 FROM erase_targets t
-WHERE d.contact_id = t.id AND d.status IN ('queued', 'deferred')
+WHERE d.contact_id = t.id AND d.status IN ('queued', 'deferred', 'claimed')
 
 -- name: erase_deliveries_scrub
 -- SMTP replies often quote the recipient ("550 5.1.1 <a@b>: no such user");
