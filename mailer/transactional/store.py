@@ -86,7 +86,7 @@ class Claimed:
     locale: str
     enqueued_at: datetime
     attempts: int
-    first_attempt_at: datetime
+    first_attempt_at: datetime | None  # None until its first start
     consent: tuple[str, str, datetime, bool] | None
     domain: str
     email: str
@@ -332,8 +332,13 @@ class TransactionalStore:
         if ids:
             await self.pool.execute(Q("renew_leases"), list(ids), lease_s, worker)
 
-    async def sweep_uncertain(self) -> int:
-        return affected(await self.pool.execute(Q("sweep_uncertain")))
+    async def sweep_leases(self) -> int:
+        """Hand back dead workers' claimed messages; their started ones become uncertain."""
+        return int(await self.pool.fetchval(Q("sweep_leases")))
+
+    async def start_sending(self, message_id: int, worker: str) -> bool:
+        """The start mark and last check, committed: True when the message may go now."""
+        return await self.pool.fetchval(Q("start_sending"), message_id, worker) is not None
 
     @contextlib.asynccontextmanager
     async def notifications(self, wake: Callable[[], None]) -> AsyncIterator[None]:
