@@ -39,7 +39,7 @@ from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
 from mailer.send.progress import watch_progress
 from mailer.send.store import SendStore
-from mailer.send.worker import build_engine
+from mailer.send.worker import build_engine, build_lane, lane_pool, run_with_lane
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -253,7 +253,7 @@ async def resend_uncertain(args: argparse.Namespace, settings: Settings) -> int:
 
 async def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Send every running campaign until SIGTERM; any number may run at once."""
-    async with open_pool(settings) as pool:
+    async with open_pool(settings) as pool, lane_pool(settings) as own:
         stop = asyncio.Event()
         metrics = EngineMetrics()
         metrics.serve(settings.engine.metrics_port)
@@ -261,12 +261,17 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
         # The reputation guard runs wherever campaigns are sent, not only beside `inbound
         # serve`: first-hop bounces are in the ledger the engine writes.
         guard = guard_for(pool, settings, GuardMetrics(metrics.registry))
+        # Transactional messages go out beside campaigns, ahead of them (mailer/send/lane.py),
+        # on connections of their own, to Postgres as to the relays.
+        lane = build_lane(own, settings, engine)
         with stop_on_signals(stop, console):
             console.print(
                 f"worker {engine.worker} running; metrics on "
                 f"127.0.0.1:{settings.engine.metrics_port}/metrics"
             )
-            progress = await guarded(engine.run(until_idle=args.until_idle), guard, stop)
+            progress = await guarded(
+                run_with_lane(engine, lane, until_idle=args.until_idle), guard, stop
+            )
         console.print(f"worker stopped: {progress.by_status}")
         return 0
 

@@ -171,6 +171,9 @@ class ComplianceStore:
                 )
                 await conn.execute(Q("erase_bounces"))
                 await conn.execute(Q("erase_suppression_detail"), hashes)
+                counts["transactional_scrubbed"] = affected(
+                    await conn.execute(Q("erase_transactional"))
+                )
                 log = await conn.fetchrow(
                     Q("privacy_log_insert"),
                     action,
