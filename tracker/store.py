@@ -162,6 +162,11 @@ class TrackerStore:
             statement_timeout_ms=statement_timeout_ms,
         )
 
+    @property
+    def bounded(self) -> BoundedPool:
+        """The deadline-bound pool, lent to the sign-up forms' store (mailer/forms/store.py)."""
+        return self._db
+
     async def start(self) -> bool:
         """Open the pool; False when Postgres is unreachable (the pool then connects lazily)."""
         return await self._db.start()
