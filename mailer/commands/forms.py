@@ -191,8 +191,13 @@ async def forms_embed(args: argparse.Namespace, settings: Settings) -> int:
     if form is None:
         return _fail(f"no form {args.slug!r} (mailer forms list)")
     lang = form.language(args.locale)
-    # Printed raw (no rich markup): it is meant to be pasted into a page.
-    print(embed.snippet(form, lang, settings.tracker.base_url, settings.forms))
+    # Printed as is (no markup, no wrapping): it is meant to be pasted into a page.
+    console.print(
+        embed.snippet(form, lang, settings.tracker.base_url, settings.forms),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     if not form.origins:
         err.print(
             f"note: form {form.slug} lists no --origin; browsers on other sites will be refused "
