@@ -18,7 +18,17 @@ import pytest
 from mailer.db.queries import Queries
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ("contacts", "campaigns", "send", "compliance", "report", "optouts", "inbound", "forms")
+ROLES = (
+    "contacts",
+    "campaigns",
+    "send",
+    "compliance",
+    "report",
+    "optouts",
+    "inbound",
+    "transactional",
+    "forms",
+)
 
 # Which packages each package may import (besides itself); anything else is a wrong arrow.
 ALLOWED: dict[str, set[str]] = {
@@ -36,8 +46,12 @@ ALLOWED: dict[str, set[str]] = {
     # every consent change of a contact) and queue their confirmation mail on the
     # transactional lane (issue 18), never behind a campaign.
     "mailer.forms": {"mailer.core", "mailer.db", "mailer.optouts", "mailer.transactional"},
-    # The engine re-checks the audience and composes campaigns' messages.
-    "mailer.send": {"mailer.core", "mailer.db", "mailer.campaigns"},
+    # Transactional messages render and lint with the campaigns' machinery, and a commercial
+    # one is judged by the contacts' consent rules.
+    "mailer.transactional": {"mailer.core", "mailer.db", "mailer.campaigns", "mailer.contacts"},
+    # The engine re-checks the audience and composes campaigns' messages; its transactional
+    # lane claims and composes transactional ones.
+    "mailer.send": {"mailer.core", "mailer.db", "mailer.campaigns", "mailer.transactional"},
     # The archive reproduces campaigns' messages; the audit names the campaign.
     "mailer.compliance": {"mailer.core", "mailer.db", "mailer.campaigns"},
     "mailer.commands": {"mailer.core", "mailer.db", *(f"mailer.{r}" for r in ROLES)}
