@@ -8,6 +8,7 @@ the proof-of-work, and only then the database.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -81,6 +82,7 @@ class Signup:
         metrics.signup_limited.set_function(lambda: len(self.limiter))
         self.csrf_key = csrf.csrf_key(settings.require_token_keys())
         self.pow_key = self.csrf_key  # ALTCHA's HMAC key: derived, never a token key itself
+        self.equaliser = abuse.Equaliser()
         self._forms: dict[str, tuple[float, Form | None]] = {}
         self._env = Environment(
             loader=PackageLoader("tracker", "templates"),
@@ -117,7 +119,10 @@ class Signup:
     ) -> web.Response:
         t = TEXT[lang]
         body = self.render(
-            "signup_message.html", lang, t[f"{key}_title"], message=t[key].format(**values)
+            "signup_message.html",
+            lang,
+            t[f"{key}_title"],
+            message=t[key].format(business=self.settings.business_name, **values),
         )
         return _html(body, status, _page_headers(form))
 
@@ -250,11 +255,13 @@ async def submit(request: web.Request) -> web.Response:
         s.count(form.slug, Step.REFUSED_INVALID)
         s.metrics.token_rejections.labels("signup", "form_token").inc()
         return s.message("expired_form", lang, 400, form)
+    started = time.perf_counter()
     email = fields.get("email")
     email_text = email.strip()[:254] if isinstance(email, str) else ""
     if abuse.honeypot_tripped(fields.get(abuse.HONEYPOT_FIELD)):
         # A bot gets the answer a person gets: nothing to learn, nothing to adapt to.
         s.count(form.slug, Step.REFUSED_BOT)
+        await _as_slow_as_a_mail(s, started)
         return _sent(s, form, lang, email_text)
     visit = s.visit(request, fields)
     if not s.limiter.allow(visit.ip_prefix):
@@ -301,6 +308,10 @@ async def submit(request: web.Request) -> web.Response:
         log.error("sign-up on form %s not recorded: %s", form.slug, exc)
         return s.message("unavailable", lang, 503, form)
     s.count(form.slug, result.step)
+    if result.step is Step.REQUESTED:
+        s.equaliser.observe(time.perf_counter() - started)
+    elif result.step in signup.SAME_AS_SUCCESS:
+        await _as_slow_as_a_mail(s, started)
     if result.step is Step.REFUSED_INVALID:
         return s.message("invalid", lang, 400, form)
     if form.redirect_url:
@@ -308,6 +319,13 @@ async def submit(request: web.Request) -> web.Response:
     if result.step is Step.CONFIRMED:
         return s.message("single", lang, 200, form, email=email_text)
     return _sent(s, form, lang, email_text)
+
+
+async def _as_slow_as_a_mail(s: Signup, started: float) -> None:
+    """Wait until a silent refusal has taken as long as queueing a mail would (no timing
+    difference between a blocked address and a new one)."""
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(s.equaliser.remaining(elapsed, secrets.randbelow(1000) / 1000))
 
 
 def _sent(s: Signup, form: Form, lang: Lang, email: str) -> web.Response:
@@ -348,11 +366,11 @@ async def confirm_page(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     _, pending = found
-    if pending.state == "confirmed":
-        return s.message("already", "en", 200)
-    if pending.expired:
-        return s.message("stale", "en", 410)
     lang = language(pending.locale)
+    if pending.state == "confirmed":
+        return s.message("already", lang, 200)
+    if pending.expired:
+        return s.message("stale", lang, 410)
     form_evidence = (pending.evidence or {}).get("form", {})
     body = s.render(
         "signup_confirm.html",

@@ -103,3 +103,28 @@ def _salt_form(payload: str) -> str | None:
         return None
     forms = parse_qs(salt.partition("?")[2]).get("form")
     return forms[0] if forms and len(forms) == 1 else None
+
+
+class Equaliser:
+    """Makes the silent refusals take as long as a request that queues a mail.
+
+    Whether an address hard-bounced, complained, was erased or got a mail an hour ago must
+    not show in the answer (no enumeration), and that includes its timing: queueing the
+    confirmation costs milliseconds that a silent refusal would not spend. The silent path
+    sleeps (no CPU) until the moving average of the mailed path's duration, with a little
+    jitter, has passed since the request began.
+    """
+
+    def __init__(self, initial_s: float = 0.01, weight: float = 0.1) -> None:
+        self.typical_s = initial_s
+        self.weight = weight
+
+    def observe(self, seconds: float) -> None:
+        """Note how long a request that queued a mail took."""
+        # Bounded, so one stalled request cannot make every silent answer wait long.
+        sample = min(seconds, 10 * self.typical_s, 1.0)
+        self.typical_s += self.weight * (sample - self.typical_s)
+
+    def remaining(self, elapsed_s: float, jitter: float) -> float:
+        """How long a silent answer still waits, `jitter` in [0, 1) spreading it ±10 %."""
+        return max(0.0, self.typical_s * (0.9 + 0.2 * jitter) - elapsed_s)

@@ -119,11 +119,11 @@ SELECT r.id, r.form_id, r.text_id, r.email_hash, r.state, r.email, r.name, r.loc
 FROM signup_requests r WHERE r.id = $1
 
 -- name: request_confirmed
--- The ledger now holds the evidence: the request keeps only the address hash
--- and its times (the per-address mail limit) until it expires.
+-- The ledger now holds the evidence: the request keeps only the address hash,
+-- its times (the per-address mail limit) and its language (the pages of a
+-- second click) until it expires.
 UPDATE signup_requests
-SET state = 'confirmed', confirmed_at = now(), email = NULL, name = NULL, locale = NULL,
-    evidence = NULL
+SET state = 'confirmed', confirmed_at = now(), email = NULL, name = NULL, evidence = NULL
 WHERE id = $1
 
 -- name: contact_upsert
@@ -141,7 +141,8 @@ SELECT id FROM contacts WHERE email = $1
 LIMIT 1
 
 -- name: contact_name_fill
-UPDATE contacts SET name = $2, updated_at = now() WHERE id = $1 AND name IS NULL AND $2 IS NOT NULL
+UPDATE contacts SET name = $2::text, updated_at = now()
+WHERE id = $1 AND name IS NULL AND $2::text IS NOT NULL
 
 -- name: signup_grant
 -- $1 contact, $2 hash, $3 source, $4 evidence, $5 topic ids. The express grant
