@@ -271,6 +271,9 @@ class TrackerStore:
                 ends_date_only=r["ends_date_only"],
                 topic_slug=r["topic_slug"],
                 topic_names=r["topic_names"] or {},
+                form_source=r["form_source"],
+                form_requested_at=r["form_requested_at"],
+                form_confirmed_at=r["form_confirmed_at"],
             )
             for r in await conn.fetch(_q("contact_ledger"), contact)
         )

@@ -131,19 +131,36 @@ def form_history_line(
     form = evidence.get("form")
     if not isinstance(form, Mapping) or not isinstance(form.get("source"), str):
         return None
-    request = evidence.get("request") or {}
+    request = evidence.get("request")
     confirmation = evidence.get("confirmation")
-    asked = _day(request.get("at") or obtained_at, zone)
+    return subscribed_line(
+        form["source"],
+        (request or {}).get("at") if isinstance(request, Mapping) else None,
+        confirmation.get("at") if isinstance(confirmation, Mapping) else None,
+        obtained_at,
+        lang,
+        zone,
+    )
+
+
+def subscribed_line(
+    source: str,
+    requested_at: str | datetime | None,
+    confirmed_at: str | datetime | None,
+    obtained_at: datetime,
+    lang: Lang,
+    zone: tzinfo,
+) -> str:
+    """The sentence for a grant a form recorded (confirmed by email, or single opt-in)."""
+    asked = _day(requested_at or obtained_at, zone)
     on = format_date(asked, lang)
-    source = form["source"]
     if lang == "fr":
         head = f"Vous vous êtes abonné le {on} par le formulaire « {source} »"
     else:
         head = f"You subscribed on {on} via the form '{source}'"
-    if not isinstance(confirmation, Mapping) or not confirmation.get("at"):
-        tail = " (sans confirmation par courriel)." if lang == "fr" else " (no email confirmation)."
-        return head + tail
-    confirmed = _day(confirmation["at"], zone)
+    if not confirmed_at:
+        return head + "."  # single opt-in: the evidence says "single opt-in"
+    confirmed = _day(confirmed_at, zone)
     if confirmed == asked:
         when_fr, when_en = "le jour même", "the same day"
     else:

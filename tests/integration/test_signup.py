@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -14,7 +15,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mailer.core.addresses import address_hash
-from tests.integration.test_tracker_app import tamper
+from mailer.core.footer import format_date
+from mailer.core.tokens import Purpose
+from tests.cli_run import run_cli
+from tests.integration.test_tracker_app import campaign_definition, tamper
+from tests.integration.test_tracker_app import sign as sign_token
 from tests.signup_setup import (
     FR,
     confirm_path,
@@ -433,3 +438,52 @@ def _data_pow(page: str) -> str:
     match = re.search(r'data-pow="([^"]*)"', page)
     assert match is not None
     return html.unescape(match.group(1))
+
+
+async def confirmed_signup(
+    client: Client, db_url: str, sink: tuple[int, RecordingHandler], address: str
+) -> None:
+    """Sign up, receive the mail, press the button."""
+    await sign_up(client, address)
+    port, handler = sink
+    await deliver_queued(db_url, signup_settings(db_url), port)
+    path = confirm_path(parsed(handler.messages[-1].data))
+    html = await (await client.get(path)).text()
+    assert (await client.post(path, data={"csrf": hidden(html, "csrf")})).status == 200
+
+
+async def test_contacts_show_and_the_preference_centre_say_how_the_person_subscribed(
+    client: Client,
+    db_url: str,
+    conn: asyncpg.Connection,
+    sink: tuple[int, RecordingHandler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await confirmed_signup(client, db_url, sink, "histoire@example.com")
+    today = datetime.now(UTC).date()
+    code, out = await run_cli(monkeypatch, db_url, "contacts", "show", "histoire@example.com")
+    assert code == 0, out
+    assert (
+        f"You subscribed on {format_date(today, 'en')} via the form 'Site web — infolettre'"
+        " and confirmed by email the same day." in out
+    )
+    # The preference centre of a later campaign's message, in the person's language.
+    contact = await conn.fetchval("SELECT id FROM contacts WHERE email = 'histoire@example.com'")
+    topic = await conn.fetchval("SELECT id FROM topics WHERE slug = 'promotions'")
+    campaign = await conn.fetchval(
+        "INSERT INTO campaigns (slug, name, topic_id, definition) VALUES ('news', 'News', $1,"
+        " $2::jsonb) RETURNING id",
+        topic,
+        json.dumps(campaign_definition("News", "Garage Tremblay Automobiles")),
+    )
+    delivery = await conn.fetchval(
+        "INSERT INTO deliveries (campaign_id, contact_id, domain, status, sent_at)"
+        " VALUES ($1, $2, 'example.com', 'sent', now()) RETURNING id",
+        campaign,
+        contact,
+    )
+    page = await (await client.get(f"/p/{sign_token(Purpose.PREFERENCES, delivery)}")).text()
+    assert (
+        f"Vous vous êtes abonné le {format_date(today, 'fr')} par le formulaire"
+        " « Site web — infolettre » et l&#39;avez confirmé par courriel le jour même." in page
+    )
