@@ -406,7 +406,7 @@ async def confirm(request: web.Request) -> web.Response:
         return s.message("forbidden", lang, 403)
     try:
         done = await signup.confirm_signup(
-            s.store, request_id, s.visit(request), settings=s.settings
+            s.store, request_id, s.visit(request), settings=s.settings, confirmer=s.confirmer
         )
     except Unavailable as exc:
         log.error("confirmation of request %d not recorded: %s", request_id, exc)

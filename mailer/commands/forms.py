@@ -9,6 +9,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from mailer.campaigns.definition import CampaignFileError
+from mailer.campaigns.render import TemplateFileError
 from mailer.commands.console import console, day, err, open_pool
 from mailer.core.settings import Settings
 from mailer.forms import embed
@@ -21,6 +23,7 @@ from mailer.forms.model import (
     check_text,
 )
 from mailer.forms.store import FormStore, PoolLender
+from mailer.transactional import template as template_file
 
 
 def _fail(message: str) -> int:
@@ -68,6 +71,12 @@ async def forms_add(args: argparse.Namespace, settings: Settings) -> int:
             texts[lang] = check_text(text, lang)
     except (FormError, OSError) as exc:
         return _fail(str(exc))
+    if args.welcome is not None:
+        try:
+            # Checked now, not at the first confirmation: a typo must not lose welcomes.
+            template_file.load(Path(settings.transactional.templates_dir), args.welcome)
+        except (TemplateFileError, CampaignFileError) as exc:
+            return _fail(f"--welcome: {exc}")
     if not args.source.strip():
         return _fail("--source: the ledger source of every grant this form records")
     wanted = [t.strip() for t in (args.topics or "").split(",") if t.strip()]

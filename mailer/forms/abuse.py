@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import statistics
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
@@ -111,19 +112,19 @@ class Equaliser:
     Whether an address hard-bounced, complained, was erased or got a mail an hour ago must
     not show in the answer (no enumeration), and that includes its timing: queueing the
     confirmation costs milliseconds that a silent refusal would not spend. The silent path
-    sleeps (no CPU) until the moving average of the mailed path's duration, with a little
-    jitter, has passed since the request began.
+    sleeps (no CPU) until the median of the last mailed requests' durations, with a little
+    jitter, has passed since the request began. A median, so one stalled request does not
+    make every silent answer slow, and it follows the machine's load within a few requests.
     """
 
-    def __init__(self, initial_s: float = 0.01, weight: float = 0.1) -> None:
+    def __init__(self, initial_s: float = 0.02, keep: int = 31) -> None:
+        self._recent: deque[float] = deque([initial_s], maxlen=keep)
         self.typical_s = initial_s
-        self.weight = weight
 
     def observe(self, seconds: float) -> None:
         """Note how long a request that queued a mail took."""
-        # Bounded, so one stalled request cannot make every silent answer wait long.
-        sample = min(seconds, 10 * self.typical_s, 1.0)
-        self.typical_s += self.weight * (sample - self.typical_s)
+        self._recent.append(seconds)
+        self.typical_s = statistics.median(self._recent)
 
     def remaining(self, elapsed_s: float, jitter: float) -> float:
         """How long a silent answer still waits, `jitter` in [0, 1) spreading it ±10 %."""

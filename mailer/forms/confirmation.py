@@ -16,6 +16,7 @@ from pathlib import Path
 from mailer.core.footer import format_date
 from mailer.db import Pool
 from mailer.forms.signup import ConfirmationMail
+from mailer.forms.store import PendingRequest
 from mailer.transactional.enqueue import enqueue
 from mailer.transactional.store import TransactionalStore
 
@@ -63,3 +64,15 @@ class TransactionalConfirmer:
                 mail.request_id,
                 result.refusal.reason,
             )
+
+    async def welcome(self, template: str, request: PendingRequest, to: str) -> None:
+        store = TransactionalStore(self._pool(), self.templates_dir)
+        form = (request.evidence or {}).get("form") or {}
+        await enqueue(
+            store,
+            template=template,
+            to=to,
+            data={"form_source": form.get("source", ""), "name": request.name or ""},
+            idempotency_key=f"signup-welcome-{request.id}",
+            locale=request.locale,
+        )

@@ -14,6 +14,7 @@ the mail differs, and it goes to the address's owner.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from mailer.core.settings import FormsSettings
 from mailer.core.tokens import Keyring, Purpose, Token, TokenError
 from mailer.forms.model import ConsentText, Form, clean_name
 from mailer.forms.store import FormStore, PendingRequest
+
+log = logging.getLogger(__name__)
 
 
 class Step(StrEnum):
@@ -88,6 +91,10 @@ class Confirmer(Protocol):
     """Queues a confirmation mail durably (the transactional lane); raises if it cannot."""
 
     async def send(self, mail: ConfirmationMail) -> None: ...
+
+    async def welcome(self, template: str, request: PendingRequest, to: str) -> None:
+        """Queue the form's welcome message once the person confirmed (forms add --welcome)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,9 +264,15 @@ def _single_compose(request: PendingRequest) -> tuple[str, Mapping[str, Any]]:
 
 
 async def confirm_signup(
-    store: FormStore, request_id: int, visit: Visit, *, settings: FormsSettings
+    store: FormStore,
+    request_id: int,
+    visit: Visit,
+    *,
+    settings: FormsSettings,
+    confirmer: Confirmer | None = None,
 ) -> Confirmed:
-    """Step two (a POST, never a GET): record the express grant with both steps' evidence."""
+    """Step two (a POST, never a GET): record the express grant with both steps' evidence,
+    then queue the form's welcome message if it has one."""
 
     def compose(request: PendingRequest) -> tuple[str, Mapping[str, Any]]:
         evidence = dict(request.evidence or {})
@@ -279,12 +292,29 @@ async def confirm_signup(
     if request is None:
         return Confirmed("unknown")
     if grant is not None:
+        if confirmer is not None and request.email is not None:
+            await _welcome(store, confirmer, request, request.email)
         return Confirmed("confirmed", request, grant)
     if request.state == "confirmed":
         return Confirmed("already", request)
     if request.expired:
         return Confirmed("expired", request)
     return Confirmed("blocked", request)
+
+
+async def _welcome(
+    store: FormStore, confirmer: Confirmer, request: PendingRequest, to: str
+) -> None:
+    slug = ((request.evidence or {}).get("form") or {}).get("slug")
+    form = await store.form(slug) if isinstance(slug, str) else None
+    if form is None or not form.welcome:
+        return
+    try:
+        await confirmer.welcome(form.welcome, request, to)
+    except Exception:
+        # The consent is recorded and committed; a welcome that could not be queued is
+        # logged, never a reason to tell the person their confirmation failed.
+        log.exception("welcome message of sign-up %d not queued", request.id)
 
 
 async def expire_requests(store: FormStore) -> dict[str, int]:
