@@ -113,3 +113,12 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
     opens = await conn.fetchval("SELECT count(*) FROM events WHERE kind = 'open'")
     assert found.opens.human_events + found.opens.machine_events == opens
     assert list((tmp_path / "runs").glob("*/report.html"))
+    # The sign-up form: four visitors, three confirmed by email (express grants citing the
+    # form's text), one never did (still pending, until its request expires).
+    grants = await conn.fetch(
+        "SELECT evidence FROM consents WHERE source = 'Site web — infolettre' AND kind = 'express'"
+    )
+    assert len(grants) == 3
+    assert all(json.loads(g["evidence"])["form"]["text_version"] == 1 for g in grants)
+    assert await conn.fetchval("SELECT count(*) FROM signup_requests WHERE state = 'pending'") == 1
+    assert len(list((tmp_path / "runs").glob("*/signup-mail/*.eml"))) == 4
