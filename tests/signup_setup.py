@@ -1,9 +1,7 @@
 """Shared setup of the sign-up form tests: settings, a form, the confirmation mail's delivery.
 
-`deliver_queued` sends what the transactional lane holds to an SMTP sink with the lane's own
-pieces (its store's claim, its template loader, its composer): the stand-in for the lane's
-sending loop, which is being built on another branch (issue 18). The message bytes are the
-ones the lane composes.
+`deliver_queued` runs the worker's transactional lane (issue 18) until idle against an SMTP
+sink: the confirmation mail goes out exactly as in production.
 """
 
 from __future__ import annotations
@@ -12,20 +10,14 @@ import dataclasses
 import email
 import email.policy
 import re
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-import aiosmtplib
-
 from mailer.core.settings import FormsSettings, Settings, TransactionalSettings
-from mailer.core.tokens import Keyring
 from mailer.db import connect
 from mailer.forms.store import FormStore, PoolLender
-from mailer.transactional import template as template_file
-from mailer.transactional.compose import compose, composer_for
-from mailer.transactional.store import TransactionalStore
-from tests.integration.test_tracker_app import KEYS, settings_for
+from mailer.send.worker import build_engine, build_lane
+from tests.integration.test_tracker_app import settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
 FR = "J'accepte de recevoir l'infolettre de Garage Tremblay Automobiles par courriel."
@@ -90,34 +82,18 @@ def hidden(page: str, name: str) -> str:
 
 
 async def deliver_queued(db_url: str, settings: Settings, port: int) -> int:
-    """Send every queued transactional message to the sink at `port`; how many were sent."""
-    keyring = Keyring.from_spec(KEYS)
-    sent = 0
-    async with connect(db_url, max_size=2) as pool:
-        store = TransactionalStore(pool, Path(settings.transactional.templates_dir))
-        for claimed in await store.claim(100, 60.0, "test-lane"):
-            tpl = template_file.load(store.templates_dir, claimed.template)
-            composed = compose(
-                composer_for(tpl, keyring, settings),
-                message_id=claimed.id,
-                email=claimed.email,
-                name=claimed.name,
-                locale=claimed.locale,
-                data=claimed.data,
-                tracking=claimed.tracking,
-                consent=None,
-                now=datetime.now(UTC),
-            )
-            await aiosmtplib.send(
-                composed.data,
-                sender=composed.return_path,
-                recipients=[claimed.email],
-                hostname="127.0.0.1",
-                port=port,
-            )
-            await store.record_outcome(claimed.id, "test-lane", "sent", code=250)
-            sent += 1
-    return sent
+    """Run the worker's transactional lane until idle against the sink at `port`; how many
+    messages it sent."""
+    settings = dataclasses.replace(
+        settings,
+        smtp=dataclasses.replace(settings.smtp, host="127.0.0.1", port=port, tls="none"),
+        relays=(),
+        transactional=dataclasses.replace(settings.transactional, poll_ms=50),
+    )
+    async with connect(db_url, max_size=4) as pool:
+        engine = build_engine(pool, settings)
+        progress = await build_lane(pool, settings, engine).run(until_idle=True)
+    return progress.by_status["sent"]
 
 
 def parsed(data: bytes) -> EmailMessage:

@@ -1,18 +1,18 @@
 """The demo's sign-up form: a form created, visitors subscribing through the real tracker over
 HTTP, their confirmation mails, and all but one of them confirming.
 
-The confirmation mails are queued on the transactional lane by the tracker (as in
-production); until the lane's sender runs in `mailer worker` (issue 18), this step delivers
-what the lane queued with the lane's own pieces (claim, template, composer) into the demo's
-mailbox, so each visitor can read the link in their mail.
+The confirmation mails are queued on the transactional lane by the tracker and sent by the
+worker's lane, as in production, into a mailbox of their own (run folder, signup-mail/), where
+each visitor reads the link in their mail.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
+import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -21,13 +21,11 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer.core.settings import Settings
-from mailer.core.tokens import Keyring
 from mailer.db import Pool
 from mailer.demo.sink import Sink
+from mailer.demo.sink import serve as serve_sink
 from mailer.forms.store import FormStore, PoolLender
-from mailer.transactional import template as template_file
-from mailer.transactional.compose import compose, composer_for
-from mailer.transactional.store import TransactionalStore
+from mailer.send.worker import build_engine, build_lane
 
 SLUG = "infolettre"
 SOURCE = "Site web — infolettre"
@@ -84,27 +82,27 @@ def _fields(page: str) -> dict[str, str]:
     return {name: html.unescape(value) for name, value in _HIDDEN.findall(page)}
 
 
-async def deliver(pool: Pool, settings: Settings, mailbox: Sink) -> dict[str, bytes]:
-    """What the lane queued, composed as the lane does, into the mailbox; by recipient."""
-    keyring = Keyring.from_spec(settings.require_token_keys())
-    store = TransactionalStore(pool, Path(settings.transactional.templates_dir))
+async def deliver(pool: Pool, settings: Settings, folder: Path) -> dict[str, bytes]:
+    """Run the worker's transactional lane until idle against a sink of its own (so the sign-up
+    mail stays apart from the campaign's mailbox); what it delivered, by recipient."""
+    sink = Sink(folder)
     delivered: dict[str, bytes] = {}
-    for claimed in await store.claim(100, 60.0, "demo"):
-        tpl = template_file.load(store.templates_dir, claimed.template)
-        composed = compose(
-            composer_for(tpl, keyring, settings),
-            message_id=claimed.id,
-            email=claimed.email,
-            name=claimed.name,
-            locale=claimed.locale,
-            data=claimed.data,
-            tracking=claimed.tracking,
-            consent=None,
-            now=datetime.now(UTC),
+    sink.on_message = lambda _from, rcpts, data: delivered.update(dict.fromkeys(rcpts, data))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = await serve_sink(sink, "127.0.0.1", port)
+    try:
+        lane_settings = dataclasses.replace(
+            settings,
+            smtp=dataclasses.replace(settings.smtp, host="127.0.0.1", port=port, tls="none"),
+            relays=(),
         )
-        mailbox.store(composed.return_path, [claimed.email], composed.data)
-        await store.record_outcome(claimed.id, "demo", "sent", code=250)
-        delivered[claimed.email] = composed.data
+        engine = build_engine(pool, lane_settings)
+        await build_lane(pool, lane_settings, engine).run(until_idle=True)
+    finally:
+        server.close()
+        await server.wait_closed()
     return delivered
 
 
@@ -121,7 +119,7 @@ async def run(pool: Pool, settings: Settings, run_folder: Path, console: Console
             form += [("topic", t) for t in topics]
             async with http.post(f"{base}/s/{SLUG}", data=form) as answer:
                 visit.status = answer.status
-        mails = await deliver(pool, settings, Sink(run_folder / "signup-mail"))
+        mails = await deliver(pool, settings, run_folder / "signup-mail")
         for visit, (email, _, _, confirms) in zip(visits, VISITORS, strict=True):
             data = mails.get(email)
             visit.mailed = data is not None

@@ -32,7 +32,7 @@ class Withdrawal:
     source: str  # the ledger's source: one-click, unsubscribe page, mailto, complaint…
     evidence: Mapping[str, Any]  # CASL s.13: how we know the person asked
     delivery_id: int
-    campaign_id: int
+    campaign_id: int | None  # None: from a transactional message (no campaign)
 
 
 class OptOutStore:

@@ -38,6 +38,7 @@ __all__ = [
     "Decision",
     "decide",
     "needs_unsubscribe",
+    "recheck",
 ]
 
 
@@ -151,3 +152,29 @@ def decide(
         overridden.add(Reason.UNSUBSCRIBED_CHANNEL)
     order = list(Reason)
     return Decision(None, BASIS_TEXT[basis], tuple(sorted(overridden, key=order.index)))
+
+
+def recheck(
+    basis: Basis,
+    *,
+    erased: bool,
+    suppressions: Iterable[Suppression],
+    channel_enabled: bool | None,
+) -> Decision:
+    """At send time, what changed since enqueue: a hard bounce, a complaint, an erasure.
+
+    A commercial message's consent was judged at enqueue; an opt-out since then refuses it
+    (CASL s.11(3): an unsubscribe takes effect within 10 business days, here at once).
+    """
+    judged = decide(
+        Basis.TRANSACTION if basis is Basis.COMMERCIAL else basis,
+        erased=erased,
+        suppressions=suppressions,
+        channel_enabled=channel_enabled,
+    )
+    if basis is not Basis.COMMERCIAL or not judged.allowed:
+        return judged
+    if judged.overridden:
+        first = judged.overridden[0]
+        return Decision(first, REASON_TEXT[first])
+    return Decision(None, BASIS_TEXT[basis])

@@ -27,11 +27,11 @@ face maps it to 422 (404 for `UnknownTemplate`, 409 for `IdempotencyConflict`).
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mailer.campaigns.definition import CampaignFileError
@@ -68,9 +68,11 @@ __all__ = [
     "EnqueueError",
     "Enqueued",
     "IdempotencyConflict",
+    "Judged",
     "Refusal",
     "UnknownTemplate",
     "enqueue",
+    "judge",
     "load_template",
 ]
 
@@ -118,29 +120,47 @@ class _Compiled:
     renderer: TransactionalRenderer
 
 
-_compiled: dict[tuple[str, str], _Compiled] = {}
+# Per (folder, template): the files' stamps when read, and the template compiled from them.
+_compiled: dict[tuple[Path, str], tuple[tuple[tuple[str, int, int], ...], _Compiled]] = {}
 
 
-def load_template(store: TransactionalStore, name: str) -> TransactionalTemplate:
+def load_template(templates_dir: Path, name: str) -> TransactionalTemplate:
     """The template as its files stand now; UnknownTemplate names the file and field."""
-    return _load(store, name).template
+    return _load(templates_dir, name).template
 
 
-def _load(store: TransactionalStore, name: str) -> _Compiled:
+def _stamp(
+    templates_dir: Path, name: str, files: Iterable[str]
+) -> tuple[tuple[str, int, int], ...]:
+    """(file, mtime, size) of the template's TOML, its files, and any new `<name>.*` variant."""
+    paths = {templates_dir / f"{name}.toml", *(templates_dir / f for f in files)}
+    paths.update(templates_dir.glob(f"{name}.*"))
+    stamps = []
+    for path in sorted(paths):
+        try:
+            stat = path.stat()
+        except OSError:
+            return ()  # a file went away: read everything again (and report it)
+        stamps.append((path.name, stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
+def _load(templates_dir: Path, name: str) -> _Compiled:
+    # Reading, validating and compiling a template costs ~5-15 ms of CPU; an API serving
+    # notices does it once per change of its files (a few stat calls per request otherwise).
+    cached = _compiled.get((templates_dir, name))
+    if cached is not None:
+        stamps, compiled = cached
+        if stamps and stamps == _stamp(templates_dir, name, compiled.template.files.files):
+            return compiled
     try:
-        loaded = template_file.load(store.templates_dir, name)
+        loaded = template_file.load(templates_dir, name)
     except (TemplateFileError, CampaignFileError) as exc:
         raise UnknownTemplate("template", str(exc)) from None
-    key = (
-        name,
-        loaded.files.sha256() + hashlib.sha256(repr(loaded.to_json()).encode()).hexdigest(),
+    compiled = _Compiled(
+        loaded, TransactionalRenderer(loaded.files, loaded.basis, max_output=1_000_000)
     )
-    compiled = _compiled.get(key)
-    if compiled is None:
-        # Compiled once per version of the files: the trial render below costs ~0.3 ms.
-        compiled = _compiled[key] = _Compiled(
-            loaded, TransactionalRenderer(loaded.files, loaded.basis, max_output=1_000_000)
-        )
+    _compiled[templates_dir, name] = (_stamp(templates_dir, name, loaded.files.files), compiled)
     return compiled
 
 
@@ -167,24 +187,13 @@ async def enqueue(
             return _again(known, template, email)
     if locale is not None and locale not in SUPPORTED_LOCALES:
         raise EnqueueError("locale", f"{locale!r}: expected one of {', '.join(SUPPORTED_LOCALES)}")
-    compiled = _load(store, template)
+    compiled = _load(store.templates_dir, template)
     tpl = compiled.template
     values = _checked_data(data)
     _trial_render(compiled, email, values, locale)
     email_hash = address_hash(email)
-    facts = await store.address_facts(email, email_hash)
-    verdict = (
-        await _commercial_verdict(store, tpl, email, facts)
-        if tpl.basis is Basis.COMMERCIAL
-        else None
-    )
-    decision = decide(
-        tpl.basis,
-        erased=facts.erased,
-        suppressions=facts.suppressions,
-        channel_enabled=facts.email_enabled,
-        commercial_verdict=verdict,
-    )
+    judged = await judge(store, tpl, email)
+    verdict, decision = judged.verdict, judged.decision
     erased = decision.refused is not None and decision.refused.value == "erased"
     consent = None
     if verdict is not None and verdict.consent is not None:
@@ -218,6 +227,31 @@ async def enqueue(
         return _again(known, template, email)
     refusal = None if decision.allowed else Refusal(str(decision.refused), decision.detail)
     return Enqueued(message_id, False, refusal, decision.note())
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """The rules' answer for one address and template, and what they read."""
+
+    decision: Decision
+    facts: AddressFacts
+    verdict: Verdict | None  # the consent rules' verdict, for a commercial template
+
+
+async def judge(store: TransactionalStore, tpl: TransactionalTemplate, email: str) -> Judged:
+    """May a message of this template go to `email` now? (enqueue and `contacts explain`)."""
+    facts = await store.address_facts(email, address_hash(email))
+    verdict = None
+    if tpl.basis is Basis.COMMERCIAL:
+        verdict = await _commercial_verdict(store, tpl, email, facts)
+    decision = decide(
+        tpl.basis,
+        erased=facts.erased,
+        suppressions=facts.suppressions,
+        channel_enabled=facts.email_enabled,
+        commercial_verdict=verdict,
+    )
+    return Judged(decision, facts, verdict)
 
 
 def _refusal_text(decision: Decision) -> str:

@@ -287,9 +287,10 @@ class TransactionalStore:
         sha256: bytes | None = None,
         size: int | None = None,
         refusal: str | None = None,
+        hard_bounce: bool = False,
     ) -> bool:
         """Write one outcome (and the archive); False when the claim no longer held."""
-        status_tag = await self.pool.execute(
+        written = await self.pool.fetchval(
             Q("record_outcome"),
             message_id,
             worker,
@@ -303,8 +304,9 @@ class TransactionalStore:
             sha256,
             size,
             refusal,
+            hard_bounce,
         )
-        return affected(status_tag) == 1
+        return bool(written)
 
     async def release(self, ids: Sequence[int], worker: str) -> int:
         if not ids:

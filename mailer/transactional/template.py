@@ -17,7 +17,7 @@ from_address = "…"
 reply_to = "…"               # optional
 locales = ["fr", "en"]
 timezone = "America/Toronto"
-tracking = false             # no pixel, no click tracking unless the template opts in
+tracking = false             # no pixel, no click tracking (true is refused for now)
 
 [sender]                     # CASL s.6(2)(b): always
 business_name = "…"
@@ -126,6 +126,11 @@ def parse(text: str, name: str, templates_dir: Path, *, source: str) -> Transact
     for key in ("topic", "policy"):
         if key in raw and not commercial:
             problems.append(f'{key}: only for basis = "commercial" (no consent rules apply)')
+    if raw.get("tracking", False) is not False:
+        # Opens and clicks are recorded per campaign (events.campaign_id, links by campaign):
+        # a transactional message has none, so it cannot be tracked yet. Refused rather than
+        # sent with links that would not resolve.
+        problems.append("tracking: not available for transactional templates (use false)")
     shared = {k: v for k, v in raw.items() if k in _SHARED_KEYS}
     sample = dict(shared.get("sample", {})) if isinstance(shared.get("sample"), dict) else {}
     if "data" in sample:  # the campaign sample's attributes are this template's data

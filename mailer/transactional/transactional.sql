@@ -109,18 +109,33 @@ JOIN template_versions tv ON tv.id = m.template_version_id
 ORDER BY m.id
 
 -- name: record_outcome
--- One message's outcome and archive, only while this worker's claim holds.
--- A statement per message: the lane carries one-to-one notices, and its
--- latency is what matters (the campaign engine batches its outcomes).
-UPDATE transactional_messages
-SET status = $3, smtp_code = $4, smtp_reply = $5, skip_reason = $6,
-    next_attempt_at = coalesce($7, next_attempt_at), message_id = coalesce($8, message_id),
-    render_inputs = coalesce($9, render_inputs), sha256 = coalesce($10, sha256),
-    size_bytes = coalesce($11, size_bytes), refusal = coalesce($12, refusal),
-    replied_at = CASE WHEN $4::integer IS NOT NULL THEN clock_timestamp() ELSE replied_at END,
-    sent_at = CASE WHEN $3 = 'sent' THEN clock_timestamp() ELSE sent_at END,
-    lease_until = NULL, updated_at = now()
-WHERE id = $1 AND status = 'sending' AND worker = $2
+-- One message's outcome and archive, for a message this worker claimed; one
+-- swept to `uncertain` because this worker's lease lapsed (it was slow, not
+-- dead) still takes the outcome the worker knows: known beats uncertain. A
+-- hard bounce (5.1.x, 5.2.1: $13) suppresses the address on the channel, as a
+-- campaign's does. A statement per message: the lane carries one-to-one
+-- notices and its latency is what matters (the campaign engine batches).
+WITH updated AS (
+    UPDATE transactional_messages
+    SET status = $3, smtp_code = $4, smtp_reply = $5, skip_reason = $6,
+        next_attempt_at = coalesce($7, next_attempt_at), message_id = coalesce($8, message_id),
+        render_inputs = coalesce($9, render_inputs), sha256 = coalesce($10, sha256),
+        size_bytes = coalesce($11, size_bytes), refusal = coalesce($12, refusal),
+        replied_at = CASE WHEN $4::integer IS NOT NULL THEN clock_timestamp()
+                          ELSE replied_at END,
+        sent_at = CASE WHEN $3 = 'sent' THEN clock_timestamp() ELSE sent_at END,
+        lease_until = NULL, updated_at = now()
+    WHERE id = $1 AND status IN ('sending', 'uncertain') AND worker = $2
+    RETURNING id, contact_id
+), suppressed AS (
+    INSERT INTO suppressions (email_hash, scope, channel, reason, source, detail)
+    SELECT c.email_hash, 'channel', 'email', 'hard_bounce', 'smtp',
+           jsonb_build_object('transactional_id', u.id)
+    FROM updated u JOIN contacts c ON c.id = u.contact_id
+    WHERE $13::boolean AND c.email_hash IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM updated
 
 -- name: release
 -- Claimed by a worker that stops before sending them: due again at once.

@@ -222,3 +222,21 @@ def commercial_templates(tmp_path: Path) -> Path:
         encoding="utf-8",
     )
     return folder
+
+
+async def test_an_edited_template_file_is_a_new_version_for_the_next_message(
+    stores: Stores, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    folder = tmp_path / "transactional"
+    shutil.copytree(TEMPLATES, folder)
+    store = store_of(stores, folder)
+    first = await enqueue(store, template="parts_received", to="a@example.com", data=PARTS)
+    html = folder / "parts_received.html"
+    html.write_text(html.read_text(encoding="utf-8").replace("Hello", "Hi"), encoding="utf-8")
+    second = await enqueue(store, template="parts_received", to="a@example.com", data=PARTS)
+    versions = await conn.fetch(
+        "SELECT template_version_id FROM transactional_messages WHERE id = ANY($1::bigint[]) "
+        "ORDER BY id",
+        [first.message_id, second.message_id],
+    )
+    assert versions[0]["template_version_id"] != versions[1]["template_version_id"]

@@ -149,5 +149,15 @@ def test_a_template_without_a_basis_is_refused_naming_the_field(tmp_path: Path) 
         template.parse('topic = "service"\n' + text, "parts_received", TEMPLATES, source="x")
 
 
-def test_an_exempt_template_does_not_track_unless_it_opts_in() -> None:
+def test_a_transactional_template_is_never_tracked() -> None:
+    from mailer.campaigns.definition import CampaignFileError
+
     assert template.load(TEMPLATES, "parts_received").definition.tracking is False
+    text = (TEMPLATES / "parts_received.toml").read_text(encoding="utf-8")
+    with pytest.raises(CampaignFileError, match="tracking: not available"):
+        template.parse(
+            text.replace("tracking = false", "tracking = true"),
+            "parts_received",
+            TEMPLATES,
+            source="x",
+        )
