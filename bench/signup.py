@@ -200,7 +200,7 @@ def main() -> int:
             }
             proc = start([sys.executable, "-m", "tracker"], env, folder / "tracker.log")
             try:
-                wait_listening(port, proc)
+                wait_listening(port, proc, timeout=90)  # a loaded machine starts it slowly
                 lua = scripts(folder, delivery, fields_of(port))
                 pixel = timed("GET /o/TOKEN (pixel)", port, lua["pixel"], args.seconds, proc.pid)
                 signup = timed("POST /s/FORM (accepted)", port, lua["signup"], args.seconds,

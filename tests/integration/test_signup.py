@@ -3,10 +3,15 @@ SMTP sink receiving the confirmation mail, its link followed back through the tr
 
 from __future__ import annotations
 
+import argparse
+import csv
 import hashlib
+import io
 import json
+import zipfile
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -14,10 +19,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from mailer.campaigns import lifecycle
+from mailer.commands import compliance as compliance_cmd
 from mailer.core.addresses import address_hash
 from mailer.core.footer import format_date
+from mailer.core.settings import Settings
 from mailer.core.tokens import Purpose
+from mailer.demo.stores import Stores
 from tests.cli_run import run_cli
+from tests.engine_setup import TEMPLATES, engine_for
+from tests.engine_setup import settings_for as engine_settings
 from tests.integration.test_tracker_app import campaign_definition, tamper
 from tests.integration.test_tracker_app import sign as sign_token
 from tests.signup_setup import (
@@ -490,3 +501,44 @@ async def test_contacts_show_and_the_preference_centre_say_how_the_person_subscr
         f"Vous vous êtes abonné le {format_date(today, 'fr')} par le formulaire"
         " « Site web — infolettre » et l&#39;avez confirmé par courriel le jour même." in page
     )
+
+
+async def test_a_later_campaign_cites_the_form_and_the_audit_export_carries_its_text(
+    client: Client,
+    db_url: str,
+    conn: asyncpg.Connection,
+    sink: tuple[int, RecordingHandler],
+    stores: Stores,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    await confirmed_signup(client, db_url, sink, "lectrice@example.com")
+    # What the sample service reminder reads of a contact.
+    await conn.execute(
+        "UPDATE contacts SET attributes = $1, last_activity_at = now()"
+        " WHERE email = 'lectrice@example.com'",
+        json.dumps({"vehicle": "Toyota RAV4", "next_service": "2026-12-20", "mileage": 48200}),
+    )
+    _, definition = await lifecycle.create(
+        stores.campaigns, TEMPLATES / "service_reminder.toml", TEMPLATES
+    )
+    await lifecycle.launch(stores.campaigns, definition.slug, datetime.now(UTC))
+    with smtp_server() as (port, handler):
+        await engine_for(stores, engine_settings(port)).run(until_idle=True)
+        [message] = [m for m in handler.messages if m.rcpt == "lectrice@example.com"]
+    footer = text_part(parsed(message.data))
+    today = format_date(datetime.now(UTC).date(), "fr")
+    assert f"vous vous êtes abonné le {today} au Site web — infolettre." in footer
+
+    out = tmp_path / "audit.zip"
+    args = argparse.Namespace(campaign=definition.slug, contact=None, out=str(out))
+    assert await compliance_cmd.audit_export(args, settings) == 0
+    with zipfile.ZipFile(out) as bundle:
+        name = f"{definition.slug}-audit.csv"
+        rows = list(csv.DictReader(io.TextIOWrapper(bundle.open(name), "utf-8")))
+    [row] = [r for r in rows if r["email"] == "lectrice@example.com"]
+    evidence = json.loads(row["consent_evidence"])
+    assert evidence["form"]["text"] == FR
+    assert evidence["form"]["text_version"] == 1
+    assert evidence["form"]["text_sha256"] == hashlib.sha256(FR.encode()).hexdigest()
+    assert evidence["confirmation"]["at"]
