@@ -84,6 +84,7 @@ class Signup:
         self.pow_key = self.csrf_key  # ALTCHA's HMAC key: derived, never a token key itself
         self.equaliser = abuse.Equaliser()
         self._forms: dict[str, tuple[float, Form | None]] = {}
+        self._refusals: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
         self._env = Environment(
             loader=PackageLoader("tracker", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -125,6 +126,18 @@ class Signup:
             message=t[key].format(business=self.settings.business_name, **values),
         )
         return _html(body, status, _page_headers(form))
+
+    def too_many(self, form: Form, lang: Lang) -> web.Response:
+        """The 429 of a prefix over its limit, rendered once per form and language."""
+        key = (form.slug, lang)
+        cached = self._refusals.get(key)
+        if cached is None:
+            page = self.message("rate", lang, 429, form)
+            headers = {**page.headers, "Retry-After": str(self.settings.ip_prefix_window_s)}
+            cached = self._refusals[key] = (page.text or "", headers)
+        return web.Response(
+            text=cached[0], status=429, headers=cached[1], content_type=None, charset=None
+        )
 
     def visit(self, request: web.Request, form_fields: Mapping[str, Any] | None = None) -> Visit:
         """The evidence a request carries: address (per the tracker's proxy rule), agent, page."""
@@ -243,7 +256,17 @@ async def submit(request: web.Request) -> web.Response:
     form = await _form_or_404(request)
     if isinstance(form, web.Response):
         return form
-    fields = await request.post()
+    started = time.perf_counter()
+    # The per-prefix limit first: a flood is refused before its body is read or any token is
+    # checked, from a page rendered once (refusing must cost less than accepting).
+    address = ipprefix.client_address(request.remote, request.headers.get("X-Forwarded-For"))
+    if not s.limiter.allow(ipprefix.truncate(address)):
+        s.count(form.slug, Step.REFUSED_RATE)
+        return s.too_many(form, _lang_of(request, form))
+    try:
+        fields = await request.post()
+    except ConnectionResetError:  # the client went away mid-body: nobody to answer
+        return web.Response(status=400)
     lang = _lang_of(request, form, fields.get("locale"))
     if not s.origin_allowed(request, form):
         s.count(form.slug, Step.REFUSED_INVALID)
@@ -255,7 +278,6 @@ async def submit(request: web.Request) -> web.Response:
         s.count(form.slug, Step.REFUSED_INVALID)
         s.metrics.token_rejections.labels("signup", "form_token").inc()
         return s.message("expired_form", lang, 400, form)
-    started = time.perf_counter()
     email = fields.get("email")
     email_text = email.strip()[:254] if isinstance(email, str) else ""
     if abuse.honeypot_tripped(fields.get(abuse.HONEYPOT_FIELD)):
@@ -264,11 +286,6 @@ async def submit(request: web.Request) -> web.Response:
         await _as_slow_as_a_mail(s, started)
         return _sent(s, form, lang, email_text)
     visit = s.visit(request, fields)
-    if not s.limiter.allow(visit.ip_prefix):
-        s.count(form.slug, Step.REFUSED_RATE)
-        response = s.message("rate", lang, 429, form)
-        response.headers["Retry-After"] = str(s.settings.ip_prefix_window_s)
-        return response
     if form.proof_of_work and not abuse.pow_ok(s.pow_key, form.slug, fields.get(abuse.POW_FIELD)):
         s.count(form.slug, Step.REFUSED_BOT)
         return s.message("invalid", lang, 400, form)

@@ -295,12 +295,16 @@ async def test_an_ip_prefix_past_its_limit_is_refused_and_others_are_not(db_url:
             (await sign_up(client, f"a{i}@example.com", headers=flood))[0] for i in range(6)
         ]
         assert statuses == [200, 200, 200, 429, 429, 429]
+        refused = await client.post("/s/infolettre?lang=fr", data={}, headers=flood)
+        assert refused.status == 429
+        assert refused.headers["Retry-After"] == "3600"
+        assert "Trop de demandes" in await refused.text()
         other = {"X-Forwarded-For": "198.51.100.9"}
         assert (await sign_up(client, "b@example.com", headers=other))[0] == 200
         same_net = {"X-Forwarded-For": "203.0.113.200"}  # the same /24
         assert (await sign_up(client, "c@example.com", headers=same_net))[0] == 429
         metrics = await (await client.get("/metrics")).text()
-        assert 'tracker_signup_total{form="infolettre",step="refused_rate"} 4.0' in metrics
+        assert 'tracker_signup_total{form="infolettre",step="refused_rate"} 5.0' in metrics
 
 
 async def test_the_honeypot_gets_the_answer_a_person_gets_and_nothing_is_written(
