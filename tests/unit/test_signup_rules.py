@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from altcha import v1
 
+from mailer.core.settings import ConfigError, load
 from mailer.forms import abuse
 from mailer.forms.model import FormError, check_locales, check_origin, check_text, text_sha256
 from mailer.forms.wording import form_history_line
@@ -100,3 +101,20 @@ def test_form_definitions_are_checked_naming_the_option() -> None:
         check_text("J'accepte\x00", "fr")
     # The hash is of the UTF-8 bytes as stored: what anyone can recompute from the text.
     assert text_sha256("é") == hashlib.sha256("é".encode()).digest()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("MAILER_FORMS_IP_POLICY", "half", "forms.ip_policy"),
+        ("MAILER_FORMS_PENDING_DAYS", "0", "forms.pending_days"),
+        ("MAILER_FORMS_IP_PREFIX_LIMIT", "0", "forms.ip_prefix_limit"),
+        ("MAILER_FORMS_FORM_TOKEN_MAX_AGE_S", "5", "forms.form_token_max_age_s"),
+        ("MAILER_FORMS_MAIL_INTERVAL_HOURS", "-1", "forms.mail_interval_hours"),
+    ],
+)
+def test_a_bad_forms_setting_stops_the_start_naming_it(
+    variable: str, value: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load(environ={variable: value})
