@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def template_data(mail: ConfirmationMail) -> dict[str, object]:
-    """What the template reads as `data` (JSON values only)."""
+    """What the template reads as `data` (JSON values only).
+
+    No name: the lane keeps `data` with the message, and a request that is never confirmed
+    should leave as little behind as it can (the greeting uses the contact's own name).
+    """
     return {
         "confirm_url": mail.confirm_url,
         "form_source": mail.form_source,
@@ -32,7 +36,6 @@ def template_data(mail: ConfirmationMail) -> dict[str, object]:
         "consent_version": mail.consent_version,
         "consent_sha256": mail.consent_sha256,
         "topics": list(mail.topics),
-        "name": mail.name or "",
         "expires_on": format_date(mail.expires_at.date(), mail.locale),
     }
 
@@ -72,7 +75,7 @@ class TransactionalConfirmer:
             store,
             template=template,
             to=to,
-            data={"form_source": form.get("source", ""), "name": request.name or ""},
+            data={"form_source": form.get("source", "")},
             idempotency_key=f"signup-welcome-{request.id}",
             locale=request.locale,
         )

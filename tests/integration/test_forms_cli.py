@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.cli_run import run_cli
 
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "transactional"
 FR = "J'accepte de recevoir l'infolettre du Garage Tremblay par courriel."
 EN = "I agree to receive Garage Tremblay's newsletter by email."
 IDENTITY = {
@@ -154,3 +156,13 @@ async def test_list_disable_and_embed(monkeypatch: pytest.MonkeyPatch, db_url: s
     code, out = await run_cli(monkeypatch, db_url, "forms", "show", "nope")
     assert code == 2
     assert "no form 'nope'" in out
+
+
+async def test_the_confirmation_template_passes_the_transactional_check(
+    monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    # Sender identification (CASL s.6(2)(b)), its basis' footer sentence and the unsubscribe
+    # link its basis needs, in both languages.
+    monkeypatch.setenv("MAILER_TRANSACTIONAL_TEMPLATES_DIR", str(TEMPLATES))
+    code, out = await run_cli(monkeypatch, db_url, "transactional", "check", "signup_confirmation")
+    assert code == 0, out
