@@ -212,6 +212,8 @@ def main() -> int:
             finally:
                 stop(proc)
             log = (folder / "tracker.log").read_text(encoding="utf-8", errors="replace")
+            # A 503 (the database past tracker.db_timeout_ms) logs "… not recorded".
+            unavailable = log.count("not recorded")
             if "Traceback" in log:
                 print(log[-4000:], file=sys.stderr)
         requests, flood_rows, mails = asyncio.run(landed(dsn))
@@ -220,6 +222,7 @@ def main() -> int:
     report, ok = render(
         pixel, signup, flood, args.seconds, (requests, flood_rows, mails), (rss_before, rss_after)
     )
+    report += f"\n- answers 503 (database past its deadline, from the tracker's log): {unavailable}"
     print(report)
     if not args.no_readme:
         write_readme(report)
