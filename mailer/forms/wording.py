@@ -33,7 +33,12 @@ TEXT: dict[Lang, dict[str, str]] = {
             "Your subscription starts when you press the button in that email."
         ),
         "single_title": "Thank you",
-        "single": "If {email} can receive our messages, it is now subscribed.",
+        # The same words whether the grant was recorded or a confirmation is needed (someone
+        # who once unsubscribed must confirm by email): nothing tells the two apart.
+        "single": (
+            "If {email} can receive our messages, it is subscribed; if we need you to confirm, "
+            "an email is on its way."
+        ),
         "invalid_title": "Please check the form",
         "invalid": (
             "We need a valid email address and your consent (the box next to the sentence)."
@@ -79,7 +84,10 @@ TEXT: dict[Lang, dict[str, str]] = {
             "Votre abonnement commence lorsque vous appuyez sur le bouton de ce courriel."
         ),
         "single_title": "Merci",
-        "single": "Si {email} peut recevoir nos messages, l'adresse est maintenant abonnée.",
+        "single": (
+            "Si {email} peut recevoir nos messages, l'adresse est abonnée ; s'il faut votre "
+            "confirmation, un courriel est en route."
+        ),
         "invalid_title": "Veuillez vérifier le formulaire",
         "invalid": (
             "Il nous faut une adresse courriel valide et votre consentement (la case à côté "
