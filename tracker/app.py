@@ -28,7 +28,7 @@ from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring, Purpose, Token, TokenError
 from mailer.forms.confirmation import TransactionalConfirmer
 from mailer.forms.signup import Confirmer, Step, expire_requests
-from tracker import forms, ipprefix, signup
+from tracker import confirm, forms, ipprefix, signup
 from tracker.buffer import EventBuffer
 from tracker.clicks import ClickTargets
 from tracker.events import USER_AGENT_MAX, Hit, to_event
@@ -607,8 +607,8 @@ def create_app(
             web.get("/s/{form}", counted("signup")(signup.form_page)),
             web.post("/s/{form}", counted("signup")(signup.submit)),
             web.get("/s/{form}/token", counted("signup")(signup.form_token)),
-            web.get("/confirm/{token}", counted("signup_confirm")(signup.confirm_page)),
-            web.post("/confirm/{token}", counted("signup_confirm")(signup.confirm)),
+            web.get("/confirm/{token}", counted("signup_confirm")(confirm.confirm_page)),
+            web.post("/confirm/{token}", counted("signup_confirm")(confirm.confirm)),
             web.get("/healthz", counted("healthz")(healthz)),
             web.get("/metrics", counted("metrics")(metrics)),
             # Last: whatever matched nothing above, so that it is counted too.

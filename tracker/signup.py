@@ -1,4 +1,5 @@
-"""Hosted sign-up forms: GET/POST /s/FORM, GET /s/FORM/token (embeds), GET/POST /confirm/TOKEN.
+"""Hosted sign-up forms: GET/POST /s/FORM and GET /s/FORM/token (embeds); the confirmation
+link is tracker/confirm.py.
 
 Thin handlers over mailer.forms.signup (the operations the API will call too). The order of
 checks on a POST is cheapest first, so a flood is refused before it costs a query: the form
@@ -125,7 +126,7 @@ class Signup:
             t[f"{key}_title"],
             message=t[key].format(business=self.settings.business_name, **values),
         )
-        return _html(body, status, _page_headers(form))
+        return html_response(body, status, _page_headers(form))
 
     def too_many(self, form: Form, lang: Lang) -> web.Response:
         """The 429 of a prefix over its limit, rendered once per form and language."""
@@ -175,7 +176,7 @@ class Signup:
         return older if older is not None and older.locale == lang else None
 
 
-def _html(body: str, status: int, headers: Mapping[str, str]) -> web.Response:
+def html_response(body: str, status: int, headers: Mapping[str, str]) -> web.Response:
     return web.Response(
         text=body, status=status, content_type="text/html", charset="utf-8", headers=headers
     )
@@ -226,7 +227,7 @@ async def form_page(request: web.Request) -> web.Response:
         nonce=nonce or "",
         solver=SOLVER_JS,
     )
-    return _html(body, 200, _page_headers(form, nonce))
+    return html_response(body, 200, _page_headers(form, nonce))
 
 
 async def form_token(request: web.Request) -> web.Response:
@@ -350,88 +351,3 @@ def _sent(s: Signup, form: Form, lang: Lang, email: str) -> web.Response:
         return web.Response(status=303, headers={"Location": form.redirect_url})
     key = "sent" if form.double_opt_in else "single"
     return s.message(key, lang, 200, form, email=email)
-
-
-# ---------------------------------------------------------------- confirmation
-
-
-async def _pending(request: web.Request) -> tuple[int, Any] | web.Response:
-    s = request.app[SIGNUP]
-    found = signup.read_confirmation(
-        s.keyring, request.match_info["token"], s.settings.pending_days * 86_400
-    )
-    if isinstance(found, str):
-        s.metrics.token_rejections.labels("signup_confirm", found).inc()
-        if found == "expired":
-            return s.message("stale", "en", 410)
-        return s.message("not_found", "en", 404)
-    try:
-        pending = await s.store.peek(found)
-    except Unavailable as exc:
-        log.warning("confirmation lookup failed: %s", exc)
-        return s.message("unavailable", "en", 503)
-    if pending is None:  # expired and deleted, or never ours
-        s.metrics.token_rejections.labels("signup_confirm", "unknown_request").inc()
-        return s.message("stale", "en", 410)
-    return found, pending
-
-
-async def confirm_page(request: web.Request) -> web.Response:
-    """GET /confirm/TOKEN: who, the exact words, a button. Writes nothing (link scanners)."""
-    s = request.app[SIGNUP]
-    found = await _pending(request)
-    if isinstance(found, web.Response):
-        return found
-    _, pending = found
-    lang = language(pending.locale)
-    if pending.state == "confirmed":
-        return s.message("already", lang, 200)
-    if pending.expired:
-        return s.message("stale", lang, 410)
-    form_evidence = (pending.evidence or {}).get("form", {})
-    body = s.render(
-        "signup_confirm.html",
-        lang,
-        TEXT[lang]["confirm_title"],
-        email=pending.email or "",
-        source=form_evidence.get("source", ""),
-        consent_text=form_evidence.get("text", ""),
-        csrf=csrf.csrf_field(s.csrf_key, request.match_info["token"]),
-    )
-    return _html(body, 200, HEADERS)
-
-
-async def confirm(request: web.Request) -> web.Response:
-    """POST /confirm/TOKEN: the express grant with both steps' evidence, committed first."""
-    s = request.app[SIGNUP]
-    found = await _pending(request)
-    if isinstance(found, web.Response):
-        return found
-    request_id, pending = found
-    lang = language(pending.locale)
-    fields = await request.post()
-    submitted = fields.get("csrf")
-    if not csrf.csrf_ok(
-        s.csrf_key, request.match_info["token"], submitted if isinstance(submitted, str) else None
-    ) or not csrf.same_origin(
-        request.headers.get("Sec-Fetch-Site"),
-        request.headers.get("Origin"),
-        request.host,
-        s.own_origins,
-    ):
-        s.metrics.token_rejections.labels("signup_confirm", "csrf").inc()
-        return s.message("forbidden", lang, 403)
-    try:
-        done = await signup.confirm_signup(
-            s.store, request_id, s.visit(request), settings=s.settings, confirmer=s.confirmer
-        )
-    except Unavailable as exc:
-        log.error("confirmation of request %d not recorded: %s", request_id, exc)
-        return s.message("unavailable", lang, 503)
-    slug = str(((pending.evidence or {}).get("form") or {}).get("slug", "?"))
-    if done.outcome == "confirmed":
-        s.count(slug, Step.CONFIRMED)
-        return s.message("confirmed", lang, 200, email=pending.email or "")
-    if done.outcome == "already":
-        return s.message("already", lang, 200)
-    return s.message("stale", lang, 410)

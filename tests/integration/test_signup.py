@@ -263,8 +263,11 @@ async def test_known_and_unknown_addresses_get_the_same_answer_in_the_same_time(
     # The known address is mailed in round 0 and limited per address after; the bounced one
     # is never mailed. Both silent paths wait as long as a mailed answer takes.
     unknown = median(timings["unknown"])
+    ordered = sorted(timings["unknown"])
+    noise = ordered[3 * len(ordered) // 4] - ordered[len(ordered) // 4]  # interquartile range
+    # Without the wait, a silent refusal answered in ~2 ms against ~20 ms for a mailed one.
     for who in ("known", "bounced"):
-        assert abs(median(timings[who]) - unknown) < 0.3 * unknown + 0.003, timings
+        assert abs(median(timings[who]) - unknown) <= noise + 0.3 * unknown + 0.003, timings
     assert await conn.fetchval(
         "SELECT count(*) FROM transactional_messages m JOIN contacts c ON c.id = m.contact_id"
         " WHERE c.email = 'bounced@example.com'"
