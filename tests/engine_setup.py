@@ -19,6 +19,7 @@ from mailer.core.tokens import Keyring
 from mailer.demo.stores import Stores
 from mailer.send.engine import Engine
 from mailer.send.smtp import Relay, Relays
+from mailer.send.store import Started
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -84,6 +85,15 @@ async def sample_campaign(
     _, definition = await lifecycle.create(stores.campaigns, path, TEMPLATES)
     launched = await lifecycle.launch(stores.campaigns, definition.slug, NOW)
     return launched.campaign_id
+
+
+async def start(stores: Stores, worker: str, delivery_ids: list[int]) -> list[Started]:
+    """One recorder round that only starts `delivery_ids` (as a lane's start marks are made)."""
+    rounds = stores.send.rounds()
+    try:
+        return await rounds.record(worker, [], delivery_ids)
+    finally:
+        await rounds.close()
 
 
 def engine_for(stores: Stores, settings: Settings, **kwargs: object) -> Engine:

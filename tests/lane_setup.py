@@ -11,6 +11,7 @@ from mailer.core.tokens import Keyring
 from mailer.demo.stores import Stores
 from mailer.send.engine import Engine
 from mailer.send.lane import Lane, LaneMetrics, lane_relays
+from mailer.send.worker import lane_pacer
 from mailer.transactional.store import TransactionalStore
 from tests.engine_setup import engine_for, settings_for
 
@@ -41,7 +42,7 @@ def lane_for(
         settings,
         Keyring.from_spec(settings.require_token_keys()),
         lane_relays(settings),
-        engine.pacer,
+        lane_pacer(stores.pool, settings),
         worker_id=worker,
         stop=asyncio.Event(),
         metrics=LaneMetrics(engine.metrics.registry),

@@ -54,12 +54,16 @@ class RecordingHandler:
         self.attempts: dict[str, int] = {}
         self.mails = 0
         self.refused_at: list[float] = []  # when MAIL FROM was refused (monotonic)
+        # Every MAIL FROM received, and when (monotonic): what was handed to SMTP.
+        self.mail_froms: list[tuple[str, float]] = []
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
+        with self.lock:
+            self.mail_froms.append((address, time.monotonic()))
         if self.faults.mail_reply:
             return self.faults.mail_reply
         with self.lock:

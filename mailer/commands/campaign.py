@@ -37,7 +37,7 @@ from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
 from mailer.send.progress import watch_progress
 from mailer.send.store import SendStore
-from mailer.send.worker import build_engine, build_lane, run_with_lane
+from mailer.send.worker import build_engine, build_lane, lane_pool, run_with_lane
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -186,6 +186,7 @@ async def _status(pool: Pool, slug: str) -> int:
     table = Table("state", "deliveries", title=f"{slug}: {row.status}")
     for state in (
         "queued",
+        "claimed",
         "sending",
         "sent",
         "deferred",
@@ -201,12 +202,19 @@ async def _status(pool: Pool, slug: str) -> int:
     if row.pause_reason:
         console.print(f"[red]{describe(row.pause_reason)}[/]", highlight=False)
     if counts.get("uncertain"):
-        console.print(
-            f"[yellow]{counts['uncertain']} deliveries were in flight when a worker died; they "
-            f"may or may not have been delivered. `mailer campaign resend-uncertain "
-            f"{slug}` resends them (risking duplicates).[/]"
-        )
+        console.print(f"[yellow]{uncertain_explained(counts['uncertain'], slug)}[/]")
     return 0
+
+
+def uncertain_explained(count: int, slug: str) -> str:
+    """What `uncertain` means, and what resending them risks (status, resend-uncertain)."""
+    return (
+        f"{count:,} uncertain: a worker died after handing these messages to the SMTP relay "
+        "and before their outcome was recorded, so each may or may not have been delivered. "
+        f"They are not resent unless you run `mailer campaign resend-uncertain {slug}` "
+        "(it says how many it would resend, and resends only with --yes): those already "
+        "delivered would arrive twice."
+    )
 
 
 async def transition(args: argparse.Namespace, settings: Settings, target: str) -> int:
@@ -217,26 +225,39 @@ async def transition(args: argparse.Namespace, settings: Settings, target: str) 
 
 
 async def resend_uncertain(args: argparse.Namespace, settings: Settings) -> int:
+    """Queue the uncertain deliveries again, once the operator saw how many and said --yes."""
     async with open_pool(settings) as pool:
         store = CampaignStore(pool)
         spec = await store.campaign_spec(args.campaign)
         if spec is None:
             console.print(f"[red]error:[/] no campaign {args.campaign!r}")
             return 2
-        count = await store.resend_uncertain(spec.id)
-        console.print(f"{count} uncertain deliveries queued again")
+        count = (await store.campaign_status_counts(spec.id)).get("uncertain", 0)
+        if not count:
+            console.print(f"{args.campaign}: no uncertain deliveries, nothing to resend")
+            return 0
+        console.print(f"[yellow]{uncertain_explained(count, args.campaign)}[/]")
+        if not args.yes:
+            console.print(
+                f"Nothing resent. `mailer campaign resend-uncertain {args.campaign} --yes` "
+                f"queues these {count:,} deliveries again."
+            )
+            return 1
+        resent = await store.resend_uncertain(spec.id)
+        console.print(f"{resent:,} uncertain deliveries queued again")
         return 0
 
 
 async def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Send every running campaign until SIGTERM; any number may run at once."""
-    async with open_pool(settings) as pool:
+    async with open_pool(settings) as pool, lane_pool(settings) as own:
         stop = asyncio.Event()
         metrics = EngineMetrics()
         metrics.serve(settings.engine.metrics_port)
         engine = build_engine(pool, settings, stop=stop, metrics=metrics)
-        # Transactional messages go out beside campaigns, ahead of them (mailer/send/lane.py).
-        lane = build_lane(pool, settings, engine)
+        # Transactional messages go out beside campaigns, ahead of them (mailer/send/lane.py),
+        # on connections of their own, to Postgres as to the relays.
+        lane = build_lane(own, settings, engine)
         with stop_on_signals(stop, console):
             console.print(
                 f"worker {engine.worker} running; metrics on "
@@ -323,13 +344,19 @@ def register(sub: Any) -> None:
         ("status", "deliveries by state, from the ledger", status),
         (
             "resend-uncertain",
-            "queue again the deliveries left uncertain by a crash",
+            "queue again the deliveries left uncertain by a crash (some may arrive twice)",
             resend_uncertain,
         ),
     ):
         cmd = campaign.add_parser(name, help=help_text)
         cmd.add_argument("campaign")
         cmd.set_defaults(handler=handler)
+        if handler is resend_uncertain:
+            cmd.add_argument(
+                "--yes",
+                action="store_true",
+                help="resend them (without it: only say how many, and what it risks)",
+            )
     for name, target in (("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
         cmd = campaign.add_parser(name, help=f"{name} a campaign (takes effect within one batch)")
         cmd.add_argument("campaign")

@@ -25,7 +25,7 @@ from mailer.core.consent import REASON_TEXT, Reason
 from mailer.core.settings import Settings
 from mailer.transactional.basis import BASIS_TEXT, Basis
 from mailer.transactional.compose import check, reproduce_message
-from mailer.transactional.enqueue import EnqueueError, enqueue, judge, load_template
+from mailer.transactional.enqueue import EnqueueError, enqueue, judge, load_template, status
 from mailer.transactional.store import TransactionalStore
 
 __all__ = ["explain_template", "register"]
@@ -147,7 +147,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
 async def show(args: argparse.Namespace, settings: Settings) -> int:
     """One message: state, rule, SMTP reply, and whether its archive reproduces the bytes."""
     async with open_pool(settings) as pool:
-        record = await TransactionalStore.for_settings(pool, settings).message(args.id)
+        record = await status(TransactionalStore.for_settings(pool, settings), args.id)
     if record is None:
         err.print(f"[red]error:[/] no transactional message {args.id}")
         return 2

@@ -122,8 +122,8 @@ class ComplianceStore:
                     "contacts": affected(await conn.execute(Q("erase_contacts"))),
                     "deliveries_skipped": affected(await conn.execute(Q("erase_deliveries_skip"))),
                 }
-                # Checked after the skip, which locks the queued rows: a claim that
-                # won the race shows here as `sending`, and nothing is written.
+                # Checked after the skip, which locks the queued and claimed rows: a
+                # start that won the race shows here as `sending`, and nothing is written.
                 busy = int(await conn.fetchval(Q("erase_targets_sending")))
                 if busy:
                     await tx.rollback()
@@ -141,6 +141,9 @@ class ComplianceStore:
                 )
                 counts["events_scrubbed"] = affected(await conn.execute(Q("erase_events")))
                 counts["archive_scrubbed"] = affected(await conn.execute(Q("erase_archive")))
+                counts["transactional_scrubbed"] = affected(
+                    await conn.execute(Q("erase_transactional"))
+                )
                 log = await conn.fetchrow(
                     Q("privacy_log_insert"),
                     action,

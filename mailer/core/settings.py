@@ -106,6 +106,12 @@ class EngineSettings:
     # Processes composing messages for this worker (0: on its own event loop, which
     # then also answers SMTP replies later; measured ~20 % fewer messages a second).
     render_processes: int = 1
+    # Messages per SMTP connection whose start mark is committed while the message
+    # before them is on the wire (mailer/send/recorder.py): after kill -9, at most
+    # starts_ahead rows per connection are uncertain without having reached the
+    # relay. 0: each message waits for its own commit; more: fewer, larger commits
+    # and fewer waits when the database's WAL flush is slow.
+    starts_ahead: int = 2
     # Limits on composing one message (mailer.limits): CPU time (a render takes ~0.3 ms,
     # ~7 ms with pure-Python DKIM), size (and never above the relay's EHLO SIZE), and
     # the address space of each render process (one idles at ~40 MB).
@@ -571,6 +577,7 @@ def _validate(s: Settings) -> None:
             "transactional.templates_dir: must name a folder",
         ),
         (s.engine.render_processes >= 0, "engine.render_processes: must be 0 or more"),
+        (0 <= s.engine.starts_ahead <= 16, "engine.starts_ahead: must be 0 to 16"),
         (
             10 <= s.engine.render_timeout_ms <= 600_000,
             "engine.render_timeout_ms: expected 10 to 600000 (milliseconds of CPU per message)",

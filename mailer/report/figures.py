@@ -18,7 +18,17 @@ if TYPE_CHECKING:
 
 # Every delivery state, in ledger order (DESIGN: the delivery ledger); a report
 # shows them all, zeros included, so its total is visibly the whole ledger.
-OUTCOMES = ("queued", "sending", "sent", "deferred", "bounced", "failed", "skipped", "uncertain")
+OUTCOMES = (
+    "queued",
+    "claimed",
+    "sending",
+    "sent",
+    "deferred",
+    "bounced",
+    "failed",
+    "skipped",
+    "uncertain",
+)
 # Bucket widths for the time charts, smallest first: a chart gets the finest that fits.
 _STEPS = tuple(timedelta(hours=h) for h in (1, 2, 3, 6, 12, 24, 48, 168))
 

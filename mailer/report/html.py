@@ -26,6 +26,7 @@ td{overflow-wrap:anywhere}.cards{display:flex;flex-wrap:wrap;gap:.8rem}
 """
 _COLOURS = {
     "queued": "#8c959f",
+    "claimed": "#9a6700",
     "sending": "#bf8700",
     "sent": "#1a7f37",
     "deferred": "#d4a72c",

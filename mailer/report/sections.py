@@ -91,7 +91,7 @@ def _deliveries(f: ReportFigures) -> Section:
         # Reported by DSN after the relay took the message: still sent, retried by the relay.
         rows.append(("soft-bounced after sending", number(f.soft_bounces), ""))
     eligible = f.audience.get("eligible", 0)
-    notes = (
+    notes: tuple[str, ...] = (
         ()
         if f.adds_up
         else (
@@ -99,6 +99,14 @@ def _deliveries(f: ReportFigures) -> Section:
             "the report does not add up.",
         )
     )
+    if f.outcomes.get("uncertain"):
+        notes += (
+            f"{f.outcomes['uncertain']:,} uncertain: a worker died after handing these "
+            "messages to the SMTP relay and before their outcome was recorded, so each may or "
+            "may not have been delivered. They are not resent unless the operator runs "
+            f"`mailer campaign resend-uncertain {f.slug} --yes`; those already delivered would "
+            "then arrive twice.",
+        )
     head = ("state", "deliveries", "share")
     return Section("deliveries", "Deliveries", head, "lrr", rows, frozenset(detail), notes)
 

@@ -7,9 +7,18 @@ another holds.
 
     claimer ──► send queues ──► senders (one queue per recipient domain, or per
        │                          campaign and domain when the campaign tightens
-       │                          that domain's limit; ≤ concurrency senders each,
-       │                          sharing the relays' connections)
-       └──► skipped outcomes ──┬──────────── outcomes ──► recorder (batched)
+       │                          that domain's limit; ≤ concurrency senders each)
+       │                              │ tokens taken
+       │                              ▼
+       │                          SMTP lanes (one per relay connection) ◄─┐ start marks,
+       │                              │ outcomes                           │ group-committed
+       └──► skipped outcomes ─────────┴──────────────────────────► recorder ┘
+
+Claimed rows are `claimed`, not in flight: a lane asks the recorder to mark
+its next message `sending` while it carries the current one, and sends only
+once that mark is committed, with the last check for opt-outs made in the
+same statement (mailer/send/recorder.py). After kill -9, claimed rows go back
+to the queue and at most two started rows per SMTP connection are uncertain.
 
 Memory stays flat: the claimer only claims while fewer than `max_pending`
 messages are in the pipeline. On SIGTERM the claimer stops, a batch still
@@ -26,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import socket
@@ -55,6 +65,7 @@ from mailer.db import TRANSIENT_ERRORS, unavailable
 from mailer.send.failure_log import FailureLog
 from mailer.send.metrics import EngineMetrics
 from mailer.send.pacer import Pacer, WarmupExhausted
+from mailer.send.recorder import Recorder, Start, Verdict
 from mailer.send.render_pool import Batch, RenderPool
 from mailer.send.smtp import Relays
 from mailer.send.store import Claimed, OutcomeRow, SendStore
@@ -65,9 +76,6 @@ log = logging.getLogger("mailer.engine")
 # workers' leases are swept.
 IDLE_SLEEP_S = 0.5
 SWEEP_EVERY_S = 10.0
-# The recorder writes at least this often, or when this many outcomes wait.
-FLUSH_EVERY_S = 0.2
-FLUSH_ROWS = 500
 MAX_NEW_LINKS_ROUNDS = 20
 # Messages rendered between two yields to the event loop (~5 ms of work), and the most
 # time spent rendering between two yields whatever the count (slow templates, limits).
@@ -82,10 +90,12 @@ class Job:
     delivery_id: int
     campaign_id: int
     domain: str
-    attempts: int
-    first_attempt_at: datetime
+    attempts: int  # counting the one this claim is for
+    first_attempt_at: datetime | None  # None: this is the first
     recipient: Recipient
     composed: Composed | None = None
+    # The recorder's answer to its start (None: never asked, e.g. stopping).
+    start: Start | None = None
 
 
 @dataclass
@@ -162,7 +172,6 @@ class Engine:
         # Which queue a campaign's messages to a domain join, decided once.
         self.routes: dict[tuple[int, str], SendQueue] = {}
         self.senders: list[asyncio.Task[None]] = []
-        self.outcomes: asyncio.Queue[OutcomeRow | None] = asyncio.Queue()
         self.pending = 0  # claimed, not yet recorded
         self.room = asyncio.Event()
         self.progress = Progress()
@@ -176,13 +185,15 @@ class Engine:
         self.render_pool: RenderPool | None = None
         # Expected failures (database or relay unreachable) as one line per interval.
         self.failures = FailureLog(log)
-        # The batch the recorder is writing: kept until written, so a recorder that died
-        # mid-write leaves it for its replacement (run's shutdown) instead of losing it.
-        self._in_write: list[OutcomeRow] = []
+        # Writes outcomes and start marks, group-committed (mailer/send/recorder.py).
+        self.recorder = Recorder(store, self.worker, self.failures, self._settled)
+        for relay in relays.relays:
+            relay.look_ahead = settings.engine.starts_ahead
+            relay.on_wait = self.recorder.hurry
         # Side tasks that ended while the worker ran (Engine._watch): the run then fails.
         self.died: list[str] = []
         self.metrics.watch_queue("send", self._waiting_to_send)
-        self.metrics.watch_queue("record", lambda: self.outcomes.qsize() + len(self._in_write))
+        self.metrics.watch_queue("record", self.recorder.depth)
 
     # ------------------------------------------------------------ run
 
@@ -193,7 +204,7 @@ class Engine:
         if self.settings.engine.render_processes > 0:
             self.render_pool = RenderPool(self.settings, self.settings.engine.render_processes)
         gc.freeze()
-        recorder = self._watch(asyncio.create_task(self._recorder(), name="recorder"))
+        recorder = self._watch(asyncio.create_task(self.recorder.run(), name="recorder"))
         leases = self._watch(asyncio.create_task(self._renew_leases(), name="leases"))
         try:
             await self._claimer(until_idle)
@@ -207,13 +218,14 @@ class Engine:
                 for _ in range(send_queue.senders):
                     send_queue.jobs.put_nowait(None)  # finish the message in hand, then stop
             await asyncio.gather(*self.senders, return_exceptions=True)
+            await self._logged(self.relays.close(), "closing SMTP connections")
             await self._logged(self._release_unsent(), "handing back unsent deliveries")
             leases.cancel()
             if recorder.done():  # it died: a fresh one writes what it held and what waits
-                recorder = asyncio.create_task(self._recorder(), name="recorder")
+                recorder = asyncio.create_task(self.recorder.run(), name="recorder")
             # Outcomes already known must reach the ledger, whatever happens now.
-            await asyncio.shield(self._drain_recorder(recorder))
-            await self._logged(self.relays.close(), "closing SMTP connections")
+            self.recorder.close()
+            await asyncio.shield(recorder)
             if self.render_pool is not None:
                 await self._logged(self.render_pool.close(), "stopping the render processes")
             self.failures.flush()
@@ -227,7 +239,7 @@ class Engine:
     def _watch(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         """Stop the run if `task` ends while the worker runs, instead of stalling silently.
 
-        A dead recorder would leave claimed rows in `sending` (and the claimer waiting for
+        A dead recorder would leave claimed rows unrecorded (and the claimer waiting for
         room that never comes); a dead lease renewer would let them lapse into `uncertain`
         while their messages still go out (procrastinate's side-task monitor does the same).
         """
@@ -267,10 +279,20 @@ class Engine:
         sweep = time.monotonic() - self._last_sweep > SWEEP_EVERY_S
         if sweep:
             self._last_sweep = time.monotonic()
-            swept = await self.store.sweep_uncertain()
-            if swept:
-                self.metrics.uncertain.inc(swept)
-                log.warning("%d deliveries were in flight in a dead worker: now uncertain", swept)
+            swept = await self.store.sweep_leases()
+            if swept.requeued:
+                self.metrics.requeued.inc(swept.requeued)
+                log.info(
+                    "%d deliveries claimed by a dead worker, never started: queued again",
+                    swept.requeued,
+                )
+            if swept.uncertain:
+                self.metrics.uncertain.inc(swept.uncertain)
+                log.warning(
+                    "%d deliveries were started by a dead worker (their MAIL FROM may have "
+                    "left): now uncertain",
+                    swept.uncertain,
+                )
             await self.store.finish_campaigns()
         claimed = 0
         running = await self.store.running_campaigns()
@@ -541,7 +563,7 @@ class Engine:
                     send_queue.domain, job, self.contexts[job.campaign_id], send_queue.own
                 )
             except Exception as exc:
-                # Only reachable before SMTP (relay.send never raises for SMTP or
+                # Only reachable before SMTP (relay.deliver never raises for SMTP or
                 # network trouble): the message was not sent; retry it later.
                 if unavailable(exc):
                     # Throttle tokens live in Postgres: an outage fails every message
@@ -578,8 +600,17 @@ class Engine:
         relay = self.relays.pick()
         async with self.pacer.in_flight(domain):
             started = time.perf_counter()
-            result = await relay.send(composed.return_path, job.recipient.email, composed.data)
+            result = await relay.deliver(
+                composed.return_path,
+                job.recipient.email,
+                composed.data,
+                ask=functools.partial(self._ask, job),
+                done=functools.partial(self._sent, job, ctx, composed),
+            )
             self.metrics.send_seconds.observe(time.perf_counter() - started)
+        if result is None:
+            await self._not_started(job)
+            return
         self.metrics.connections.set(self.relays.open_connections)
         if result.status is Status.SKIPPED:  # over the relay's SIZE: never offered
             log.info("delivery %d skipped: %s", job.delivery_id, result.reply)
@@ -597,8 +628,7 @@ class Engine:
         if result.code is None and result.status in (Status.DEFERRED, Status.UNCERTAIN):
             what = f"SMTP relay {relay.settings.name}: connection failed"
             self.failures.failed(what, result.reply)
-        # The outcome first: nothing after this may fail the delivery it reports.
-        await self._done(self._outcome_row(job, ctx, composed, result), result.reply_class)
+        # The outcome is with the recorder already (_sent): nothing here may fail it.
         try:
             await self.pacer.replied(domain, result)
         except Exception as exc:  # never raised on: the delivery's outcome is recorded
@@ -606,6 +636,55 @@ class Engine:
                 self.failures.failed("cutting a domain's rate: database unavailable", exc)
             else:
                 log.exception("adapting the rate of %s to its reply failed", domain)
+
+    def _ask(self, job: Job) -> asyncio.Future[bool]:
+        """A lane is about to carry the job: ask for its start mark; True once committed."""
+        go: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self.stop.is_set():
+            go.set_result(False)  # stopping: never handed to SMTP, handed back instead
+            return go
+
+        def answered(start: Start) -> None:
+            job.start = start
+            go.set_result(start.verdict is Verdict.GO)
+
+        self.recorder.start(job.delivery_id, answered)
+        return go
+
+    def _sent(
+        self, job: Job, ctx: CampaignContext, composed: Composed, result: Outcome | None
+    ) -> None:
+        """The lane's report of an SMTP transaction: its outcome goes to the recorder now."""
+        if result is not None:
+            self._record(self._outcome_row(job, ctx, composed, result), result.reply_class)
+
+    async def _not_started(self, job: Job) -> None:
+        """A job a lane did not hand to SMTP: skipped at the last check, lost, or handed back."""
+        verdict = Verdict.NOT_STARTED if job.start is None else job.start.verdict
+        reason = None if job.start is None else job.start.reason
+        if verdict is Verdict.SKIPPED:
+            # Final already: written by the start statement itself.
+            log.info(
+                "delivery %d skipped at the last check before sending: %s", job.delivery_id, reason
+            )
+            self.metrics.messages.labels(Status.SKIPPED, "skip").inc()
+            self.progress.add(Status.SKIPPED)
+            self._settled(1)
+        elif verdict is Verdict.LOST:
+            # Its lease lapsed (this worker was too slow) and another took it over.
+            log.warning("delivery %d is no longer this worker's: not sent", job.delivery_id)
+            self._settled(1)
+        elif verdict is Verdict.UNAVAILABLE:
+            reason = reason or "database unavailable"
+            self.failures.failed("deliveries deferred: database unavailable", reason)
+            retry_at = self.clock() + timedelta(minutes=1)
+            row = OutcomeRow(job.delivery_id, Status.DEFERRED, reply=reason, retry_at=retry_at)
+            await self._done(row, "none")
+        else:
+            # Its campaign was paused or cancelled (HELD), or the worker is stopping.
+            self._unsent.append(job.delivery_id)
+            if not self.stop.is_set():
+                await self._logged(self._release_unsent(), "handing back deliveries")
 
     async def _held_back(self, job: Job) -> bool:
         """Hand the job back if it must not go now; True when it was."""
@@ -643,7 +722,7 @@ class Engine:
             final, retry_at = outcome.after_deferral(
                 result,
                 attempt=job.attempts,
-                first_try=job.first_attempt_at,
+                first_try=job.first_attempt_at or now,
                 now=now,
                 deadline=self.deadline,
             )
@@ -661,59 +740,17 @@ class Engine:
     # ------------------------------------------------------------ record
 
     async def _done(self, row: OutcomeRow, reply_class: str) -> None:
+        self._record(row, reply_class)
+
+    def _record(self, row: OutcomeRow, reply_class: str) -> None:
         self.metrics.messages.labels(row.status, reply_class).inc()
         self.progress.add(row.status)
-        await self.outcomes.put(row)
+        self.recorder.record(row)
 
-    async def _recorder(self) -> None:
-        """Write outcomes in batches (every FLUSH_EVERY_S) until the end marker (None)."""
-        if self._in_write:  # left by a recorder that died mid-write (rewriting is harmless)
-            await self._write(self._in_write)
-            self._in_write = []
-        while True:
-            item = await self.outcomes.get()
-            if item is None:
-                return
-            # Held from the moment it leaves the queue: a recorder that dies from here on
-            # leaves the batch to its replacement, not to oblivion.
-            batch = self._in_write = [item]
-            if self.outcomes.qsize() < FLUSH_ROWS:
-                await asyncio.sleep(FLUSH_EVERY_S)  # let a batch gather: one statement, not many
-            end = False
-            while len(batch) < FLUSH_ROWS and not self.outcomes.empty():
-                more = self.outcomes.get_nowait()
-                if more is None:
-                    end = True
-                    break
-                batch.append(more)
-            await self._write(batch)
-            self._in_write = []
-            if end:
-                return
-
-    async def _write(self, batch: list[OutcomeRow]) -> None:
-        """Record a batch; never drop it: outcomes are known facts (a sent message is sent)."""
-        attempt = 0
-        while True:
-            try:
-                await self.store.record_outcomes(self.worker, batch)
-                break
-            except TRANSIENT_ERRORS as exc:
-                # The rows stay `sending` (or become `uncertain`, which a later
-                # write still replaces); the lease renewer keeps them ours meanwhile.
-                attempt += 1
-                if unavailable(exc):
-                    self.failures.failed("recording outcomes: database unavailable", exc)
-                else:
-                    log.exception("recording %d outcomes failed; retry %d", len(batch), attempt)
-                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
-        self.pending -= len(batch)
+    def _settled(self, count: int) -> None:
+        """`count` claimed deliveries are done with: room to claim as many."""
+        self.pending -= count
         self.room.set()
-
-    async def _drain_recorder(self, recorder: asyncio.Task[None]) -> None:
-        # The marker queues behind every known outcome: the recorder writes them all, then ends.
-        await self.outcomes.put(None)
-        await recorder
 
     async def _release_unsent(self) -> None:
         """Messages never handed to SMTP go back to the queue (or to `skipped` if cancelled)."""
@@ -728,8 +765,7 @@ class Engine:
                 self._unsent.extend(unsent)
                 raise
             self.metrics.released.inc(released)
-            self.pending -= len(unsent)
-            self.room.set()
+            self._settled(len(unsent))
 
     async def _logged(self, step: Awaitable[None], what: str) -> None:
         """Run one step; log its failure instead of skipping the steps after it."""
@@ -769,7 +805,7 @@ def _job(row: Claimed) -> Job:
         delivery_id=row.id,
         campaign_id=row.campaign_id,
         domain=row.domain,
-        attempts=row.attempts,
+        attempts=row.attempts + 1,
         first_attempt_at=row.first_attempt_at,
         recipient=Recipient(
             delivery_id=row.id,

@@ -8,11 +8,17 @@ Each worker runs one `Lane` beside its campaign `Engine` (mailer/send/worker.py)
 - sends on its own SMTP connections, `transactional.connections` per relay (split_relays),
   so a campaign holding every campaign connection cannot hold a notice back;
 - takes the global and per-domain throttle tokens like any message (a domain's limits are
-  the domain's, whoever sends) but not the warm-up cap, which paces bulk volume;
+  the domain's, whoever sends) from the buckets in Postgres, through a pacer of its own so
+  that it never queues behind campaign senders, but not the warm-up cap, which paces bulk
+  volume; a domain's concurrency cap holds per sender (the lane adds at most its own
+  connections);
 - re-checks the address just before sending (hard bounce, complaint, erasure since enqueue);
+- marks each message `sending` (the start mark, also the last check) in a statement
+  committed right before its MAIL FROM, as campaigns do: after a crash a claimed message
+  goes back to the queue, a started one is `uncertain` and never resent on its own;
 - records each outcome at once, with its archive (render inputs and the SHA-256 of the bytes
   handed to SMTP), in the delivery states campaigns use: 4xx retried with the same backoff
-  and deadline, a message in flight when a worker died swept to `uncertain` and never resent.
+  and deadline.
 """
 
 from __future__ import annotations
@@ -140,6 +146,7 @@ class Lane:
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self.progress = LaneProgress()
         self._composers: dict[str, Composer] = {}
+        self._unstarted: set[int] = set()  # start marks Postgres did not answer
         self._last_sweep = 0.0
 
     async def run(self, *, until_idle: bool = False) -> LaneProgress:
@@ -195,7 +202,7 @@ class Lane:
     async def _claim_round(self) -> int:
         if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
             self._last_sweep = time.monotonic()
-            swept = await self.store.sweep_uncertain()
+            swept = await self.store.sweep_leases()
             if swept:
                 log.warning("%d transactional messages were in flight in a dead worker: "
                             "now uncertain (not resent)", swept)  # fmt: skip
@@ -226,15 +233,26 @@ class Lane:
         try:
             await self._send(message)
         except Exception as exc:
-            # Only reachable before SMTP (relay.send never raises for SMTP trouble): retry.
+            # Only reachable before SMTP (relay.deliver never raises for SMTP trouble): retry.
             if not unavailable(exc):
                 log.exception("transactional message %d could not be sent; deferring", message.id)
-            retry_at = self.clock() + timedelta(minutes=1)
             reply = f"internal error: {type(exc).__name__}"
+            if unavailable(exc):
+                reply = f"database unavailable: {type(exc).__name__}"
+            # In a minute, with the same deadline as any deferral: a message that can never be
+            # built fails in the end instead of coming back forever.
+            now = self.clock()
+            result, retry_at = outcome.after_deferral(
+                Outcome(Status.DEFERRED, None, reply),
+                attempt=max(1, message.attempts),
+                first_try=message.first_attempt_at or message.enqueued_at,
+                now=now,
+                deadline=self.deadline,
+            )
+            if retry_at is not None:
+                retry_at = now + timedelta(minutes=1)
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                await asyncio.shield(
-                    self._record(message, Outcome(Status.DEFERRED, None, reply), retry_at=retry_at)
-                )
+                await asyncio.shield(self._record(message, result, retry_at=retry_at))
 
     async def _send(self, message: Claimed) -> None:
         basis = Basis(message.basis)
@@ -264,8 +282,28 @@ class Lane:
             return
         await self.pacer.acquire(message.domain, exempt=True)
         relay = self.relays.pick()
+        started = self.clock()
         async with self.pacer.in_flight(message.domain):
-            result = await relay.send(composed.return_path, message.email, composed.data)
+            # The start mark (and last check) is committed before MAIL FROM, while the
+            # connection still carries the message before it (mailer/send/smtp.py).
+            result = await relay.deliver(
+                composed.return_path,
+                message.email,
+                composed.data,
+                ask=lambda: asyncio.ensure_future(self._start(message.id)),
+            )
+        if result is None and message.id in self._unstarted:
+            # Postgres did not answer the start: nothing was sent; due again (or, if it is
+            # still away, the sweep hands it back once its lease lapses).
+            self._unstarted.discard(message.id)
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await asyncio.shield(self.store.release([message.id], self.worker))
+            return
+        if result is None:
+            why = "refused at the last check before MAIL FROM (erased, bounced or opted out)"
+            skipped = Outcome(Status.SKIPPED, None, why, skip_reason="last_check")
+            await asyncio.shield(self._record(message, skipped, refusal=f"last_check: {why}"))
+            return
         if result.code is not None:
             waited = (datetime.now(UTC) - message.enqueued_at).total_seconds()
             self.metrics.latency.observe(max(0.0, waited))
@@ -273,8 +311,8 @@ class Lane:
         if result.status is Status.DEFERRED:
             result, retry_at = outcome.after_deferral(
                 result,
-                attempt=message.attempts,
-                first_try=message.first_attempt_at,
+                attempt=message.attempts + 1,  # counting this one (the start mark did)
+                first_try=message.first_attempt_at or started,
                 now=self.clock(),
                 deadline=self.deadline,
             )
@@ -282,6 +320,19 @@ class Lane:
         await asyncio.shield(self._record(message, result, composed=composed, retry_at=retry_at))
         with contextlib.suppress(Exception):
             await self.pacer.replied(message.domain, result)
+
+    async def _start(self, message_id: int) -> bool:
+        """The start mark; False (never sent) when refused or when Postgres is unreachable.
+
+        Never raises: the SMTP connection's task awaits this answer (mailer/send/smtp.py).
+        """
+        try:
+            return await self.store.start_sending(message_id, self.worker)
+        except Exception as exc:
+            if not unavailable(exc):
+                log.exception("transactional message %d: the start mark failed", message_id)
+            self._unstarted.add(message_id)
+            return False
 
     def _compose(self, message: Claimed, now: datetime) -> Composed:
         # One Composer per template version and definition (compiled once, reused).

@@ -78,12 +78,17 @@ class EngineMetrics:
         )
         self.released = Counter(
             "mailer_released_deliveries",
-            "Claimed deliveries handed back at shutdown, never sent",
+            "Claimed deliveries handed back (shutdown, pause), never sent",
+            registry=r,
+        )
+        self.requeued = Counter(
+            "mailer_requeued_deliveries",
+            "Deliveries claimed by a worker that died, never started: queued again",
             registry=r,
         )
         self.uncertain = Counter(
             "mailer_uncertain_deliveries",
-            "Deliveries found in flight after a worker died (not resent)",
+            "Deliveries started by a worker that died, without an outcome (not resent)",
             registry=r,
         )
         self.progress = Gauge(

@@ -14,12 +14,13 @@ RETURNING id, slug
 -- name: claim_batch
 -- FOR UPDATE SKIP LOCKED: concurrent workers take disjoint rows without
 -- waiting on each other. The campaign must still be running at claim time,
--- which is how pause and cancel take effect within one batch. The lease is
--- renewed while the worker lives; a row found `sending` with an expired
--- lease was in flight during a crash and becomes `uncertain`, never resent
--- on its own (the guarantee listmonk and Mautic break). Whether the frozen
--- consent was given as a date is read from its ledger row, which never
--- changes: one primary-key probe per claimed row, not a column per delivery.
+-- which is how pause and cancel take effect within one batch. Claimed rows
+-- are leased, not started: nothing of them has reached SMTP, so a worker
+-- that dies holding them hands them back through the sweep (claimed rows
+-- go back to the queue, attempts untouched; only `sending` rows, started by
+-- start_sending right before their MAIL FROM, become `uncertain`). Whether
+-- the frozen consent was given as a date is read from its ledger row, which
+-- never changes: one primary-key probe per claimed row, not a column per delivery.
 WITH picked AS (
     SELECT d.id
     FROM deliveries d
@@ -30,8 +31,7 @@ WITH picked AS (
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE deliveries d
-SET status = 'sending', lease_until = now() + make_interval(secs => $3), worker = $4,
-    attempts = d.attempts + 1, first_attempt_at = coalesce(d.first_attempt_at, now()),
+SET status = 'claimed', lease_until = now() + make_interval(secs => $3), worker = $4,
     updated_at = now()
 FROM picked, contacts c
 WHERE d.id = picked.id AND c.id = d.contact_id
@@ -43,62 +43,190 @@ RETURNING d.id, d.campaign_id, d.contact_id, d.domain, d.attempts, d.first_attem
 
 -- name: renew_leases
 UPDATE deliveries SET lease_until = now() + make_interval(secs => $2)
-WHERE worker = $1 AND status = 'sending'
+WHERE worker = $1 AND status IN ('claimed', 'sending')
 
 -- name: release_batch
--- Graceful shutdown: rows claimed but never handed to SMTP go back to the
--- queue — or, if their campaign was cancelled meanwhile, to their final state.
+-- Rows never handed to SMTP go back to the queue (shutdown, pause, a start
+-- refused) — or, if their campaign was cancelled meanwhile, to their final
+-- state. A `sending` row is released only by the worker that started it and
+-- knows its MAIL FROM never left: its attempt did not happen.
 UPDATE deliveries d
 SET status = CASE WHEN c.status = 'cancelled' THEN 'skipped'
-                  WHEN d.attempts > 1 THEN 'deferred' ELSE 'queued' END,
+                  WHEN d.attempts - CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END > 0
+                      THEN 'deferred'
+                  ELSE 'queued' END,
     skip_reason = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE d.skip_reason END,
-    attempts = d.attempts - 1, lease_until = NULL, worker = NULL, updated_at = now()
-FROM campaigns c
-WHERE d.id = ANY($1::bigint[]) AND d.status = 'sending' AND d.worker = $2
-  AND c.id = d.campaign_id
-
--- name: record_outcomes
--- One statement per batch of outcomes, for rows this worker holds. A row
--- swept to `uncertain` because this worker's lease lapsed (it was slow, not
--- dead) still takes the outcome the worker knows: known beats uncertain. A
--- deferral in a campaign cancelled meanwhile becomes its final `skipped`.
--- Returns the rows written, so the archive and suppressions follow exactly them.
-UPDATE deliveries d
-SET status = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'skipped'
-                  ELSE o.status END,
-    smtp_code = o.code, smtp_reply = o.reply, message_id = o.message_id,
-    sent_at = CASE WHEN o.status = 'sent' THEN o.at END,
-    next_attempt_at = coalesce(o.retry_at, d.next_attempt_at),
-    skip_reason = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'cancelled'
-                       ELSE o.skip_reason END,
+    attempts = d.attempts - CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END,
+    first_attempt_at = CASE WHEN d.status = 'sending' AND d.attempts = 1 THEN NULL
+                            ELSE d.first_attempt_at END,
     lease_until = NULL, worker = NULL, updated_at = now()
-FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::timestamptz[],
-            $7::timestamptz[], $8::text[])
-     AS o (id, status, code, reply, message_id, at, retry_at, skip_reason),
-     campaigns c
-WHERE d.id = o.id AND d.status IN ('sending', 'uncertain') AND d.worker = $9
+FROM campaigns c
+WHERE d.id = ANY($1::bigint[]) AND d.status IN ('claimed', 'sending') AND d.worker = $2
   AND c.id = d.campaign_id
-RETURNING d.id
 
--- name: archive_insert
-INSERT INTO archive (delivery_id, template_version_id, render_inputs, sha256, size_bytes)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[], $4::bytea[], $5::integer[])
-ON CONFLICT (delivery_id) DO NOTHING
+-- name: record_and_start
+-- One round of the recorder (mailer/send/recorder.py), one statement and one
+-- commit: the outcomes known so far, with their archive rows and hard-bounce
+-- suppressions, then the start marks asked for since the last round. One
+-- statement rather than a transaction of four: the round runs every few
+-- milliseconds while messages flow, and its fixed cost (round trips, BEGIN,
+-- COMMIT) was most of the engine's added CPU per message (bench/README.md).
+--
+-- Outcomes ($1-$9): for rows this worker holds: started ones, and claimed
+-- ones that never reached SMTP (skipped at the re-check, deferred by the
+-- warm-up cap or an outage). A row swept to `uncertain` because this
+-- worker's lease lapsed (it was slow, not dead) still takes the outcome the
+-- worker knows: known beats uncertain. A deferral in a campaign cancelled
+-- meanwhile becomes its final `skipped`. The archive ($10-$14) and the
+-- suppressions ($15: a hard bounce, 5.1.x or 5.2.1, means the address is
+-- dead, on the channel for every future campaign) follow exactly the rows
+-- written.
+--
+-- Starts ($16): the durable "started" mark, committed before any of these
+-- messages' MAIL FROM. It is also the last check before DATA: a contact who
+-- opted out, was suppressed or erased since the claim is not started but
+-- `skipped`, for the reason the audience would give (campaigns.sql:
+-- audience). Only what can change after the claim is read, by key, for each
+-- row: erasure, suppressions of the address (global, the campaign's channel,
+-- its topic), the channel and topic preferences, the consent ledger's
+-- standing (consent_current, or the ledger itself when it holds rows dated
+-- after now, as the audience reads it); the segment and inactivity were
+-- checked at the claim. tests/integration/test_start_check.py holds this
+-- equal to the audience for each such change. A campaign no longer running
+-- leaves its rows claimed and answers `held` (the worker hands them back); a
+-- row no longer this worker's (its lease lapsed and it was swept, or an
+-- erasure skipped it) is not returned at all, and must not be sent.
+WITH outcome AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[],
+                $6::timestamptz[], $7::timestamptz[], $8::text[])
+         AS o (id, status, code, reply, message_id, at, retry_at, skip_reason)
+), recorded AS (
+    UPDATE deliveries d
+    SET status = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'skipped'
+                      ELSE o.status END,
+        smtp_code = o.code, smtp_reply = o.reply, message_id = o.message_id,
+        sent_at = CASE WHEN o.status = 'sent' THEN o.at END,
+        next_attempt_at = coalesce(o.retry_at, d.next_attempt_at),
+        skip_reason = CASE WHEN o.status = 'deferred' AND c.status = 'cancelled' THEN 'cancelled'
+                           ELSE o.skip_reason END,
+        lease_until = NULL, worker = NULL, updated_at = now()
+    FROM outcome o, campaigns c
+    WHERE d.id = o.id AND d.status IN ('claimed', 'sending', 'uncertain') AND d.worker = $9
+      AND c.id = d.campaign_id
+    RETURNING d.id, d.contact_id
+), archived AS (
+    INSERT INTO archive (delivery_id, template_version_id, render_inputs, sha256, size_bytes)
+    SELECT a.* FROM unnest($10::bigint[], $11::bigint[], $12::jsonb[], $13::bytea[],
+                           $14::integer[]) AS a (id, version, inputs, sha256, size)
+    WHERE a.id IN (SELECT id FROM recorded)
+    ON CONFLICT (delivery_id) DO NOTHING
+), suppressed AS (
+    INSERT INTO suppressions (email_hash, scope, channel, reason, source, detail)
+    SELECT c.email_hash, 'channel', 'email', 'hard_bounce', 'smtp',
+           jsonb_build_object('delivery_id', r.id)
+    FROM recorded r JOIN contacts c ON c.id = r.contact_id
+    WHERE r.id = ANY($15::bigint[]) AND c.email_hash IS NOT NULL
+    ON CONFLICT DO NOTHING
+), asked AS (
+    SELECT d.id, p.status = 'running' AS running, r.reason
+    FROM deliveries d
+    JOIN campaigns p ON p.id = d.campaign_id
+    JOIN topics t ON t.id = p.topic_id
+    JOIN contacts c ON c.id = d.contact_id
+    LEFT JOIN contact_channels ch ON ch.contact_id = d.contact_id AND ch.channel = p.channel
+    LEFT JOIN contact_topics ct ON ct.contact_id = d.contact_id AND ct.topic_id = p.topic_id
+    LEFT JOIN LATERAL (
+        SELECT s.withdrawn, s.best_id AS id, s.best_kind AS kind, s.best_valid_until AS valid_until
+        FROM consent_current s
+        WHERE s.contact_id = d.contact_id AND s.channel = p.channel AND s.newest_at <= now()
+        UNION ALL
+        SELECT l.withdrawal IS NOT NULL, (g.b).id, (g.b).kind, (g.b).valid_until
+        FROM consent_current s
+        CROSS JOIN LATERAL (
+            SELECT * FROM consent_latest(p.channel, now()) x WHERE x.contact_id = s.contact_id
+            OFFSET 0
+        ) l
+        CROSS JOIN LATERAL (
+            SELECT consent_best(l.withdrawal[1], l.express[1], l.purchase[1], l.contract[1],
+                                l.inquiry[1], l.publication[1], now()) AS b
+        ) g
+        WHERE s.contact_id = d.contact_id AND s.channel = p.channel AND s.newest_at > now()
+    ) k ON true
+    CROSS JOIN LATERAL (
+        SELECT bool_or(s.reason = 'hard_bounce') AS hard_bounced,
+               bool_or(s.reason = 'complaint') AS complained,
+               bool_or(s.reason = 'registry') AS registry,
+               bool_or(s.scope = 'global' AND s.reason IN ('unsubscribe', 'manual', 'erasure'))
+                   AS suppressed_global,
+               bool_or(s.scope = 'channel' AND s.reason IN ('unsubscribe', 'manual', 'erasure'))
+                   AS unsubscribed_channel,
+               bool_or(s.scope = 'topic' AND s.reason IN ('unsubscribe', 'manual', 'erasure'))
+                   AS unsubscribed_topic
+        FROM suppressions s
+        WHERE s.email_hash = c.email_hash
+          AND (s.scope = 'global' OR (s.scope = 'channel' AND s.channel = p.channel)
+               OR (s.scope = 'topic' AND s.topic_id = p.topic_id))
+    ) b
+    CROSS JOIN LATERAL (
+        -- GDPR: express consent only (as the audience's `consent`).
+        SELECT k.id IS NOT NULL AND (p.policy <> 'gdpr' OR k.kind = 'express') AS standing
+    ) g
+    CROSS JOIN LATERAL (
+        -- The first failing reason, in the order of consent.Reason.
+        SELECT CASE
+                   WHEN c.erased_at IS NOT NULL THEN 'erased'
+                   WHEN b.hard_bounced THEN 'hard_bounced'
+                   WHEN b.complained THEN 'complained'
+                   WHEN b.registry THEN 'registry'
+                   WHEN b.suppressed_global THEN 'suppressed_global'
+                   WHEN b.unsubscribed_channel OR NOT ch.enabled THEN 'unsubscribed_channel'
+                   WHEN b.unsubscribed_topic OR NOT ct.subscribed THEN 'unsubscribed_topic'
+                   WHEN ct.subscribed IS NULL AND NOT t.default_subscribed
+                       THEN 'not_subscribed_topic'
+                   -- CAN-SPAM 15 U.S.C. 7704(a)(4): only an unrenewed opt-out excludes.
+                   WHEN p.policy = 'can_spam' THEN
+                       CASE WHEN k.withdrawn AND NOT g.standing THEN 'consent_withdrawn' END
+                   WHEN g.standing AND (k.valid_until IS NULL OR now() < k.valid_until) THEN NULL
+                   WHEN g.standing THEN 'consent_expired'
+                   WHEN k.withdrawn THEN 'consent_withdrawn'
+                   ELSE 'no_consent'
+               END AS reason
+    ) r
+    WHERE d.id = ANY($16::bigint[]) AND d.status = 'claimed' AND d.worker = $9
+), started AS (
+    UPDATE deliveries d
+    SET status = CASE WHEN a.reason IS NULL THEN 'sending' ELSE 'skipped' END,
+        skip_reason = a.reason,
+        attempts = d.attempts + CASE WHEN a.reason IS NULL THEN 1 ELSE 0 END,
+        first_attempt_at = CASE WHEN a.reason IS NULL THEN coalesce(d.first_attempt_at, now())
+                                ELSE d.first_attempt_at END,
+        lease_until = CASE WHEN a.reason IS NULL THEN d.lease_until END,
+        worker = CASE WHEN a.reason IS NULL THEN d.worker END,
+        updated_at = now()
+    FROM asked a
+    -- Checked again under the row's lock: a sweep may have taken it meanwhile.
+    WHERE d.id = a.id AND a.running AND d.status = 'claimed' AND d.worker = $9
+    RETURNING d.id, d.status, d.skip_reason
+)
+SELECT id, status, skip_reason FROM started
+UNION ALL
+SELECT id, 'held', NULL FROM asked WHERE NOT running
 
--- name: suppress_hard_bounces
--- A hard bounce (5.1.x, 5.2.1) means the address is dead: suppress it on the
--- channel for every future campaign.
-INSERT INTO suppressions (email_hash, scope, channel, reason, source, detail)
-SELECT c.email_hash, 'channel', 'email', 'hard_bounce', 'smtp', jsonb_build_object('delivery_id', d.id)
-FROM deliveries d JOIN contacts c ON c.id = d.contact_id
-WHERE d.id = ANY($1::bigint[]) AND c.email_hash IS NOT NULL
-ON CONFLICT DO NOTHING
-
--- name: sweep_uncertain
--- Rows left `sending` by a dead worker: reported as uncertain, not resent.
-UPDATE deliveries SET status = 'uncertain', lease_until = NULL, updated_at = now()
-WHERE status = 'sending' AND lease_until < now()
-RETURNING campaign_id
+-- name: sweep_leases
+-- Rows whose worker died (their lease lapsed): claimed ones had not started
+-- and go back to the queue (or to `deferred` if an earlier attempt was
+-- made), their attempts untouched; `sending` ones had started, their MAIL
+-- FROM may have left, and become `uncertain`: reported, not resent. Returns
+-- the new state of each.
+UPDATE deliveries
+SET status = CASE WHEN status = 'sending' THEN 'uncertain'
+                  WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,
+    lease_until = NULL,
+    worker = CASE WHEN status = 'sending' THEN worker END,
+    updated_at = now()
+WHERE status IN ('claimed', 'sending') AND lease_until < now()
+RETURNING status
 
 -- name: finish_campaigns
 -- A running campaign with nothing left to send or retry is done.
@@ -108,7 +236,8 @@ WHERE c.status = 'running'
   -- and rows in flight.
   AND NOT EXISTS (SELECT 1 FROM deliveries d
                   WHERE d.campaign_id = c.id AND d.status IN ('queued', 'deferred'))
-  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = c.id AND d.status = 'sending')
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.campaign_id = c.id AND d.status IN ('claimed', 'sending'))
 RETURNING c.id, c.slug
 
 -- name: throttle_take

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from mailer.campaigns.store import CampaignStore
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
-from mailer.db import Pool
+from mailer.db import Pool, connect
 from mailer.send.engine import Engine, Progress
 from mailer.send.lane import Lane, LaneMetrics, lane_relays, split_relays
+from mailer.send.metrics import EngineMetrics
+from mailer.send.pacer import Pacer
 from mailer.send.smtp import Relay, Relays
 from mailer.send.store import SendStore
 from mailer.transactional.store import TransactionalStore
@@ -39,18 +42,36 @@ def build_engine(pool: Pool, settings: Settings, **kwargs: Any) -> Engine:
     return Engine(SendStore(pool), campaigns, settings, keyring, relays, **kwargs)
 
 
+def lane_pool(settings: Settings) -> AbstractAsyncContextManager[Pool]:
+    """The lane's own few connections: a notice never waits for one the campaign holds."""
+    # LISTEN holds one; claim and outcome statements one; the throttle buckets one.
+    return connect(settings.database.url, min_size=2, max_size=4)
+
+
 def build_lane(pool: Pool, settings: Settings, engine: Engine) -> Lane:
-    """The transactional lane beside `engine`: its pacer (shared limits), its metrics registry."""
+    """The transactional lane beside `engine` on `pool` (lane_pool), metrics on the engine's."""
     return Lane(
         TransactionalStore.for_settings(pool, settings),
         settings,
         engine.keyring,
         lane_relays(settings),
-        engine.pacer,
+        lane_pacer(pool, settings),
         worker_id=engine.worker,
         stop=asyncio.Event(),
         metrics=LaneMetrics(engine.metrics.registry),
     )
+
+
+def lane_pacer(pool: Pool, settings: Settings) -> Pacer:
+    """The lane's own pacer: the same token buckets in Postgres, none of the engine's queues.
+
+    Sharing the engine's Pacer put a notice behind every campaign sender waiting on the same
+    bucket's lock or the same domain's in-flight places (measured: p50 1.3 s at 885 msg/s);
+    the buckets in Postgres are what holds the rates across processes, so they hold here too.
+    Its throttle waits are not exported (a registry of its own: mailer_throttle_domain_rate
+    would otherwise report the lane's domains instead of the engine's).
+    """
+    return Pacer(SendStore(pool), settings.throttle, EngineMetrics())
 
 
 async def run_with_lane(engine: Engine, lane: Lane, *, until_idle: bool = False) -> Progress:

@@ -20,6 +20,9 @@ What the call guarantees when it returns an `Enqueued`:
   "delivered despite: unsubscribed from this channel (CASL s.6(6)(c) …)").
 - An unknown recipient gets a contact row, with NO consent recorded.
 
+`await status(store, message_id)` is the other operation the API exposes: the message as
+`mailer transactional show` prints it (store.MessageRecord), or None.
+
 Bad requests raise `EnqueueError` (nothing written), whose `field` names what is wrong
 (`template`, `to`, `data`, `idempotency_key`, `locale`) and whose message says why; an HTTP
 face maps it to 422 (404 for `UnknownTemplate`, 409 for `IdempotencyConflict`).
@@ -59,6 +62,7 @@ from mailer.transactional.compose import TransactionalRenderer
 from mailer.transactional.store import (
     AddressFacts,
     KnownMessage,
+    MessageRecord,
     NewMessage,
     TransactionalStore,
 )
@@ -74,6 +78,7 @@ __all__ = [
     "enqueue",
     "judge",
     "load_template",
+    "status",
 ]
 
 _MAX_KEY = 200
@@ -209,6 +214,7 @@ async def enqueue(
         basis=tpl.basis.value,
         # An erased address is never written back, not even into a refused message.
         email=None if erased else email,
+        contact_id=None if erased else judged.facts.contact_id,
         email_hash=email_hash,
         domain=None if erased else domain_of(email),
         locale=locale,
@@ -252,6 +258,11 @@ async def judge(store: TransactionalStore, tpl: TransactionalTemplate, email: st
         commercial_verdict=verdict,
     )
     return Judged(decision, facts, verdict)
+
+
+async def status(store: TransactionalStore, message_id: int) -> MessageRecord | None:
+    """One message's state, rule, SMTP reply and archive (None: no such message)."""
+    return await store.message(message_id)
 
 
 def _refusal_text(decision: Decision) -> str:

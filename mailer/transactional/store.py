@@ -62,6 +62,7 @@ class NewMessage:
     definition: Mapping[str, Any]
     basis: str
     email: str | None  # None: refused for erasure, no contact is created or named
+    contact_id: int | None  # known already (address_facts), else created with the message
     email_hash: bytes
     domain: str | None
     locale: str | None
@@ -85,7 +86,7 @@ class Claimed:
     locale: str
     enqueued_at: datetime
     attempts: int
-    first_attempt_at: datetime
+    first_attempt_at: datetime | None  # None until its first start
     consent: tuple[str, str, datetime, bool] | None
     domain: str
     email: str
@@ -166,6 +167,7 @@ class TransactionalStore:
     def __init__(self, pool: Pool, templates_dir: Path = Path("templates/transactional")) -> None:
         self.pool = pool
         self.templates_dir = templates_dir
+        self._versions: dict[tuple[str, bytes], int] = {}
 
     @classmethod
     def for_settings(cls, pool: Pool, settings: Settings) -> TransactionalStore:
@@ -192,49 +194,62 @@ class TransactionalStore:
 
     async def insert(self, new: NewMessage) -> tuple[int, bool]:
         """Commit the message (and the walk-in's contact); (id, False), or the key's (id, True)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            contact_id = None
-            if new.email is not None:
-                contact_id = await conn.fetchval(Q("contact_find"), new.email)
-                if contact_id is None:
-                    await conn.execute(Q("contact_create_lock"), _IMPORT_LOCK_KEY)
-                    contact_id = await conn.fetchval(
-                        Q("contact_create"), new.email, new.email_hash, new.locale or "en"
-                    )
-                    if contact_id is None:  # created meanwhile by another request
-                        contact_id = await conn.fetchval(Q("contact_find"), new.email)
-            version = await conn.fetchval(
-                Q("template_version_upsert"),
-                new.version_name,
-                new.version_sha256,
-                dict(new.version_files),
+        version = await self._version(new)
+        consent = new.consent or (None, None, None, None, False)
+        if new.contact_id is not None or new.email is None:
+            # A known contact (or none, refused for erasure): one statement, its own commit.
+            message_id = await self.pool.fetchval(
+                Q("message_insert"), *self._values(new, version, new.contact_id), *consent
             )
-            consent = new.consent or (None, None, None, None, False)
-            message_id = await conn.fetchval(
-                Q("message_insert"),
-                new.template,
-                version,
-                dict(new.definition),
-                new.basis,
-                contact_id,
-                new.domain,
-                new.locale,
-                dict(new.data),
-                new.idempotency_key,
-                new.status,
-                new.refusal,
-                new.note,
-                *consent,
-            )
-            if message_id is not None:
-                if new.status == "queued":
-                    await conn.execute(Q("notify_lanes"), str(message_id))
-                return int(message_id), False
+        else:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(Q("contact_create_lock"), _IMPORT_LOCK_KEY)
+                contact_id = await conn.fetchval(
+                    Q("contact_create"), new.email, new.email_hash, new.locale or "en"
+                )
+                if contact_id is None:  # created meanwhile by another request
+                    contact_id = await conn.fetchval(Q("contact_find"), new.email)
+                message_id = await conn.fetchval(
+                    Q("message_insert"), *self._values(new, version, contact_id), *consent
+                )
+        if message_id is not None:
+            return int(message_id), False
         # The same key committed first (the insert waited for it): its message is the answer.
         assert new.idempotency_key is not None
         known = await self.message_by_key(new.idempotency_key)
         assert known is not None
         return known.id, True
+
+    async def _version(self, new: NewMessage) -> int:
+        # Versions are immutable and never deleted: an id, once known, holds for the process.
+        key = (new.version_name, new.version_sha256)
+        version = self._versions.get(key)
+        if version is None:
+            args = (Q("template_version_upsert"), key[0], key[1], dict(new.version_files))
+            found = await self.pool.fetchval(*args)
+            if found is None:
+                # Inserted at the same moment by another request: ours did nothing, and the
+                # statement's snapshot predates theirs. A second statement sees it.
+                found = await self.pool.fetchval(*args)
+            version = self._versions[key] = int(found)
+        return version
+
+    @staticmethod
+    def _values(new: NewMessage, version: int, contact_id: int | None) -> tuple[object, ...]:
+        return (
+            new.template,
+            version,
+            dict(new.definition),
+            new.basis,
+            contact_id,
+            new.domain,
+            new.locale,
+            dict(new.data),
+            new.idempotency_key,
+            new.status,
+            new.refusal,
+            new.note,
+        )
 
     # ------------------------------------------------------------ the lane
 
@@ -317,8 +332,13 @@ class TransactionalStore:
         if ids:
             await self.pool.execute(Q("renew_leases"), list(ids), lease_s, worker)
 
-    async def sweep_uncertain(self) -> int:
-        return affected(await self.pool.execute(Q("sweep_uncertain")))
+    async def sweep_leases(self) -> int:
+        """Hand back dead workers' claimed messages; their started ones become uncertain."""
+        return int(await self.pool.fetchval(Q("sweep_leases")))
+
+    async def start_sending(self, message_id: int, worker: str) -> bool:
+        """The start mark and last check, committed: True when the message may go now."""
+        return await self.pool.fetchval(Q("start_sending"), message_id, worker) is not None
 
     @contextlib.asynccontextmanager
     async def notifications(self, wake: Callable[[], None]) -> AsyncIterator[None]:

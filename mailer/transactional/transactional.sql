@@ -57,28 +57,33 @@ SELECT id FROM template_versions WHERE name = $1 AND sha256 = $2
 LIMIT 1
 
 -- name: message_insert
--- The durable "accepted": committed before the caller hears it. A second
--- request with the same key waits here for the first to commit, then inserts
--- nothing (and the caller reads the first one's id).
-INSERT INTO transactional_messages
-    (template, template_version_id, definition, basis, contact_id, domain, locale, data,
-     idempotency_key, status, refusal, note, consent_id, consent_kind, consent_source,
-     consent_obtained_at, consent_date_only)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id
-
--- name: notify_lanes
--- Wakes the lanes that LISTEN at once; delivered at commit, never before.
-SELECT pg_notify('mailer_transactional', $1)
+-- The durable "accepted": committed before the caller hears it (one
+-- statement, so one round trip and its own commit for a known contact). A
+-- second request with the same key waits here for the first to commit, then
+-- inserts nothing (and the caller reads the first one's id). A queued
+-- message NOTIFYs the lanes, delivered at commit, never before (the CTE is
+-- read below so that it runs).
+WITH inserted AS (
+    INSERT INTO transactional_messages
+        (template, template_version_id, definition, basis, contact_id, domain, locale, data,
+         idempotency_key, status, refusal, note, consent_id, consent_kind, consent_source,
+         consent_obtained_at, consent_date_only)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, status
+), notified AS (
+    SELECT pg_notify('mailer_transactional', id::text) FROM inserted WHERE status = 'queued'
+)
+SELECT id, (SELECT count(*) FROM notified) AS notified FROM inserted
 
 -- ---------------------------------------------------------------- the lane
 
 -- name: claim
 -- Due messages, oldest first, each claimed by one worker (SKIP LOCKED) under
--- a lease; with everything composing and re-checking them needs: the
--- contact, the template version's files, the suppressions on the address now
--- (a hard bounce since enqueue refuses it yet).
+-- a lease: `claimed`, not started (a worker that dies holding them hands them
+-- back through the sweep). With everything composing and re-checking them
+-- needs: the contact, the template version's files, the suppressions on the
+-- address now (a hard bounce since enqueue refuses it yet).
 WITH due AS (
     SELECT id FROM transactional_messages
     WHERE status IN ('queued', 'deferred') AND next_attempt_at <= now()
@@ -87,9 +92,8 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE transactional_messages m
-    SET status = 'sending', attempts = m.attempts + 1,
-        first_attempt_at = coalesce(m.first_attempt_at, now()),
-        lease_until = now() + make_interval(secs => $2), worker = $3, updated_at = now()
+    SET status = 'claimed', lease_until = now() + make_interval(secs => $2), worker = $3,
+        updated_at = now()
     FROM due WHERE m.id = due.id
     RETURNING m.*
 )
@@ -108,6 +112,29 @@ JOIN contacts c ON c.id = m.contact_id
 JOIN template_versions tv ON tv.id = m.template_version_id
 ORDER BY m.id
 
+-- name: start_sending
+-- The start mark, committed right before MAIL FROM: from here a crash leaves
+-- the message `uncertain`. It is also the last check, read by key: an
+-- address erased, hard-bounced or complained since the claim (and, for a
+-- commercial message, one that opted out of email) is not started; the lane
+-- then records it skipped.
+UPDATE transactional_messages m
+SET status = 'sending', attempts = m.attempts + 1,
+    first_attempt_at = coalesce(m.first_attempt_at, now()), updated_at = now()
+FROM contacts c
+WHERE m.id = $1 AND m.status = 'claimed' AND m.worker = $2 AND c.id = m.contact_id
+  AND c.erased_at IS NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM suppressions s
+      WHERE s.email_hash = c.email_hash
+        AND (s.reason IN ('hard_bounce', 'complaint', 'erasure')
+             OR (m.basis = 'commercial'
+                 AND (s.scope = 'global' OR (s.scope = 'channel' AND s.channel = 'email')))))
+  AND NOT (m.basis = 'commercial' AND EXISTS (
+      SELECT 1 FROM contact_channels ch
+      WHERE ch.contact_id = c.id AND ch.channel = 'email' AND NOT ch.enabled))
+RETURNING m.id
+
 -- name: record_outcome
 -- One message's outcome and archive, for a message this worker claimed; one
 -- swept to `uncertain` because this worker's lease lapsed (it was slow, not
@@ -125,7 +152,7 @@ WITH updated AS (
                           ELSE replied_at END,
         sent_at = CASE WHEN $3 = 'sent' THEN clock_timestamp() ELSE sent_at END,
         lease_until = NULL, updated_at = now()
-    WHERE id = $1 AND status IN ('sending', 'uncertain') AND worker = $2
+    WHERE id = $1 AND status IN ('claimed', 'sending', 'uncertain') AND worker = $2
     RETURNING id, contact_id
 ), suppressed AS (
     INSERT INTO suppressions (email_hash, scope, channel, reason, source, detail)
@@ -138,22 +165,32 @@ WITH updated AS (
 SELECT count(*) FROM updated
 
 -- name: release
--- Claimed by a worker that stops before sending them: due again at once.
+-- Claimed by a worker that stops before starting them: due again at once.
 UPDATE transactional_messages
-SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
-    attempts = attempts - 1, lease_until = NULL, worker = NULL, updated_at = now()
-WHERE id = ANY($1::bigint[]) AND status = 'sending' AND worker = $2
+SET status = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,
+    lease_until = NULL, worker = NULL, updated_at = now()
+WHERE id = ANY($1::bigint[]) AND status = 'claimed' AND worker = $2
 
 -- name: renew_leases
 UPDATE transactional_messages
 SET lease_until = now() + make_interval(secs => $2)
-WHERE id = ANY($1::bigint[]) AND status = 'sending' AND worker = $3
+WHERE id = ANY($1::bigint[]) AND status IN ('claimed', 'sending') AND worker = $3
 
--- name: sweep_uncertain
--- A message whose lease lapsed was in flight in a worker that died: it may
--- have been delivered, so it is never resent on its own (DESIGN "ledger").
-UPDATE transactional_messages SET status = 'uncertain', lease_until = NULL, updated_at = now()
-WHERE status = 'sending' AND lease_until < now()
+-- name: sweep_leases
+-- Leases of a worker that died: a claimed message never reached SMTP and is
+-- due again (nobody left unsent); a started one may have been delivered, so
+-- it becomes `uncertain` and is never resent on its own (DESIGN "ledger").
+-- Returns how many became uncertain.
+WITH swept AS (
+    UPDATE transactional_messages
+    SET status = CASE WHEN status = 'sending' THEN 'uncertain'
+                      WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,
+        lease_until = NULL, worker = CASE WHEN status = 'sending' THEN worker END,
+        updated_at = now()
+    WHERE status IN ('claimed', 'sending') AND lease_until < now()
+    RETURNING status
+)
+SELECT count(*) FILTER (WHERE status = 'uncertain') FROM swept
 
 -- ---------------------------------------------------------------- report
 

@@ -165,3 +165,37 @@ async def test_transactional_check_lints_a_template_per_its_basis(
     code, out = await run_cli(monkeypatch, db_url, "transactional", "check", "parts_received")
     assert code == 0
     assert "s.6(6)(b)" in out
+
+
+async def test_erasing_a_person_strips_their_notices_and_skips_the_unsent_ones(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(PARTS), encoding="utf-8")
+    code, _ = await run_cli(
+        monkeypatch, db_url, "send", "parts_received", "--to", "leaving@example.com",
+        "--data", str(data),
+    )  # fmt: skip
+    assert code == 0
+    export = tmp_path / "export.json"
+    code, _ = await run_cli(
+        monkeypatch, db_url, "contacts", "export", "leaving@example.com", "--out", str(export)
+    )
+    assert code == 0
+    held = json.loads(export.read_text(encoding="utf-8"))
+    assert held["tables"]["transactional_messages"][0]["data"] == PARTS
+    code, out = await run_cli(
+        monkeypatch, db_url, "contacts", "erase", "leaving@example.com", "--yes"
+    )
+    assert code == 0, out
+    assert "1 transactional message(s) stripped of their data" in out
+    row = await conn.fetchrow("SELECT status, skip_reason, data::text FROM transactional_messages")
+    assert row is not None
+    assert (row["status"], row["skip_reason"], row["data"]) == ("skipped", "erased", "{}")
+    # And the address, now a hash, is refused: sending would break the erasure.
+    code, out = await run_cli(
+        monkeypatch, db_url, "send", "parts_received", "--to", "leaving@example.com",
+        "--data", str(data),
+    )  # fmt: skip
+    assert code == 1
+    assert "erased" in out

@@ -135,3 +135,31 @@ async def test_the_lane_counts_outcomes_and_enqueue_to_reply_latency(stores: Sto
     )
     assert sent == 1
     assert registry.get_sample_value("mailer_transactional_latency_seconds_count") == 1
+
+
+async def test_an_idle_lane_is_woken_by_the_enqueue_not_by_its_poll(stores: Stores) -> None:
+    import asyncio
+    import dataclasses
+    import time
+
+    from tests.smtp_servers import wait_until
+
+    with smtp_server() as (port, sink):
+        settings = lane_settings(port)
+        slow_poll = dataclasses.replace(
+            settings, transactional=dataclasses.replace(settings.transactional, poll_ms=30_000)
+        )
+        lane = lane_for(stores, slow_poll)
+        run = asyncio.create_task(lane.run())
+        await asyncio.sleep(0.5)  # idle, listening
+        started = time.monotonic()
+        await enqueue(
+            transactional_store(stores), template="parts_received", to="now@example.com",
+            data=PARTS,
+        )  # fmt: skip
+        await wait_until(lambda: sink.recipients == ["now@example.com"], within_s=10)
+        waited = time.monotonic() - started
+        lane.stop.set()
+        lane.wake.set()
+        await run
+    assert waited < 5, waited  # the poll is 30 s away: NOTIFY woke it

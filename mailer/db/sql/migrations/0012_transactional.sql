@@ -33,9 +33,13 @@ CREATE TABLE transactional_messages (
     consent_date_only   boolean NOT NULL DEFAULT false,
     -- The caller's key: a retried request returns the first message's id.
     idempotency_key     text UNIQUE,
+    -- As deliveries: `claimed` (leased, nothing sent: back to the queue after a
+    -- crash), `sending` from the start mark committed right before MAIL FROM
+    -- (after a crash: `uncertain`, never resent on its own); `refused` at enqueue.
     status              text NOT NULL DEFAULT 'queued'
-                        CHECK (status IN ('queued', 'sending', 'sent', 'deferred', 'bounced',
-                                          'failed', 'skipped', 'uncertain', 'refused')),
+                        CHECK (status IN ('queued', 'claimed', 'sending', 'sent', 'deferred',
+                                          'bounced', 'failed', 'skipped', 'uncertain',
+                                          'refused')),
     -- refused: the reason (a rule name) and its words; also why a message was
     -- let through despite an opt-out (e.g. "unsubscribed_channel: CASL s.6(6)(c)").
     refusal             text,
@@ -62,7 +66,7 @@ CREATE TABLE transactional_messages (
 -- The lane's claim path: only messages still to send, oldest due first.
 CREATE INDEX transactional_claimable_idx ON transactional_messages (next_attempt_at, id)
     WHERE status IN ('queued', 'deferred');
-CREATE INDEX transactional_sending_idx ON transactional_messages (lease_until)
-    WHERE status = 'sending';
+CREATE INDEX transactional_leased_idx ON transactional_messages (lease_until)
+    WHERE status IN ('claimed', 'sending');
 CREATE INDEX transactional_contact_idx ON transactional_messages (contact_id);
 CREATE INDEX transactional_enqueued_idx ON transactional_messages (enqueued_at);
