@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	@url="$(DB)" && for b in import_contacts audience render send tracker inbound; do \
+	@url="$(DB)" && for b in import_contacts audience render send tracker inbound signup; do \
 		echo "== bench/$$b.py"; DATABASE_URL="$$url" $(BIN)/python bench/$$b.py || exit 1; done
 
 db-stop:

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring, Purpose, Token, TokenError
-from tracker import forms, ipprefix
+from mailer.forms.confirmation import TransactionalConfirmer
+from mailer.forms.signup import Confirmer, Step, expire_requests
+from tracker import confirm, forms, ipprefix, signup
 from tracker.buffer import EventBuffer
 from tracker.clicks import ClickTargets
 from tracker.events import USER_AGENT_MAX, Hit, to_event
@@ -537,6 +540,29 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _expire_signups(app: web.Application) -> None:
+    """Every forms.expiry_interval_s, delete expired sign-up requests (and count them)."""
+    s = app[signup.SIGNUP]
+    while True:
+        await asyncio.sleep(s.settings.expiry_interval_s)
+        try:
+            for slug, count in (await expire_requests(s.store)).items():
+                if count:
+                    s.metrics.signups.labels(slug, str(Step.EXPIRED)).inc(count)
+        except Exception as exc:  # Postgres away: the next sweep deletes them
+            log.warning("could not delete expired sign-up requests: %s", exc)
+
+
+async def _signup_expiry(app: web.Application) -> AsyncIterator[None]:
+    # Pending requests carry personal data until confirmed; expiry deletes them (GDPR art.
+    # 5(1)(e)). Every tracker sweeps: the DELETE is idempotent, so several instances agree.
+    sweeper = asyncio.create_task(_expire_signups(app), name="tracker-signup-expiry")
+    yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+
+
 async def _event_buffer(app: web.Application) -> AsyncIterator[None]:
     # Registered after _database, so cleanup runs first here: flush, then close the pool.
     tracker = app[TRACKER]
@@ -546,11 +572,28 @@ async def _event_buffer(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, *, shutdown_flush_s: float = SHUTDOWN_FLUSH_S
+    settings: Settings,
+    *,
+    shutdown_flush_s: float = SHUTDOWN_FLUSH_S,
+    confirmer: Confirmer | None = None,
 ) -> web.Application:
     """The tracker as an aiohttp application (one route table, shared state under TRACKER)."""
     app = web.Application(client_max_size=_FORM_MAX_BYTES)
-    app[TRACKER] = Tracker(settings, shutdown_flush_s=shutdown_flush_s)
+    tracker = app[TRACKER] = Tracker(settings, shutdown_flush_s=shutdown_flush_s)
+    bounded = tracker.store.bounded
+    app[signup.SIGNUP] = signup.Signup(
+        settings,
+        tracker.keyring,
+        bounded,
+        tracker.metrics,
+        confirmer
+        or TransactionalConfirmer(
+            lambda: bounded.pool,
+            Path(settings.transactional.templates_dir),
+            settings.forms.confirmation_template,
+        ),
+        tracker.origins,
+    )
     app.add_routes(
         [
             web.get("/o/{token}", open_pixel),
@@ -561,6 +604,11 @@ def create_app(
             web.post("/p/{token}", counted("preferences")(save_preferences)),
             web.get("/a/{token}", counted("confirm")(agree_page)),
             web.post("/a/{token}", counted("confirm")(agree)),
+            web.get("/s/{form}", counted("signup")(signup.form_page)),
+            web.post("/s/{form}", counted("signup")(signup.submit)),
+            web.get("/s/{form}/token", counted("signup")(signup.form_token)),
+            web.get("/confirm/{token}", counted("signup_confirm")(confirm.confirm_page)),
+            web.post("/confirm/{token}", counted("signup_confirm")(confirm.confirm)),
             web.get("/healthz", counted("healthz")(healthz)),
             web.get("/metrics", counted("metrics")(metrics)),
             # Last: whatever matched nothing above, so that it is counted too.
@@ -569,6 +617,7 @@ def create_app(
     )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_event_buffer)
+    app.cleanup_ctx.append(_signup_expiry)
     return app
 
 

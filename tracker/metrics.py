@@ -99,6 +99,15 @@ class Metrics(BufferObserver):
             ["change"],
             registry=r,
         )
+        # Sign-up forms: each step of a request by form (mailer.forms.signup.Step), refusals
+        # included, so a flood or a bombing shows as refused_* without reading logs.
+        self.signups = Counter(
+            "tracker_signup", "Sign-up form steps by form and step", ["form", "step"], registry=r
+        )
+        self.signup_limited = Gauge(
+            "tracker_signup_prefixes_tracked", "IP prefixes the sign-up rate limit remembers",
+            registry=r,
+        )  # fmt: skip
 
     def request(self, route: str, status: int) -> None:
         """Count one answered request."""

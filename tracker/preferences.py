@@ -68,6 +68,10 @@ class LedgerRow:
     # Topic rows: the topic's slug and names per language, for topic_label().
     topic_slug: str = ""
     topic_names: Mapping[str, str] = field(default_factory=dict)
+    # A grant recorded by a sign-up form (mailer/forms): its source and both steps' times.
+    form_source: str | None = None
+    form_requested_at: str | None = None
+    form_confirmed_at: str | None = None
 
     def topic_label(self, lang: str) -> str:
         """A topic row's topic as a reader of `lang` calls it (mailer.core.topics' fallback)."""

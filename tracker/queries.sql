@@ -101,9 +101,15 @@ LEFT JOIN topics t ON m.basis = 'commercial' AND t.slug = m.definition #>> '{cam
 WHERE m.id = $1
 
 -- name: contact_ledger
+-- A grant a sign-up form recorded carries its form's source and the times of
+-- both steps (mailer/forms): the history says "via the form … and confirmed
+-- by email the same day".
 SELECT l.id, l.channel, l.action, l.kind, l.topic_id, t.name AS topic_name, l.source,
        l.obtained_at, l.ends_at, t.slug AS topic_slug, t.names AS topic_names,
-       l.obtained_date_only, l.ends_date_only
+       l.obtained_date_only, l.ends_date_only,
+       l.evidence #>> '{form,source}' AS form_source,
+       l.evidence #>> '{request,at}' AS form_requested_at,
+       l.evidence #>> '{confirmation,at}' AS form_confirmed_at
 FROM consents l LEFT JOIN topics t ON t.id = l.topic_id
 WHERE l.contact_id = $1
 ORDER BY l.obtained_at, l.id

@@ -164,6 +164,11 @@ class TrackerStore:
             statement_timeout_ms=statement_timeout_ms,
         )
 
+    @property
+    def bounded(self) -> BoundedPool:
+        """The deadline-bound pool, lent to the sign-up forms' store (mailer/forms/store.py)."""
+        return self._db
+
     async def start(self) -> bool:
         """Open the pool; False when Postgres is unreachable (the pool then connects lazily)."""
         return await self._db.start()
@@ -268,6 +273,9 @@ class TrackerStore:
                 ends_date_only=r["ends_date_only"],
                 topic_slug=r["topic_slug"],
                 topic_names=r["topic_names"] or {},
+                form_source=r["form_source"],
+                form_requested_at=r["form_requested_at"],
+                form_confirmed_at=r["form_confirmed_at"],
             )
             for r in await conn.fetch(_q("contact_ledger"), contact)
         )

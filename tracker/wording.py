@@ -14,6 +14,7 @@ from typing import Literal
 from mailer.core.consent import valid_until
 from mailer.core.consent_dates import consent_day, end_date_only
 from mailer.core.footer import format_date
+from mailer.forms.wording import subscribed_line
 from tracker.preferences import LedgerRow
 
 Lang = Literal["en", "fr"]
@@ -255,6 +256,13 @@ def _grant_line(row: LedgerRow, lang: Lang, on: str, channel: str, zone: tzinfo)
         until_fr = f" jusqu'au {long_date(end, 'fr', zone, date_only=end_is_date)}"
     to_en = "" if row.channel == "email" else f" to {channel}"
     to_fr = "" if row.channel == "email" else f" ({channel})"
+    if row.kind == "express" and row.form_source and row.channel == "email":
+        # "You subscribed on 7 December 2026 via the form '…' and confirmed by email the same
+        # day": a form's grant says how, with both steps (mailer/forms).
+        return subscribed_line(
+            row.form_source, row.form_requested_at, row.form_confirmed_at, row.obtained_at,
+            lang, zone,
+        )  # fmt: skip
     match row.kind:
         case "express":
             return _say(

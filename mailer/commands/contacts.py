@@ -24,6 +24,7 @@ from mailer.core.evidence import InboundEvidence
 from mailer.core.settings import Settings
 from mailer.core.topics import LANGUAGES as TOPIC_LANGUAGES
 from mailer.core.topics import topic_name
+from mailer.forms.wording import form_history_line
 
 
 async def topics_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,6 +171,11 @@ async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
                 str(row.evidence),
             )
         console.print(ledger)
+        for row in story.ledger:
+            # A sign-up form's grant in plain words, as the preference centre says it.
+            said = form_history_line(row.evidence or {}, row.obtained_at, "en", here)
+            if row.kind == "express" and said is not None:
+                console.print(said, highlight=False, markup=False)
         prefs = Table("preference", "state", "since", title="preferences")
         for topic in story.topics:
             prefs.add_row(

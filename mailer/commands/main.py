@@ -19,7 +19,7 @@ from rich.markup import escape
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.render import TemplateFileError
-from mailer.commands import campaign, compliance, contacts, db, inbound, transactional
+from mailer.commands import campaign, compliance, contacts, db, forms, inbound, transactional
 from mailer.commands.console import Handler, console, err
 from mailer.contacts.csvfile import FileError
 from mailer.core.settings import ConfigError, Settings, load
@@ -42,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     campaign.register(sub)
     inbound.register(sub)
     transactional.register(sub)
+    forms.register(sub)
     trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(
         dest="trk", required=True
     )
-    trk.add_parser("serve", help="serve /o /c /u /p /healthz /metrics until SIGTERM")
+    trk.add_parser("serve", help="serve /o /c /u /p /s /confirm /healthz /metrics until SIGTERM")
 
     dem = sub.add_parser("demo", help="run the product end to end on embedded defaults")
     dem.add_argument("--folder", default=".demo", help="where the demo writes its files")

@@ -207,6 +207,36 @@ class GuardSettings:
 
 
 @dataclass(frozen=True)
+class FormsSettings:
+    """Sign-up forms (mailer/forms): who they name, what evidence they keep, abuse limits."""
+
+    # The business identity every form page and confirmation mail shows (CASL s.6(2)(a)
+    # and its regulations: name, postal address, and one contact method).
+    business_name: str = ""
+    postal_address: str = ""
+    contact: str = ""  # a phone number, an email address or a web address
+    # The transactional template of the confirmation mail (templates/transactional/).
+    confirmation_template: str = "signup_confirmation"
+    # "full": the client's whole IP address is kept with the consent evidence; "prefix": only
+    # its /24 or /48. Full by default: the sender bears the burden of proving consent (CASL
+    # s.13; GDPR art. 7(1)), and the address the request came from is part of that proof.
+    ip_policy: str = "full"
+    # A pending request that is not confirmed is deleted, with its personal data, after this.
+    pending_days: int = 7
+    # At most one confirmation mail per address within this many hours (subscription bombing).
+    mail_interval_hours: float = 24.0
+    # Sign-up requests accepted from one IP prefix (/24, /48) per window, per tracker.
+    ip_prefix_limit: int = 20
+    ip_prefix_window_s: int = 3600
+    # How many prefixes each tracker remembers (bounded memory under a spread-out flood).
+    ip_prefix_tracked: int = 100_000
+    # How long the signed form token of a served form page stays good.
+    form_token_max_age_s: int = 7200
+    # How often the tracker deletes expired pending requests.
+    expiry_interval_s: int = 300
+
+
+@dataclass(frozen=True)
 class ImportSettings:
     default_locale: str = "en"
     locales: tuple[str, ...] = ("en", "fr")
@@ -240,6 +270,7 @@ class Settings:
     inbound: InboundSettings = field(default_factory=InboundSettings)
     guard: GuardSettings = field(default_factory=GuardSettings)
     transactional: TransactionalSettings = field(default_factory=TransactionalSettings)
+    forms: FormsSettings = field(default_factory=FormsSettings)
     # Secrets, filled from the environment or files only.
     token_keys: str | None = field(default=None, repr=False)
     # Read from [sender] dkim_key_file / dkim_ed25519_key_file, RSA first.
@@ -624,6 +655,21 @@ def _validate(s: Settings) -> None:
         (g.min_sample >= 1, "guard.min_sample: must be at least 1"),
         (g.window_hours > 0, "guard.window_hours: must be positive"),
         (g.interval_s > 0, "guard.interval_s: must be positive"),
+    ]
+    f = s.forms
+    checks += [
+        (f.ip_policy in ("full", "prefix"), "forms.ip_policy: expected full or prefix"),
+        (1 <= f.pending_days <= 90, "forms.pending_days: expected 1 to 90"),
+        (f.mail_interval_hours > 0, "forms.mail_interval_hours: must be positive"),
+        (f.ip_prefix_limit >= 1, "forms.ip_prefix_limit: must be at least 1"),
+        (f.ip_prefix_window_s >= 1, "forms.ip_prefix_window_s: must be at least 1"),
+        (f.ip_prefix_tracked >= 100, "forms.ip_prefix_tracked: must be at least 100"),
+        (f.form_token_max_age_s >= 60, "forms.form_token_max_age_s: must be at least 60"),
+        (f.expiry_interval_s >= 1, "forms.expiry_interval_s: must be at least 1"),
+        (
+            bool(f.confirmation_template.strip()),
+            "forms.confirmation_template: must name a transactional template",
+        ),
     ]
     for relay in s.all_relays():
         where = f"relays.{relay.name}" if s.relays else "smtp"

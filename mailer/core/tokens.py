@@ -29,6 +29,10 @@ class Purpose(StrEnum):
     PREFERENCES = "preferences"
     BOUNCE = "bounce"  # VERP return path
     CONFIRM = "confirm"  # re-permission "I agree"
+    # Sign-up forms (mailer/forms): the form token names a form (in the id field) and is
+    # time-limited; the sign-up confirmation token names a pending request.
+    SIGNUP_FORM = "signup_form"
+    SIGNUP_CONFIRM = "signup_confirm"
 
 
 # Wire codes are positions in this tuple: append only, never reorder, or issued tokens change
@@ -40,6 +44,8 @@ _WIRE_PURPOSES: tuple[Purpose, ...] = (
     Purpose.PREFERENCES,
     Purpose.BOUNCE,
     Purpose.CONFIRM,
+    Purpose.SIGNUP_FORM,
+    Purpose.SIGNUP_CONFIRM,
 )
 _PURPOSE_CODES: dict[Purpose, int] = {p: code for code, p in enumerate(_WIRE_PURPOSES)}
 

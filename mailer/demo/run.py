@@ -39,7 +39,7 @@ from mailer.core.spreadsheet import csv_writer
 from mailer.db import connect
 from mailer.db.migrations import migrate
 from mailer.demo import notices as notices_flow
-from mailer.demo import relay
+from mailer.demo import relay, signups
 from mailer.demo.readers import machines, people, read_mailbox
 from mailer.demo.sink import Sink
 from mailer.demo.sink import serve as serve_sink
@@ -238,6 +238,18 @@ def demo_settings(settings: Settings, folder: Path) -> Settings:
             settings.throttle, global_rate=600.0, default_domain_rate=150.0
         ),
         token_keys=settings.token_keys or _token_keys(folder),
+        # The business the sign-up form names (CASL s.6(2)(a)), and the templates of the
+        # confirmation mail wherever the demo is run from.
+        forms=dataclasses.replace(
+            settings.forms,
+            business_name=settings.forms.business_name or "Garage Tremblay Automobiles",
+            postal_address=settings.forms.postal_address
+            or "2450, boulevard Laurier, Québec (Québec)  G1V 2L1, Canada",
+            contact=settings.forms.contact or "+1 418-555-0142",
+        ),
+        transactional=dataclasses.replace(
+            settings.transactional, templates_dir=str(TEMPLATES / "transactional")
+        ),
     )
 
 
@@ -353,13 +365,16 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
 
             console.rule("4. bounces and a mailto unsubscribe, through inbound serve")
             await _inbound(inbound, refused, mailbox, console)
+
+            console.rule("5. a sign-up form: visitors subscribe and confirm by email")
+            await signups.run(pool, settings, run_folder, console)
         finally:
             await runner.cleanup()  # flushes the tracker's event buffer
             await inbound.stop()
             smtp.close()
             await smtp.wait_closed()
 
-        console.rule("5. the report")
+        console.rule("6. the report")
         report_file = run_folder / "report.html"
         await _report(ReportStore(pool), campaign_id, report_file, console)
     elapsed = time.monotonic() - started

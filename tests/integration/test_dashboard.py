@@ -80,6 +80,7 @@ def exercised_tracker() -> Metrics:
     m.optout_seconds.observe(0.004)
     m.preference_changes.labels("topic_off").inc()
     m.database_unavailable.labels("unsubscribe", "503").inc()
+    m.signups.labels("infolettre", "requested").inc()
     return m
 
 

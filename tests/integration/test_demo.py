@@ -75,7 +75,10 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
     # The "parts received" notices went out during the campaign through the transactional
     # lane, one to a person who unsubscribed from marketing: delivered, and the row says why.
     assert len(notices) == 3
-    rows = await conn.fetch("SELECT status, note FROM transactional_messages ORDER BY id")
+    rows = await conn.fetch(
+        "SELECT status, note FROM transactional_messages WHERE template = 'parts_received'"
+        " ORDER BY id"
+    )
     assert [r["status"] for r in rows] == ["sent"] * 3
     assert [r["note"] is not None for r in rows] == [False, False, True]
     assert "unsubscribed from this channel" in rows[2]["note"]
@@ -125,3 +128,12 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
     opens = await conn.fetchval("SELECT count(*) FROM events WHERE kind = 'open'")
     assert found.opens.human_events + found.opens.machine_events == opens
     assert list((tmp_path / "runs").glob("*/report.html"))
+    # The sign-up form: four visitors, three confirmed by email (express grants citing the
+    # form's text), one never did (still pending, until its request expires).
+    grants = await conn.fetch(
+        "SELECT evidence FROM consents WHERE source = 'Site web — infolettre' AND kind = 'express'"
+    )
+    assert len(grants) == 3
+    assert all(json.loads(g["evidence"])["form"]["text_version"] == 1 for g in grants)
+    assert await conn.fetchval("SELECT count(*) FROM signup_requests WHERE state = 'pending'") == 1
+    assert len(list((tmp_path / "runs").glob("*/signup-mail/*.eml"))) == 4

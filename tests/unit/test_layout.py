@@ -27,6 +27,7 @@ ROLES = (
     "optouts",
     "inbound",
     "transactional",
+    "forms",
 )
 
 # Which packages each package may import (besides itself); anything else is a wrong arrow.
@@ -41,6 +42,10 @@ ALLOWED: dict[str, set[str]] = {
     # Inbound mail withdraws consent through the shared opt-out, and the reputation guard
     # pauses campaigns through the campaigns' own lifecycle query.
     "mailer.inbound": {"mailer.core", "mailer.db", "mailer.optouts", "mailer.campaigns"},
+    # Sign-up forms record grants through the shared opt-out's contact lock (one lock for
+    # every consent change of a contact) and queue their confirmation mail on the
+    # transactional lane (issue 18), never behind a campaign.
+    "mailer.forms": {"mailer.core", "mailer.db", "mailer.optouts", "mailer.transactional"},
     # Transactional messages render and lint with the campaigns' machinery, and a commercial
     # one is judged by the contacts' consent rules.
     "mailer.transactional": {"mailer.core", "mailer.db", "mailer.campaigns", "mailer.contacts"},
@@ -55,7 +60,9 @@ ALLOWED: dict[str, set[str]] = {
     "mailer": {"mailer.commands"},  # python -m mailer
     # The tracker's opt-outs are the shared operation inbound's mailto unsubscribe also uses
     # (same ledger rows, same metric); mailer.optouts imports only core and db.
-    "tracker": {"mailer.core", "mailer.db", "mailer.optouts"},
+    # Sign-up forms are hosted by the tracker (the recipient-facing server), which calls the
+    # forms' own operations (request_signup, confirm_signup) so the API can call the same.
+    "tracker": {"mailer.core", "mailer.db", "mailer.optouts", "mailer.forms"},
 }
 # Third-party packages the pure core may use: values and rules, no I/O. aiosmtplib for its
 # exception types only (outcome.py classifies them, in one place); cryptography signs DKIM.
@@ -157,6 +164,7 @@ _SQL_FILES = {
     "mailer/report/store.py": ("mailer.report", "report.sql"),
     "mailer/optouts/store.py": ("mailer.optouts", "optouts.sql"),
     "mailer/inbound/store.py": ("mailer.inbound", "inbound.sql"),
+    "mailer/forms/store.py": ("mailer.forms", "forms.sql"),
     "mailer/db/migrations.py": ("mailer.db", "db.sql"),
 }
 

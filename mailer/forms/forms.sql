@@ -1,0 +1,192 @@
+-- Sign-up forms: their definitions and consent texts (the CLI), and the two
+-- steps of a sign-up (the tracker, later the API). Run by mailer/forms/store.py.
+
+-- ---------------------------------------------------------------- forms
+
+-- name: form_insert
+-- $1 slug … $9 proof_of_work. NULL when the slug is taken (the caller says so).
+INSERT INTO forms (slug, source, topic_ids, locales, double_opt_in, welcome, redirect_url,
+                   origins, proof_of_work)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (slug) DO NOTHING
+RETURNING id
+
+-- name: form_text_add
+-- $1 form, $2 locale, $3 text, $4 sha256. A new version unless the latest one
+-- of that language already says exactly this (editing to the same words is a
+-- no-op, not a version). Serialised per form by the caller's row lock.
+WITH latest AS (
+    SELECT version, sha256 FROM form_texts
+    WHERE form_id = $1 AND locale = $2
+    ORDER BY version DESC LIMIT 1
+)
+INSERT INTO form_texts (form_id, locale, version, text, sha256)
+SELECT $1, $2, coalesce((SELECT version FROM latest), 0) + 1, $3, $4
+WHERE NOT EXISTS (SELECT 1 FROM latest WHERE sha256 = $4)
+RETURNING version
+
+-- name: form_lock
+-- Editing a form's texts takes its row lock, so two edits number their versions in turn.
+SELECT id FROM forms WHERE slug = $1 FOR NO KEY UPDATE
+
+-- name: form_by_slug
+SELECT id, slug, source, topic_ids, locales, double_opt_in, welcome, redirect_url, origins,
+       proof_of_work, disabled_at, created_at
+FROM forms WHERE slug = $1
+
+-- name: forms_all
+SELECT id, slug, source, topic_ids, locales, double_opt_in, welcome, redirect_url, origins,
+       proof_of_work, disabled_at, created_at
+FROM forms ORDER BY slug
+
+-- name: form_texts_latest
+-- $1 form ids. The current text of each form and language.
+SELECT DISTINCT ON (form_id, locale) id, form_id, locale, version, text, sha256, created_at
+FROM form_texts WHERE form_id = ANY($1::bigint[])
+ORDER BY form_id, locale, version DESC
+
+-- name: form_text_history
+SELECT id, form_id, locale, version, text, sha256, created_at
+FROM form_texts WHERE form_id = $1 ORDER BY locale, version
+
+-- name: form_text_by_id
+-- $1 text, $2 form: the version an embedded page showed, only if it is that form's.
+SELECT id, form_id, locale, version, text, sha256, created_at FROM form_texts
+WHERE id = $1 AND form_id = $2
+
+-- name: form_topics
+-- $1 topic ids: the topics a form offers, with their names per language.
+SELECT id, slug, name, names FROM topics WHERE id = ANY($1::bigint[]) ORDER BY name, id
+
+-- name: topics_by_slug
+SELECT id, slug FROM topics WHERE slug = ANY($1::text[])
+
+-- name: form_disable
+UPDATE forms SET disabled_at = coalesce(disabled_at, now()) WHERE slug = $1 RETURNING id
+
+-- name: form_counts
+-- Pending and confirmed requests per form, for `forms list`.
+SELECT form_id, count(*) FILTER (WHERE state = 'pending') AS pending,
+       count(*) FILTER (WHERE state = 'confirmed') AS confirmed
+FROM signup_requests GROUP BY form_id
+
+-- ---------------------------------------------------------------- sign-up
+
+-- name: address_state
+-- $1 email hash, $2 mail interval. What decides a request's fate, read in one
+-- statement: the suppressions that keep this address from any mail (hard
+-- bounce, complaint, erasure, registry, manual: never lifted by a form), its
+-- own unsubscribe (which only a confirmed double opt-in lifts), and whether a
+-- confirmation mail already went to it within the interval.
+SELECT
+    EXISTS (SELECT 1 FROM suppressions s
+            WHERE s.email_hash = $1 AND s.reason <> 'unsubscribe'
+              AND (s.scope = 'global' OR (s.scope = 'channel' AND s.channel = 'email')))
+        AS blocked,
+    EXISTS (SELECT 1 FROM suppressions s
+            WHERE s.email_hash = $1 AND s.reason = 'unsubscribe'
+              AND (s.scope = 'global' OR (s.scope = 'channel' AND s.channel = 'email')))
+        AS unsubscribed,
+    EXISTS (SELECT 1 FROM signup_requests r
+            WHERE r.email_hash = $1 AND r.mailed AND r.requested_at > now() - $2::interval)
+        AS recently_mailed
+
+-- name: request_insert
+-- $1 form … $9 mailed, $10 lifetime. The pending request with the request
+-- step's evidence; its id is what the confirmation token names.
+INSERT INTO signup_requests (form_id, text_id, email_hash, email, name, locale, topic_ids,
+                             evidence, mailed, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + $10::interval)
+RETURNING id, requested_at
+
+-- name: request_unmail
+-- The confirmation mail could not be queued: the request goes, so a retry is not refused
+-- by the per-address limit.
+DELETE FROM signup_requests WHERE id = $1
+
+-- name: request_lock
+-- $1 request. The request being confirmed, locked so a double POST confirms once.
+SELECT r.id, r.form_id, r.text_id, r.email_hash, r.state, r.email, r.name, r.locale,
+       r.topic_ids, r.evidence, r.requested_at, r.expires_at, r.confirmed_at,
+       r.expires_at <= now() AS expired
+FROM signup_requests r WHERE r.id = $1 FOR UPDATE
+
+-- name: request_peek
+-- The same, read only: the confirmation page's GET writes nothing.
+SELECT r.id, r.form_id, r.text_id, r.email_hash, r.state, r.email, r.name, r.locale,
+       r.topic_ids, r.evidence, r.requested_at, r.expires_at, r.confirmed_at,
+       r.expires_at <= now() AS expired
+FROM signup_requests r WHERE r.id = $1
+
+-- name: request_confirmed
+-- The ledger now holds the evidence: the request keeps only the address hash,
+-- its times (the per-address mail limit) and its language (the pages of a
+-- second click) until it expires.
+UPDATE signup_requests
+SET state = 'confirmed', confirmed_at = now(), email = NULL, name = NULL, evidence = NULL
+WHERE id = $1
+
+-- name: contact_upsert
+-- $1 email, $2 hash, $3 name, $4 locale. The contact a confirmed sign-up is
+-- about: created if new; an existing contact keeps its name unless it had none.
+-- Locked like every consent change of a contact (contact_lock in optouts.sql).
+WITH added AS (
+    INSERT INTO contacts (email, email_hash, name, locale) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (email) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM added
+UNION ALL
+SELECT id FROM contacts WHERE email = $1
+LIMIT 1
+
+-- name: contact_name_fill
+UPDATE contacts SET name = $2::text, updated_at = now()
+WHERE id = $1 AND name IS NULL AND $2::text IS NOT NULL
+
+-- name: signup_grant
+-- $1 contact, $2 hash, $3 source, $4 evidence, $5 topic ids. The express grant
+-- on email with the evidence of both steps; the person's own unsubscribe
+-- suppressions (email, everything, the chosen topics) are lifted, nothing
+-- else (a hard bounce or complaint was refused before). The chosen topics are
+-- subscribed, each with its ledger row. Returns the grant's id.
+WITH lifted AS (
+    DELETE FROM suppressions s
+    WHERE s.email_hash = $2 AND s.reason = 'unsubscribe'
+      AND (s.scope = 'global' OR (s.scope = 'channel' AND s.channel = 'email')
+           OR (s.scope = 'topic' AND s.topic_id = ANY($5::bigint[])))
+    RETURNING 1
+), channel AS (
+    INSERT INTO contact_channels (contact_id, channel, enabled) VALUES ($1, 'email', true)
+    ON CONFLICT (contact_id, channel) DO UPDATE SET enabled = true, updated_at = now()
+        WHERE NOT contact_channels.enabled
+    RETURNING 1
+), topics AS (
+    INSERT INTO contact_topics (contact_id, topic_id, subscribed, source)
+    SELECT $1, t, true, $3 FROM unnest($5::bigint[]) AS t
+    ON CONFLICT (contact_id, topic_id) DO UPDATE
+        SET subscribed = true, source = EXCLUDED.source, updated_at = now()
+    RETURNING 1
+), topic_rows AS (
+    INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtained_at,
+                          evidence)
+    SELECT $1, 'email', 'grant', NULL, t, $3, now(), $4::jsonb FROM unnest($5::bigint[]) AS t
+    RETURNING 1
+)
+INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtained_at, evidence)
+VALUES ($1, 'email', 'grant', 'express', NULL, $3, now(), $4::jsonb)
+RETURNING id
+
+-- name: requests_expire
+-- Pending requests past their time go with their personal data (GDPR art.
+-- 5(1)(e)); confirmed ones hold only a hash and go too. One statement per
+-- sweep, bounded so a backlog cannot hold a long transaction.
+WITH gone AS (
+    DELETE FROM signup_requests
+    WHERE id IN (SELECT id FROM signup_requests WHERE expires_at <= now()
+                 ORDER BY expires_at LIMIT $1)
+    RETURNING form_id, state
+)
+SELECT f.slug, count(*) FILTER (WHERE g.state = 'pending') AS expired
+FROM gone g JOIN forms f ON f.id = g.form_id
+GROUP BY f.slug
