@@ -32,7 +32,9 @@ async def test_a_created_key_is_printed_once_and_only_its_hash_is_stored(
     assert list(row["scopes"]) == ["contacts:read", "contacts:write"]
 
     code, out = await run_cli(monkeypatch, db_url, "api-keys", "list")
-    assert code == 0 and row["prefix"] in out and "active" in out
+    assert code == 0
+    assert row["prefix"] in out
+    assert "active" in out
     assert found.group(0) not in out
 
 
@@ -56,7 +58,9 @@ async def test_revoke_and_expire_change_the_listed_state_and_are_logged(
     assert (await run_cli(monkeypatch, db_url, "api-keys", "revoke", "one"))[0] == 0
     assert (await run_cli(monkeypatch, db_url, "api-keys", "expire", "two"))[0] == 0
     code, out = await run_cli(monkeypatch, db_url, "api-keys", "list")
-    assert "revoked" in out and "expired" in out and "active" not in out
+    assert "revoked" in out
+    assert "expired" in out
+    assert "active" not in out
     actions = [r[0] for r in await conn.fetch("SELECT action FROM operator_log ORDER BY id")]
     assert actions == [
         "api_key.create",
@@ -65,7 +69,8 @@ async def test_revoke_and_expire_change_the_listed_state_and_are_logged(
         "api_key.expire",
     ]
     code, out = await run_cli(monkeypatch, db_url, "api-keys", "revoke", "nobody")
-    assert code == 2 and "no active key" in out
+    assert code == 2
+    assert "no active key" in out
 
 
 async def test_the_operator_log_is_append_only(stores: Stores, conn: asyncpg.Connection) -> None:
