@@ -23,7 +23,7 @@ class Remembered:
 
     request_hash: bytes
     status: int | None
-    body: Any
+    body: str | None  # the JSON text answered
 
 
 class ApiStore:
@@ -77,7 +77,7 @@ class ApiStore:
 
     @staticmethod
     async def idempotency_save(
-        conn: Conn, key_id: int, idem_key: str, status: int, body: Any
+        conn: Conn, key_id: int, idem_key: str, status: int, body: str
     ) -> None:
         await conn.execute(Q("idempotency_save"), key_id, idem_key, status, body)
 

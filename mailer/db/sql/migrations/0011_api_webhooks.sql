@@ -50,7 +50,7 @@ CREATE TABLE api_idempotency (
     idem_key     text NOT NULL,
     request_hash bytea NOT NULL,
     status       integer,
-    body         jsonb,
+    body         text,          -- the answer as sent (replayed byte for byte)
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (key_id, idem_key)
 );
