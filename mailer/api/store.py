@@ -15,6 +15,8 @@ from mailer.db import Queries, affected
 
 Q = Queries("mailer.api", "api.sql")
 Conn = asyncpg.Connection | PoolConnectionProxy
+# The connection of an API write's transaction (a pooled one).
+WriteConn = PoolConnectionProxy
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,16 +10,15 @@ from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
-from asyncpg.pool import PoolConnectionProxy
 
 from mailer.api.keys import ApiKey
 from mailer.api.problems import Problem
-from mailer.api.store import ApiStore
+from mailer.api.store import ApiStore, WriteConn
 from mailer.compliance.store import log_operator_action
 from mailer.db import Pool
 
 # The connection of a write's transaction, and the work done on it: (status, body, object id).
-Conn = PoolConnectionProxy
+Conn = WriteConn
 Work = Callable[[Conn], Awaitable[tuple[int, Any, str | None]]]
 
 

@@ -29,6 +29,8 @@ from mailer.core.consent import (
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.contacts", "contacts.sql")
+# A pooled connection whose transaction a caller holds (the API's write transaction).
+Conn = PoolConnectionProxy
 # pg_advisory_xact_lock key of the contact import ("import" in ASCII).
 IMPORT_LOCK_KEY = 0x696D706F7274
 

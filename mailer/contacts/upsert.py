@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from asyncpg.pool import PoolConnectionProxy
-
 from mailer.contacts.batches import Tally, chunks
 from mailer.contacts.cells import RowError
 from mailer.contacts.csvfile import COLUMN_ORDER, ContactRow, Defaults, Rejected
 from mailer.contacts.csvfile import _RowParser as RowParser  # the CSV's own row rules
-from mailer.contacts.store import ContactStore, ImportResult
+from mailer.contacts.store import Conn, ContactStore, ImportResult
 
 # Where a parser complaint ("consent_date: …") points in a JSON item.
 _FIELD = {
@@ -121,7 +119,7 @@ async def upsert_contacts(
     *,
     origin: str,
     default_locale: str,
-    conn: PoolConnectionProxy | None = None,
+    conn: Conn | None = None,
 ) -> ImportResult:
     """Create or update contacts with their consents and topics, all or nothing.
 
