@@ -27,6 +27,7 @@ from mailer.commands import (
     db,
     inbound,
     optouts,
+    transactional,
     webhooks,
 )
 from mailer.commands.console import Handler, console, err
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     inbound.register(sub)
     api.register(sub)
     webhooks.register(sub)
+    transactional.register(sub)
     trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(
         dest="trk", required=True
     )

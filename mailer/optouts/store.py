@@ -32,6 +32,7 @@ class Withdrawal:
     source: str  # the ledger's source: one-click, unsubscribe page, mailto, complaint…
     evidence: Mapping[str, Any]  # CASL s.13: how we know the person asked
     # The message the person answered; None for an opt-out told by another system (API).
+    # campaign_id None also: from a transactional message (no campaign).
     delivery_id: int | None = None
     campaign_id: int | None = None
 
