@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from mailer.api import admin, campaigns, contacts
+from mailer.api import admin, campaigns, contacts, transactional
 from mailer.api.auth import RateLimiter, authenticate, require
 from mailer.api.context import DISPATCHER, KEY, KEYS, LIMITER, POOL, SETTINGS
 from mailer.api.contract import document, document_text
@@ -170,6 +170,7 @@ def create_app(settings: Settings, *, dispatch_webhooks: bool | None = None) -> 
             *contacts.routes(),
             *campaigns.routes(),
             *admin.routes(),
+            *transactional.routes(),
         ]
     )
     return app
