@@ -4,6 +4,10 @@ CLI's results for the same operation; every exchange validated against the docum
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,7 +25,7 @@ PARTS = {"order": "BC-1", "part": "Brake pads", "vehicle": "Toyota RAV4"}
 
 async def test_pause_resume_and_cancel_through_the_api_match_the_cli_and_are_logged(
     settings: Settings, stores: Stores, conn: asyncpg.Connection,
-    monkeypatch: pytest.MonkeyPatch, db_url: str,
+    monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path,
 ) -> None:  # fmt: skip
     await sample_campaign(stores)
     key = await make_key(settings, "campaigns:read", "campaigns:send")
@@ -50,6 +54,16 @@ async def test_pause_resume_and_cancel_through_the_api_match_the_cli_and_are_log
         assert missing.status == 404
     log = [r["action"] for r in await conn.fetch("SELECT action FROM operator_log ORDER BY id")]
     assert log == ["campaign.pause", "campaign.cancel"]
+    # The auditor's export carries who did it, from the append-only operator log.
+    bundle_path = tmp_path / "audit.zip"
+    code, printed = await run_cli(
+        monkeypatch, db_url, "audit", "export", "--campaign", slug, "--out", str(bundle_path)
+    )
+    assert code == 0, printed
+    with zipfile.ZipFile(bundle_path) as bundle:
+        rows = list(csv.DictReader(io.StringIO(bundle.read(f"{slug}-operator-log.csv").decode())))
+    assert [r["action"] for r in rows] == ["campaign.cancel", "campaign.pause"]
+    assert rows[0]["actor_kind"] == "api_key"
 
 
 async def test_suppressions_are_added_all_or_nothing_and_checked_like_the_cli_shows(
