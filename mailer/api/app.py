@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from mailer.api import admin, campaigns, contacts, transactional
 from mailer.api.auth import RateLimiter, authenticate, require
 from mailer.api.context import DISPATCHER, KEY, KEYS, LIMITER, POOL, SETTINGS
-from mailer.api.contract import document, document_text
+from mailer.api.contract import document, document_text, warm
 from mailer.api.problems import Problem
 from mailer.api.store import ApiStore
 from mailer.core.settings import Settings
@@ -141,6 +141,7 @@ def create_app(settings: Settings, *, dispatch_webhooks: bool | None = None) -> 
     )
 
     async def database(app: web.Application) -> AsyncIterator[None]:
+        warm()
         db = settings.database
         async with connect(db.url, min_size=db.pool_min, max_size=db.pool_max) as pool:
             app[POOL] = pool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ async def upsert(request: web.Request) -> web.Response:
     if len(items) > settings.api.max_batch:
         raise Problem(413, f"at most {settings.api.max_batch} contacts per request (api.max_batch)")
     store = ContactStore(request.app[POOL])
+    body_sha256 = hashlib.sha256(await request.read()).digest()
     # Evidence per item goes to the operator log (the ledger rows name the item as the
     # import's line: import id + line lead from a grant to its proof).
     evidence = {
@@ -49,6 +51,7 @@ async def upsert(request: web.Request) -> web.Response:
                 origin=f"api:{key.prefix}",
                 default_locale=settings.imports.default_locale,
                 conn=conn,
+                body_sha256=body_sha256,
             )
         except ItemsRejected as exc:
             raise _rejected(exc) from None

@@ -3,6 +3,11 @@
 Request bodies are checked against the document's own schemas (JSON Schema 2020-12, as
 OpenAPI 3.1 uses), so the contract the tests hold true is the one requests are held to:
 each violation becomes a problem+json error with the JSON pointer of the field.
+
+Two validators of the same schema: fastjsonschema's compiled code first (measured ~8 ms
+for a batch of 1,000 contacts, against ~200 ms for jsonschema, which was most of the
+request's time), and jsonschema, the reference, only for a body the first refuses, to
+list every error with its path.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -43,8 +49,41 @@ def _validator(schema_name: str) -> Draft202012Validator:
     )
 
 
+def _inline(schema: Any) -> Any:
+    """The schema with every local $ref replaced by its target (ours have no cycles)."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inline(document()["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
+        return {k: _inline(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_inline(v) for v in schema]
+    return schema
+
+
+@cache
+def _fast(schema_name: str) -> Any:
+    # No defaults filled in (the body is not changed) and no format checks: an address is
+    # judged by mailer.core.addresses, as in a CSV import.
+    schema = _inline(document()["components"]["schemas"][schema_name])
+    return fastjsonschema.compile(schema, use_default=False, use_formats=False)
+
+
+def warm() -> None:
+    """Compile every request body's validator now (~1 s), not on its first request."""
+    for name in document()["components"]["schemas"]:
+        if name.endswith("In") or name in ("ContactBatch", "ConsentChange"):
+            _fast(name)
+            _validator(name)
+
+
 def check(schema_name: str, body: Any) -> None:
     """Raise a 422 naming every field of `body` that breaks the schema (up to 50)."""
+    try:
+        _fast(schema_name)(body)
+    except fastjsonschema.JsonSchemaException:
+        pass  # the reference validator lists what is wrong, below
+    else:
+        return
     errors = []
     for error in _validator(schema_name).iter_errors(body):
         path = list(error.absolute_path)

@@ -22,6 +22,12 @@ from mailer.contacts.csvfile import COLUMN_ORDER, ContactRow, Defaults, Rejected
 from mailer.contacts.csvfile import _RowParser as RowParser  # the CSV's own row rules
 from mailer.contacts.store import Conn, ContactStore, ImportResult
 
+_NONE: Mapping[str, Any] = {}
+assert COLUMN_ORDER == (
+    "email", "name", "locale", "consent", "consent_source", "consent_date", "consent_ends",
+    "channel", "topics", "last_activity", "tracking",
+)  # fmt: skip  # _cells lists them in this order
+
 # Where a parser complaint ("consent_date: …") points in a JSON item.
 _FIELD = {
     "email": "/email",
@@ -66,24 +72,25 @@ def _cell(value: Any) -> str:
 
 
 def _cells(item: Mapping[str, Any], attr_keys: Sequence[str]) -> list[str]:
-    consent = item.get("consent") or {}
-    attributes = item.get("attributes") or {}
-    by_column = {
-        "email": item.get("email"),
-        "name": item.get("name"),
-        "locale": item.get("locale"),
-        "consent": consent.get("kind"),
-        "consent_source": consent.get("source"),
-        "consent_date": consent.get("obtained_at"),
-        "consent_ends": consent.get("ends_at"),
-        "channel": consent.get("channel"),
-        "topics": item.get("topics"),
-        "last_activity": item.get("last_activity"),
-        "tracking": item.get("tracking"),
-    }
-    return [_cell(by_column[c]) for c in COLUMN_ORDER] + [
-        _cell(attributes.get(k)) for k in attr_keys
+    """The item as a CSV line's cells, in COLUMN_ORDER (strings pass as they are)."""
+    get = item.get
+    consent = get("consent") or _NONE
+    attributes = get("attributes") or _NONE
+    values = [
+        get("email"),
+        get("name"),
+        get("locale"),
+        consent.get("kind"),
+        consent.get("source"),
+        consent.get("obtained_at"),
+        consent.get("ends_at"),
+        consent.get("channel"),
+        get("topics"),
+        get("last_activity"),
+        get("tracking"),
+        *(attributes.get(k) for k in attr_keys),
     ]
+    return [v if type(v) is str else _cell(v) for v in values]
 
 
 def _pointer(message: str) -> tuple[str, str]:
@@ -120,6 +127,7 @@ async def upsert_contacts(
     origin: str,
     default_locale: str,
     conn: Conn | None = None,
+    body_sha256: bytes | None = None,
 ) -> ImportResult:
     """Create or update contacts with their consents and topics, all or nothing.
 
@@ -134,7 +142,11 @@ async def upsert_contacts(
     def refused(row: Rejected) -> None:  # pragma: no cover - every row parsed above
         raise AssertionError(row)
 
-    digest = hashlib.sha256(json.dumps(list(items), sort_keys=True, default=str).encode())
+    # What the import record keeps as the "file's" hash: the request body's, if given.
+    digest = (
+        body_sha256
+        or hashlib.sha256(json.dumps(list(items), sort_keys=True, default=str).encode()).digest()
+    )
     async with store.contact_import(
         file_name=origin, default_locale=default_locale, conn=conn
     ) as session:
@@ -145,7 +157,7 @@ async def upsert_contacts(
         return await session.finish(
             valid=len(rows),
             rejected=0,
-            file_sha256=digest.digest(),
+            file_sha256=digest,
             encoding="json",
             delimiter="",
         )
