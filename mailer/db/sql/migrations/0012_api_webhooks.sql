@@ -99,9 +99,10 @@ CREATE TABLE webhook_deliveries (
     delivered_at timestamptz,
     PRIMARY KEY (endpoint_id, event_id)
 );
--- The dispatcher's claim: due rows in event order; the per-key "no earlier
--- pending event" probe.
-CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_at, event_id)
+-- The dispatcher's claim walks pending rows in event order and stops at its
+-- batch size (not a sort of the whole backlog); the per-key "no earlier pending
+-- event" probe.
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (event_id)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_key_idx ON webhook_deliveries (endpoint_id, order_key, event_id)
     WHERE status = 'pending';
