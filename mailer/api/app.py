@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from mailer.api import admin, campaigns, contacts, transactional
 from mailer.api.auth import RateLimiter, authenticate, require
-from mailer.api.context import DISPATCHER, KEY, KEYS, LIMITER, POOL, SETTINGS
+from mailer.api.context import BACKGROUND, KEY, KEYS, LIMITER, POOL, SETTINGS
 from mailer.api.contract import document, document_text, warm
 from mailer.api.problems import Problem
 from mailer.api.store import ApiStore
@@ -125,6 +125,14 @@ async def metrics_page(request: web.Request) -> web.Response:
     )
 
 
+async def _purge_idempotency(keys: ApiStore, stop: asyncio.Event) -> None:
+    """Idempotency records older than a day go, hourly (api.sql: idempotency_purge)."""
+    while not stop.is_set():
+        await keys.idempotency_purge()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 3600)
+
+
 def create_app(settings: Settings, *, dispatch_webhooks: bool | None = None) -> web.Application:
     """The API on `settings`; the webhook dispatcher too unless told otherwise."""
     app = web.Application(
@@ -148,21 +156,26 @@ def create_app(settings: Settings, *, dispatch_webhooks: bool | None = None) -> 
             app[KEYS] = ApiStore(pool)
             yield
 
-    async def dispatcher(app: web.Application) -> AsyncIterator[None]:
+    async def background(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        metrics = WebhookMetrics(registry)
-        task = asyncio.create_task(
-            dispatch(WebhookStore(app[POOL]), settings.webhooks, metrics, stop)
-        )
-        app[DISPATCHER] = task
+        tasks = [asyncio.create_task(_purge_idempotency(app[KEYS], stop), name="purge")]
+        if run_dispatcher:
+            webhooks = WebhookStore(app[POOL])
+            metrics = WebhookMetrics(registry)
+            tasks.append(
+                asyncio.create_task(
+                    dispatch(webhooks, settings.webhooks, metrics, stop), name="dispatcher"
+                )
+            )
+        app[BACKGROUND] = tasks
         yield
-        stop.set()  # finish the batch in hand, then stop
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()  # the dispatcher finishes the batch in hand, then stops
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     app.cleanup_ctx.append(database)
-    if run_dispatcher:
-        app.cleanup_ctx.append(dispatcher)
+    app.cleanup_ctx.append(background)
     app.add_routes(
         [
             web.get("/api/v1/openapi.json", openapi, name="openapi"),

@@ -21,7 +21,9 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", Pool)
 KEYS = web.AppKey("keys", ApiStore)
 LIMITER = web.AppKey("limiter", RateLimiter)
-DISPATCHER = web.AppKey("dispatcher", asyncio.Task[None])
+# The app's background tasks (webhook dispatcher, idempotency purge): `api serve` stops
+# when one of them ends, instead of running on without it.
+BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 KEY = web.RequestKey("api_key", ApiKey)
 
 

@@ -103,7 +103,7 @@ async def api_serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from mailer.api.app import create_app  # aiohttp's app only for the server
-    from mailer.api.context import DISPATCHER
+    from mailer.api.context import BACKGROUND
 
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
@@ -115,16 +115,14 @@ async def api_serve(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"api serving on http://{host}:{port}/api/v1/openapi.json")
         with stop_on_signals(stop, err):
             stopping = asyncio.ensure_future(stop.wait())
-            watched: list[asyncio.Future[Any]] = [stopping]
-            dispatcher = app.get(DISPATCHER)
-            if dispatcher is not None:
-                watched.append(dispatcher)
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            tasks = app[BACKGROUND]
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
-        if dispatcher is not None and dispatcher.done() and not stop.is_set():
-            why = "cancelled" if dispatcher.cancelled() else repr(dispatcher.exception())
-            err.print(f"[red]error:[/] the webhook dispatcher stopped ({why}); shutting down")
-            return 1
+        for task in tasks:
+            if task.done() and not stop.is_set():
+                why = "cancelled" if task.cancelled() else repr(task.exception())
+                err.print(f"[red]error:[/] background task {task.get_name()} stopped ({why})")
+                return 1
         return 0
     finally:
         await runner.cleanup()
