@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import signal
 import socket
@@ -41,6 +40,7 @@ from bench.scratch import create_database, drop_database, server_dsn  # noqa: E4
 from mailer.api.store import ApiStore  # noqa: E402
 from mailer.contacts import imports  # noqa: E402
 from mailer.contacts.csvfile import Defaults  # noqa: E402
+from mailer.core.spreadsheet import csv_writer  # noqa: E402
 from mailer.db import connect  # noqa: E402
 from mailer.optouts.rules import DIGITAL  # noqa: E402
 from mailer.optouts.store import OptOutStore, Withdrawal  # noqa: E402
@@ -74,7 +74,7 @@ def free_port() -> int:
 async def csv_import(url: str, rows: list[dict[str, Any]], folder: Path) -> float:
     path = folder / "bench-api.csv"
     with path.open("w", encoding="utf-8", newline="") as f:
-        out = csv.writer(f)
+        out = csv_writer(f)
         out.writerow(["email", "name", "locale", "consent", "consent_source", "consent_date"])
         for r in rows:
             c = r["consent"]
