@@ -81,6 +81,7 @@ async def test_a_bounded_fuzz_run_finds_no_server_error_and_nothing_outside_the_
             "--report-dir", str(tmp_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},
+            cwd=tmp_path,  # its crash cache (.schemathesis/) stays out of the checkout
         )  # fmt: skip
         out, _ = await proc.communicate()
     finally:
