@@ -19,7 +19,18 @@ from rich.markup import escape
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.render import TemplateFileError
-from mailer.commands import campaign, compliance, contacts, db, forms, inbound, transactional
+from mailer.commands import (
+    api,
+    campaign,
+    compliance,
+    contacts,
+    db,
+    forms,
+    inbound,
+    optouts,
+    transactional,
+    webhooks,
+)
 from mailer.commands.console import Handler, console, err
 from mailer.contacts.csvfile import FileError
 from mailer.core.settings import ConfigError, Settings, load
@@ -39,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     db.register(sub)
     contacts_group = contacts.register(sub)
     compliance.register(sub, contacts_group)
+    optouts.register(contacts_group)
     campaign.register(sub)
     inbound.register(sub)
+    api.register(sub)
+    webhooks.register(sub)
     transactional.register(sub)
     forms.register(sub)
     trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(

@@ -446,3 +446,12 @@ SELECT c.id, c.email, c.name, c.locale, c.attributes, c.last_activity_at, c.eras
                  FROM suppressions s WHERE s.email_hash = c.email_hash), '[]') AS suppressions
 FROM contacts c WHERE c.email = $1
 
+
+-- name: contacts_page
+-- The API's contact list: keyset on the id ($1: the last id of the previous
+-- page), never OFFSET, so page 1,000 costs what page 1 does.
+SELECT id, email, name, locale, created_at
+FROM contacts
+WHERE id > $1 AND erased_at IS NULL
+ORDER BY id
+LIMIT $2

@@ -31,8 +31,10 @@ class Withdrawal:
     topic_ids: Collection[int]
     source: str  # the ledger's source: one-click, unsubscribe page, mailto, complaint…
     evidence: Mapping[str, Any]  # CASL s.13: how we know the person asked
-    delivery_id: int
-    campaign_id: int | None  # None: from a transactional message (no campaign)
+    # The message the person answered; None for an opt-out told by another system (API).
+    # campaign_id None also: from a transactional message (no campaign).
+    delivery_id: int | None = None
+    campaign_id: int | None = None
 
 
 class OptOutStore:
@@ -47,7 +49,7 @@ class OptOutStore:
     @staticmethod
     async def withdraw(conn: Conn, email_hash: bytes, w: Withdrawal) -> int:
         """Append the withdraw rows, suppressions and switch changes; how many rows changed."""
-        detail = {"delivery_id": w.delivery_id, "campaign_id": w.campaign_id}
+        detail: dict[str, Any] = {"delivery_id": w.delivery_id, "campaign_id": w.campaign_id}
         changed = 0
         if w.channels:
             changed += await conn.fetchval(
@@ -69,7 +71,30 @@ class OptOutStore:
                 dict(w.evidence),
                 detail,
             )
+        if changed:
+            # The webhooks' contact.unsubscribed, in this transaction (written only while an
+            # endpoint subscribes to it): the other systems' cue to stop too.
+            what = {
+                "channels": sorted(w.channels),
+                "topic_ids": sorted(w.topic_ids),
+                "source": w.source,
+                "delivery_id": w.delivery_id,
+            }
+            await conn.fetchval(Q("outbox_unsubscribed"), w.contact_id, w.campaign_id, what)
         return int(changed)
+
+    @staticmethod
+    async def contact_by_email(conn: Conn, email: str) -> int | None:
+        """The live contact with this (normalised) address."""
+        found = await conn.fetchval(Q("contact_by_email"), email)
+        return None if found is None else int(found)
+
+    @staticmethod
+    async def topic_ids(conn: Conn, slugs: Collection[str]) -> dict[str, int]:
+        """The ids of the topics named (unknown slugs are absent)."""
+        return {
+            r["slug"]: int(r["id"]) for r in await conn.fetch(Q("topic_ids_by_slug"), list(slugs))
+        }
 
     @classmethod
     async def opt_out(cls, conn: Conn, w: Withdrawal) -> bool | None:

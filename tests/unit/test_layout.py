@@ -26,6 +26,8 @@ ROLES = (
     "report",
     "optouts",
     "inbound",
+    "webhooks",
+    "api",
     "transactional",
     "forms",
 )
@@ -54,6 +56,22 @@ ALLOWED: dict[str, set[str]] = {
     "mailer.send": {"mailer.core", "mailer.db", "mailer.campaigns", "mailer.transactional"},
     # The archive reproduces campaigns' messages; the audit names the campaign.
     "mailer.compliance": {"mailer.core", "mailer.db", "mailer.campaigns"},
+    # Outgoing webhooks: the outbox is written by triggers and by the roles' own SQL; the
+    # dispatcher reads it and the contact it names.
+    "mailer.webhooks": {"mailer.core", "mailer.db"},
+    # The operator API is a face of the roles' operations (one implementation under the
+    # CLI, the API and the console), and logs every write in the compliance operator log.
+    "mailer.api": {
+        "mailer.core",
+        "mailer.db",
+        "mailer.contacts",
+        "mailer.campaigns",
+        "mailer.optouts",
+        "mailer.compliance",
+        "mailer.report",
+        "mailer.webhooks",
+        "mailer.transactional",
+    },
     "mailer.commands": {"mailer.core", "mailer.db", *(f"mailer.{r}" for r in ROLES)}
     | {"mailer.demo", "tracker"},
     "mailer.demo": {"mailer.core", "mailer.db", *(f"mailer.{r}" for r in ROLES), "tracker"},
@@ -165,6 +183,8 @@ _SQL_FILES = {
     "mailer/optouts/store.py": ("mailer.optouts", "optouts.sql"),
     "mailer/inbound/store.py": ("mailer.inbound", "inbound.sql"),
     "mailer/forms/store.py": ("mailer.forms", "forms.sql"),
+    "mailer/api/store.py": ("mailer.api", "api.sql"),
+    "mailer/webhooks/store.py": ("mailer.webhooks", "webhooks.sql"),
     "mailer/db/migrations.py": ("mailer.db", "db.sql"),
 }
 
