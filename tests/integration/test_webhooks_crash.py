@@ -77,5 +77,6 @@ async def test_kill_9_mid_delivery_loses_nothing_and_keeps_each_contacts_order(
             seen.add(msg_id)
             firsts[payload["data"]["contact"]["id"]].append(int(msg_id.removeprefix("evt_")))
     assert all(ids == sorted(ids) for ids in firsts.values())
-    # Some events really were delivered twice (the kills hit in-flight batches).
-    assert len(receiver.received) > total
+    # Duplicates are allowed (at least once), not required: whether a kill lands while a
+    # request is in flight depends on the machine's speed.
+    print(f"\n{total} events, {len(receiver.received) - total} delivered twice after 3 kills")
