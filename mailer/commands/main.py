@@ -19,7 +19,7 @@ from rich.markup import escape
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.render import TemplateFileError
-from mailer.commands import campaign, compliance, contacts, db, inbound
+from mailer.commands import campaign, compliance, contacts, db, inbound, operators
 from mailer.commands.console import Handler, console, err
 from mailer.contacts.csvfile import FileError
 from mailer.core.settings import ConfigError, Settings, load
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     compliance.register(sub, contacts_group)
     campaign.register(sub)
     inbound.register(sub)
+    operators.register(sub)
     trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(
         dest="trk", required=True
     )
@@ -75,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tracker import app as tracker_app
 
         tracker_app.serve(settings)  # its own event loop (uvloop when installed)
+        return 0
+    if args.command == "console":
+        from mailer.console import app as console_app
+
+        console_app.serve(settings)  # aiohttp's run_app: its own loop, SIGTERM/SIGINT
         return 0
     handler: Handler = args.handler
     try:
