@@ -19,7 +19,16 @@ from rich.markup import escape
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.render import TemplateFileError
-from mailer.commands import campaign, compliance, contacts, db, inbound, operators
+from mailer.commands import (
+    api,
+    campaign,
+    compliance,
+    contacts,
+    db,
+    inbound,
+    operators,
+    webhooks,
+)
 from mailer.commands.console import Handler, console, err
 from mailer.contacts.csvfile import FileError
 from mailer.core.settings import ConfigError, Settings, load
@@ -41,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     compliance.register(sub, contacts_group)
     campaign.register(sub)
     inbound.register(sub)
+    api.register(sub)
+    webhooks.register(sub)
     operators.register(sub)
     trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(
         dest="trk", required=True

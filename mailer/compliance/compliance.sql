@@ -364,3 +364,22 @@ WHERE d.campaign_id = $1
   -- without it no index covers a whole campaign and deliveries is read whole.
   AND (d.status IN ('queued', 'deferred') OR d.status NOT IN ('queued', 'deferred'))
 ORDER BY d.id
+
+-- name: operator_log_insert
+-- One write by an API key or a console operator, in the transaction of the
+-- write itself (the log and the change commit together, or neither).
+INSERT INTO operator_log (actor_kind, actor_id, action, object_kind, object_id, detail)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+RETURNING id, at
+
+-- name: operator_log_page
+-- Newest first, by keyset on the id (no OFFSET: the log only grows); $1 the
+-- id to go below (NULL: from the newest), $2 page size, $3/$4 an optional
+-- object filter.
+SELECT id, at, actor_kind, actor_id, action, object_kind, object_id, detail
+FROM operator_log
+WHERE ($1::bigint IS NULL OR id < $1)
+  AND ($3::text IS NULL OR object_kind = $3)
+  AND ($4::text IS NULL OR object_id = $4)
+ORDER BY id DESC
+LIMIT $2

@@ -2,15 +2,59 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.compliance", "compliance.sql")
+
+ActorKind = Literal["api_key", "operator"]
+# A pool (the write is the log line alone) or the connection whose transaction
+# holds the write being logged (the usual case: both commit, or neither).
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    """One line of the append-only operator log."""
+
+    id: int
+    at: datetime
+    actor_kind: str
+    actor_id: str
+    action: str
+    object_kind: str | None
+    object_id: str | None
+    detail: dict[str, Any]
+
+
+async def log_operator_action(
+    conn: Executor,
+    actor_kind: ActorKind,
+    actor_id: str,
+    action: str,
+    object_kind: str | None = None,
+    object_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> int:
+    """Append one write to the operator log, on `conn` (in its transaction); the line's id."""
+    row = await conn.fetchrow(
+        Q("operator_log_insert"),
+        actor_kind,
+        actor_id,
+        action,
+        object_kind,
+        object_id,
+        dict(detail or {}),
+    )
+    assert row is not None  # INSERT … RETURNING
+    return int(row["id"])
 
 
 class ComplianceStore:
@@ -194,3 +238,29 @@ class ComplianceStore:
         out = dict(row)
         out["violating"] = list(out["violating"])
         return out
+
+    async def log_operator_action(
+        self,
+        actor_kind: ActorKind,
+        actor_id: str,
+        action: str,
+        object_kind: str | None = None,
+        object_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append one write to the operator log on its own (no other change to commit with)."""
+        return await log_operator_action(
+            self.pool, actor_kind, actor_id, action, object_kind, object_id, detail
+        )
+
+    async def operator_log(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 50,
+        object_kind: str | None = None,
+        object_id: str | None = None,
+    ) -> list[OperatorAction]:
+        """The operator log, newest first, a keyset page below id `before`."""
+        rows = await self.pool.fetch(Q("operator_log_page"), before, limit, object_kind, object_id)
+        return [OperatorAction(**{**dict(r), "detail": dict(r["detail"])}) for r in rows]

@@ -229,6 +229,32 @@ class ImportSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The operator HTTP API (`mailer api serve`)."""
+
+    # Loopback by default: the API is for the business's own systems, behind a proxy.
+    host: str = "127.0.0.1"
+    port: int = 8081
+    rate_per_key: float = 50.0  # requests per second per key (token bucket), then 429
+    rate_burst: int = 100
+    max_batch: int = 1000  # contacts per upsert request
+    max_body_mb: int = 8
+    dispatch_webhooks: bool = True  # run the webhook dispatcher inside `api serve`
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Outgoing webhooks: timeouts, retries (Standard Webhooks: retry for days)."""
+
+    timeout_s: float = 10.0
+    retry_base_s: float = 5.0  # first retry after ~this, doubling each time, with jitter
+    retry_max_s: float = 3600.0  # longest wait between two attempts
+    retry_hours: float = 72.0  # then the event fails and its endpoint is disabled
+    batch_size: int = 100  # deliveries claimed at once (one per contact)
+    poll_s: float = 1.0  # longest sleep without a NOTIFY
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     smtp: RelaySettings = field(default_factory=RelaySettings)
@@ -241,6 +267,8 @@ class Settings:
     imports: ImportSettings = field(default_factory=ImportSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
     guard: GuardSettings = field(default_factory=GuardSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     # Secrets, filled from the environment or files only.
     token_keys: str | None = field(default=None, repr=False)
@@ -556,6 +584,20 @@ def _validate(s: Settings) -> None:
         (s.engine.lease_seconds >= 10, "engine.lease_seconds: must be at least 10"),
         (s.engine.retry_deadline_hours > 0, "engine.retry_deadline_hours: must be positive"),
         (s.throttle.global_rate > 0, "throttle.global_rate: must be positive"),
+        (1 <= s.api.port <= 65535, "api.port: expected 1 to 65535"),
+        (s.api.rate_per_key > 0, "api.rate_per_key: must be positive"),
+        (s.api.rate_burst >= 1, "api.rate_burst: must be at least 1"),
+        (1 <= s.api.max_batch <= 10_000, "api.max_batch: expected 1 to 10000"),
+        (s.api.max_body_mb >= 1, "api.max_body_mb: must be at least 1"),
+        (s.webhooks.timeout_s > 0, "webhooks.timeout_s: must be positive"),
+        (s.webhooks.retry_base_s > 0, "webhooks.retry_base_s: must be positive"),
+        (
+            s.webhooks.retry_max_s >= s.webhooks.retry_base_s,
+            "webhooks.retry_max_s: must be at least webhooks.retry_base_s",
+        ),
+        (s.webhooks.retry_hours > 0, "webhooks.retry_hours: must be positive"),
+        (s.webhooks.batch_size >= 1, "webhooks.batch_size: must be at least 1"),
+        (s.webhooks.poll_s > 0, "webhooks.poll_s: must be positive"),
         (s.throttle.default_domain_rate > 0, "throttle.default_domain_rate: must be positive"),
         (s.throttle.warmup_growth >= 1, "throttle.warmup_growth: must be at least 1"),
         (

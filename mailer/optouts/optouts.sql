@@ -85,3 +85,11 @@ WITH wanted AS (
 )
 SELECT (SELECT count(*) FROM logged) + (SELECT count(*) FROM suppressed)
        + (SELECT count(*) FROM prefs) AS changed
+
+-- name: outbox_unsubscribed
+-- contact.unsubscribed for the webhooks (the SMS vendor's cue), written in the
+-- opt-out's own transaction: an opt-out committed is an event that will be
+-- delivered. $1 contact, $2 campaign (or NULL), $3 what was withdrawn.
+SELECT webhook_emit(jsonb_build_array(jsonb_build_object(
+    'type', 'contact.unsubscribed', 'contact_id', $1::bigint, 'campaign_id', $2::bigint,
+    'data', $3::jsonb)))

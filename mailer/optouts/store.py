@@ -31,8 +31,9 @@ class Withdrawal:
     topic_ids: Collection[int]
     source: str  # the ledger's source: one-click, unsubscribe page, mailto, complaint…
     evidence: Mapping[str, Any]  # CASL s.13: how we know the person asked
-    delivery_id: int
-    campaign_id: int
+    # The message the person answered; None for an opt-out told by another system (API).
+    delivery_id: int | None = None
+    campaign_id: int | None = None
 
 
 class OptOutStore:
@@ -47,7 +48,7 @@ class OptOutStore:
     @staticmethod
     async def withdraw(conn: Conn, email_hash: bytes, w: Withdrawal) -> int:
         """Append the withdraw rows, suppressions and switch changes; how many rows changed."""
-        detail = {"delivery_id": w.delivery_id, "campaign_id": w.campaign_id}
+        detail: dict[str, Any] = {"delivery_id": w.delivery_id, "campaign_id": w.campaign_id}
         changed = 0
         if w.channels:
             changed += await conn.fetchval(
@@ -69,6 +70,16 @@ class OptOutStore:
                 dict(w.evidence),
                 detail,
             )
+        if changed:
+            # The webhooks' contact.unsubscribed, in this transaction (written only while an
+            # endpoint subscribes to it): the other systems' cue to stop too.
+            what = {
+                "channels": sorted(w.channels),
+                "topic_ids": sorted(w.topic_ids),
+                "source": w.source,
+                "delivery_id": w.delivery_id,
+            }
+            await conn.fetchval(Q("outbox_unsubscribed"), w.contact_id, w.campaign_id, what)
         return int(changed)
 
     @classmethod

@@ -1,0 +1,116 @@
+"""`mailer api serve`, `mailer api-keys create|list|revoke|expire`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.table import Table
+
+from mailer.api.keys import ApiKeyError, parse_scopes
+from mailer.api.store import ApiStore
+from mailer.commands.console import console, err, open_pool
+from mailer.compliance.store import log_operator_action
+from mailer.core.settings import Settings
+
+
+def _when(text: str) -> datetime:
+    """`--expires` as an ISO 8601 time (UTC if no zone) or a number of days (`90d`)."""
+    if text.endswith("d") and text[:-1].isdigit():
+        return datetime.now(UTC) + timedelta(days=int(text[:-1]))
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        scopes = parse_scopes(args.scopes)
+        expires = _when(args.expires) if args.expires else None
+    except (ApiKeyError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+    async with open_pool(settings) as pool:
+        key, text = await ApiStore(pool).key_create(args.name, scopes, expires)
+        await log_operator_action(
+            pool, "operator", getpass.getuser(), "api_key.create", "api_key", key.prefix,
+            {"name": args.name, "scopes": scopes},
+        )  # fmt: skip
+    # The only time the key is shown: only its hash is kept.
+    console.print(f"key {key.prefix} ({args.name}), scopes {', '.join(scopes)}", highlight=False)
+    console.print(text, highlight=False, soft_wrap=True)
+    err.print("Store it now: it cannot be shown again (only its hash is kept).")
+    return 0
+
+
+async def keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_pool(settings) as pool:
+        keys = await ApiStore(pool).key_list()
+    now = datetime.now(UTC)
+    table = Table("prefix", "name", "scopes", "state", "created", "expires", "last used")
+    for k in keys:
+        table.add_row(
+            k.prefix,
+            k.name,
+            ",".join(k.scopes),
+            k.state(now),
+            k.created_at.isoformat(timespec="seconds"),
+            k.expires_at.isoformat(timespec="seconds") if k.expires_at else "-",
+            k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "-",
+        )
+    console.print(table)
+    return 0
+
+
+async def keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    return await _change(args, settings, "revoke")
+
+
+async def keys_expire(args: argparse.Namespace, settings: Settings) -> int:
+    return await _change(args, settings, "expire")
+
+
+async def _change(args: argparse.Namespace, settings: Settings, action: str) -> int:
+    try:
+        at = _when(args.at) if getattr(args, "at", None) else datetime.now(UTC)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --at: {exc}", highlight=False)
+        return 2
+    async with open_pool(settings) as pool:
+        store = ApiStore(pool)
+        async with pool.acquire() as conn, conn.transaction():
+            changed = (
+                await store.key_revoke(args.key, conn)
+                if action == "revoke"
+                else await store.key_expire(args.key, at, conn)
+            )
+            for prefix in changed:
+                await log_operator_action(
+                    conn, "operator", getpass.getuser(), f"api_key.{action}", "api_key", prefix
+                )
+    if not changed:
+        err.print(f"[red]error:[/] no active key named or prefixed {args.key!r}", highlight=False)
+        return 2
+    verb = "revoked" if action == "revoke" else f"expires {at.isoformat(timespec='seconds')}"
+    console.print(f"key {', '.join(changed)} {verb}", highlight=False)
+    return 0
+
+
+def register(sub: Any) -> None:
+    keys = sub.add_parser("api-keys", help="keys of the operator HTTP API").add_subparsers(
+        dest="api_keys", required=True
+    )
+    create = keys.add_parser("create", help="make a key and print it once")
+    create.add_argument("name", help="who uses it: 'dms', 'website'…")
+    create.add_argument("--scopes", required=True, help="comma-separated: contacts:write,…")
+    create.add_argument("--expires", help="ISO 8601 time or a number of days (90d)")
+    create.set_defaults(handler=keys_create)
+    keys.add_parser("list", help="every key: prefix, scopes, state").set_defaults(handler=keys_list)
+    revoke = keys.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("key", help="the key's prefix or name")
+    revoke.set_defaults(handler=keys_revoke)
+    expire = keys.add_parser("expire", help="make a key expire (now, or --at)")
+    expire.add_argument("key", help="the key's prefix or name")
+    expire.add_argument("--at", help="ISO 8601 time or a number of days (7d)")
+    expire.set_defaults(handler=keys_expire)

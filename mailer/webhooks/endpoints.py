@@ -1,0 +1,45 @@
+"""Endpoints as the operator gives them: URL and event list checked, secret made.
+
+One definition for `mailer webhooks add` and POST /api/v1/webhooks.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from urllib.parse import urlsplit
+
+from mailer.webhooks.dispatcher import EVENT_TYPES
+
+
+class WebhookInputError(ValueError):
+    """A bad URL or event list; the message names the option."""
+
+
+def check_url(url: str) -> str:
+    """An http(s) URL with a host (plain http only to loopback, as a test receiver is)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookInputError(f"url: expected an http(s):// URL, got {url!r}")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        # Events carry personal data (addresses): never in clear across a network.
+        raise WebhookInputError(f"url: {url!r}: plain http only to a loopback receiver")
+    return url
+
+
+def check_events(text: str | list[str]) -> list[str]:
+    """The event list (comma-separated or a list), each a known type."""
+    wanted = text.split(",") if isinstance(text, str) else list(text)
+    events = sorted({e.strip() for e in wanted if e.strip()})
+    unknown = [e for e in events if e not in EVENT_TYPES]
+    if not events or unknown:
+        raise WebhookInputError(
+            f"events: unknown {', '.join(unknown) or '(none given)'} "
+            f"(known: {', '.join(EVENT_TYPES)})"
+        )
+    return events
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret: whsec_ and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
