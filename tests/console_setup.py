@@ -12,6 +12,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Role
 from mailer.console.enrolment import add_operator
 from mailer.console.store import ConsoleStore
@@ -93,7 +94,15 @@ async def small_world(conn: asyncpg.Connection, eligible: int = 6) -> list[str]:
 
 async def operator(settings: Settings, email: str, role: Role) -> None:
     async with connect(settings.database.url, max_size=1) as pool:
-        await add_operator(ConsoleStore(pool), settings, email, role, password=PASSWORD)
+        await add_operator(
+            ConsoleStore(pool),
+            settings,
+            email,
+            role,
+            password=PASSWORD,
+            actor="test",
+            compliance=ComplianceStore(pool),
+        )
 
 
 def csrf_of(html: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from mailer.commands.console import console, err, open_pool
+from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Role
 from mailer.console.enrolment import EnrolmentError, add_operator
 from mailer.console.store import ConsoleStore
@@ -38,6 +39,8 @@ async def operators_add(args: argparse.Namespace, settings: Settings) -> int:
                 role,
                 locale=args.locale,
                 password=password,
+                actor=getpass.getuser(),
+                compliance=ComplianceStore(pool),
             )
         except EnrolmentError as exc:
             err.print(f"[red]error:[/] {exc}")

@@ -18,7 +18,7 @@ from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.render import TemplateFileError
 from mailer.campaigns.store import Campaign
 from mailer.console.accounts import Role
-from mailer.console.web import Handler, console_of, render, requires
+from mailer.console.web import Handler, console_of, record, render, requires
 from mailer.core import consent
 from mailer.core.reputation import describe
 from mailer.core.spreadsheet import csv_writer
@@ -107,6 +107,7 @@ async def create_campaign(request: web.Request) -> web.StreamResponse:
             result=None,
             error=str(exc),
         )
+    await record(request, "campaign.create", "campaign", definition.slug)
     raise web.HTTPSeeOther(f"/campaigns/{definition.slug}")
 
 
@@ -194,13 +195,22 @@ async def launch(request: web.Request) -> web.StreamResponse:
     try:
         if fatal:
             raise CampaignError("; ".join(str(f) for f in fatal))
-        await lifecycle.launch(console.campaigns, row.slug, datetime.now(UTC), _limits(request))
+        launched = await lifecycle.launch(
+            console.campaigns, row.slug, datetime.now(UTC), _limits(request)
+        )
     except CampaignError as exc:
         return render(request, "launch.html", 409, c=row, eligible=None, error=str(exc))
+    await record(
+        request,
+        "campaign.launch",
+        "campaign",
+        row.slug,
+        {"status": launched.status, "audience": launched.freeze.counts},
+    )
     raise web.HTTPSeeOther(f"/campaigns/{row.slug}")
 
 
-def _transition(target: str) -> Handler:
+def _transition(action: str, target: str) -> Handler:
     @requires(Role.SENDER)
     async def handler(request: web.Request) -> web.StreamResponse:
         slug = request.match_info["slug"]
@@ -208,6 +218,7 @@ def _transition(target: str) -> Handler:
             await lifecycle.transition(console_of(request).campaigns, slug, target)
         except CampaignError as exc:
             return render(request, "error.html", 409, message_key=None, message=str(exc))
+        await record(request, f"campaign.{action}", "campaign", slug)
         raise web.HTTPSeeOther(f"/campaigns/{slug}")
 
     return handler
@@ -216,7 +227,8 @@ def _transition(target: str) -> Handler:
 @requires(Role.SENDER)
 async def resend_uncertain(request: web.Request) -> web.StreamResponse:
     row = await _campaign_or_404(request)
-    await console_of(request).campaigns.resend_uncertain(row.id)
+    count = await console_of(request).campaigns.resend_uncertain(row.id)
+    await record(request, "campaign.resend_uncertain", "campaign", row.slug, {"count": count})
     raise web.HTTPSeeOther(f"/campaigns/{row.slug}")
 
 
@@ -259,6 +271,6 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/campaigns/{slug}/launch", launch_page, name="launch_page")
     router.add_post("/campaigns/{slug}/launch", launch, name="launch")
     for action, target in (("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
-        router.add_post(f"/campaigns/{{slug}}/{action}", _transition(target), name=action)
+        router.add_post(f"/campaigns/{{slug}}/{action}", _transition(action, target), name=action)
     router.add_post("/campaigns/{slug}/resend-uncertain", resend_uncertain, name="resend")
     router.add_get("/campaigns/{slug}/report{format:(\\.csv)?}", report_page, name="report")

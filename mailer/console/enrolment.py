@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Role, hash_password, new_token, password_problem, token_hash
 from mailer.console.store import ConsoleStore
 from mailer.core.settings import Settings
@@ -28,8 +29,11 @@ async def add_operator(
     *,
     locale: str = "en",
     password: str | None = None,
+    actor: str,
+    compliance: ComplianceStore,
 ) -> Enrolled:
-    """A new operator with `password`, or with a one-time link to set one."""
+    """A new operator with `password`, or with a one-time link to set one; logged as done
+    by `actor` (an operator's login, or the system user running the CLI)."""
     email = email.strip().lower()
     if "@" not in email:
         raise EnrolmentError(f"{email!r} is not an email address")
@@ -52,4 +56,12 @@ async def add_operator(
         link = f"{c.base_url.rstrip('/')}/setup/{token}"
     if found is None:
         raise EnrolmentError(f"{email} already has an account")
+    await compliance.log_operator_action(
+        "operator",
+        actor,
+        "operator.add",
+        "operator",
+        email,
+        {"role": role.label, "by": "password" if password is not None else "link"},
+    )
     return Enrolled(found, link)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from mailer.console.accounts import Role
 from mailer.console.enrolment import EnrolmentError, add_operator
-from mailer.console.web import console_of, render, requires
+from mailer.console.web import console_of, operator_of, render, requires
 
 
 @requires(Role.ADMIN)
@@ -23,7 +23,14 @@ async def operators_add(request: web.Request) -> web.Response:
     link, error = None, None
     try:
         role = Role.parse(str(form.get("role", "")))
-        enrolled = await add_operator(console.accounts, console.settings, email, role)
+        enrolled = await add_operator(
+            console.accounts,
+            console.settings,
+            email,
+            role,
+            actor=operator_of(request).email,
+            compliance=console.compliance,
+        )
         link = enrolled.setup_link
     except (EnrolmentError, ValueError) as exc:
         error = str(exc)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from mailer.console import accounts
 from mailer.console.accounts import Role, new_token, token_hash
-from mailer.console.web import PRE_CSRF, console_of, operator_of, render, requires
+from mailer.console.web import PRE_CSRF, console_of, operator_of, record, render, requires
 from mailer.console.wording import LANGS
 
 SESSION_COOKIE = "console_session"
@@ -87,6 +87,14 @@ async def login(request: web.Request) -> web.StreamResponse:
             lockout_max_s=float(c.lockout_max_seconds),
         )
         if locked is not None:
+            await record(
+                request,
+                "console.lockout",
+                "operator",
+                email,
+                {"until": locked.isoformat(), "ip": request.remote},
+                actor=email,
+            )
             seconds = max(1, int((locked - datetime.now(UTC)).total_seconds()))
             return _login_form(request, error="locked", seconds=seconds)
         return _login_form(request, error="bad_login")
@@ -100,6 +108,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         request.remote,
         request.headers.get("User-Agent", "")[:256],
     )
+    await record(
+        request, "console.login", "operator", account.email, {"ip": request.remote}, actor=email
+    )
     response = web.HTTPSeeOther(_safe_next(str(form.get("next", "/"))))
     _set_cookie(response, request, SESSION_COOKIE, token)
     response.del_cookie(PRE_COOKIE, path="/")
@@ -110,6 +121,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     cookie = request.cookies.get(SESSION_COOKIE, "")
     await console_of(request).accounts.session_delete(token_hash(cookie))
+    await record(request, "console.logout")
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response
@@ -118,6 +130,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 @requires(Role.VIEWER)
 async def logout_everywhere(request: web.Request) -> web.StreamResponse:
     await console_of(request).accounts.sessions_delete_for_operator(operator_of(request).id)
+    await record(request, "console.logout_everywhere")
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response
@@ -161,6 +174,7 @@ async def setup(request: web.Request) -> web.StreamResponse:
     await console.accounts.operator_set_password(
         account.id, accounts.hash_password(str(form["password"]))
     )
+    await record(request, "operator.set_password", "operator", account.email, actor=account.email)
     raise web.HTTPSeeOther("/login?done=1")
 
 

@@ -12,6 +12,7 @@ import jinja2
 from aiohttp import web
 
 from mailer.campaigns.store import CampaignStore
+from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Operator, Role
 from mailer.console.store import ConsoleStore
 from mailer.console.wording import translator
@@ -66,6 +67,7 @@ class Console:
     campaigns: CampaignStore = field(init=False)
     contacts: ContactStore = field(init=False)
     reports: ReportStore = field(init=False)
+    compliance: ComplianceStore = field(init=False)
     # Route name -> statements its last request ran (see queries_run).
     queries_by_route: dict[str, int] = field(default_factory=dict)
 
@@ -76,6 +78,7 @@ class Console:
         )
         self.contacts = ContactStore(self.pool)
         self.reports = ReportStore(self.pool)
+        self.compliance = ComplianceStore(self.pool)
 
     @property
     def secure(self) -> bool:
@@ -131,6 +134,25 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
         )
     )
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+async def record(
+    request: web.Request,
+    action: str,
+    object_kind: str | None = None,
+    object_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    *,
+    actor: str | None = None,
+) -> None:
+    """One line in the operator log (#19's, mailer/compliance), actor: the logged-in operator.
+
+    Written once the action has succeeded, by the same statement the CLI and API use.
+    """
+    who = actor or request[OPERATOR].email
+    await console_of(request).compliance.log_operator_action(
+        "operator", who, action, object_kind, object_id, {"via": "console", **(detail or {})}
+    )
 
 
 def requires(role: Role | None) -> Callable[[Handler], Handler]:

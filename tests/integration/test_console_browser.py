@@ -200,4 +200,17 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
             await worker
             await server.close()
     assert blocked == []
+    actions = [
+        r["action"]
+        for r in await conn.fetch(
+            "SELECT action FROM operator_log WHERE actor_id = 'ada@example.com' ORDER BY id"
+        )
+    ]
+    assert actions == [
+        "console.login",
+        "campaign.create",
+        "campaign.launch",
+        "campaign.pause",
+        "campaign.resume",
+    ]
     assert sorted(sink.recipients) == sorted(f"person{i}@example.com" for i in range(ELIGIBLE))

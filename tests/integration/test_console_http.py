@@ -128,6 +128,12 @@ async def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(
     response = await client.post(f"/campaigns/{draft}/cancel", data={"csrf": token})
     assert response.status == 200
     assert await conn.fetchval("SELECT status FROM campaigns") == "cancelled"
+    # In the operator log (#19's), once: the refused attempts wrote nothing.
+    logged = await conn.fetch(
+        "SELECT actor_kind, actor_id, action, object_id FROM operator_log"
+        " WHERE action LIKE 'campaign.%'"
+    )
+    assert [tuple(r) for r in logged] == [("operator", "ada@example.com", "campaign.cancel", draft)]
     # The login form is protected too (double-submit cookie): no token, no login.
     response = await client.post("/login", data={"email": "ada@example.com", "password": PASSWORD})
     assert response.status == 403
@@ -147,6 +153,9 @@ async def test_a_viewer_sees_no_launch_button_and_its_launch_is_refused(
     assert await conn.fetchval("SELECT status FROM campaigns") == "draft"
     assert await conn.fetchval("SELECT count(*) FROM deliveries") == 0
     assert (await client.get("/operators")).status == 403
+    assert not await conn.fetchval(
+        "SELECT count(*) FROM operator_log WHERE action LIKE 'campaign.%'"
+    )
 
 
 async def test_failed_logins_lock_the_address_with_a_growing_wait(
@@ -315,6 +324,12 @@ async def test_operators_add_prints_a_one_time_link_that_sets_the_password(
         "SELECT password_hash FROM operators WHERE email = 'new@example.com'"
     )
     assert hashed.startswith("$argon2id$")
+    logged = await conn.fetch("SELECT actor_id, action, object_id FROM operator_log ORDER BY id")
+    assert [(r["action"], r["object_id"]) for r in logged] == [
+        ("operator.add", "new@example.com"),
+        ("operator.set_password", "new@example.com"),
+        ("console.login", "new@example.com"),
+    ]
 
 
 async def test_operators_add_with_prompt_reads_the_password_twice(
