@@ -152,9 +152,13 @@ async def check(
 async def lint_campaign(
     store: CampaignStore, row: Campaign, limits: RenderLimits | None
 ) -> list[lint.LintProblem]:
+    return await lint_in_process(await content_of(store, row), limits or RenderLimits())
+
+
+async def content_of(store: CampaignStore, row: Campaign) -> CampaignContent:
+    """What composing the campaign's messages needs: its definition and template files."""
     templates = await store.campaign_templates(row.id)
-    content = CampaignContent(row.definition, templates.name, dict(templates.files), {})
-    return await lint_in_process(content, limits or RenderLimits())
+    return CampaignContent(row.definition, templates.name, dict(templates.files), {})
 
 
 async def launch(

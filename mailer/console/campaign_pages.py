@@ -5,8 +5,12 @@ and the report. Every rule is the campaigns role's (lifecycle, lint, audience)."
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlencode
 
 from aiohttp import web
 from markupsafe import Markup
@@ -15,6 +19,7 @@ from mailer.campaigns import deliverability, lifecycle
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.limits import RenderLimits
+from mailer.campaigns.preview import PreviewError, compose_preview
 from mailer.campaigns.render import TemplateFileError
 from mailer.campaigns.store import Campaign
 from mailer.console.accounts import Role
@@ -22,12 +27,34 @@ from mailer.console.web import Handler, console_of, record, render, requires
 from mailer.core import consent
 from mailer.core.reputation import describe
 from mailer.core.spreadsheet import csv_writer
+from mailer.core.tokens import Keyring
 from mailer.report.figures import figures
 from mailer.report.html import bar_chart, line_chart
 from mailer.report.sections import headline, sections
 
 STATES = ("queued", "sending", "sent", "deferred", "bounced", "failed", "skipped", "uncertain")
 REASONS = {r.value: text for r, text in consent.REASON_TEXT.items()}
+
+
+@dataclass(frozen=True)
+class PreviewParts:
+    """A composed message as the preview page shows it."""
+
+    subject: str
+    html: str
+    text: str
+
+    @classmethod
+    def of(cls, data: bytes) -> PreviewParts:
+        message = message_from_bytes(data, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        html = message.get_body(("html",))
+        text = message.get_body(("plain",))
+        return cls(
+            str(message["Subject"]),
+            "" if html is None else str(html.get_content()),
+            "" if text is None else str(text.get_content()),
+        )
 
 
 def _templates_dir(request: web.Request) -> Path:
@@ -261,6 +288,7 @@ async def report_page(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
+    add_preview_routes(router)
     router.add_get("/campaigns", campaign_list, name="campaigns")
     router.add_get("/campaigns/new", new_campaign, name="campaign_new")
     router.add_post("/campaigns/lint", lint_fragment, name="campaign_lint")
@@ -274,3 +302,70 @@ def add_routes(router: web.UrlDispatcher) -> None:
         router.add_post(f"/campaigns/{{slug}}/{action}", _transition(action, target), name=action)
     router.add_post("/campaigns/{slug}/resend-uncertain", resend_uncertain, name="resend")
     router.add_get("/campaigns/{slug}/report{format:(\\.csv)?}", report_page, name="report")
+
+
+# The preview frame shows operator-authored HTML: no script, no same-origin access, no
+# navigation (the iframe's sandbox attribute AND this CSP's sandbox). Images load as in a
+# mail client (https only), so the operator sees the logo; a preview's open pixel names
+# delivery 0, which the tracker refuses without writing anything.
+PREVIEW_CSP = (
+    "sandbox; default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; "
+    "frame-ancestors 'self'"
+)
+
+
+async def _preview(request: web.Request) -> tuple[Campaign, str, str, PreviewParts | None, str]:
+    console = console_of(request)
+    row = await _campaign_or_404(request)
+    email = request.query.get("to", "").strip().lower()
+    lang = request.query.get("lang", "")
+    if not email:
+        return row, email, lang, None, ""
+    record = await console.contacts.contact_rule_inputs(email)
+    if record is None:
+        return row, email, lang, None, f"no contact {email}"
+    try:
+        composed, _ = compose_preview(
+            await lifecycle.content_of(console.campaigns, row),
+            record,
+            Keyring.from_spec(console.settings.require_token_keys()),
+            console.settings,
+            datetime.now(UTC),
+            limits=_limits(request),
+            locale=lang or None,
+        )
+    except PreviewError as exc:
+        return row, email, lang, None, str(exc)
+    return row, email, lang, PreviewParts.of(composed.data), ""
+
+
+@requires(Role.VIEWER)
+async def preview_page(request: web.Request) -> web.Response:
+    """Preview as a chosen contact, in a chosen language: subject, HTML (framed), text."""
+    row, email, lang, parts, error = await _preview(request)
+    query = urlencode({"to": email, "lang": lang})
+    return render(
+        request,
+        "preview.html",
+        c=row,
+        email=email,
+        lang_choice=lang,
+        parts=parts,
+        error=error,
+        frame=f"/campaigns/{row.slug}/preview.html?{query}",
+    )
+
+
+@requires(Role.VIEWER)
+async def preview_frame(request: web.Request) -> web.Response:
+    _, _, _, parts, error = await _preview(request)
+    return web.Response(
+        text=parts.html if parts else error,
+        content_type="text/html",
+        headers={"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"},
+    )
+
+
+def add_preview_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/campaigns/{slug}/preview", preview_page, name="preview")
+    router.add_get("/campaigns/{slug}/preview.html", preview_frame, name="preview_frame")

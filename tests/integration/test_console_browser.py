@@ -81,8 +81,13 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
                     page = await browser.new_page()
                     page.on(
                         "console",
+                        # The console's own pages: the preview frame's CSP is meant to refuse
+                        # a plain-http image (the test tracker's pixel).
                         lambda m: (
-                            blocked.append(m.text) if "Content Security Policy" in m.text else None
+                            blocked.append(m.text)
+                            if "Content Security Policy" in m.text
+                            and "/preview.html" not in m.location.get("url", "")
+                            else None
                         ),
                     )
                     await page.goto(f"{base}/campaigns/new")
@@ -116,6 +121,18 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
                     assert page.url.endswith(f"/campaigns/{slug}")
                     assert await page.inner_text("#status") == "draft"
                     await no_axe_violations(page)
+
+                    # Preview as a contact, in English: the HTML in a sandboxed frame.
+                    await page.click("#preview-link")
+                    await page.fill("#to", "person1@example.com")
+                    await page.select_option("#preview-lang", "en")
+                    await page.click("#show-preview")
+                    await page.wait_for_selector("#preview-html")
+                    assert await page.get_attribute("#preview-html", "sandbox") == ""
+                    frame = page.frame_locator("#preview-html")
+                    assert "2450, boulevard Laurier" in await frame.locator("body").inner_text()
+                    await no_axe_violations(page)
+                    await page.goto(f"{base}/campaigns/{slug}")
 
                     # The audience: who is out and why; one of them, explained.
                     await page.click("#audience-link")

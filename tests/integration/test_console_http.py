@@ -343,3 +343,24 @@ async def test_operators_add_with_prompt_reads_the_password_twice(
     assert code == 0, out
     assert "/setup/" not in out
     assert await conn.fetchval("SELECT password_hash IS NOT NULL FROM operators") is True
+
+
+async def test_the_preview_shows_a_contacts_message_in_either_language_in_a_sandboxed_frame(
+    client: Client, draft: str
+) -> None:
+    await log_in(client, "vic@example.com")
+    page = await (await client.get(f"/campaigns/{draft}/preview?to=person1@example.com")).text()
+    # person1 reads French (tests/engine_setup.add_contacts): the subject in French.
+    assert re.search(r'id="preview-subject">[^<]*votre entretien est prévu', page), page
+    assert 'sandbox=""' in page
+    assert "Vous recevez ce courriel parce que" in page
+    page = await (
+        await client.get(f"/campaigns/{draft}/preview?to=person1@example.com&lang=en")
+    ).text()
+    assert re.search(r'id="preview-subject">[^<]*your service is due', page)
+    frame = await client.get(f"/campaigns/{draft}/preview.html?to=person1@example.com&lang=en")
+    assert frame.headers["Content-Security-Policy"].startswith("sandbox;")
+    assert "frame-ancestors 'self'" in frame.headers["Content-Security-Policy"]
+    assert "2450, boulevard Laurier" in await frame.text()
+    missing = await (await client.get(f"/campaigns/{draft}/preview?to=who@example.com")).text()
+    assert "no contact who@example.com" in missing
