@@ -364,3 +364,39 @@ async def test_the_preview_shows_a_contacts_message_in_either_language_in_a_sand
     assert "2450, boulevard Laurier" in await frame.text()
     missing = await (await client.get(f"/campaigns/{draft}/preview?to=who@example.com")).text()
     assert "no contact who@example.com" in missing
+
+
+async def test_an_admin_exports_then_erases_a_contact_after_typing_the_address_again(
+    client: Client, draft: str, conn: asyncpg.Connection
+) -> None:
+    token = await log_in(client, "vic@example.com")
+    assert (await client.get("/contacts/person1@example.com/export.json")).status == 403
+    denied = await client.post("/contacts/person1@example.com/erase", data={"csrf": token})
+    assert denied.status == 403
+    token = await log_in(client, "root@example.com")
+    page = await (await client.get("/contacts/person1@example.com")).text()
+    assert 'id="erase-link"' in page
+    export = await client.get("/contacts/person1@example.com/export.json")
+    assert export.headers["Content-Disposition"].startswith("attachment")
+    assert (await export.json())["tables"]["contacts"][0]["email"] == "person1@example.com"
+    wrong = await client.post(
+        "/contacts/person1@example.com/erase", data={"csrf": token, "confirm": "person2@x.com"}
+    )
+    assert wrong.status == 400
+    assert await conn.fetchval("SELECT count(*) FROM contacts WHERE email = 'person1@example.com'")
+    done = await client.post(
+        "/contacts/person1@example.com/erase",
+        data={"csrf": token, "confirm": "Person1@Example.com"},
+    )
+    assert done.status == 200
+    assert 'id="erased"' in await done.text()
+    assert not await conn.fetchval(
+        "SELECT count(*) FROM contacts WHERE email = 'person1@example.com'"
+    )
+    logged = await conn.fetch(
+        "SELECT actor_id, action FROM operator_log WHERE action LIKE 'contact.%' ORDER BY id"
+    )
+    assert [tuple(r) for r in logged] == [
+        ("root@example.com", "contact.export"),
+        ("root@example.com", "contact.erase"),
+    ]
