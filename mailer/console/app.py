@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from mailer.console import campaign_pages, contact_pages, dashboard, operator_pages, sessions
+from mailer.console import (
+    admin_pages,
+    campaign_pages,
+    contact_pages,
+    dashboard,
+    operator_pages,
+    sessions,
+)
 from mailer.console.accounts import same_token, token_hash
 from mailer.console.sessions import PRE_COOKIE, SESSION_COOKIE
 from mailer.console.web import (
@@ -206,7 +213,14 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(pool_ctx)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_static("/static", HERE / "static", name="static")
-    for module in (sessions, dashboard, campaign_pages, contact_pages, operator_pages):
+    for module in (
+        sessions,
+        dashboard,
+        campaign_pages,
+        contact_pages,
+        operator_pages,
+        admin_pages,
+    ):
         module.add_routes(app.router)
     return app
 

@@ -156,6 +156,19 @@ _WORDS: dict[str, tuple[str, str]] = {
     ),
     "erased": ("Erased.", "Effacé."),
     "csv": ("CSV export", "Export CSV"),
+    "topics": ("Topics", "Sujets"),
+    "audience_now": ("Computed now:", "Calculée maintenant :"),
+    "audience_frozen": ("As frozen at launch,", "Telle que figée au lancement,"),
+    "audience_live": (
+        "Compute it now, with examples per reason",
+        "La calculer maintenant, avec des exemples par motif",
+    ),
+    "default_subscribed": ("Subscribed by default", "Abonné par défaut"),
+    "yes": ("yes", "oui"),
+    "no": ("no", "non"),
+    "keys": ("API keys", "Clés d'API"),
+    "webhooks": ("Webhooks", "Webhooks"),
+    "keys_cli": ("Created, revoked and replayed with", "Créés, révoqués et rejoués avec"),
 }
 
 

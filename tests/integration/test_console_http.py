@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -14,6 +15,7 @@ from mailer.campaigns import lifecycle
 from mailer.console.accounts import Role
 from mailer.console.app import create_app
 from mailer.console.web import CONSOLE
+from mailer.core.addresses import address_hash
 from mailer.core.settings import Settings
 from mailer.demo.stores import Stores
 from tests.cli_run import run_cli
@@ -253,6 +255,9 @@ async def test_no_page_runs_more_than_ten_queries(
         "contact": "/contacts/person1@example.com",
         "explain": f"/contacts/person1@example.com/explain?campaign={draft}",
         "operators": "/operators",
+        "topics": "/topics",
+        "keys": "/keys",
+        "webhooks": "/webhooks",
     }
     for _name, path in pages.items():
         response = await client.get(path)
@@ -400,3 +405,23 @@ async def test_an_admin_exports_then_erases_a_contact_after_typing_the_address_a
         ("root@example.com", "contact.export"),
         ("root@example.com", "contact.erase"),
     ]
+
+
+async def test_a_launched_campaigns_audience_is_shown_as_frozen_and_live_on_request(
+    client: Client, draft: str, stores: Stores, conn: asyncpg.Connection
+) -> None:
+    await lifecycle.launch(stores.campaigns, draft, datetime.now(UTC))
+    # Someone unsubscribes after the launch: the frozen audience does not move, the live one does.
+    await conn.execute(
+        "INSERT INTO suppressions (email_hash, scope, channel, reason, source)"
+        " VALUES ($1, 'channel', 'email', 'unsubscribe', 'test')",
+        address_hash("person0@example.com"),
+    )
+    await log_in(client, "vic@example.com")
+    frozen = await (await client.get(f"/campaigns/{draft}/audience")).text()
+    assert re.search(r'id="eligible">6<', frozen)
+    assert 'id="live-audience"' in frozen
+    assert client.app[CONSOLE].queries_by_route["audience"] <= 3  # no audience pass
+    live = await (await client.get(f"/campaigns/{draft}/audience?live=1")).text()
+    assert re.search(r'id="eligible">5<', live)
+    assert "person0@example.com" in live  # a sample of the new reason, linked to explain

@@ -63,7 +63,8 @@ ALLOWED: dict[str, set[str]] = {
         "mailer.webhooks",
     },
     # The browser console shows what the roles decide, through their own functions and stores
-    # (no rule of its own): campaigns, contacts, report, compliance.
+    # (no rule of its own): campaigns, contacts, report, compliance (data rights, operator
+    # log), and the API's keys and webhook endpoints (listed for admins).
     "mailer.console": {
         "mailer.core",
         "mailer.db",
@@ -71,6 +72,8 @@ ALLOWED: dict[str, set[str]] = {
         "mailer.contacts",
         "mailer.report",
         "mailer.compliance",
+        "mailer.api",
+        "mailer.webhooks",
     },
     "mailer.commands": {"mailer.core", "mailer.db", *(f"mailer.{r}" for r in ROLES)}
     | {"mailer.demo", "tracker"},
