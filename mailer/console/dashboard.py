@@ -15,14 +15,20 @@ from mailer.console.accounts import Role
 from mailer.console.web import HEADERS, console_of, operator_of, render, requires
 from mailer.console.wording import translator
 from mailer.core.reputation import describe
+from mailer.webhooks.store import Endpoint, WebhookStore
 
 PROGRESS_EVERY_S = 1.0  # one small query per open dashboard per second
 ACTIVE = ("running", "paused", "scheduled")
 
 
-def alerts_of(campaigns: list[CampaignOverview]) -> list[str]:
-    """What needs the operator: campaigns the reputation guard paused, uncertain deliveries."""
-    found = []
+def alerts_of(campaigns: list[CampaignOverview], endpoints: list[Endpoint]) -> list[str]:
+    """What needs the operator: campaigns the reputation guard paused, uncertain deliveries,
+    webhook endpoints disabled after their retry window."""
+    found = [
+        f"webhook {e.url} disabled: {e.disabled_why or 'failing'} (`mailer webhooks enable`)"
+        for e in endpoints
+        if e.disabled_at is not None
+    ]
     for c in campaigns:
         if c.pause_reason:
             found.append(f"{c.slug}: {describe(c.pause_reason)}")
@@ -36,13 +42,14 @@ async def dashboard(request: web.Request) -> web.Response:
     console = console_of(request)
     campaigns = await console.campaigns.campaigns_overview(finished=5)
     recent = await console.reports.recent_activity(datetime.now(UTC) - timedelta(hours=24))
+    endpoints = await WebhookStore(console.pool).endpoints_disabled()
     active = [c for c in campaigns if c.status in ACTIVE]
     return render(
         request,
         "dashboard.html",
         active=active,
         recent=recent,
-        alerts=alerts_of(campaigns),
+        alerts=alerts_of(campaigns, endpoints),
         rates={},
     )
 

@@ -268,7 +268,7 @@ async def test_no_page_runs_more_than_ten_queries(
     budget = {name: 30 if name == "report" else 10 for name in pages}
     over = {name: counted[name] for name in pages if counted[name] > budget[name]}
     assert not over, over
-    assert counted["dashboard"] <= 3
+    assert counted["dashboard"] <= 4
 
 
 async def test_contact_search_pages_by_address(client: Client, draft: str) -> None:
@@ -425,3 +425,21 @@ async def test_a_launched_campaigns_audience_is_shown_as_frozen_and_live_on_requ
     live = await (await client.get(f"/campaigns/{draft}/audience?live=1")).text()
     assert re.search(r'id="eligible">5<', live)
     assert "person0@example.com" in live  # a sample of the new reason, linked to explain
+
+
+async def test_the_dashboard_alerts_a_disabled_webhook_endpoint_and_a_guard_pause(
+    client: Client, draft: str, conn: asyncpg.Connection
+) -> None:
+    await conn.execute(
+        "INSERT INTO webhook_endpoints (url, events, secret, disabled_at, disabled_why)"
+        " VALUES ('https://crm.example.com/hook', '{}', 'x', now(), 'failing for 3 days')"
+    )
+    await conn.execute(
+        "UPDATE campaigns SET status = 'paused', pause_reason = $1::jsonb",
+        '{"reason": "complaint_rate", "rate": 0.004, "threshold": 0.001, "count": 4, "sent": 1000}',
+    )
+    await log_in(client, "vic@example.com")
+    page = await (await client.get("/")).text()
+    alerts = page[page.index('id="alerts"') :]
+    assert "webhook https://crm.example.com/hook disabled: failing for 3 days" in alerts
+    assert f"{draft}: paused by the reputation guard: complaint rate 0.40%" in alerts
