@@ -231,3 +231,47 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
         "campaign.resume",
     ]
     assert sorted(sink.recipients) == sorted(f"person{i}@example.com" for i in range(ELIGIBLE))
+
+
+async def test_every_other_page_has_no_axe_violation_in_either_language(
+    db_url: str, conn: asyncpg.Connection, stores: Stores, tmp_path: Path
+) -> None:
+    assert CHROMIUM is not None
+    await small_world(conn)
+    settings = console_settings(db_url, templates_with_a_footer_lacking_the_address(tmp_path))
+    await operator(settings, "root@example.com", Role.ADMIN)
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        base = str(server.make_url("")).rstrip("/")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{base}/login")
+                await page.fill("#email", "root@example.com")
+                await page.fill("#password", PASSWORD)
+                await page.click("#login")
+                await page.wait_for_selector("#main")
+                for lang in ("en", "fr"):
+                    await page.goto(f"{base}/")
+                    await page.select_option("#lang", lang)
+                    await page.click("form[action='/language'] button")
+                    await page.wait_for_selector(f"html[lang='{lang}']")
+                    for path in (
+                        "/campaigns",
+                        "/contacts?q=person",
+                        "/contacts/gone@example.org",
+                        "/contacts/person1@example.com/erase",
+                        "/topics",
+                        "/operators",
+                        "/keys",
+                        "/webhooks",
+                    ):
+                        await page.goto(base + path)
+                        await page.wait_for_selector("h1")
+                        await no_axe_violations(page)
+            finally:
+                await browser.close()
+    finally:
+        await server.close()
