@@ -62,8 +62,18 @@ async def progress_events(request: web.Request) -> web.StreamResponse:
     t = translator(operator_of(request).locale)
     template = console.jinja.get_template("_progress.html")
     before: dict[str, tuple[float, int]] = {}
+    # The session was checked when the stream opened; the stream ends with the session's
+    # absolute lifetime, and at most after one idle period (the browser's EventSource then
+    # reconnects through the session check, so a logged-out browser stops receiving).
+    limits = console.settings.console
+    ends = min(
+        time.monotonic() + limits.idle_minutes * 60.0,
+        time.monotonic()
+        + limits.absolute_hours * 3600.0
+        - (datetime.now(UTC) - operator_of(request).logged_in_at).total_seconds(),
+    )
     async with sse_response(request, headers=HEADERS) as stream:
-        while stream.is_connected():
+        while stream.is_connected() and time.monotonic() < ends:
             campaigns = await console.campaigns.campaigns_overview(finished=0)
             now = time.monotonic()
             shown = [c for c in campaigns if (c.slug == only if only else c.status in ACTIVE)]

@@ -3,6 +3,7 @@ lockout, the query budget of each page, and `mailer operators add`."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -443,3 +444,22 @@ async def test_the_dashboard_alerts_a_disabled_webhook_endpoint_and_a_guard_paus
     alerts = page[page.index('id="alerts"') :]
     assert "webhook https://crm.example.com/hook disabled: failing for 3 days" in alerts
     assert f"{draft}: paused by the reputation guard: complaint rate 0.40%" in alerts
+
+
+async def test_the_progress_stream_needs_a_session_and_ends_with_it(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    refused = await client.get("/events/progress", headers={"Accept": "text/event-stream"})
+    assert refused.status == 401
+    await log_in(client, "vic@example.com")
+    # Two seconds of the session's absolute lifetime left: the stream stops then.
+    await conn.execute(
+        "UPDATE console_sessions SET created_at = now() - interval '12 hours' + interval '2 s'"
+    )
+    stream = await client.get("/events/progress", headers={"Accept": "text/event-stream"})
+    assert stream.status == 200
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    assert "frame-ancestors 'none'" in stream.headers["Content-Security-Policy"]
+    body = await asyncio.wait_for(stream.text(), 15)
+    assert "event: progress" in body
+    assert (await client.get("/", allow_redirects=False)).status == 303  # and it is over
