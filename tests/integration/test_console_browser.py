@@ -137,6 +137,7 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
                     # The audience: who is out and why; one of them, explained.
                     await page.click("#audience-link")
                     await page.wait_for_selector("#reasons")
+                    await page.screenshot(path=str(tmp_path / "audience.png"), full_page=True)
                     assert await page.inner_text("#eligible") == str(ELIGIBLE)
                     row = page.locator("#reason-no_consent")
                     assert "1" in await row.inner_text()
@@ -172,6 +173,7 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
                         timeout=20_000,
                     )
                     await no_axe_violations(page)
+                    await page.screenshot(path=str(tmp_path / "running.png"), full_page=True)
 
                     # Pause: sending stops within a batch; resume: it finishes.
                     await page.click("#pause")
