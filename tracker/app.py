@@ -296,6 +296,8 @@ async def unsubscribe(request: web.Request) -> web.Response:
         except ValueError:
             scope = Scope.DIGITAL  # an unknown choice falls back to the widest, the default
         method, source = "form", "unsubscribe page"
+        if scope is Scope.TOPIC and recipient.topic_id is None:
+            scope = Scope.DIGITAL  # a transactional notice is about no topic: its sender's email
     evidence = tracker.evidence(request, recipient, method)
     reason = form.get("reason")
     evidence["reason"] = forms.clean_reason(reason if isinstance(reason, str) else None)
@@ -304,7 +306,9 @@ async def unsubscribe(request: web.Request) -> web.Response:
         changed = await tracker.store.opt_out(
             recipient,
             channels=[c.value for c in channels_for(scope)],
-            topic_ids=[recipient.topic_id] if scope is Scope.TOPIC else [],
+            topic_ids=[recipient.topic_id]
+            if scope is Scope.TOPIC and recipient.topic_id is not None
+            else [],
             source=source,
             evidence=evidence,
         )
@@ -398,6 +402,9 @@ async def _consent_request(
     if isinstance(found, web.Response):
         return found
     _, recipient = found
+    if recipient.campaign_id is None:  # a transactional message asks for no consent
+        tracker.metrics.token_rejections.labels("confirm", "not_repermission").inc()
+        return _message(tracker, "not_found", 404)
     try:
         asked = await tracker.store.consent_request(recipient.campaign_id)
     except Unavailable as exc:

@@ -86,6 +86,19 @@ JOIN contacts c ON c.id = d.contact_id
 JOIN campaigns p ON p.id = d.campaign_id
 JOIN topics t ON t.id = p.topic_id
 WHERE d.id = $1
+UNION ALL
+-- A transactional message (its id comes from the deliveries' sequence, so a
+-- token's number is never both): no campaign, and a topic only for a
+-- commercial template. Its unsubscribe is from commercial email (CASL s.11).
+SELECT m.id, NULL, c.id, c.email, c.email_hash, t.slug, t.names,
+       m.definition #>> '{campaign,timezone}', c.name, c.locale, c.erased_at IS NOT NULL,
+       coalesce(nullif(m.definition #>> '{campaign,sender,business_name}', ''),
+                nullif(m.definition #>> '{campaign,from_name}', '')),
+       'email', t.id, t.name
+FROM transactional_messages m
+JOIN contacts c ON c.id = m.contact_id
+LEFT JOIN topics t ON m.basis = 'commercial' AND t.slug = m.definition #>> '{campaign,topic}'
+WHERE m.id = $1
 
 -- name: contact_ledger
 SELECT l.id, l.channel, l.action, l.kind, l.topic_id, t.name AS topic_name, l.source,

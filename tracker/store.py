@@ -102,7 +102,7 @@ class Recipient:
     """Who a delivery went to and what it was about: what the pages show and act on."""
 
     delivery_id: int
-    campaign_id: int
+    campaign_id: int | None  # None: a transactional message (mailer/transactional)
     contact_id: int
     email: str | None
     email_hash: bytes | None
@@ -111,7 +111,7 @@ class Recipient:
     erased: bool
     sender: str | None  # the business's name; None only for a definition lacking it
     channel: str
-    topic_id: int
+    topic_id: int | None  # None: an exempt transactional message, about no topic
     topic_name: str  # the default name; pages show topic_label(lang)
     topic_slug: str = ""
     topic_names: Mapping[str, str] = field(default_factory=dict)
@@ -120,6 +120,8 @@ class Recipient:
 
     def topic_label(self, lang: str) -> str:
         """The campaign topic's name for a reader of `lang` (mailer.core.topics' fallback rule)."""
+        if self.topic_id is None:
+            return ""
         return topic_name(self.topic_names, self.topic_name, self.topic_slug, lang)
 
 
@@ -238,9 +240,9 @@ class TrackerStore:
             sender=row["sender"],
             channel=row["channel"],
             topic_id=row["topic_id"],
-            topic_name=row["topic_name"],
-            topic_slug=row["topic_slug"],
-            topic_names=row["topic_names"],
+            topic_name=row["topic_name"] or "",
+            topic_slug=row["topic_slug"] or "",
+            topic_names=row["topic_names"] or {},
             timezone=row["timezone"],
         )
 

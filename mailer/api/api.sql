@@ -46,7 +46,7 @@ RETURNING 1
 SELECT request_hash, status, body FROM api_idempotency WHERE key_id = $1 AND idem_key = $2
 
 -- name: idempotency_save
-UPDATE api_idempotency SET status = $3, body = $4::jsonb WHERE key_id = $1 AND idem_key = $2
+UPDATE api_idempotency SET status = $3, body = $4 WHERE key_id = $1 AND idem_key = $2
 
 -- name: idempotency_purge
 -- Keys are kept 24 hours (a retry comes within minutes; Stripe keeps them a day).

@@ -15,6 +15,8 @@ from mailer.db import Queries, affected
 
 Q = Queries("mailer.api", "api.sql")
 Conn = asyncpg.Connection | PoolConnectionProxy
+# The connection of an API write's transaction (a pooled one).
+WriteConn = PoolConnectionProxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +25,7 @@ class Remembered:
 
     request_hash: bytes
     status: int | None
-    body: Any
+    body: str | None  # the JSON text answered
 
 
 class ApiStore:
@@ -77,7 +79,7 @@ class ApiStore:
 
     @staticmethod
     async def idempotency_save(
-        conn: Conn, key_id: int, idem_key: str, status: int, body: Any
+        conn: Conn, key_id: int, idem_key: str, status: int, body: str
     ) -> None:
         await conn.execute(Q("idempotency_save"), key_id, idem_key, status, body)
 

@@ -35,7 +35,7 @@ from mailer.campaigns.render import (
 from mailer.core.consent import Kind, Policy
 from mailer.core.links import find_links
 
-__all__ = ["LintProblem", "limit_problem", "lint", "sample_inputs"]
+__all__ = ["CAMPAIGN_ELEMENTS", "LintProblem", "limit_problem", "lint", "sample_inputs"]
 
 _SAMPLE_BASE = "https://tracker.invalid"  # RFC 2606: can never resolve, so never mailed
 _SAMPLE_DOMAIN = "mailer.invalid"
@@ -47,6 +47,20 @@ _SAMPLE_SOURCES: Mapping[Kind | None, str] = {
     Kind.IMPLIED_PUBLICATION: "business card, trade show",
     None: "",
 }
+
+
+# What every commercial message carries. Exempt transactional messages (CASL s.6(6)) ask for
+# a subset (mailer/transactional/lint.py): one set of checks, several lists of what is due.
+CAMPAIGN_ELEMENTS = frozenset(
+    {
+        "business_name",
+        "postal_address",
+        "contact_method",
+        "consent_sentence",
+        "unsubscribe_url",
+        "preferences_url",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +134,12 @@ def lint(
     samples: Iterable[RenderInputs],
     *,
     max_message_bytes: int | None = None,
+    elements: frozenset[str] = CAMPAIGN_ELEMENTS,
 ) -> list[LintProblem]:
-    """Render every sample; return what each lacks (an empty list means the campaign may start)."""
+    """Render every sample; return what each lacks (an empty list means the campaign may start).
+
+    `elements`: which of CAMPAIGN_ELEMENTS the messages must carry (all, for a campaign).
+    """
     problems: list[LintProblem] = []
     skeleton = Skeleton(CampaignFields.from_definition(definition))
     for inputs in samples:
@@ -140,9 +158,13 @@ def lint(
         problems += _assembled(skeleton, parts, definition, inputs, locale, max_message_bytes)
         sender = definition.sender
         required = {
-            "business_name": sender.business_name,
-            "postal_address": sender.postal_address,
-            "consent_sentence": renderer.consent_sentence(inputs),
+            element: value
+            for element, value in (
+                ("business_name", sender.business_name),
+                ("postal_address", sender.postal_address),
+                ("consent_sentence", renderer.consent_sentence(inputs)),
+            )
+            if element in elements
         }
         methods = [m for m in (sender.phone, sender.email, sender.web) if m]
         hrefs = {link.url for link in find_links(parts.html)}
@@ -150,6 +172,8 @@ def lint(
             ("unsubscribe_url", inputs.unsubscribe_url),
             ("preferences_url", inputs.preferences_url),
         ):
+            if element not in elements:
+                continue
             # In HTML it must be a real link, not just text; in text, the URL itself.
             if url not in hrefs:
                 problems.append(LintProblem(kind, locale, "html", element))
@@ -159,7 +183,9 @@ def lint(
             for element, value in required.items():
                 if (str(escape(value)) if escaped else value) not in body:
                     problems.append(LintProblem(kind, locale, part, element))
-            if not any((str(escape(m)) if escaped else m) in body for m in methods):
+            if "contact_method" in elements and not any(
+                (str(escape(m)) if escaped else m) in body for m in methods
+            ):
                 problems.append(
                     LintProblem(kind, locale, part, "contact_method", "missing phone, email or web")
                 )

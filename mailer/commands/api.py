@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from rich.table import Table
 
 from mailer.api.keys import ApiKeyError, parse_scopes
 from mailer.api.store import ApiStore
-from mailer.commands.console import console, err, open_pool
+from mailer.commands.console import console, err, open_pool, stop_on_signals
 from mailer.compliance.store import log_operator_action
 from mailer.core.settings import Settings
 
@@ -97,6 +98,36 @@ async def _change(args: argparse.Namespace, settings: Settings, action: str) -> 
     return 0
 
 
+async def api_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT, or until the webhook dispatcher dies (then exit 1)."""
+    from aiohttp import web
+
+    from mailer.api.app import create_app  # aiohttp's app only for the server
+    from mailer.api.context import BACKGROUND
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = args.host or settings.api.host, args.port or settings.api.port
+    stop = asyncio.Event()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        console.print(f"api serving on http://{host}:{port}/api/v1/openapi.json")
+        with stop_on_signals(stop, err):
+            stopping = asyncio.ensure_future(stop.wait())
+            tasks = app[BACKGROUND]
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+        for task in tasks:
+            if task.done() and not stop.is_set():
+                why = "cancelled" if task.cancelled() else repr(task.exception())
+                err.print(f"[red]error:[/] background task {task.get_name()} stopped ({why})")
+                return 1
+        return 0
+    finally:
+        await runner.cleanup()
+
+
 def register(sub: Any) -> None:
     keys = sub.add_parser("api-keys", help="keys of the operator HTTP API").add_subparsers(
         dest="api_keys", required=True
@@ -114,3 +145,11 @@ def register(sub: Any) -> None:
     expire.add_argument("key", help="the key's prefix or name")
     expire.add_argument("--at", help="ISO 8601 time or a number of days (7d)")
     expire.set_defaults(handler=keys_expire)
+
+    api = sub.add_parser("api", help="the operator HTTP API").add_subparsers(
+        dest="api", required=True
+    )
+    serve = api.add_parser("serve", help="serve /api/v1 (and the webhook dispatcher)")
+    serve.add_argument("--host", help="address to bind (default api.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default api.port)")
+    serve.set_defaults(handler=api_serve)

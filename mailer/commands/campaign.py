@@ -35,7 +35,7 @@ from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
 from mailer.send.progress import watch_progress
 from mailer.send.store import SendStore
-from mailer.send.worker import build_engine
+from mailer.send.worker import build_engine, build_lane, run_with_lane
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -212,12 +212,14 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
         metrics = EngineMetrics()
         metrics.serve(settings.engine.metrics_port)
         engine = build_engine(pool, settings, stop=stop, metrics=metrics)
+        # Transactional messages go out beside campaigns, ahead of them (mailer/send/lane.py).
+        lane = build_lane(pool, settings, engine)
         with stop_on_signals(stop, console):
             console.print(
                 f"worker {engine.worker} running; metrics on "
                 f"127.0.0.1:{settings.engine.metrics_port}/metrics"
             )
-            progress = await engine.run(until_idle=args.until_idle)
+            progress = await run_with_lane(engine, lane, until_idle=args.until_idle)
         console.print(f"worker stopped: {progress.by_status}")
         return 0
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mailer.campaigns import audience
 from mailer.campaigns.store import CampaignStore
+from mailer.commands import transactional
 from mailer.commands.console import at_of, console, day, err, open_pool
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
@@ -201,6 +202,9 @@ async def contacts_explain(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidAddress as exc:
         err.print(f"[red]error:[/] {args.email!r} is not a valid address: {exc}")
         return 2
+    if args.template:
+        # Transactional templates answer by their basis's rules (mailer/transactional/basis.py).
+        return await transactional.explain_template(settings, email, args.template)
     async with open_pool(settings) as pool:
         spec = await CampaignStore(pool).campaign_spec(args.campaign)
         inputs = await ContactStore(pool).contact_rule_inputs(email)
@@ -362,7 +366,9 @@ def register(sub: Any) -> Any:
     show.set_defaults(handler=contacts_show)
     explain = contacts.add_parser("explain", help="may this contact receive a campaign, and why")
     explain.add_argument("email")
-    explain.add_argument("--campaign", required=True)
+    target = explain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--campaign")
+    target.add_argument("--template", help="a transactional template (mailer send TEMPLATE)")
     explain.add_argument("--at", help="send time (ISO 8601, default now)")
     explain.set_defaults(handler=contacts_explain)
     consents = sub.add_parser("consents", help="the consent ledger").add_subparsers(

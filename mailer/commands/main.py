@@ -27,6 +27,8 @@ from mailer.commands import (
     db,
     inbound,
     operators,
+    optouts,
+    transactional,
     webhooks,
 )
 from mailer.commands.console import Handler, console, err
@@ -48,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     db.register(sub)
     contacts_group = contacts.register(sub)
     compliance.register(sub, contacts_group)
+    optouts.register(contacts_group)
     campaign.register(sub)
     inbound.register(sub)
     api.register(sub)
     webhooks.register(sub)
     operators.register(sub)
+    transactional.register(sub)
     trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(
         dest="trk", required=True
     )

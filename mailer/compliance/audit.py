@@ -285,6 +285,7 @@ async def export_audit(
         with bundle.open(f"{label}-audit.csv", "w") as target:
             for line in table:
                 target.write(line.encode("utf-8"))
+        await _operator_log(bundle, store, label, campaign, contact_id)
         sla = await store.unsubscribe_sla(campaign_id)
         document = {
             "generated_at": datetime.now(UTC).isoformat(),
@@ -298,6 +299,39 @@ async def export_audit(
             f"{label}-summary.json", json.dumps(document, indent=2, ensure_ascii=False, default=str)
         )
     return AuditResult(rows, document, summary.clean and sla["violations"] == 0)
+
+
+async def _operator_log(
+    bundle: zipfile.ZipFile,
+    store: ComplianceStore,
+    label: str,
+    campaign: Campaign | None,
+    contact_id: int | None,
+) -> None:
+    """LABEL-operator-log.csv: who changed the campaign (or the contact) through the API,
+    the console or the CLI, when (the append-only operator log), newest first."""
+    subjects = []
+    if campaign is not None:
+        subjects.append(("campaign", campaign.slug))
+    if contact_id is not None:
+        subjects.append(("contact", str(contact_id)))
+    table = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
+    with table:
+        writer = csv_writer(table)
+        writer.writerow(["at", "actor_kind", "actor_id", "action", "object_kind", "object_id",
+                         "detail"])  # fmt: skip
+        for kind, ident in subjects:
+            before = None
+            while page := await store.operator_log(
+                before=before, limit=500, object_kind=kind, object_id=ident
+            ):
+                for e in page:
+                    writer.writerow([e.at.isoformat(), e.actor_kind, e.actor_id, e.action,
+                                     e.object_kind, e.object_id,
+                                     json.dumps(e.detail, ensure_ascii=False)])  # fmt: skip
+                before = page[-1].id
+        table.seek(0)
+        bundle.writestr(f"{label}-operator-log.csv", table.read())
 
 
 def _campaign_json(campaign: Campaign) -> dict[str, Any]:

@@ -130,8 +130,10 @@ SELECT set_config('mailer.ledger_rewrite', 'erasure', true)
 -- name: erase_targets_sending
 -- A message handed to SMTP while we erase would be archived with the
 -- address after it is gone: such an erasure is refused, to be retried.
-SELECT count(*) FROM deliveries d JOIN erase_targets t ON t.id = d.contact_id
-WHERE d.status = 'sending'
+SELECT (SELECT count(*) FROM deliveries d JOIN erase_targets t ON t.id = d.contact_id
+        WHERE d.status = 'sending')
+     + (SELECT count(*) FROM transactional_messages m JOIN erase_targets t ON t.id = m.contact_id
+        WHERE m.status = 'sending')
 
 -- name: erase_contacts
 -- Anonymised in place, never deleted: every reference (ledger, deliveries,
@@ -204,6 +206,29 @@ SET render_inputs = jsonb_build_object(
 FROM deliveries d JOIN erase_targets t ON t.id = d.contact_id
 WHERE a.delivery_id = d.id AND NOT a.render_inputs ? 'erased_at'
 
+-- name: erase_transactional
+-- Transactional messages: an unsent one can never go (no address left), its
+-- state says why; every one loses the caller's values (names, orders, VINs),
+-- the SMTP reply (it may quote the address) and its render inputs, keeping
+-- the template, basis, state, dates, Message-ID and SHA-256 (proof it was
+-- sent and what it was), as the archive above does.
+UPDATE transactional_messages m
+SET status = CASE WHEN m.status IN ('queued', 'deferred') THEN 'skipped' ELSE m.status END,
+    skip_reason = CASE WHEN m.status IN ('queued', 'deferred') THEN 'erased'
+                       ELSE m.skip_reason END,
+    data = '{}', smtp_reply = NULL,
+    render_inputs = CASE WHEN m.render_inputs IS NULL THEN NULL
+                         ELSE jsonb_build_object(
+                             'erased_at', now(),
+                             'message_id', m.render_inputs #> '{envelope,message_id}',
+                             'date', m.render_inputs #> '{envelope,date}') END,
+    updated_at = now()
+FROM erase_targets t
+WHERE m.contact_id = t.id
+  AND (m.data <> '{}'::jsonb OR m.smtp_reply IS NOT NULL
+       OR m.status IN ('queued', 'deferred')
+       OR (m.render_inputs IS NOT NULL AND NOT m.render_inputs ? 'erased_at'))
+
 -- name: privacy_log_insert
 INSERT INTO privacy_log (action, rule, contacts, details, subject_hash, os_user)
 VALUES ($1, $2, $3, $4::jsonb, $5, $6)
@@ -242,6 +267,9 @@ SELECT jsonb_build_object(
                         FROM events e JOIN mail d ON d.id = e.delivery_id), '[]'),
     'archive', coalesce((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.delivery_id)
                          FROM archive a JOIN mail d ON d.id = a.delivery_id), '[]'),
+    'transactional_messages', coalesce((SELECT jsonb_agg(to_jsonb(m) ORDER BY m.id)
+                                        FROM transactional_messages m
+                                        JOIN person p ON p.id = m.contact_id), '[]'),
     'privacy_log', coalesce((SELECT jsonb_agg(to_jsonb(g) ORDER BY g.id)
                              FROM privacy_log g WHERE g.subject_hash = $2), '[]'),
     -- Names for the ids above, so the person can read the export.

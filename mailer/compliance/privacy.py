@@ -66,11 +66,13 @@ class Erasure:
     log_id: int
     db_user: str
     performed_at: datetime
+    # Transactional messages stripped of their data and render inputs (unsent ones skipped).
+    transactional_scrubbed: int = 0
 
     @classmethod
     def from_counts(cls, counts: Mapping[str, Any]) -> Erasure:
         """Build from Store._erase's result (a successful run)."""
-        return cls(**{name: counts[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: counts[name] for name in cls.__dataclass_fields__ if name in counts})
 
     def lines(self) -> list[str]:
         """Plain-English lines for the operator."""
@@ -81,7 +83,8 @@ class Erasure:
             f"{self.events_scrubbed:,} open/click event(s) stripped of user agent and IP, "
             f"{self.archive_scrubbed:,} archived message(s) stripped of render inputs",
             f"{self.deliveries_skipped:,} unsent deliveries skipped, "
-            f"{self.deliveries_scrubbed:,} SMTP replies dropped",
+            f"{self.deliveries_scrubbed:,} SMTP replies dropped, "
+            f"{self.transactional_scrubbed:,} transactional message(s) stripped of their data",
             f"logged as privacy_log #{self.log_id} by {self.db_user} at "
             f"{self.performed_at:%Y-%m-%d %H:%M:%S} UTC",
         ]
@@ -127,6 +130,8 @@ def export_document(email: str, tables: Mapping[str, Any], now: datetime) -> dic
             "deliveries": "one row per campaign sent or planned to this address",
             "events": "opens and clicks of those messages",
             "archive": "what reproduces each message sent, and its SHA-256",
+            "transactional_messages": "one-to-one notices (quotes, orders, recalls) sent or "
+            "planned to this address, with their values and the rule they were sent under",
             "privacy_log": "erasures of this address",
         },
         "tables": dict(tables),

@@ -185,6 +185,9 @@ class ComplianceStore:
                 )
                 counts["events_scrubbed"] = affected(await conn.execute(Q("erase_events")))
                 counts["archive_scrubbed"] = affected(await conn.execute(Q("erase_archive")))
+                counts["transactional_scrubbed"] = affected(
+                    await conn.execute(Q("erase_transactional"))
+                )
                 log = await conn.fetchrow(
                     Q("privacy_log_insert"),
                     action,

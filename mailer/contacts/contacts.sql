@@ -434,3 +434,12 @@ WHERE email IS NOT NULL AND email > $3
       END
 ORDER BY email
 LIMIT $4
+
+-- name: contacts_page
+-- The API's contact list: keyset on the id ($1: the last id of the previous
+-- page), never OFFSET, so page 1,000 costs what page 1 does.
+SELECT id, email, name, locale, created_at
+FROM contacts
+WHERE id > $1 AND erased_at IS NULL
+ORDER BY id
+LIMIT $2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +29,8 @@ from mailer.core.consent import (
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.contacts", "contacts.sql")
+# A pooled connection whose transaction a caller holds (the API's write transaction).
+Conn = PoolConnectionProxy
 # pg_advisory_xact_lock key of the contact import ("import" in ASCII).
 IMPORT_LOCK_KEY = 0x696D706F7274
 
@@ -219,21 +222,37 @@ class ContactStore:
 
     @asynccontextmanager
     async def contact_import(
-        self, *, file_name: str, default_locale: str
+        self,
+        *,
+        file_name: str,
+        default_locale: str,
+        conn: PoolConnectionProxy | None = None,
     ) -> AsyncIterator[ContactImport]:
         """One contact import in one transaction: all of it commits, or nothing.
 
         The caller writes batches as the file is read and finishes; leaving the
         block by an exception (a refused file, invalid rows) rolls everything back.
+        With `conn`, the import runs inside that connection's transaction (the API
+        commits it with its idempotency record and operator log line).
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q("import_lock"), IMPORT_LOCK_KEY)
-            await conn.execute(Q("import_session_settings"))
-            # The hash is recorded at the end: the file is hashed as it is read.
-            import_id = int(await conn.fetchval(Q("import_begin"), "contacts", file_name, b""))
-            floor = int(await conn.fetchval(Q("import_id_floor")))
-            await conn.execute(Q("import_create_staging"))
-            yield ContactImport(conn, import_id, floor, file_name, default_locale)
+        if conn is not None:
+            async with conn.transaction():
+                yield await self._import_begin(conn, file_name, default_locale)
+            return
+        async with self.pool.acquire() as own, own.transaction():
+            yield await self._import_begin(own, file_name, default_locale)
+
+    @staticmethod
+    async def _import_begin(
+        conn: PoolConnectionProxy, file_name: str, default_locale: str
+    ) -> ContactImport:
+        await conn.execute(Q("import_lock"), IMPORT_LOCK_KEY)
+        await conn.execute(Q("import_session_settings"))
+        # The hash is recorded at the end: the file is hashed as it is read.
+        import_id = int(await conn.fetchval(Q("import_begin"), "contacts", file_name, b""))
+        floor = int(await conn.fetchval(Q("import_id_floor")))
+        await conn.execute(Q("import_create_staging"))
+        return ContactImport(conn, import_id, floor, file_name, default_locale)
 
     async def import_suppressions(
         self,
@@ -247,8 +266,12 @@ class ContactStore:
         topic_id: int | None,
         source: str,
         rejected: int,
+        conn: PoolConnectionProxy | None = None,
     ) -> SuppressionImportResult:
-        """Suppress (line, address hash) pairs in one transaction; repeats are no-ops."""
+        """Suppress (line, address hash) pairs in one transaction; repeats are no-ops.
+
+        With `conn`, inside that connection's transaction (the API's, with its log line).
+        """
         valid = 0
 
         def records() -> Iterator[tuple[int, bytes]]:
@@ -257,7 +280,10 @@ class ContactStore:
                 valid += 1
                 yield item
 
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.pool.acquire())
+            await stack.enter_async_context(conn.transaction())
             import_id = int(
                 await conn.fetchval(Q("import_begin"), "suppressions", file_name, file_sha256)
             )
@@ -304,6 +330,12 @@ class ContactStore:
                 ),
                 suppressions=suppressions,
             )
+
+    async def contacts_page(self, after: int, limit: int) -> list[ContactSummary]:
+        """Live contacts with an id above `after`, in id order (a keyset page)."""
+        return [
+            ContactSummary(**r) for r in await self.pool.fetch(Q("contacts_page"), after, limit)
+        ]
 
     async def summary_counts(self) -> dict[str, int]:
         row = await self.pool.fetchrow(Q("summary_counts"))
@@ -375,6 +407,15 @@ class Topic:
     names: dict[str, str]  # per language (mailer.core.topics.topic_name falls back)
     description: str
     default_subscribed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ContactSummary:
+    id: int
+    email: str
+    name: str | None
+    locale: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,6 +255,20 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class TransactionalSettings:
+    """The transactional lane (mailer/send/lane.py) and its templates."""
+
+    templates_dir: str = "templates/transactional"
+    # SMTP connections per relay kept for transactional messages: taken out of the relay's
+    # `connections` while that leaves campaigns one, else added to them.
+    connections: int = 1
+    # How often an idle lane looks for due messages (enqueue also wakes it at once, NOTIFY).
+    poll_ms: int = 500
+    # Messages claimed at once by one lane.
+    batch_size: int = 20
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     smtp: RelaySettings = field(default_factory=RelaySettings)
@@ -270,6 +284,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    transactional: TransactionalSettings = field(default_factory=TransactionalSettings)
     # Secrets, filled from the environment or files only.
     token_keys: str | None = field(default=None, repr=False)
     # Read from [sender] dkim_key_file / dkim_ed25519_key_file, RSA first.
@@ -568,6 +583,22 @@ def _validate(s: Settings) -> None:
         ),
         (s.database.audience_parts >= 1, "database.audience_parts: must be at least 1"),
         (s.engine.batch_size > 0, "engine.batch_size: must be positive"),
+        (
+            s.transactional.connections >= 1,
+            "transactional.connections: must be at least 1 (the lane's own connection per relay)",
+        ),
+        (
+            10 <= s.transactional.poll_ms <= 60_000,
+            "transactional.poll_ms: expected 10 to 60000 (milliseconds)",
+        ),
+        (
+            1 <= s.transactional.batch_size <= 1000,
+            "transactional.batch_size: expected 1 to 1000",
+        ),
+        (
+            bool(s.transactional.templates_dir.strip()),
+            "transactional.templates_dir: must name a folder",
+        ),
         (s.engine.render_processes >= 0, "engine.render_processes: must be 0 or more"),
         (
             10 <= s.engine.render_timeout_ms <= 600_000,

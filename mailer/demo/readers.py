@@ -45,12 +45,19 @@ class Activity:
     failures: int = 0
 
 
+def is_transactional(message: EmailMessage) -> bool:
+    """A transactional notice (Feedback-ID `<template>:transactional:<domain>`)."""
+    return ":transactional:" in str(message.get("Feedback-ID", ""))
+
+
 def read_mailbox(folder: Path) -> list[Reader]:
     """What each delivered message offers a reader: its pixel, links and unsubscribe URL."""
     readers = []
     for path in sorted(folder.glob("*.eml")):
         message = message_from_bytes(path.read_bytes(), policy=policy.default)
         assert isinstance(message, EmailMessage)
+        if is_transactional(message):
+            continue  # the readers act on the campaign: its report is the demo's subject
         html = message.get_body(("html",))
         urls = _TRACKED.findall(html.get_content() if html is not None else "")
         header = str(message.get("List-Unsubscribe", ""))

@@ -38,6 +38,7 @@ from mailer.core.settings import Settings
 from mailer.core.spreadsheet import csv_writer
 from mailer.db import connect
 from mailer.db.migrations import migrate
+from mailer.demo import notices as notices_flow
 from mailer.demo import relay
 from mailer.demo.readers import machines, people, read_mailbox
 from mailer.demo.sink import Sink
@@ -49,7 +50,8 @@ from mailer.report.store import ReportStore
 from mailer.report.terminal import render_rich
 from mailer.send.metrics import EngineMetrics
 from mailer.send.progress import watch_progress
-from mailer.send.worker import build_engine
+from mailer.send.worker import build_engine, build_lane
+from mailer.transactional.store import TransactionalStore
 from tracker import app as tracker_app
 from tracker.bots import SCANNER_WINDOW_SECONDS
 
@@ -302,9 +304,30 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
             metrics = EngineMetrics()
             metrics.serve(settings.engine.metrics_port)
             engine = build_engine(pool, settings, metrics=metrics, only_campaigns={campaign_id})
+            # The worker's transactional lane beside it: "parts received" notices enqueued
+            # while the campaign sends go out ahead of it, on a connection of their own.
+            lane = build_lane(pool, settings, engine)
+            lane_run = asyncio.create_task(lane.run())
+            notices_store = TransactionalStore(pool, TEMPLATES / "transactional")
             task = asyncio.create_task(engine.run(until_idle=True))
+            notices = asyncio.create_task(
+                notices_flow.send_notices(
+                    notices_store,
+                    sink,
+                    contacts_csv,
+                    unsubscribed,
+                    console,
+                    task,
+                    # A third of the way through the campaign.
+                    after_messages=max(1, counts.get("eligible", 0) // 3),
+                )
+            )
             await watch_progress(campaigns, campaign_id, task, console)
             await task
+            notice_ids = await notices
+            await notices_flow.wait_sent(notices_store, notice_ids, console)
+            lane.stop.set()
+            await lane_run
 
             console.rule("3. readers, through the tracker")
             readers = read_mailbox(mailbox)
@@ -357,6 +380,7 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
         f"try: [bold].venv/bin/mailer contacts explain {_first_email(contacts_csv)} "
         f"--campaign {slug}[/]"
     )
+    console.print("and:  [bold].venv/bin/mailer transactional report --since 1d[/]")
     return 0
 
 

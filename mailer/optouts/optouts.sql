@@ -93,3 +93,10 @@ SELECT (SELECT count(*) FROM logged) + (SELECT count(*) FROM suppressed)
 SELECT webhook_emit(jsonb_build_array(jsonb_build_object(
     'type', 'contact.unsubscribed', 'contact_id', $1::bigint, 'campaign_id', $2::bigint,
     'data', $3::jsonb)))
+
+-- name: contact_by_email
+-- An opt-out told by another system (API, CLI) names the person by address.
+SELECT id FROM contacts WHERE email = $1 AND erased_at IS NULL
+
+-- name: topic_ids_by_slug
+SELECT slug, id FROM topics WHERE slug = ANY ($1::text[])

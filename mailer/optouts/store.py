@@ -32,6 +32,7 @@ class Withdrawal:
     source: str  # the ledger's source: one-click, unsubscribe page, mailto, complaint…
     evidence: Mapping[str, Any]  # CASL s.13: how we know the person asked
     # The message the person answered; None for an opt-out told by another system (API).
+    # campaign_id None also: from a transactional message (no campaign).
     delivery_id: int | None = None
     campaign_id: int | None = None
 
@@ -81,6 +82,19 @@ class OptOutStore:
             }
             await conn.fetchval(Q("outbox_unsubscribed"), w.contact_id, w.campaign_id, what)
         return int(changed)
+
+    @staticmethod
+    async def contact_by_email(conn: Conn, email: str) -> int | None:
+        """The live contact with this (normalised) address."""
+        found = await conn.fetchval(Q("contact_by_email"), email)
+        return None if found is None else int(found)
+
+    @staticmethod
+    async def topic_ids(conn: Conn, slugs: Collection[str]) -> dict[str, int]:
+        """The ids of the topics named (unknown slugs are absent)."""
+        return {
+            r["slug"]: int(r["id"]) for r in await conn.fetch(Q("topic_ids_by_slug"), list(slugs))
+        }
 
     @classmethod
     async def opt_out(cls, conn: Conn, w: Withdrawal) -> bool | None:

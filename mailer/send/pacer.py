@@ -126,14 +126,21 @@ class Pacer:
             self.metrics.throttle_wait.labels(label).inc(waited)
         return waited
 
-    async def acquire(self, domain: str, campaign: throttle.Limit | None = None) -> None:
-        """Wait until one message to `domain` may go (campaign, warm-up, global, domain)."""
+    async def acquire(
+        self, domain: str, campaign: throttle.Limit | None = None, *, exempt: bool = False
+    ) -> None:
+        """Wait until one message to `domain` may go (campaign, warm-up, global, domain).
+
+        `exempt`: a transactional message (mailer/send/lane.py), outside the warm-up cap,
+        which paces bulk volume; the global and domain rates still hold for it.
+        """
         self.domains.add(domain)
         if campaign is not None:
             # The tightest first: tokens of the shared buckets are not held while
             # this campaign waits for its own (others could have used them).
             await self._take(campaign, domain)
-        await self._warmup()
+        if not exempt:
+            await self._warmup()
         await self._take(self.global_limit, "*")
         await self._take(self.limit(domain), domain)
 

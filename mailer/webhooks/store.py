@@ -10,12 +10,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.webhooks", "webhooks.sql")
 # The channel webhook_emit() notifies when it writes events (the migration).
 CHANNEL = "webhook_events"
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,11 @@ class WebhookStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def endpoint_add(self, url: str, events: Sequence[str], secret: str) -> Endpoint:
-        row = await self.pool.fetchrow(Q("endpoint_add"), url, list(events), secret)
+    async def endpoint_add(
+        self, url: str, events: Sequence[str], secret: str, conn: Conn | None = None
+    ) -> Endpoint:
+        """A new endpoint (on `conn`'s transaction if given)."""
+        row = await (conn or self.pool).fetchrow(Q("endpoint_add"), url, list(events), secret)
         assert row is not None  # INSERT … RETURNING
         return Endpoint(**{k: v for k, v in row.items() if k != "secret"})
 

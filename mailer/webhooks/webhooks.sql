@@ -38,22 +38,31 @@ SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1)
 -- receiver in order per contact, and one failing contact holds back only its
 -- own. Locked for the dispatcher's transaction (SKIP LOCKED: several
 -- dispatchers share the work); a later event of a key another dispatcher holds
--- sees that one pending and waits. The contact's address is read now, not
--- copied into the outbox: an erased contact's events carry no address.
-SELECT d.endpoint_id, d.event_id, d.attempts, e.type, e.contact_id, e.campaign_id, e.data,
-       e.created_at, w.url, w.secret, c.email, c.name, c.locale, c.erased_at
-FROM webhook_deliveries d
-JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.disabled_at IS NULL
-JOIN webhook_events e ON e.id = d.event_id
+-- sees that one pending and waits. The CTE walks the pending index in event
+-- order and stops at $1 rows, so a claim costs the same with 100 or 100,000
+-- events waiting. The contact's address is read now, not copied into the
+-- outbox: an erased contact's events carry no address.
+WITH due AS (
+    SELECT d.endpoint_id, d.event_id, d.attempts
+    FROM webhook_deliveries d
+    WHERE d.status = 'pending' AND d.next_at <= now()
+      AND EXISTS (SELECT 1 FROM webhook_endpoints w
+                  WHERE w.id = d.endpoint_id AND w.disabled_at IS NULL)
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries p
+          WHERE p.endpoint_id = d.endpoint_id AND p.order_key = d.order_key
+            AND p.status = 'pending' AND p.event_id < d.event_id)
+    ORDER BY d.event_id
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
+SELECT due.endpoint_id, due.event_id, due.attempts, e.type, e.contact_id, e.campaign_id,
+       e.data, e.created_at, w.url, w.secret, c.email, c.name, c.locale, c.erased_at
+FROM due
+JOIN webhook_endpoints w ON w.id = due.endpoint_id
+JOIN webhook_events e ON e.id = due.event_id
 LEFT JOIN contacts c ON c.id = e.contact_id
-WHERE d.status = 'pending' AND d.next_at <= now()
-  AND NOT EXISTS (
-      SELECT 1 FROM webhook_deliveries p
-      WHERE p.endpoint_id = d.endpoint_id AND p.order_key = d.order_key
-        AND p.status = 'pending' AND p.event_id < d.event_id)
-ORDER BY d.event_id
-LIMIT $1
-FOR UPDATE OF d SKIP LOCKED
+ORDER BY due.event_id
 
 -- name: record_outcomes
 -- A claimed batch's outcomes in one statement: delivered, retry at next_at, or

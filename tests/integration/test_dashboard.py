@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailer.inbound.metrics import InboundMetrics
+from mailer.send.lane import LaneMetrics
 from mailer.send.metrics import EngineMetrics
 from tracker.metrics import Metrics
 
@@ -58,6 +59,9 @@ def exercised_engine() -> EngineMetrics:
     m.released.inc(2)
     m.uncertain.inc()
     m.progress.labels("spring", "sent").set(10)
+    lane = LaneMetrics(m.registry)  # the transactional lane's, on the worker's registry
+    lane.messages.labels("parts_received", "sent").inc()
+    lane.latency.observe(0.05)
     return m
 
 
@@ -179,6 +183,8 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         "mailer_inbound_unmatched_backlog",
         "mailer_guard_pauses_total",
         "mailer_guard_rate",
+        "mailer_transactional_total",  # transactional notices by template and outcome
+        "mailer_transactional_latency_seconds_bucket",
     ):
         assert name in used, name
     ids = [p["id"] for p in board["panels"]]

@@ -18,6 +18,7 @@ from mailer.core.settings import load
 from mailer.db import connect
 from mailer.demo import relay
 from mailer.demo import run as demo
+from mailer.demo.readers import is_transactional
 from mailer.report.figures import figures
 from mailer.report.store import ReportStore
 
@@ -46,8 +47,12 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
     eligible = await conn.fetchval("SELECT (audience_counts->>'eligible')::int FROM campaigns")
     assert frozen == eligible
     recipients = []
+    notices = []
     for path in files:
         message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        if is_transactional(message):
+            notices.append(message)
+            continue
         recipients.append(str(message["To"]).rpartition("<")[2].rstrip(">"))
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert "/u/" in str(message["List-Unsubscribe"])
@@ -67,6 +72,13 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
             format_date(given, lang)
         ], sentence
     assert len(recipients) == len(set(recipients))  # exactly one message each
+    # The "parts received" notices went out during the campaign through the transactional
+    # lane, one to a person who unsubscribed from marketing: delivered, and the row says why.
+    assert len(notices) == 3
+    rows = await conn.fetch("SELECT status, note FROM transactional_messages ORDER BY id")
+    assert [r["status"] for r in rows] == ["sent"] * 3
+    assert [r["note"] is not None for r in rows] == [False, False, True]
+    assert "unsubscribed from this channel" in rows[2]["note"]
     # The demo's relay refused a few after accepting them; their DSNs came back through
     # inbound serve: exactly those are bounced (and suppressed), the soft ones still sent.
     hard = {r for r in recipients if (v := relay.verdict(r)) is not None and v[0][0] == "5"}

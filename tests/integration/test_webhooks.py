@@ -22,6 +22,7 @@ from mailer.optouts.store import OptOutStore, Withdrawal
 from mailer.webhooks.dispatcher import WebhookMetrics, dispatch
 from mailer.webhooks.store import WebhookStore
 from tests.cli_run import run_cli
+from tests.engine_setup import add_contacts, sample_campaign
 from tests.webhook_receiver import Receiver, receiving
 
 FAST = WebhookSettings(retry_base_s=0.01, retry_max_s=0.05, poll_s=0.05)
@@ -182,3 +183,44 @@ async def test_an_endpoint_failing_for_the_whole_window_is_disabled_then_enabled
         assert "1 event(s) queued again" in out
         await run_until(stores, FAST, lambda: len(receiver.received) == 1)
     assert receiver.received[0]["type"] == "contact.consent.granted"
+
+
+async def test_bounces_complaints_and_campaign_pauses_reach_the_outbox_with_their_change(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, stores: Stores, conn: asyncpg.Connection
+) -> None:
+    """The engine's first-hop 5xx and inbound's hard DSN both set a delivery `bounced`;
+    inbound records complaints; the guard, an operator or the API pauses a campaign: the
+    events are written by the same statements (triggers), whoever makes the change."""
+    async with receiving(Receiver()) as receiver:
+        events = "delivery.bounced,delivery.complained,campaign.paused,campaign.finished"
+        await add_endpoint(monkeypatch, db_url, receiver, events)
+    await add_contacts(conn, 3)
+    campaign_id = await sample_campaign(stores)
+    first, second, _ = [
+        r[0] for r in await conn.fetch(
+            "SELECT id FROM deliveries WHERE campaign_id = $1 ORDER BY id", campaign_id)
+    ]  # fmt: skip
+    await conn.execute(
+        "UPDATE deliveries SET status = 'bounced', smtp_code = 550 WHERE id = $1", first
+    )
+    await conn.execute("UPDATE deliveries SET status = 'sent' WHERE id = $1", second)
+    await conn.execute(
+        "INSERT INTO complaints (delivery_id, campaign_id, inbound_id, feedback_type) "
+        "VALUES ($1, $2, 1, 'abuse')",
+        second,
+        campaign_id,
+    )
+    slug = await conn.fetchval("SELECT slug FROM campaigns WHERE id = $1", campaign_id)
+    assert (await run_cli(monkeypatch, db_url, "campaign", "pause", slug))[0] == 0
+    rows = await conn.fetch(
+        "SELECT type, contact_id, campaign_id, data FROM webhook_events ORDER BY id"
+    )
+    assert [r["type"] for r in rows] == [
+        "delivery.bounced",
+        "delivery.complained",
+        "campaign.paused",
+    ]
+    assert rows[0]["campaign_id"] == campaign_id
+    assert rows[0]["contact_id"] is not None
+    assert rows[1]["contact_id"] is not None
+    assert await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 3

@@ -29,6 +29,7 @@ ROLES = (
     "webhooks",
     "api",
     "console",
+    "transactional",
 )
 
 # Which packages each package may import (besides itself); anything else is a wrong arrow.
@@ -43,13 +44,17 @@ ALLOWED: dict[str, set[str]] = {
     # Inbound mail withdraws consent through the shared opt-out, and the reputation guard
     # pauses campaigns through the campaigns' own lifecycle query.
     "mailer.inbound": {"mailer.core", "mailer.db", "mailer.optouts", "mailer.campaigns"},
-    # The engine re-checks the audience and composes campaigns' messages.
-    "mailer.send": {"mailer.core", "mailer.db", "mailer.campaigns"},
+    # Transactional messages render and lint with the campaigns' machinery, and a commercial
+    # one is judged by the contacts' consent rules.
+    "mailer.transactional": {"mailer.core", "mailer.db", "mailer.campaigns", "mailer.contacts"},
+    # The engine re-checks the audience and composes campaigns' messages; its transactional
+    # lane claims and composes transactional ones.
+    "mailer.send": {"mailer.core", "mailer.db", "mailer.campaigns", "mailer.transactional"},
     # The archive reproduces campaigns' messages; the audit names the campaign.
     "mailer.compliance": {"mailer.core", "mailer.db", "mailer.campaigns"},
     # Outgoing webhooks: the outbox is written by triggers and by the roles' own SQL; the
-    # dispatcher reads it and the contact it names, and logs endpoint changes.
-    "mailer.webhooks": {"mailer.core", "mailer.db", "mailer.compliance"},
+    # dispatcher reads it and the contact it names.
+    "mailer.webhooks": {"mailer.core", "mailer.db"},
     # The operator API is a face of the roles' operations (one implementation under the
     # CLI, the API and the console), and logs every write in the compliance operator log.
     "mailer.api": {
@@ -61,6 +66,7 @@ ALLOWED: dict[str, set[str]] = {
         "mailer.compliance",
         "mailer.report",
         "mailer.webhooks",
+        "mailer.transactional",
     },
     # The browser console shows what the roles decide, through their own functions and stores
     # (no rule of its own): campaigns, contacts, report, compliance (data rights, operator

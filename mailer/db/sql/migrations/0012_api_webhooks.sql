@@ -50,7 +50,7 @@ CREATE TABLE api_idempotency (
     idem_key     text NOT NULL,
     request_hash bytea NOT NULL,
     status       integer,
-    body         jsonb,
+    body         text,          -- the answer as sent (replayed byte for byte)
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (key_id, idem_key)
 );
@@ -99,9 +99,10 @@ CREATE TABLE webhook_deliveries (
     delivered_at timestamptz,
     PRIMARY KEY (endpoint_id, event_id)
 );
--- The dispatcher's claim: due rows in event order; the per-key "no earlier
--- pending event" probe.
-CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_at, event_id)
+-- The dispatcher's claim walks pending rows in event order and stops at its
+-- batch size (not a sort of the whole backlog); the per-key "no earlier pending
+-- event" probe.
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (event_id)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_key_idx ON webhook_deliveries (endpoint_id, order_key, event_id)
     WHERE status = 'pending';
@@ -146,20 +147,40 @@ END $$;
 -- inbound, console): one statement-level trigger, set-based, so a bulk import
 -- costs one INSERT … SELECT per batch, and nothing when no one subscribes.
 CREATE FUNCTION consents_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM webhook_endpoints
                    WHERE events && ARRAY['contact.consent.granted', 'contact.consent.withdrawn']) THEN
         RETURN NULL;
     END IF;
-    PERFORM webhook_emit(coalesce(jsonb_agg(jsonb_build_object(
-        'type', CASE a.action WHEN 'grant' THEN 'contact.consent.granted'
-                              ELSE 'contact.consent.withdrawn' END,
-        'contact_id', a.contact_id,
-        'data', jsonb_build_object('consent_id', a.id, 'channel', a.channel, 'action', a.action,
-                                   'kind', a.kind, 'topic_id', a.topic_id, 'source', a.source,
-                                   'obtained_at', a.obtained_at, 'ends_at', a.ends_at))
-        ORDER BY a.id), '[]'))
-    FROM added a WHERE a.action IN ('grant', 'withdraw');
+    -- webhook_emit's two inserts, straight from the transition table (no jsonb array
+    -- built and unpacked for a 25,000-row import batch).
+    WITH typed AS (
+        SELECT a.*, CASE a.action WHEN 'grant' THEN 'contact.consent.granted'
+                                  ELSE 'contact.consent.withdrawn' END AS type
+        FROM added a WHERE a.action IN ('grant', 'withdraw')
+    ), written AS (
+        INSERT INTO webhook_events (type, contact_id, data)
+        SELECT t.type, t.contact_id,
+               jsonb_build_object('consent_id', t.id, 'channel', t.channel,
+                                  'action', t.action, 'kind', t.kind, 'topic_id', t.topic_id,
+                                  'source', t.source, 'obtained_at', t.obtained_at,
+                                  'ends_at', t.ends_at)
+        FROM typed t
+        WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE t.type = ANY (w.events))
+        ORDER BY t.id
+        RETURNING id, type, contact_id
+    ), fanned AS (
+        INSERT INTO webhook_deliveries (endpoint_id, event_id, order_key)
+        SELECT w.id, x.id, 'contact:' || x.contact_id
+        FROM written x JOIN webhook_endpoints w ON x.type = ANY (w.events)
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM written;
+    IF n > 0 THEN
+        PERFORM pg_notify('webhook_events', '');
+    END IF;
     RETURN NULL;
 END $$;
 CREATE TRIGGER consents_outbox AFTER INSERT ON consents

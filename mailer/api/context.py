@@ -1,0 +1,56 @@
+"""What handlers share: the app's keys, the request's key, and request parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from mailer.api.auth import RateLimiter
+from mailer.api.contract import check
+from mailer.api.keys import ApiKey
+from mailer.api.problems import Problem
+from mailer.api.store import ApiStore
+from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.settings import Settings
+from mailer.db import Pool
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", Pool)
+KEYS = web.AppKey("keys", ApiStore)
+LIMITER = web.AppKey("limiter", RateLimiter)
+# The app's background tasks (webhook dispatcher, idempotency purge): `api serve` stops
+# when one of them ends, instead of running on without it.
+BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
+KEY = web.RequestKey("api_key", ApiKey)
+
+
+async def body_of(request: web.Request, schema: str) -> dict[str, Any]:
+    """The JSON body, checked against the document's schema `schema` (400 / 422)."""
+    raw = await request.read()
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(400, f"the body is not JSON: {exc}") from None
+    check(schema, document)
+    assert isinstance(document, dict)  # every body schema is an object
+    return document
+
+
+def email_of(request: web.Request) -> tuple[str, bytes]:
+    """The {email} of the path, normalised, and its hash (400 if not an address)."""
+    text = request.match_info["email"]
+    try:
+        email = normalise(text)
+    except InvalidAddress as exc:
+        raise Problem(400, f"{text[:100]!r} is not a valid address: {exc}") from None
+    return email, address_hash(email)
+
+
+def page_limit(request: web.Request) -> int:
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise Problem(400, "limit: expected 1 to 1000")
+    return int(text)

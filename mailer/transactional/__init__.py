@@ -1,0 +1,1 @@
+"""Transactional and exempt messages (CASL s.6(6)): templates, rules, enqueue, store."""
