@@ -5,8 +5,9 @@ suppressions, topic opt-outs), freezes a campaign's audience into deliveries, ma
 them sent (a campaign "running"), then asks the console for its dashboard, campaign,
 audience and contact pages, logged in, through a real HTTP server on loopback; and, in the
 same run against the same data, JSON endpoints that call the same store functions without
-session, templates or middlewares (the API of #19 has no HTTP app yet to compare with).
-The difference is what the console itself costs: session lookup, security headers, Jinja2.
+session, templates or middlewares; and the operator API of #19 (`mailer api serve`'s app)
+for the campaign status and the contact story. The difference is what the console itself
+costs: session lookup, security headers, Jinja2.
 
     DATABASE_URL=… python bench/console.py [--contacts 200000] [--requests 40]
 """
@@ -32,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.audience import AT, SETUP  # noqa: E402
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
+from mailer.api.app import create_app as create_api_app  # noqa: E402
+from mailer.api.store import ApiStore  # noqa: E402
 from mailer.campaigns.store import CampaignStore  # noqa: E402
 from mailer.compliance.store import ComplianceStore  # noqa: E402
 from mailer.console.accounts import Role  # noqa: E402
@@ -127,7 +130,15 @@ async def main() -> None:
                 else conn.execute(statement)
             )
         topic = await conn.fetchval("SELECT id FROM topics WHERE slug = 'topic1'")
-        settings = load(environ={"DATABASE_URL": url, "MAILER_TOKEN_KEYS": "1:" + "a" * 44})
+        settings = load(
+            environ={
+                "DATABASE_URL": url,
+                "MAILER_TOKEN_KEYS": "1:" + "a" * 44,
+                # The API's per-key rate limit would answer 429 to a benchmark loop.
+                "MAILER_API_RATE_PER_KEY": "1000000",
+                "MAILER_API_RATE_BURST": "1000000",
+            }
+        )
         async with connect(url, max_size=4) as pool:
             store = CampaignStore(pool, audience_parts=2)
             campaign = await store.campaign_insert_minimal("bench1", topic)
@@ -156,6 +167,14 @@ async def main() -> None:
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         base = str(server.make_url("")).rstrip("/")
+        # The operator API of #19 on the same data: its campaign status and contact story.
+        async with connect(url, max_size=1) as pool:
+            _, key = await ApiStore(pool).key_create(
+                "bench", ["campaigns:read", "contacts:read"], None
+            )
+        api_server = TestServer(create_api_app(settings, dispatch_webhooks=False), host="127.0.0.1")
+        await api_server.start_server()
+        api_base = str(api_server.make_url("")).rstrip("/")
         try:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
                 async with session.get(f"{base}/login") as page:
@@ -188,8 +207,18 @@ async def main() -> None:
                         n,
                     )
                 queries = dict(app[CONSOLE].queries_by_route)
+            api = {}
+            headers = {"Authorization": f"Bearer {key}"}
+            async with aiohttp.ClientSession(headers=headers) as session:
+                for name, path in (
+                    ("campaign", "/api/v1/campaigns/bench1"),
+                    ("contact", f"/api/v1/contacts/{contact}"),
+                ):
+                    await timings(session, api_base + path, 2)
+                    api[name] = await timings(session, api_base + path, args.requests)
         finally:
             await server.close()
+            await api_server.close()
     finally:
         await drop_database(dsn, url)
 
@@ -206,6 +235,8 @@ async def main() -> None:
             f"{p(data, 0.99):>10.1f}{p(html, 0.99) / p(data, 0.99):>10.2f}"
             f"{queries.get(route, 0):>9}{'yes' if p(html, 0.99) <= 300 else 'NO':>10}"
         )
+    for name, spent in api.items():
+        print(f"API {name:8}{len(spent):>5}{p(spent, 0.5):>9.1f}{p(spent, 0.99):>9.1f}")
     print(
         f"(p99 of {args.requests} requests is their maximum but one; audience live: fewer; "
         "the frozen audience page is compared with the campaign's JSON, the live one with "
