@@ -335,3 +335,38 @@ SELECT slug, id FROM topics ORDER BY slug
 SELECT tv.name, tv.files
 FROM campaigns c JOIN template_versions tv ON tv.id = c.template_version_id
 WHERE c.id = $1
+
+-- name: campaigns_overview
+-- The console's dashboard and campaign list in one statement: each campaign with its
+-- deliveries by state (asked of each state's index, as campaign_status_counts does) and
+-- the reputation guard's pause reason. Active ones first; $1 caps the finished ones shown.
+SELECT c.id, c.slug, c.name, c.status, t.slug AS topic, c.created_at, c.started_at,
+       c.finished_at, c.scheduled_at, c.pause_reason,
+       coalesce((SELECT jsonb_object_agg(s.status, s.n) FROM (
+           SELECT status, count(*) AS n FROM deliveries d
+           WHERE d.campaign_id = c.id AND d.status IN ('queued', 'deferred') GROUP BY status
+           UNION ALL
+           SELECT status, count(*) AS n FROM deliveries d
+           WHERE d.campaign_id = c.id AND d.status NOT IN ('queued', 'deferred')
+           GROUP BY status) s), '{}') AS counts
+FROM campaigns c JOIN topics t ON t.id = c.topic_id
+WHERE c.status IN ('draft', 'scheduled', 'running', 'paused')
+   OR c.id IN (SELECT id FROM campaigns WHERE status IN ('done', 'cancelled')
+               ORDER BY created_at DESC LIMIT $1)
+ORDER BY c.status IN ('running', 'paused', 'scheduled') DESC, c.created_at DESC
+
+-- name: audience_breakdown_wrapper
+-- Counts by reason AND the first $N contacts of each reason (by id), from one pass over
+-- the audience: the console shows why people are out and lets the operator open one.
+-- The sample's addresses are joined only for those few rows.
+WITH a AS MATERIALIZED (
+    SELECT coalesce(reason, 'eligible') AS reason, contact_id,
+           row_number() OVER (PARTITION BY reason ORDER BY contact_id) AS rn
+    FROM (:audience) AS audience
+)
+SELECT r.reason, r.contacts,
+       coalesce((SELECT array_agg(c.email ORDER BY a.rn) FROM a JOIN contacts c ON c.id = a.contact_id
+                 WHERE a.reason = r.reason AND a.rn <= :sample AND c.email IS NOT NULL), '{}')
+           AS sample
+FROM (SELECT reason, count(*) AS contacts FROM a GROUP BY reason) r
+ORDER BY r.reason

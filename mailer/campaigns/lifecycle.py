@@ -17,10 +17,16 @@ from datetime import datetime
 from pathlib import Path
 
 from mailer.campaigns import lint
-from mailer.campaigns.definition import CampaignDefinition, from_mapping, load
+from mailer.campaigns.definition import (
+    CampaignDefinition,
+    CampaignFileError,
+    from_mapping,
+    load,
+    parse,
+)
 from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.message import CampaignContent
-from mailer.campaigns.render import TemplateSet
+from mailer.campaigns.render import TemplateFileError, TemplateSet
 from mailer.campaigns.render_process import lint_in_process
 from mailer.campaigns.store import Campaign, CampaignStore, FreezeResult
 
@@ -50,6 +56,52 @@ async def create(
     definition = load(path, templates_dir)
     if slug is not None:
         definition = dataclasses.replace(definition, slug=slug)
+    return await create_from_definition(store, definition, templates_dir, str(path))
+
+
+async def create_from_text(
+    store: CampaignStore, text: str, templates_dir: Path, source: str = "campaign file"
+) -> tuple[int, CampaignDefinition]:
+    """Create a draft campaign from a campaign file's text (the console's editor or upload)."""
+    definition = parse(text, templates_dir=templates_dir, source=source)
+    return await create_from_definition(store, definition, templates_dir, source)
+
+
+@dataclass(frozen=True)
+class TextLint:
+    """A campaign file's text checked before it exists: its file problems, else its lint."""
+
+    definition: CampaignDefinition | None
+    file_problems: list[str]
+    problems: list[lint.LintProblem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.file_problems and not self.problems
+
+
+async def lint_text(
+    text: str,
+    templates_dir: Path,
+    limits: RenderLimits | None = None,
+    source: str = "campaign file",
+) -> TextLint:
+    """Validate a campaign file's text and lint its samples, as `campaign check` would."""
+    try:
+        definition = parse(text, templates_dir=templates_dir, source=source)
+        templates = TemplateSet.load(templates_dir, definition.template)
+    except CampaignFileError as exc:
+        return TextLint(None, exc.problems, [])
+    except TemplateFileError as exc:
+        return TextLint(None, [str(exc)], [])
+    content = CampaignContent(definition.to_json(), templates.name, dict(templates.files), {})
+    return TextLint(definition, [], await lint_in_process(content, limits or RenderLimits()))
+
+
+async def create_from_definition(
+    store: CampaignStore, definition: CampaignDefinition, templates_dir: Path, source: str
+) -> tuple[int, CampaignDefinition]:
+    path = source
     topics = await store.topic_ids()
     if definition.topic not in topics:
         raise CampaignError(
@@ -100,9 +152,13 @@ async def check(
 async def lint_campaign(
     store: CampaignStore, row: Campaign, limits: RenderLimits | None
 ) -> list[lint.LintProblem]:
+    return await lint_in_process(await content_of(store, row), limits or RenderLimits())
+
+
+async def content_of(store: CampaignStore, row: Campaign) -> CampaignContent:
+    """What composing the campaign's messages needs: its definition and template files."""
     templates = await store.campaign_templates(row.id)
-    content = CampaignContent(row.definition, templates.name, dict(templates.files), {})
-    return await lint_in_process(content, limits or RenderLimits())
+    return CampaignContent(row.definition, templates.name, dict(templates.files), {})
 
 
 async def launch(

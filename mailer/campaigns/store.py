@@ -78,6 +78,41 @@ class ExpiringConsent:
     ends_date_only: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignOverview:
+    """A campaign as the console's dashboard shows it: state, progress, pause reason."""
+
+    id: int
+    slug: str
+    name: str
+    status: str
+    topic: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    scheduled_at: datetime | None
+    pause_reason: dict[str, Any] | None
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        """Deliveries with a final state."""
+        return sum(n for s, n in self.counts.items() if s not in ("queued", "sending", "deferred"))
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonBreakdown:
+    """One line of an audience: a reason (or 'eligible'), its count, a few addresses."""
+
+    reason: str
+    contacts: int
+    sample: list[str]
+
+
 @dataclass(frozen=True)
 class FreezeResult:
     added: int
@@ -259,6 +294,23 @@ class CampaignStore:
     async def campaign_status_counts(self, campaign_id: int) -> dict[str, int]:
         rows = await self.pool.fetch(Q("campaign_status_counts"), campaign_id)
         return {r["status"]: int(r["n"]) for r in rows}
+
+    async def campaigns_overview(self, finished: int = 20) -> list[CampaignOverview]:
+        """Every unfinished campaign and the `finished` latest finished ones, with progress."""
+        rows = await self.pool.fetch(Q("campaigns_overview"), finished)
+        return [CampaignOverview(**r) for r in rows]
+
+    async def audience_breakdown(
+        self, spec: CampaignSpec, at: datetime, sample: int = 5
+    ) -> list[ReasonBreakdown]:
+        """Counts by reason with the first `sample` addresses of each (one audience pass)."""
+        sql, args = audience_query(spec, at, None)
+        wrapper = Q("audience_breakdown_wrapper").replace(":audience", sql)
+        wrapper = wrapper.replace(":sample", f"${len(args) + 1}")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q("audience_session_settings"))
+            rows = await conn.fetch(wrapper, *args, sample)
+        return [ReasonBreakdown(r["reason"], int(r["contacts"]), list(r["sample"])) for r in rows]
 
     async def campaign_set_status(self, campaign_id: int, allowed_from: list[str], to: str) -> bool:
         """Move a campaign to `to` if it is in one of `allowed_from`; False if it was not."""

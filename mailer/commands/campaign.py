@@ -17,14 +17,12 @@ from typing import Any
 from rich.table import Table
 
 from mailer.campaigns import deliverability, lifecycle, lint
-from mailer.campaigns.limits import RenderLimits, timed
-from mailer.campaigns.message import Recipient, campaign_composer
-from mailer.campaigns.render import MessageError, UnregisteredLinks
+from mailer.campaigns.limits import RenderLimits
+from mailer.campaigns.preview import PreviewError, compose_preview
 from mailer.campaigns.store import CampaignStore
 from mailer.commands.console import at_of, console, day, err, open_pool, stop_on_signals
 from mailer.contacts.store import ContactStore
 from mailer.core import consent
-from mailer.core.consent import Action
 from mailer.core.reputation import describe
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
@@ -94,35 +92,14 @@ async def preview(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         campaign = await SendStore(pool).campaign_for_engine(row.id)
         keyring = Keyring.from_spec(settings.require_token_keys())
-        _, composer = campaign_composer(campaign.content, keyring, settings)
-        best = next(
-            (e for e in reversed(record.ledger) if e.action is Action.GRANT and e.kind), None
-        )
-        recipient = Recipient(
-            delivery_id=0,
-            email=record.email,
-            name=record.name,
-            locale=record.locale,
-            attributes=record.attributes,
-            consent_kind=None if best is None else best.kind,
-            consent_source="" if best is None else best.source,
-            consent_obtained_at=None if best is None else best.obtained_at,
-            consent_date_only=best is not None and best.obtained_date_only,
-        )
         limits = RenderLimits.from_settings(settings.engine)
-        for _ in range(20):
-            try:
-                # The engine's time and size limits (in this process: no memory cap).
-                composed = timed(limits, composer.compose, recipient, datetime.now(UTC))
-                break
-            except UnregisteredLinks as exc:
-                composer.add_links({url: 0 for url in exc.urls})  # preview: nothing is registered
-            except MessageError as exc:
-                skipped = f"{record.email} would be skipped ({exc.reason})"
-                console.print(f"[red]error:[/] {skipped}: {exc}", highlight=False)
-                return 2
-        else:
-            console.print("[red]error:[/] the template keeps producing new links")
+        try:
+            # The engine's time and size limits (in this process: no memory cap).
+            composed, composer = compose_preview(
+                campaign.content, record, keyring, settings, datetime.now(UTC), limits=limits
+            )
+        except PreviewError as exc:
+            console.print(f"[red]error:[/] {exc}", highlight=False)
             return 2
         out = Path(args.out or f"{args.campaign}-{record.email}.eml")
         out.write_bytes(composed.data)  # noqa: ASYNC240 - one small file, a CLI step

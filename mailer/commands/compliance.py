@@ -19,19 +19,18 @@ from mailer.compliance.audit import export_audit
 from mailer.compliance.privacy import (
     DEFAULT_INACTIVE,
     DEFAULT_UNENGAGED,
-    ERASE_RULE,
     EVIDENCE_KEPT,
     ErasureBusy,
     erasure_of,
-    export_document,
     inactivity_cutoff,
     operator,
     parse_months,
     purge_rule,
     sla_line,
 )
+from mailer.compliance.rights import erase_contact, export_contact
 from mailer.compliance.store import ComplianceStore
-from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.addresses import InvalidAddress, normalise
 from mailer.core.settings import Settings
 
 
@@ -159,8 +158,8 @@ async def contacts_export(args: argparse.Namespace, settings: Settings) -> int:
         email = _email(args.email)
         if email is None:
             return 2
-        tables = await store.contact_export(email, address_hash(email))
-        document = export_document(email, tables, datetime.now(UTC))
+        document = await export_contact(store, email, datetime.now(UTC))
+        tables = document["tables"]
         text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
         if args.out in (None, "-"):
             sys.stdout.write(text)
@@ -186,15 +185,7 @@ async def contacts_erase(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 1
         try:
-            done = erasure_of(
-                await store.contact_erase(
-                    email,
-                    address_hash(email),
-                    rule=ERASE_RULE,
-                    os_user=operator(),
-                    evidence_kept=EVIDENCE_KEPT,
-                )
-            )
+            done = await erase_contact(store, email, operator())
         except ErasureBusy as exc:
             console.print(f"[red]error:[/] {exc}", highlight=False)
             return 1

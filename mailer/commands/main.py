@@ -27,6 +27,7 @@ from mailer.commands import (
     db,
     forms,
     inbound,
+    operators,
     optouts,
     transactional,
     webhooks,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     inbound.register(sub)
     api.register(sub)
     webhooks.register(sub)
+    operators.register(sub)
     transactional.register(sub)
     forms.register(sub)
     trk = sub.add_parser("tracker", help="the tracking server").add_subparsers(
@@ -91,6 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tracker import app as tracker_app
 
         tracker_app.serve(settings)  # its own event loop (uvloop when installed)
+        return 0
+    if args.command == "console":
+        from mailer.console import app as console_app
+
+        console_app.serve(settings)  # aiohttp's run_app: its own loop, SIGTERM/SIGINT
         return 0
     handler: Handler = args.handler
     try:

@@ -447,6 +447,19 @@ SELECT c.id, c.email, c.name, c.locale, c.attributes, c.last_activity_at, c.eras
 FROM contacts c WHERE c.email = $1
 
 
+-- name: contacts_search
+-- The console's contact search, a page at a time (keyset on the address, so page 5,000 of
+-- a million costs what page 1 does). An address prefix is a range on the unique index;
+-- anything else is a name fragment, scanned until the page is full.
+SELECT email, name, locale, last_activity_at
+FROM contacts
+WHERE email IS NOT NULL AND email > $3
+  AND CASE WHEN $1 THEN email >= $2 AND email < $2 || chr(1114111)
+           ELSE name ILIKE '%' || replace(replace(replace($2, '\', '\\'), '%', '\%'), '_', '\_') || '%'
+      END
+ORDER BY email
+LIMIT $4
+
 -- name: contacts_page
 -- The API's contact list: keyset on the id ($1: the last id of the previous
 -- page), never OFFSET, so page 1,000 costs what page 1 does.

@@ -348,6 +348,18 @@ class ContactStore:
         assert row is not None  # an aggregate always returns a row
         return {k: int(v) for k, v in row.items()}
 
+    async def contacts_search(
+        self, query: str, *, after: str = "", limit: int = 50
+    ) -> list[ContactListing]:
+        """Contacts whose address starts with `query` (when it holds an @ or a dot) or whose
+        name contains it; one page in address order, after the address `after`."""
+        text = query.strip()
+        by_address = "@" in text or "." in text or not text
+        rows = await self.pool.fetch(
+            Q("contacts_search"), by_address, text.lower() if by_address else text, after, limit
+        )
+        return [ContactListing(**r) for r in rows]
+
     async def contact_rule_inputs(self, email: str) -> ContactRecord | None:
         """What the consent rules need to decide about one contact, as core values."""
         row = await self.pool.fetchrow(Q("contact_rule_inputs"), email)
@@ -424,6 +436,14 @@ class Contact:
     erased_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ContactListing:
+    email: str
+    name: str | None
+    locale: str
+    last_activity_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import os
 import re
 import socket
@@ -90,6 +91,27 @@ class TrackerSettings:
     # Postgres-side statement_timeout and lock_timeout of the tracker's connections: shorter
     # than db_timeout_ms, so the server itself cancels a stuck statement and rolls back.
     db_statement_timeout_ms: int = 1000
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """`mailer console serve`: the operators' browser console (mailer/console)."""
+
+    # The URL operators open (one-time set-password links are built on it); https:// behind
+    # the reverse proxy in production, which also turns on Secure cookies and HSTS.
+    base_url: str = "http://127.0.0.1:8025"
+    host: str = "127.0.0.1"  # loopback by default: a proxy in front terminates TLS
+    port: int = 8025
+    # Addresses (or CIDR networks) of the reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed; from anyone else those headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    idle_minutes: int = 30  # a session unused this long is over (OWASP session sheet)
+    absolute_hours: int = 12  # and any session ends this long after login
+    login_max_failures: int = 5  # failures for one address before the lockout starts
+    lockout_seconds: int = 30  # first lockout; doubles with each further failure
+    lockout_max_seconds: int = 3600
+    setup_link_hours: int = 24  # how long a set-password link works
+    templates_dir: str = "templates"  # campaign templates the console creates campaigns from
 
 
 @dataclass(frozen=True)
@@ -297,6 +319,7 @@ class Settings:
     guard: GuardSettings = field(default_factory=GuardSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     transactional: TransactionalSettings = field(default_factory=TransactionalSettings)
     forms: FormsSettings = field(default_factory=FormsSettings)
     # Secrets, filled from the environment or files only.
@@ -561,6 +584,15 @@ def _parse_env(hint: Any, text: str, name: str) -> Any:
     return text
 
 
+def _networks(values: tuple[str, ...]) -> bool:
+    try:
+        for value in values:
+            ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _compiles(pattern: str) -> bool:
     try:
         re.compile(pattern)
@@ -667,6 +699,28 @@ def _validate(s: Settings) -> None:
             s.imports.default_locale in s.imports.locales,
             "import.default_locale: must be one of import.locales",
         ),
+    ]
+    c = s.console
+    checks += [
+        (
+            c.base_url.startswith(("http://", "https://")),
+            "console.base_url: expected an http(s):// URL",
+        ),
+        (0 < c.port < 65536, "console.port: expected 1-65535"),
+        (_networks(c.trusted_proxies), "console.trusted_proxies: expected addresses or CIDRs"),
+        (c.idle_minutes >= 1, "console.idle_minutes: must be at least 1"),
+        (
+            c.absolute_hours * 60 >= c.idle_minutes,
+            "console.absolute_hours: must be at least console.idle_minutes",
+        ),
+        (c.login_max_failures >= 1, "console.login_max_failures: must be at least 1"),
+        (c.lockout_seconds >= 1, "console.lockout_seconds: must be at least 1"),
+        (
+            c.lockout_max_seconds >= c.lockout_seconds,
+            "console.lockout_max_seconds: must be at least console.lockout_seconds",
+        ),
+        (c.setup_link_hours >= 1, "console.setup_link_hours: must be at least 1"),
+        (bool(c.templates_dir), "console.templates_dir: must name a folder"),
     ]
     i, g = s.inbound, s.guard
     checks += [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -72,12 +72,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(kind, encoder=_dumps, decoder=json.loads, schema="pg_catalog")
 
 
+def _init_with_logger(on_query: Callable[[Any], None]) -> Callable[[Any], Awaitable[None]]:
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        conn.add_query_logger(on_query)
+
+    return init
+
+
 async def create_pool(
     dsn: str,
     *,
     min_size: int = 1,
     max_size: int = 10,
     server_settings: Mapping[str, str] | None = None,
+    on_query: Callable[[Any], None] | None = None,
     **options: Any,
 ) -> asyncpg.Pool:
     """A pool of connections in the UTC zone, json/jsonb decoded to Python values.
@@ -85,12 +94,13 @@ async def create_pool(
     UTC sessions: interval arithmetic on timestamptz (consent expiry, "active
     within N months") follows the session zone. `server_settings` are sent at
     connect (no round trip); `options` go to asyncpg.create_pool (timeouts, reset).
+    `on_query` is called after each statement (the console counts a page's queries).
     """
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=_init_connection if on_query is None else _init_with_logger(on_query),
         server_settings={"timezone": "UTC", **(server_settings or {})},
         **options,
     )

@@ -88,9 +88,9 @@ def render_html(figures: ReportFigures) -> str:
     for s in sections(f, reasons=50):
         body.append(f"<h2>{_e(s.title)}</h2>")
         if s.key == "deliveries":
-            body.append(_bar_chart(f.outcomes))
+            body.append(bar_chart(f.outcomes))
         if s.key == "time":
-            body.append(_line_chart(f.hourly))
+            body.append(line_chart(f.hourly))
         else:
             body.append(_html_table(s))
         body.extend(f'<p class="note">{_e(note)}</p>' for note in s.notes)
@@ -104,7 +104,7 @@ def render_html(figures: ReportFigures) -> str:
     )
 
 
-def _bar_chart(outcomes: Mapping[str, int]) -> str:
+def bar_chart(outcomes: Mapping[str, int]) -> str:
     """Deliveries by state as horizontal bars (inline SVG)."""
     width, row, label_w, value_w = 640, 22, 90, 90
     peak = max(outcomes.values(), default=0) or 1
@@ -124,7 +124,7 @@ def _bar_chart(outcomes: Mapping[str, int]) -> str:
     )
 
 
-def _line_chart(hourly: Iterable[HourFigures]) -> str:
+def line_chart(hourly: Iterable[HourFigures]) -> str:
     """Opens and clicks per time bucket, all and human only, as an inline SVG line chart."""
     step, points = timeline(hourly, 400)
     if not points:

@@ -192,3 +192,13 @@ WHERE campaign_id = $1 AND status IN ('queued', 'deferred') GROUP BY status
 UNION ALL
 SELECT status, count(*) AS n FROM deliveries
 WHERE campaign_id = $1 AND status NOT IN ('queued', 'deferred') GROUP BY status
+
+-- ---------------------------------------------------------------- recent
+
+-- name: recent_activity
+-- The console dashboard's "last 24 hours" since $1: opt-outs (withdrawals in the ledger),
+-- bounces by type, complaints. Each read through a time index (console migration).
+SELECT (SELECT count(*) FROM consents WHERE action = 'withdraw' AND recorded_at >= $1) AS optouts,
+       (SELECT count(*) FROM bounces WHERE occurred_at >= $1 AND hard) AS hard_bounces,
+       (SELECT count(*) FROM bounces WHERE occurred_at >= $1 AND NOT hard) AS soft_bounces,
+       (SELECT count(*) FROM complaints WHERE occurred_at >= $1) AS complaints

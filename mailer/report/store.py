@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -9,6 +11,16 @@ import asyncpg
 from mailer.db import Queries
 
 Q = Queries("mailer.report", "report.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class RecentActivity:
+    """Opt-outs, bounces and complaints since a time (the console's dashboard)."""
+
+    optouts: int
+    hard_bounces: int
+    soft_bounces: int
+    complaints: int
 
 
 class ReportStore:
@@ -62,3 +74,8 @@ class ReportStore:
                 "complaints": int(await conn.fetchval(Q("report_complaints"), campaign_id)),
                 "soft_bounces": int(await conn.fetchval(Q("report_soft_bounces"), campaign_id)),
             }
+
+    async def recent_activity(self, since: datetime) -> RecentActivity:
+        row = await self.pool.fetchrow(Q("recent_activity"), since)
+        assert row is not None  # scalar subqueries: always one row
+        return RecentActivity(**row)

@@ -91,6 +91,10 @@ class WebhookStore:
             Endpoint(**{**dict(r), "oldest_pending_s": _float(r["oldest_pending_s"])}) for r in rows
         ]
 
+    async def endpoints_disabled(self) -> list[Endpoint]:
+        """Disabled endpoints only, without their backlog (cheap enough for a dashboard)."""
+        return [Endpoint(**dict(r)) for r in await self.pool.fetch(Q("endpoints_disabled"))]
+
     async def endpoint_exists(self, endpoint_id: int) -> bool:
         return bool(await self.pool.fetchval(Q("endpoint_exists"), endpoint_id))
 

@@ -102,3 +102,9 @@ SELECT count(*) AS pending,
 FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
 WHERE d.status = 'pending'
 
+
+-- name: endpoints_disabled
+-- The console dashboard's alert: endpoints switched off after their retry window (no
+-- backlog counts, which read every delivery).
+SELECT id, url, events, created_at, disabled_at, disabled_why
+FROM webhook_endpoints WHERE disabled_at IS NOT NULL ORDER BY id

@@ -19,7 +19,7 @@ from tracker.app import create_app
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 try:
-    from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
+    from axe_playwright_python.async_playwright import Axe
     from playwright.async_api import async_playwright
 except ImportError:  # pragma: no cover - depends on the machine
     async_playwright = None  # type: ignore[assignment]

@@ -28,6 +28,7 @@ ROLES = (
     "inbound",
     "webhooks",
     "api",
+    "console",
     "transactional",
     "forms",
 )
@@ -71,6 +72,19 @@ ALLOWED: dict[str, set[str]] = {
         "mailer.report",
         "mailer.webhooks",
         "mailer.transactional",
+    },
+    # The browser console shows what the roles decide, through their own functions and stores
+    # (no rule of its own): campaigns, contacts, report, compliance (data rights, operator
+    # log), and the API's keys and webhook endpoints (listed for admins).
+    "mailer.console": {
+        "mailer.core",
+        "mailer.db",
+        "mailer.campaigns",
+        "mailer.contacts",
+        "mailer.report",
+        "mailer.compliance",
+        "mailer.api",
+        "mailer.webhooks",
     },
     "mailer.commands": {"mailer.core", "mailer.db", *(f"mailer.{r}" for r in ROLES)}
     | {"mailer.demo", "tracker"},

@@ -1,0 +1,90 @@
+-- The browser console's own tables: operators, their sessions, failed logins.
+-- Everything else a page shows comes from the role stores (campaigns, contacts, report),
+-- the same queries the CLI runs.
+
+-- name: operator_add
+-- A new operator, with a password hash (prompt) or a one-time link's token hash.
+INSERT INTO operators (email, role, locale, password_hash, setup_token_hash, setup_expires_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (email) DO NOTHING
+RETURNING id
+
+-- name: operator_by_email
+SELECT id, email, role, locale, password_hash, disabled_at IS NOT NULL AS disabled
+FROM operators WHERE email = $1
+
+-- name: operator_by_setup_token
+-- The link works once and until it expires.
+SELECT id, email, role, locale, password_hash, disabled_at IS NOT NULL AS disabled
+FROM operators WHERE setup_token_hash = $1 AND setup_expires_at > now()
+
+-- name: operator_set_password
+-- Setting a password burns the link and ends every session (a new password is a new start).
+WITH done AS (
+    UPDATE operators SET password_hash = $2, setup_token_hash = NULL, setup_expires_at = NULL
+    WHERE id = $1 RETURNING id
+)
+DELETE FROM console_sessions WHERE operator_id IN (SELECT id FROM done)
+
+-- name: operator_set_locale
+UPDATE operators SET locale = $2 WHERE id = $1
+
+-- name: operators_list
+SELECT o.id, o.email, o.role, o.locale, o.password_hash IS NOT NULL AS has_password,
+       o.disabled_at IS NOT NULL AS disabled, o.created_at,
+       (SELECT max(s.last_seen_at) FROM console_sessions s WHERE s.operator_id = o.id) AS last_seen_at
+FROM operators o ORDER BY o.email
+
+-- name: session_create
+INSERT INTO console_sessions (token_hash, operator_id, csrf_token, ip, user_agent)
+VALUES ($1, $2, $3, $4, $5)
+
+-- name: session_touch
+-- One statement per request: the session is found only while within both timeouts
+-- ($2 idle seconds since last use, $3 seconds since login) and its operator is enabled,
+-- and its last use moves to now. An expired row is simply never found again (and swept).
+UPDATE console_sessions s SET last_seen_at = now()
+FROM operators o
+WHERE s.token_hash = $1 AND o.id = s.operator_id AND o.disabled_at IS NULL
+  AND s.last_seen_at > now() - make_interval(secs => $2)
+  AND s.created_at > now() - make_interval(secs => $3)
+RETURNING o.id, o.email, o.role, o.locale, s.csrf_token, s.created_at
+
+-- name: session_delete
+DELETE FROM console_sessions WHERE token_hash = $1
+
+-- name: sessions_delete_for_operator
+-- "Log out everywhere".
+DELETE FROM console_sessions WHERE operator_id = $1
+
+-- name: sessions_sweep
+-- Sessions past either timeout; run at login so the table holds only live ones.
+DELETE FROM console_sessions
+WHERE last_seen_at <= now() - make_interval(secs => $1)
+   OR created_at <= now() - make_interval(secs => $2)
+
+-- name: login_locked_until
+-- The latest lock among the keys (the address and the client's IP).
+SELECT max(locked_until) FROM console_login_failures
+WHERE key = ANY($1::text[]) AND locked_until > now()
+
+-- name: login_failure_record
+-- One more failure for each key; past $2 failures the key is locked for $3 seconds doubled
+-- per further failure, capped at $4 (exponential backoff). $5: the IP key's own limit.
+INSERT INTO console_login_failures AS f (key, failures, last_failure_at, locked_until)
+SELECT k, 1, now(), CASE WHEN 1 >= (CASE WHEN k LIKE 'ip:%' THEN $5::int ELSE $2::int END)
+                         THEN now() + make_interval(secs => $3::float8) END
+FROM unnest($1::text[]) AS k
+ON CONFLICT (key) DO UPDATE SET
+    failures = f.failures + 1,
+    last_failure_at = now(),
+    locked_until = CASE
+        WHEN f.failures + 1 >= (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END)
+        THEN now() + make_interval(secs => least(
+            $4::float8,
+            $3::float8 * power(2, f.failures + 1 - (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END))))
+    END
+RETURNING locked_until
+
+-- name: login_failures_clear
+DELETE FROM console_login_failures WHERE key = $1

@@ -1,0 +1,106 @@
+"""Contact pages: search (paged by address), the consent story, explain for a campaign."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from mailer.campaigns import audience
+from mailer.compliance.privacy import ErasureBusy
+from mailer.compliance.rights import erase_contact, export_contact
+from mailer.console.accounts import Role
+from mailer.console.web import console_of, operator_of, record, render, requires
+from mailer.core.addresses import InvalidAddress, address_hash, normalise
+
+PAGE = 50
+
+
+def _email(request: web.Request) -> str:
+    try:
+        return normalise(request.match_info["email"])
+    except InvalidAddress:
+        raise web.HTTPNotFound(text="not a valid address") from None
+
+
+@requires(Role.VIEWER)
+async def contact_search(request: web.Request) -> web.Response:
+    query = request.query.get("q", "").strip()
+    after = request.query.get("after", "")
+    found = await console_of(request).contacts.contacts_search(query, after=after, limit=PAGE)
+    return render(
+        request,
+        "contacts.html",
+        q=query,
+        found=found,
+        next_after=found[-1].email if len(found) == PAGE else None,
+    )
+
+
+@requires(Role.VIEWER)
+async def contact_page(request: web.Request) -> web.Response:
+    email = _email(request)
+    story = await console_of(request).contacts.contact_story(email, address_hash(email))
+    if story is None:
+        raise web.HTTPNotFound(text="no contact and no suppression for this address")
+    return render(request, "contact.html", email=email, story=story)
+
+
+@requires(Role.VIEWER)
+async def explain_page(request: web.Request) -> web.Response:
+    """`mailer contacts explain`: the same verdict, from the same rule (audience.explain)."""
+    console = console_of(request)
+    email = _email(request)
+    slug = request.query.get("campaign", "")
+    spec = await console.campaigns.campaign_spec(slug)
+    inputs = await console.contacts.contact_rule_inputs(email)
+    if spec is None or inputs is None:
+        raise web.HTTPNotFound(text="no such campaign or contact")
+    at = datetime.now(UTC)
+    verdict = audience.explain(inputs, spec, at)
+    return render(request, "explain.html", email=email, slug=slug, verdict=verdict, at=at)
+
+
+@requires(Role.ADMIN)
+async def export_json(request: web.Request) -> web.Response:
+    """The person's access export (`mailer contacts export`), as a download."""
+    console = console_of(request)
+    email = _email(request)
+    document = await export_contact(console.compliance, email, datetime.now(UTC))
+    await record(request, "contact.export", "contact", email)
+    return web.Response(
+        text=json.dumps(document, ensure_ascii=False, indent=2, default=str),
+        content_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="contact-export.json"'},
+    )
+
+
+@requires(Role.ADMIN)
+async def erase_page(request: web.Request) -> web.Response:
+    return render(request, "erase.html", email=_email(request), done=None, error=None)
+
+
+@requires(Role.ADMIN)
+async def erase(request: web.Request) -> web.Response:
+    """`mailer contacts erase`, confirmed by typing the address again."""
+    console = console_of(request)
+    email = _email(request)
+    form = await request.post()
+    if str(form.get("confirm", "")).strip().lower() != email:
+        return render(request, "erase.html", 400, email=email, done=None, error="confirm")
+    try:
+        done = await erase_contact(console.compliance, email, operator_of(request).email)
+    except ErasureBusy as exc:
+        return render(request, "erase.html", 409, email=email, done=None, error=str(exc))
+    await record(request, "contact.erase", "contact", email, {"contacts": done.contacts})
+    return render(request, "erase.html", email=email, done=done.lines(), error=None)
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/contacts/{email}/export.json", export_json, name="contact_export")
+    router.add_get("/contacts/{email}/erase", erase_page, name="erase_page")
+    router.add_post("/contacts/{email}/erase", erase, name="erase")
+    router.add_get("/contacts", contact_search, name="contacts")
+    router.add_get("/contacts/{email}", contact_page, name="contact")
+    router.add_get("/contacts/{email}/explain", explain_page, name="explain")

@@ -1,0 +1,67 @@
+"""Adding an operator: the one operation `mailer operators add` and the operators page share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from mailer.compliance.store import ComplianceStore
+from mailer.console.accounts import Role, hash_password, new_token, password_problem, token_hash
+from mailer.console.store import ConsoleStore
+from mailer.core.settings import Settings
+
+
+class EnrolmentError(ValueError):
+    """The operator cannot be added; the message says why."""
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    operator_id: int
+    setup_link: str | None  # None when a password was given
+
+
+async def add_operator(
+    store: ConsoleStore,
+    settings: Settings,
+    email: str,
+    role: Role,
+    *,
+    locale: str = "en",
+    password: str | None = None,
+    actor: str,
+    compliance: ComplianceStore,
+) -> Enrolled:
+    """A new operator with `password`, or with a one-time link to set one; logged as done
+    by `actor` (an operator's login, or the system user running the CLI)."""
+    email = email.strip().lower()
+    if "@" not in email:
+        raise EnrolmentError(f"{email!r} is not an email address")
+    c = settings.console
+    if password is not None:
+        problem = password_problem(password)
+        if problem:
+            raise EnrolmentError(f"password refused: {problem.replace('_', ' ')} (12+ characters)")
+        found = await store.operator_add(email, role, locale, password_hash=hash_password(password))
+        link = None
+    else:
+        token = new_token()
+        found = await store.operator_add(
+            email,
+            role,
+            locale,
+            setup_token_hash=token_hash(token),
+            setup_expires_at=datetime.now(UTC) + timedelta(hours=c.setup_link_hours),
+        )
+        link = f"{c.base_url.rstrip('/')}/setup/{token}"
+    if found is None:
+        raise EnrolmentError(f"{email} already has an account")
+    await compliance.log_operator_action(
+        "operator",
+        actor,
+        "operator.add",
+        "operator",
+        email,
+        {"role": role.label, "by": "password" if password is not None else "link"},
+    )
+    return Enrolled(found, link)

@@ -1,0 +1,157 @@
+"""The console's own tables (console.sql): operators, sessions, failed logins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from mailer.console.accounts import Operator, Role
+from mailer.db import Queries
+
+Q = Queries("mailer.console", "console.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    email: str
+    role: Role
+    locale: str
+    password_hash: str | None
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountListing:
+    id: int
+    email: str
+    role: Role
+    locale: str
+    has_password: bool
+    disabled: bool
+    created_at: datetime
+    last_seen_at: datetime | None
+
+
+def _account(row: asyncpg.Record | None) -> Account | None:
+    if row is None:
+        return None
+    return Account(
+        row["id"],
+        row["email"],
+        Role.parse(row["role"]),
+        row["locale"],
+        row["password_hash"],
+        row["disabled"],
+    )
+
+
+class ConsoleStore:
+    """Named queries of console.sql on a pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def operator_add(
+        self,
+        email: str,
+        role: Role,
+        locale: str,
+        *,
+        password_hash: str | None = None,
+        setup_token_hash: bytes | None = None,
+        setup_expires_at: datetime | None = None,
+    ) -> int | None:
+        """The new operator's id, or None when the address already has an account."""
+        found = await self.pool.fetchval(
+            Q("operator_add"),
+            email,
+            role.label,
+            locale,
+            password_hash,
+            setup_token_hash,
+            setup_expires_at,
+        )
+        return None if found is None else int(found)
+
+    async def operator_by_email(self, email: str) -> Account | None:
+        return _account(await self.pool.fetchrow(Q("operator_by_email"), email))
+
+    async def operator_by_setup_token(self, token_hash: bytes) -> Account | None:
+        return _account(await self.pool.fetchrow(Q("operator_by_setup_token"), token_hash))
+
+    async def operator_set_password(self, operator_id: int, password_hash: str) -> None:
+        await self.pool.execute(Q("operator_set_password"), operator_id, password_hash)
+
+    async def operator_set_locale(self, operator_id: int, locale: str) -> None:
+        await self.pool.execute(Q("operator_set_locale"), operator_id, locale)
+
+    async def operators_list(self) -> list[AccountListing]:
+        rows = await self.pool.fetch(Q("operators_list"))
+        return [
+            AccountListing(
+                r["id"],
+                r["email"],
+                Role.parse(r["role"]),
+                r["locale"],
+                r["has_password"],
+                r["disabled"],
+                r["created_at"],
+                r["last_seen_at"],
+            )
+            for r in rows
+        ]
+
+    async def session_create(
+        self, token_hash: bytes, operator_id: int, csrf: str, ip: str | None, agent: str | None
+    ) -> None:
+        await self.pool.execute(Q("session_create"), token_hash, operator_id, csrf, ip, agent)
+
+    async def session_touch(
+        self, token_hash: bytes, idle_s: float, absolute_s: float
+    ) -> Operator | None:
+        row = await self.pool.fetchrow(Q("session_touch"), token_hash, idle_s, absolute_s)
+        if row is None:
+            return None
+        return Operator(
+            row["id"],
+            row["email"],
+            Role.parse(row["role"]),
+            row["locale"],
+            row["csrf_token"],
+            row["created_at"],
+        )
+
+    async def session_delete(self, token_hash: bytes) -> None:
+        await self.pool.execute(Q("session_delete"), token_hash)
+
+    async def sessions_delete_for_operator(self, operator_id: int) -> None:
+        await self.pool.execute(Q("sessions_delete_for_operator"), operator_id)
+
+    async def sessions_sweep(self, idle_s: float, absolute_s: float) -> None:
+        await self.pool.execute(Q("sessions_sweep"), idle_s, absolute_s)
+
+    async def login_locked_until(self, keys: list[str]) -> datetime | None:
+        found: datetime | None = await self.pool.fetchval(Q("login_locked_until"), keys)
+        return found
+
+    async def login_failure_record(
+        self,
+        keys: list[str],
+        *,
+        max_failures: int,
+        ip_max_failures: int,
+        lockout_s: float,
+        lockout_max_s: float,
+    ) -> datetime | None:
+        """Count a failure against each key; the latest lock it caused, if any."""
+        rows = await self.pool.fetch(
+            Q("login_failure_record"), keys, max_failures, lockout_s, lockout_max_s, ip_max_failures
+        )
+        locks = [r["locked_until"] for r in rows if r["locked_until"] is not None]
+        return max(locks, default=None)
+
+    async def login_failures_clear(self, key: str) -> None:
+        await self.pool.execute(Q("login_failures_clear"), key)
