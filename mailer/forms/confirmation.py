@@ -16,7 +16,7 @@ from pathlib import Path
 from mailer.core.footer import format_date
 from mailer.db import Pool
 from mailer.forms.signup import ConfirmationMail
-from mailer.forms.store import PendingRequest
+from mailer.forms.store import CONFIRMATION_KEY_PREFIX, PendingRequest
 from mailer.transactional.enqueue import enqueue
 from mailer.transactional.store import TransactionalStore
 
@@ -56,7 +56,7 @@ class TransactionalConfirmer:
             template=self.template,
             to=mail.to,
             data=template_data(mail),
-            idempotency_key=f"signup-confirmation-{mail.request_id}",
+            idempotency_key=f"{CONFIRMATION_KEY_PREFIX}{mail.request_id}",
             locale=mail.locale,
         )
         if result.refusal is not None:

@@ -177,15 +177,71 @@ INSERT INTO consents (contact_id, channel, action, kind, topic_id, source, obtai
 VALUES ($1, 'email', 'grant', 'express', NULL, $3, now(), $4::jsonb)
 RETURNING id
 
+-- name: contact_delete_allow
+-- The expiry sweep's transaction may delete unreferenced contacts (the
+-- contacts_no_delete trigger reads this; local: it ends with the transaction).
+SELECT set_config('mailer.delete_unreferenced_contacts', 'on', true)
+
 -- name: requests_expire
--- Pending requests past their time go with their personal data (GDPR art.
--- 5(1)(e)); confirmed ones hold only a hash and go too. One statement per
--- sweep, bounded so a backlog cannot hold a long transaction.
-WITH gone AS (
-    DELETE FROM signup_requests
-    WHERE id IN (SELECT id FROM signup_requests WHERE expires_at <= now()
-                 ORDER BY expires_at LIMIT $1)
-    RETURNING form_id, state
+-- $1 batch size, $2 the confirmation mails' idempotency-key prefix. Pending
+-- requests past their time go with their personal data (GDPR art. 5(1)(e));
+-- confirmed ones hold only a hash and go too. So does what an unconfirmed
+-- request left behind on the transactional lane, in the same statement: its
+-- confirmation message is scrubbed as an erasure scrubs one (compliance.sql:
+-- erase_transactional, same columns kept: template, state, dates, Message-ID,
+-- SHA-256), and the contact the lane created for it is deleted when nothing
+-- else refers to it (no consent, preference, delivery, bounce, other message
+-- or other request); a contact who existed before is left as it was. A
+-- request whose mail is being sent right now waits for the next sweep (the
+-- lane would write the SMTP reply back). Bounded so a backlog cannot hold a
+-- long transaction.
+WITH due AS (
+    SELECT r.id FROM signup_requests r
+    LEFT JOIN transactional_messages m ON m.idempotency_key = $2::text || r.id
+    WHERE r.expires_at <= now() AND m.status IS DISTINCT FROM 'claimed'
+      AND m.status IS DISTINCT FROM 'sending'
+    ORDER BY r.expires_at LIMIT $1
+), gone AS (
+    DELETE FROM signup_requests WHERE id IN (SELECT id FROM due)
+    RETURNING id, form_id, state, email_hash
+), mail AS (
+    SELECT m.id, m.contact_id, m.contact_created
+    FROM gone g JOIN transactional_messages m ON m.idempotency_key = $2::text || g.id
+    WHERE g.state = 'pending'
+), orphan AS (
+    SELECT DISTINCT k.id FROM mail x JOIN contacts k ON k.id = x.contact_id
+    WHERE x.contact_created
+      AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.contact_id = k.id)
+      AND NOT EXISTS (SELECT 1 FROM contact_channels c WHERE c.contact_id = k.id)
+      AND NOT EXISTS (SELECT 1 FROM contact_topics c WHERE c.contact_id = k.id)
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.contact_id = k.id)
+      AND NOT EXISTS (SELECT 1 FROM bounces b WHERE b.contact_id = k.id)
+      AND NOT EXISTS (SELECT 1 FROM transactional_messages o
+                      WHERE o.contact_id = k.id AND o.id NOT IN (SELECT id FROM mail))
+      -- The statement's snapshot still holds the deleted requests: skip them.
+      AND NOT EXISTS (SELECT 1 FROM signup_requests r
+                      WHERE r.email_hash = k.email_hash AND r.id NOT IN (SELECT id FROM gone))
+), dropped AS (
+    DELETE FROM contacts WHERE id IN (SELECT id FROM orphan)
+    RETURNING id
+), scrubbed AS (
+    UPDATE transactional_messages m
+    SET status = CASE WHEN m.status IN ('queued', 'deferred') THEN 'skipped' ELSE m.status END,
+        skip_reason = CASE WHEN m.status IN ('queued', 'deferred') THEN 'expired'
+                           ELSE m.skip_reason END,
+        data = '{}', smtp_reply = NULL,
+        render_inputs = CASE WHEN m.render_inputs IS NULL THEN NULL
+                             ELSE jsonb_build_object(
+                                 'erased_at', now(),
+                                 'message_id', m.render_inputs #> '{envelope,message_id}',
+                                 'date', m.render_inputs #> '{envelope,date}') END,
+        -- A deleted contact is named nowhere (as a message refused for erasure names none).
+        contact_id = CASE WHEN m.contact_id IN (SELECT id FROM dropped) THEN NULL
+                          ELSE m.contact_id END,
+        updated_at = now()
+    FROM mail x
+    WHERE m.id = x.id
+    RETURNING m.id
 )
 SELECT f.slug, count(*) FILTER (WHERE g.state = 'pending') AS expired
 FROM gone g JOIN forms f ON f.id = g.form_id

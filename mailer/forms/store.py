@@ -116,6 +116,11 @@ def _request(row: asyncpg.Record) -> PendingRequest:
     )
 
 
+# The idempotency key of a request's confirmation mail is this prefix and the request's id:
+# the link by which expiry finds (and scrubs) what the mail left on the transactional lane.
+CONFIRMATION_KEY_PREFIX = "signup-confirmation-"
+
+
 class FormStore:
     """Forms, their consent texts and sign-up requests."""
 
@@ -328,7 +333,13 @@ class FormStore:
         return request, int(grant_id)
 
     async def expire(self, limit: int = 10_000) -> dict[str, int]:
-        """Delete requests past their time; pending ones deleted, per form slug."""
+        """Delete requests past their time; pending ones deleted, per form slug.
+
+        With them goes what an unconfirmed request left on the transactional lane: its
+        confirmation message is scrubbed and the contact the lane created for it deleted
+        (unless something else refers to it), in the same statement (forms.sql).
+        """
         async with self.db.connection(transaction=True) as conn:
-            rows = await conn.fetch(Q("requests_expire"), limit)
+            await conn.execute(Q("contact_delete_allow"))
+            rows = await conn.fetch(Q("requests_expire"), limit, CONFIRMATION_KEY_PREFIX)
         return {r["slug"]: int(r["expired"]) for r in rows}

@@ -199,7 +199,7 @@ class TransactionalStore:
         if new.contact_id is not None or new.email is None:
             # A known contact (or none, refused for erasure): one statement, its own commit.
             message_id = await self.pool.fetchval(
-                Q("message_insert"), *self._values(new, version, new.contact_id), *consent
+                Q("message_insert"), *self._values(new, version, new.contact_id), *consent, False
             )
         else:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -207,10 +207,11 @@ class TransactionalStore:
                 contact_id = await conn.fetchval(
                     Q("contact_create"), new.email, new.email_hash, new.locale or "en"
                 )
+                created = contact_id is not None
                 if contact_id is None:  # created meanwhile by another request
                     contact_id = await conn.fetchval(Q("contact_find"), new.email)
                 message_id = await conn.fetchval(
-                    Q("message_insert"), *self._values(new, version, contact_id), *consent
+                    Q("message_insert"), *self._values(new, version, contact_id), *consent, created
                 )
         if message_id is not None:
             return int(message_id), False

@@ -62,13 +62,15 @@ LIMIT 1
 -- second request with the same key waits here for the first to commit, then
 -- inserts nothing (and the caller reads the first one's id). A queued
 -- message NOTIFYs the lanes, delivered at commit, never before (the CTE is
--- read below so that it runs).
+-- read below so that it runs). $18: this message created its (walk-in)
+-- contact, which a sign-up's expiry may then delete with it (forms.sql).
 WITH inserted AS (
     INSERT INTO transactional_messages
         (template, template_version_id, definition, basis, contact_id, domain, locale, data,
          idempotency_key, status, refusal, note, consent_id, consent_kind, consent_source,
-         consent_obtained_at, consent_date_only)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+         consent_obtained_at, consent_date_only, contact_created)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+            $18)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, status
 ), notified AS (
