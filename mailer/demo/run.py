@@ -39,7 +39,7 @@ from mailer.core.spreadsheet import csv_writer
 from mailer.db import connect
 from mailer.db.migrations import migrate
 from mailer.demo import notices as notices_flow
-from mailer.demo import relay, signups
+from mailer.demo import operators, relay, signups
 from mailer.demo.readers import machines, people, read_mailbox
 from mailer.demo.sink import Sink
 from mailer.demo.sink import serve as serve_sink
@@ -377,6 +377,11 @@ async def run(settings: Settings, folder: Path, console: Console, *, contacts: i
         console.rule("6. the report")
         report_file = run_folder / "report.html"
         await _report(ReportStore(pool), campaign_id, report_file, console)
+
+        console.rule("7. the operator API and a webhook")
+        await operators.api_and_webhook(pool, settings, console)
+        console.rule("8. the console")
+        await operators.console_tour(pool, settings, folder, slug, console)
     elapsed = time.monotonic() - started
     console.rule(f"done in {elapsed:.0f} s")
     console.print(f"messages (.eml):   {mailbox}/ ({sink.count:,} files)")

@@ -98,6 +98,10 @@ class WebhookStore:
     async def endpoint_exists(self, endpoint_id: int) -> bool:
         return bool(await self.pool.fetchval(Q("endpoint_exists"), endpoint_id))
 
+    async def endpoint_remove(self, endpoint_id: int) -> bool:
+        """Remove an endpoint and its deliveries (the demo's receiver, once stopped)."""
+        return affected(await self.pool.execute(Q("endpoint_remove"), endpoint_id)) > 0
+
     async def endpoint_enable(self, endpoint_id: int) -> int:
         """Enable an endpoint again; how many pending deliveries are due at once."""
         return affected(await self.pool.execute(Q("endpoint_enable"), endpoint_id))

@@ -108,3 +108,10 @@ WHERE d.status = 'pending'
 -- backlog counts, which read every delivery).
 SELECT id, url, events, created_at, disabled_at, disabled_why
 FROM webhook_endpoints WHERE disabled_at IS NOT NULL ORDER BY id
+
+-- name: endpoint_remove
+-- A throwaway endpoint (the demo's local receiver) goes with its deliveries when its
+-- receiver stops: webhook_emit() fans every later event out to each endpoint, enabled
+-- or not, so one left behind would collect deliveries nobody will ever take.
+WITH gone AS (DELETE FROM webhook_deliveries WHERE endpoint_id = $1)
+DELETE FROM webhook_endpoints WHERE id = $1

@@ -137,3 +137,25 @@ async def test_the_demo_mails_every_eligible_contact_once_and_nobody_else(
     assert all(json.loads(g["evidence"])["form"]["text_version"] == 1 for g in grants)
     assert await conn.fetchval("SELECT count(*) FROM signup_requests WHERE state = 'pending'") == 1
     assert len(list((tmp_path / "runs").glob("*/signup-mail/*.eml"))) == 4
+    # The operator API: a key, a webhook endpoint, a contact upserted then opted out, and
+    # the receiver verified the signed contact.unsubscribed; the console: login, two pages.
+    said = " ".join((tmp_path / "demo.log").read_text(encoding="utf-8").split())
+    assert "POST /api/v1/contacts → created 1, consents added 1" in said
+    assert re.search(r"opt-out → changed True", said)
+    assert re.search(
+        r"webhook received and verified \(Standard Webhooks signature\): contact\.unsubscribed "
+        r"for quote-\d+@example\.org \(contact \d+\), webhook-id \S+",
+        said,
+    ), said[-3000:]
+    assert re.search(r"logged in as \S+: GET / → 200, GET /campaigns/\S+ → 200", said)
+    assert "mailer console serve" in said
+    # The demo's receiver is gone with its endpoint: later opt-outs queue nothing for it.
+    assert await conn.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+    assert await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
+    assert [
+        r["action"]
+        for r in await conn.fetch(
+            "SELECT action FROM operator_log WHERE actor_kind = 'api_key' ORDER BY id"
+        )
+    ] == ["webhook.add", "contacts.upsert", "contacts.opt_out"]
+    assert await conn.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 0
