@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # Kinds that act on a delivery: without one they are kept as unmatched.
 _ACTING = frozenset({Kind.DSN_HARD, Kind.DSN_SOFT, Kind.COMPLAINT, Kind.UNSUBSCRIBE})
 _ESP_SOURCES = frozenset(PROVIDERS)
-_NOT_YET_SENT = frozenset({"sending", "queued", "deferred"})
+_NOT_YET_SENT = frozenset({"sending", "queued", "deferred", "claimed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,7 @@ class Plan:
     suppressions: list[SuppressionRow] = field(default_factory=list)
     soft_contacts: list[int] = field(default_factory=list)
     withdrawals: list[tuple[Withdrawal, str]] = field(default_factory=list)  # (what, method)
+    notice_bounces: list[int] = field(default_factory=list)  # hard-bounced notices' ids
     done: list[Done] = field(default_factory=list)
     # Messages about a delivery whose send outcome is not recorded yet: left pending.
     postponed: list[int] = field(default_factory=list)
@@ -101,12 +102,17 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
             detail.setdefault("recipient_reported", True)
         if kind is Kind.UNMATCHED or kind is Kind.AUTOREPLY or delivery is None:
             kept = kept_after_erasure(detail) if where.erased else detail
-            out.done.append(Done(stored.id, kind.value, delivery, where.how, kept, where.erased))
+            out.done.append(
+                Done(stored.id, kind.value, delivery, where.how, kept, where.erased, where.notice)
+            )
             continue
         if where.status in _NOT_YET_SENT and kind in (Kind.DSN_HARD, Kind.DSN_SOFT):
             # A fast relay's DSN can overtake the engine's record of the 250 it got: the
             # delivery is still `sending`. Bouncing it now would be overwritten by `sent`.
             out.postponed.append(stored.id)
+            continue
+        if where.notice:
+            _notice(out, stored, found, where, kind, detail)
             continue
         assert where.campaign_id is not None
         assert where.contact_id is not None
@@ -192,8 +198,76 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
     return out
 
 
+def _notice(
+    out: Plan,
+    stored: Stored,
+    found: Classification,
+    where: Attribution,
+    kind: Kind,
+    detail: dict[str, Any],
+) -> None:
+    """The effects of a message about a transactional notice (mailer/transactional).
+
+    As for a campaign delivery, less what only a campaign has: no bounces or complaints
+    rows (they count per campaign, for the guard and the soft-bounce rule). A hard bounce
+    makes the notice `bounced` and, for a dead address, suppresses it as the lane does for
+    a first-hop 5xx; a complaint suppresses; a complaint or mailto unsubscribe withdraws
+    through the shared opt-out, as the tracker's one-click does for a notice (CASL s.11:
+    from commercial email; exempt notices still go, saying why).
+    """
+    notice = where.delivery_id
+    assert notice is not None
+    evidence = {"transactional_id": notice, "inbound_id": stored.id}
+    email_hash = where.email_hash or (
+        None if found.refs.recipient is None else address_hash(found.refs.recipient)
+    )
+    source = "ses" if stored.source in _ESP_SOURCES else None
+    method: str | None = None
+    if kind is Kind.DSN_HARD:
+        out.notice_bounces.append(notice)
+        if found.dead_address and email_hash is not None:
+            out.suppressions.append(
+                SuppressionRow(
+                    email_hash,
+                    "hard_bounce",
+                    source or "dsn",
+                    {
+                        **evidence,
+                        "status": detail.get("status"),
+                        **({} if where.erased else {"diagnostic": detail.get("diagnostic")}),
+                    },
+                )
+            )
+            detail["suppressed"] = True
+    elif kind is Kind.COMPLAINT:
+        feedback = str(detail.get("feedback_type") or "abuse")
+        if email_hash is not None:
+            out.suppressions.append(
+                SuppressionRow(
+                    email_hash,
+                    "complaint",
+                    source or "feedback report",
+                    {**evidence, "feedback_type": feedback},
+                )
+            )
+            detail["suppressed"] = True
+        method = "complaint"
+    elif kind is Kind.UNSUBSCRIBE:
+        method = "mailto"  # RFC 8058 s.3.2: the same request as the one-click POST
+    if method is not None and not where.erased and where.contact_id is not None:
+        out.withdrawals.append(
+            (
+                _withdrawal(where.contact_id, method, {**evidence, "method": method}, notice, None),
+                method,
+            )
+        )
+    if where.erased:
+        detail = kept_after_erasure(detail)  # GDPR art. 17, as for a campaign delivery
+    out.done.append(Done(stored.id, kind.value, notice, where.how, detail, where.erased, True))
+
+
 def _withdrawal(
-    contact: int, source: str, evidence: dict[str, Any], delivery: int, campaign: int
+    contact: int, source: str, evidence: dict[str, Any], delivery: int, campaign: int | None
 ) -> Withdrawal:
     return Withdrawal(
         contact_id=contact,
@@ -258,6 +332,7 @@ class Processor:
                 inbound_id = int(withdrawal.evidence["inbound_id"])
                 changed.append((method, bool(result), received[inbound_id]))
             await batch.bounce(todo.bounces)
+            await batch.bounce_notices(todo.notice_bounces)
             await batch.complain(todo.complaints)
             await batch.suppress(todo.suppressions)
             await batch.soft_bounce_rule(
