@@ -8,13 +8,16 @@ import json
 import re
 from dataclasses import dataclass
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import asyncpg
+import pytest
 
 from mailer.core.settings import Settings
 from mailer.core.tokens import Purpose
 from mailer.demo.stores import Stores
 from mailer.transactional.enqueue import enqueue
+from tests.cli_run import run_cli
 from tests.inbound_setup import DOMAIN, Sent, deliver, inbound_serve, inbound_settings, processed
 from tests.inbound_setup import sent_deliveries as sent
 from tests.lane_setup import PARTS, lane_for, lane_settings, transactional_store
@@ -79,6 +82,7 @@ async def test_a_hard_bounce_of_a_notice_marks_the_notice_bounced_and_suppresses
     row = await conn.fetchrow(
         "SELECT kind, delivery_id, transactional_id, attributed_by, id FROM inbound_messages"
     )
+    assert row is not None
     assert (row["kind"], row["delivery_id"], row["transactional_id"], row["attributed_by"]) == (
         "dsn_hard",
         None,
@@ -97,6 +101,7 @@ async def test_a_hard_bounce_of_a_notice_marks_the_notice_bounced_and_suppresses
     suppression = await conn.fetchrow(
         "SELECT scope, channel, reason, source, detail FROM suppressions"
     )
+    assert suppression is not None
     assert (suppression["scope"], suppression["channel"], suppression["reason"]) == (
         "channel",
         "email",
@@ -120,6 +125,7 @@ async def test_a_dsn_matched_by_recipient_goes_to_the_latest_notice_not_an_older
     row = await conn.fetchrow(
         "SELECT delivery_id, transactional_id, attributed_by FROM inbound_messages"
     )
+    assert row is not None
     assert tuple(row) == (None, notice.id, "recipient")
     assert (
         await conn.fetchval("SELECT status FROM deliveries WHERE id = $1", campaign.delivery_id)
@@ -138,6 +144,7 @@ async def test_a_complaint_about_a_notice_suppresses_the_address_and_withdraws_c
     report = notice.fill("yahoo_arf_complaint", **{"reader@yahoo.example": notice.email})
     await _ingested(settings, conn, f"fbl@{DOMAIN}", report)
     row = await conn.fetchrow("SELECT id, kind, transactional_id FROM inbound_messages")
+    assert row is not None
     assert (row["kind"], row["transactional_id"]) == ("complaint", notice.id)
     reasons = await conn.fetch("SELECT channel, reason, detail FROM suppressions ORDER BY 1, 2")
     complaint = [s for s in reasons if s["reason"] == "complaint"]
@@ -170,6 +177,7 @@ async def test_a_mailto_unsubscribe_from_a_notice_withdraws_commercial_email_as_
     row = await conn.fetchrow(
         "SELECT id, kind, transactional_id, attributed_by FROM inbound_messages"
     )
+    assert row is not None
     assert (row["kind"], row["transactional_id"], row["attributed_by"]) == (
         "unsubscribe",
         notice.id,
@@ -184,3 +192,36 @@ async def test_a_mailto_unsubscribe_from_a_notice_withdraws_commercial_email_as_
     assert json.loads(evidence)["method"] == "mailto"
     assert json.loads(evidence)["inbound_id"] == row["id"]
     assert json.loads(evidence)["transactional_id"] == notice.id
+
+
+async def test_a_persons_export_and_erasure_reach_the_mail_about_her_notices_even_from_an_alias(
+    stores: Stores,
+    conn: asyncpg.Connection,
+    settings: Settings,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    _, notice = await _notice_after_campaign(stores, conn)
+    token = notice.unsubscribe or notice.sent.token(Purpose.UNSUBSCRIBE)
+    # Sent from an alias: her address is nowhere in it, only the token names her notice.
+    alias = "marie.alias@example.net"
+    message = notice.fill("mailto_unsubscribe", **{"reader@example.org": alias})
+    async with inbound_serve(inbound_settings(settings)) as service:
+        await deliver(service.port, f"unsubscribe+{token}@{DOMAIN}", message, mail_from=alias)
+        await processed(conn, 1)
+    # GDPR art. 15 first: her data export carries the mail about her notice.
+    export = tmp_path / "export.json"
+    code, out = await run_cli(
+        monkeypatch, db_url, "contacts", "export", notice.email, "--out", str(export)
+    )
+    assert code == 0, out
+    (exported,) = json.loads(export.read_text(encoding="utf-8"))["tables"]["inbound_messages"]
+    assert (exported["kind"], exported["transactional_id"]) == ("unsubscribe", notice.id)
+    code, out = await run_cli(monkeypatch, db_url, "contacts", "erase", notice.email, "--yes")
+    assert code == 0, out
+    row = await conn.fetchrow(
+        "SELECT octet_length(raw) AS size, mail_from, transactional_id FROM inbound_messages"
+    )
+    assert row is not None
+    assert (row["size"], row["mail_from"], row["transactional_id"]) == (0, None, notice.id)
