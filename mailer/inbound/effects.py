@@ -27,6 +27,7 @@ from mailer.inbound.classify import Classification, Classifier, Kind
 from mailer.inbound.classify_pool import ClassifyPool, Item, classify_one
 from mailer.inbound.esp import PROVIDERS
 from mailer.inbound.metrics import InboundMetrics
+from mailer.inbound.notices import notice_effects
 from mailer.inbound.store import (
     Attribution,
     BounceRow,
@@ -112,7 +113,11 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
             out.postponed.append(stored.id)
             continue
         if where.notice:
-            _notice(out, stored, found, where, kind, detail)
+            effects = notice_effects(stored, found, where, kind, detail)
+            out.notice_bounces.extend(effects.bounced)
+            out.suppressions.extend(effects.suppressions)
+            out.withdrawals.extend(effects.withdrawals)
+            out.done.append(effects.done)
             continue
         assert where.campaign_id is not None
         assert where.contact_id is not None
@@ -198,76 +203,8 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
     return out
 
 
-def _notice(
-    out: Plan,
-    stored: Stored,
-    found: Classification,
-    where: Attribution,
-    kind: Kind,
-    detail: dict[str, Any],
-) -> None:
-    """The effects of a message about a transactional notice (mailer/transactional).
-
-    As for a campaign delivery, less what only a campaign has: no bounces or complaints
-    rows (they count per campaign, for the guard and the soft-bounce rule). A hard bounce
-    makes the notice `bounced` and, for a dead address, suppresses it as the lane does for
-    a first-hop 5xx; a complaint suppresses; a complaint or mailto unsubscribe withdraws
-    through the shared opt-out, as the tracker's one-click does for a notice (CASL s.11:
-    from commercial email; exempt notices still go, saying why).
-    """
-    notice = where.delivery_id
-    assert notice is not None
-    evidence = {"transactional_id": notice, "inbound_id": stored.id}
-    email_hash = where.email_hash or (
-        None if found.refs.recipient is None else address_hash(found.refs.recipient)
-    )
-    source = "ses" if stored.source in _ESP_SOURCES else None
-    method: str | None = None
-    if kind is Kind.DSN_HARD:
-        out.notice_bounces.append(notice)
-        if found.dead_address and email_hash is not None:
-            out.suppressions.append(
-                SuppressionRow(
-                    email_hash,
-                    "hard_bounce",
-                    source or "dsn",
-                    {
-                        **evidence,
-                        "status": detail.get("status"),
-                        **({} if where.erased else {"diagnostic": detail.get("diagnostic")}),
-                    },
-                )
-            )
-            detail["suppressed"] = True
-    elif kind is Kind.COMPLAINT:
-        feedback = str(detail.get("feedback_type") or "abuse")
-        if email_hash is not None:
-            out.suppressions.append(
-                SuppressionRow(
-                    email_hash,
-                    "complaint",
-                    source or "feedback report",
-                    {**evidence, "feedback_type": feedback},
-                )
-            )
-            detail["suppressed"] = True
-        method = "complaint"
-    elif kind is Kind.UNSUBSCRIBE:
-        method = "mailto"  # RFC 8058 s.3.2: the same request as the one-click POST
-    if method is not None and not where.erased and where.contact_id is not None:
-        out.withdrawals.append(
-            (
-                _withdrawal(where.contact_id, method, {**evidence, "method": method}, notice, None),
-                method,
-            )
-        )
-    if where.erased:
-        detail = kept_after_erasure(detail)  # GDPR art. 17, as for a campaign delivery
-    out.done.append(Done(stored.id, kind.value, notice, where.how, detail, where.erased, True))
-
-
 def _withdrawal(
-    contact: int, source: str, evidence: dict[str, Any], delivery: int, campaign: int | None
+    contact: int, source: str, evidence: dict[str, Any], delivery: int, campaign: int
 ) -> Withdrawal:
     return Withdrawal(
         contact_id=contact,
