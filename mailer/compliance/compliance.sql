@@ -254,6 +254,13 @@ WITH hashes AS (
     JOIN inbound_messages m ON m.delivery_id = d.id
     WHERE m.state = 'processed'
     UNION
+    -- Mail about her transactional notices (inbound_messages.transactional_id).
+    SELECT m.id
+    FROM erase_targets t
+    JOIN transactional_messages x ON x.contact_id = t.id
+    JOIN inbound_messages m ON m.transactional_id = x.id
+    WHERE m.state = 'processed'
+    UNION
     SELECT m.id
     FROM inbound_messages m
     CROSS JOIN LATERAL (
@@ -367,6 +374,8 @@ SELECT jsonb_build_object(
                          ORDER BY m.id)
         FROM inbound_messages m
         WHERE m.delivery_id IN (SELECT id FROM mail)
+           OR m.transactional_id IN (SELECT x.id FROM transactional_messages x
+                                     JOIN person p ON p.id = x.contact_id)
            OR m.id IN (SELECT (s.detail ->> 'inbound_id')::bigint FROM suppressions s
                        WHERE s.email_hash = $2 AND s.detail ? 'inbound_id')), '[]'),
     -- Names for the ids above, so the person can read the export.

@@ -27,6 +27,7 @@ from mailer.inbound.classify import Classification, Classifier, Kind
 from mailer.inbound.classify_pool import ClassifyPool, Item, classify_one
 from mailer.inbound.esp import PROVIDERS
 from mailer.inbound.metrics import InboundMetrics
+from mailer.inbound.notices import notice_effects
 from mailer.inbound.store import (
     Attribution,
     BounceRow,
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 # Kinds that act on a delivery: without one they are kept as unmatched.
 _ACTING = frozenset({Kind.DSN_HARD, Kind.DSN_SOFT, Kind.COMPLAINT, Kind.UNSUBSCRIBE})
 _ESP_SOURCES = frozenset(PROVIDERS)
-_NOT_YET_SENT = frozenset({"sending", "queued", "deferred"})
+_NOT_YET_SENT = frozenset({"sending", "queued", "deferred", "claimed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Plan:
     suppressions: list[SuppressionRow] = field(default_factory=list)
     soft_contacts: list[int] = field(default_factory=list)
     withdrawals: list[tuple[Withdrawal, str]] = field(default_factory=list)  # (what, method)
+    notice_bounces: list[int] = field(default_factory=list)  # hard-bounced notices' ids
     done: list[Done] = field(default_factory=list)
     # Messages about a delivery whose send outcome is not recorded yet: left pending.
     postponed: list[int] = field(default_factory=list)
@@ -101,12 +103,21 @@ def plan(items: Sequence[tuple[Stored, Classification, Attribution]]) -> Plan:
             detail.setdefault("recipient_reported", True)
         if kind is Kind.UNMATCHED or kind is Kind.AUTOREPLY or delivery is None:
             kept = kept_after_erasure(detail) if where.erased else detail
-            out.done.append(Done(stored.id, kind.value, delivery, where.how, kept, where.erased))
+            out.done.append(
+                Done(stored.id, kind.value, delivery, where.how, kept, where.erased, where.notice)
+            )
             continue
         if where.status in _NOT_YET_SENT and kind in (Kind.DSN_HARD, Kind.DSN_SOFT):
             # A fast relay's DSN can overtake the engine's record of the 250 it got: the
             # delivery is still `sending`. Bouncing it now would be overwritten by `sent`.
             out.postponed.append(stored.id)
+            continue
+        if where.notice:
+            effects = notice_effects(stored, found, where, kind, detail)
+            out.notice_bounces.extend(effects.bounced)
+            out.suppressions.extend(effects.suppressions)
+            out.withdrawals.extend(effects.withdrawals)
+            out.done.append(effects.done)
             continue
         assert where.campaign_id is not None
         assert where.contact_id is not None
@@ -258,6 +269,7 @@ class Processor:
                 inbound_id = int(withdrawal.evidence["inbound_id"])
                 changed.append((method, bool(result), received[inbound_id]))
             await batch.bounce(todo.bounces)
+            await batch.bounce_notices(todo.notice_bounces)
             await batch.complain(todo.complaints)
             await batch.suppress(todo.suppressions)
             await batch.soft_bounce_rule(

@@ -39,29 +39,57 @@ FOR UPDATE SKIP LOCKED
 -- name: batch_attribute
 -- Which delivery each message is about: the signed token's, else the
 -- original Message-ID's (exact match: its random part is not guessable),
--- else the latest delivery sent to the reported address within $6 days.
+-- else the latest message sent to the reported address within $6 days.
+-- A token or Message-ID may name a transactional notice instead (its id comes
+-- from the deliveries' sequence: one number, one message): `notice` says so,
+-- and the recipient fallback takes the latest of campaign deliveries AND
+-- notices, so a notice's DSN is never pinned on a campaign delivery.
 -- The branches are tried in order and the first hit wins (LIMIT 1 stops the
--- Append). Every lookup is by primary key or a unique index.
+-- Append). Every lookup is by primary key or an index.
 WITH m AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[])
              AS m (inbound_id, token_id, msgid_id, msgid, rcpt_hash)
 )
-SELECT m.inbound_id, a.delivery_id, a.how, d.campaign_id, d.contact_id, d.status,
-       c.email_hash, c.erased_at IS NOT NULL AS erased
+SELECT m.inbound_id, a.delivery_id, a.how, d.campaign_id,
+       coalesce(d.contact_id, t.contact_id) AS contact_id, coalesce(d.status, t.status) AS status,
+       c.email_hash, c.erased_at IS NOT NULL AS erased, coalesce(a.notice, false) AS notice
 FROM m
 LEFT JOIN LATERAL (
-    (SELECT d.id AS delivery_id, 'token' AS how FROM deliveries d WHERE d.id = m.token_id)
+    (SELECT d.id AS delivery_id, 'token' AS how, false AS notice
+     FROM deliveries d WHERE d.id = m.token_id)
     UNION ALL
-    (SELECT d.id, 'message_id' FROM deliveries d
+    (SELECT t.id, 'token', true FROM transactional_messages t WHERE t.id = m.token_id)
+    UNION ALL
+    (SELECT d.id, 'message_id', false FROM deliveries d
      WHERE d.id = m.msgid_id AND d.message_id = m.msgid)
     UNION ALL
-    (SELECT d.id, 'recipient' FROM contacts c JOIN deliveries d ON d.contact_id = c.id
-     WHERE c.email_hash = m.rcpt_hash AND d.sent_at > now() - make_interval(days => $6)
-     ORDER BY d.sent_at DESC LIMIT 1)
+    (SELECT t.id, 'message_id', true FROM transactional_messages t
+     WHERE t.id = m.msgid_id AND t.message_id = m.msgid)
+    UNION ALL
+    (SELECT r.id, 'recipient', r.notice FROM contacts c
+     CROSS JOIN LATERAL (
+         (SELECT d.id, d.sent_at, false AS notice FROM deliveries d
+          WHERE d.contact_id = c.id AND d.sent_at > now() - make_interval(days => $6)
+          ORDER BY d.sent_at DESC LIMIT 1)
+         UNION ALL
+         (SELECT t.id, t.sent_at, true FROM transactional_messages t
+          WHERE t.contact_id = c.id AND t.sent_at > now() - make_interval(days => $6)
+          ORDER BY t.sent_at DESC LIMIT 1)
+     ) r
+     WHERE c.email_hash = m.rcpt_hash
+     ORDER BY r.sent_at DESC LIMIT 1)
     LIMIT 1
 ) a ON true
-LEFT JOIN deliveries d ON d.id = a.delivery_id
-LEFT JOIN contacts c ON c.id = d.contact_id
+LEFT JOIN deliveries d ON d.id = a.delivery_id AND NOT a.notice
+LEFT JOIN transactional_messages t ON t.id = a.delivery_id AND a.notice
+LEFT JOIN contacts c ON c.id = coalesce(d.contact_id, t.contact_id)
+
+-- name: notices_bounce
+-- A hard bounce of a transactional notice after the relay accepted it: its
+-- outcome becomes bounced, as deliveries_bounce does for a campaign's.
+UPDATE transactional_messages t SET status = 'bounced', updated_at = now()
+FROM unnest($1::bigint[]) AS o (id)
+WHERE t.id = o.id AND t.status IN ('sent', 'uncertain')
 
 -- name: deliveries_bounce
 -- A hard bounce after the relay accepted the message: the delivery's outcome
@@ -135,17 +163,21 @@ ON CONFLICT DO NOTHING
 RETURNING email_hash
 
 -- name: batch_done
--- The messages' state, in the transaction of their effects: a crash before
+-- The messages' state, in the transaction of their effects (the id attributed
+-- goes to transactional_id when it names a notice): a crash before
 -- COMMIT leaves both undone, after it both done. A message about an erased
 -- contact keeps its hash, not its bytes nor its sender (GDPR art. 17: the
 -- erasure scrubs those already stored, this the ones arriving after it).
 UPDATE inbound_messages m
-SET state = 'processed', kind = o.kind, delivery_id = o.delivery_id,
+SET state = 'processed', kind = o.kind,
+    delivery_id = CASE WHEN o.notice THEN NULL ELSE o.delivery_id END,
+    transactional_id = CASE WHEN o.notice THEN o.delivery_id END,
     attributed_by = o.attributed_by, detail = o.detail, processed_at = now(),
     raw = CASE WHEN o.erased THEN ''::bytea ELSE m.raw END,
     mail_from = CASE WHEN o.erased THEN NULL ELSE m.mail_from END
-FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::boolean[])
-     AS o (id, kind, delivery_id, attributed_by, detail, erased)
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::boolean[],
+            $7::boolean[])
+     AS o (id, kind, delivery_id, attributed_by, detail, erased, notice)
 WHERE m.id = o.id AND m.state = 'pending'
 RETURNING m.id, extract(epoch FROM now() - m.received_at)::float8 AS waited_s
 

@@ -41,6 +41,8 @@ class Attribution(NamedTuple):
     status: str | None  # the delivery's state before this message
     email_hash: bytes | None  # None once the contact is erased
     erased: bool
+    # delivery_id names a transactional notice (mailer/transactional): no campaign.
+    notice: bool = False
 
 
 class Lookup(NamedTuple):
@@ -86,6 +88,7 @@ class Done(NamedTuple):
     attributed_by: str | None
     detail: dict[str, Any]
     erased: bool = False  # about an erased contact: the raw bytes and sender are not kept
+    notice: bool = False  # delivery_id is a transactional notice's id (transactional_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,7 @@ class Batch:
                 r["status"],
                 None if r["email_hash"] is None else bytes(r["email_hash"]),
                 bool(r["erased"]),
+                bool(r["notice"]),
             )
             for r in rows
         }
@@ -155,6 +159,11 @@ class Batch:
             await self._conn.execute(Q("deliveries_bounce"), hard)
         columns = list(zip(*rows, strict=True))
         await self._conn.execute(Q("bounces_insert"), *(list(c) for c in columns))
+
+    async def bounce_notices(self, ids: Sequence[int]) -> None:
+        """Hard-bounced transactional notices become `bounced` (notices_bounce)."""
+        if ids:
+            await self._conn.execute(Q("notices_bounce"), sorted(set(ids)))
 
     async def complain(self, rows: Sequence[ComplaintRow]) -> None:
         """Record complaints per delivery (the guard's complaint rate)."""
@@ -195,6 +204,7 @@ class Batch:
             [v.attributed_by for v in verdicts],
             [v.detail for v in verdicts],
             [v.erased for v in verdicts],
+            [v.notice for v in verdicts],
         )
         return {r["id"]: float(r["waited_s"]) for r in rows}
 
