@@ -88,10 +88,10 @@ async def sample_campaign(
 
 
 async def start(stores: Stores, worker: str, delivery_ids: list[int]) -> list[Started]:
-    """One recorder round that only starts `delivery_ids` (as a lane's start marks are made)."""
+    """One start round for `delivery_ids` (as the recorder makes them for its lanes)."""
     rounds = stores.send.rounds()
     try:
-        return await rounds.record(worker, [], delivery_ids)
+        return await rounds.start(worker, delivery_ids)
     finally:
         await rounds.close()
 

@@ -18,7 +18,8 @@ Claimed rows are `claimed`, not in flight: a lane asks the recorder to mark
 its next message `sending` while it carries the current one, and sends only
 once that mark is committed, with the last check for opt-outs made in the
 same statement (mailer/send/recorder.py). After kill -9, claimed rows go back
-to the queue and at most two started rows per SMTP connection are uncertain.
+to the queue; of the started rows left uncertain, at most `engine.starts_ahead`
+per SMTP connection never reached the relay.
 
 Memory stays flat: the claimer only claims while fewer than `max_pending`
 messages are in the pipeline. On SIGTERM the claimer stops, a batch still

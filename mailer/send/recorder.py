@@ -71,7 +71,7 @@ class Start:
 
 
 class Recorder:
-    """Writes outcomes and start marks for one worker, in rounds of one transaction each."""
+    """Writes start marks and outcomes for one worker, each by a writer of its own."""
 
     def __init__(
         self,
@@ -221,7 +221,7 @@ class Recorder:
         """One statement, one commit: every start asked since the last round."""
         starts, self.starts = self.starts, {}
         try:
-            rows = await self.start_rounds.record(self.worker, [], list(starts))
+            rows = await self.start_rounds.start(self.worker, list(starts))
         except TRANSIENT_ERRORS as exc:
             # Not started (or started and never used: a commit lost with the connection):
             # the engine defers those messages.
@@ -253,7 +253,7 @@ class Recorder:
         attempt = 0
         while outcomes:
             try:
-                await self.outcome_rounds.record(self.worker, outcomes, [])
+                await self.outcome_rounds.record(self.worker, outcomes)
                 return
             except TRANSIENT_ERRORS as exc:
                 # The rows stay `sending` (or become `uncertain`, which a later write

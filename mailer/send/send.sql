@@ -64,38 +64,18 @@ FROM campaigns c
 WHERE d.id = ANY($1::bigint[]) AND d.status IN ('claimed', 'sending') AND d.worker = $2
   AND c.id = d.campaign_id
 
--- name: record_and_start
--- One round of the recorder (mailer/send/recorder.py), one statement and one
--- commit: the outcomes known so far, with their archive rows and hard-bounce
--- suppressions, then the start marks asked for since the last round. One
--- statement rather than a transaction of four: the round runs every few
--- milliseconds while messages flow, and its fixed cost (round trips, BEGIN,
--- COMMIT) was most of the engine's added CPU per message (bench/README.md).
---
--- Outcomes ($1-$9): for rows this worker holds: started ones, and claimed
--- ones that never reached SMTP (skipped at the re-check, deferred by the
--- warm-up cap or an outage). A row swept to `uncertain` because this
--- worker's lease lapsed (it was slow, not dead) still takes the outcome the
--- worker knows: known beats uncertain. A deferral in a campaign cancelled
--- meanwhile becomes its final `skipped`. The archive ($10-$14) and the
--- suppressions ($15: a hard bounce, 5.1.x or 5.2.1, means the address is
--- dead, on the channel for every future campaign) follow exactly the rows
--- written.
---
--- Starts ($16): the durable "started" mark, committed before any of these
--- messages' MAIL FROM. It is also the last check before DATA: a contact who
--- opted out, was suppressed or erased since the claim is not started but
--- `skipped`, for the reason the audience would give (campaigns.sql:
--- audience). Only what can change after the claim is read, by key, for each
--- row: erasure, suppressions of the address (global, the campaign's channel,
--- its topic), the channel and topic preferences, the consent ledger's
--- standing (consent_current, or the ledger itself when it holds rows dated
--- after now, as the audience reads it); the segment and inactivity were
--- checked at the claim. tests/integration/test_start_check.py holds this
--- equal to the audience for each such change. A campaign no longer running
--- leaves its rows claimed and answers `held` (the worker hands them back); a
--- row no longer this worker's (its lease lapsed and it was swept, or an
--- erasure skipped it) is not returned at all, and must not be sent.
+-- name: record_outcomes
+-- The recorder's outcome writer (mailer/send/recorder.py), one statement and
+-- one commit per batch: rows this worker holds, started ones and claimed ones
+-- that never reached SMTP (skipped at the re-check, deferred by the warm-up
+-- cap or an outage). A row swept to `uncertain` because this worker's lease
+-- lapsed (it was slow, not dead) still takes the outcome the worker knows:
+-- known beats uncertain. A deferral in a campaign cancelled meanwhile becomes
+-- its final `skipped`. The archive ($10-$14) and the suppressions ($15: a hard
+-- bounce, 5.1.x or 5.2.1, means the address is dead, on the channel for every
+-- future campaign) follow exactly the rows written. One statement rather than
+-- a transaction of three: its fixed cost (round trips, BEGIN, COMMIT) is paid
+-- every batch while messages flow.
 WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[],
@@ -128,7 +108,26 @@ WITH outcome AS (
     FROM recorded r JOIN contacts c ON c.id = r.contact_id
     WHERE r.id = ANY($15::bigint[]) AND c.email_hash IS NOT NULL
     ON CONFLICT DO NOTHING
-), asked AS (
+)
+SELECT id FROM recorded
+
+-- name: start_sending
+-- The recorder's start writer: the durable "started" mark of $1, committed
+-- before any of these messages' MAIL FROM, for all the worker's connections
+-- at once. It is also the last check before DATA: a contact who opted out,
+-- was suppressed or erased since the claim is not started but `skipped`, for
+-- the reason the audience would give (campaigns.sql: audience). Only what can
+-- change after the claim is read, by key, for each row: erasure, suppressions
+-- of the address (global, the campaign's channel, its topic), the channel and
+-- topic preferences, the consent ledger's standing (consent_current, or the
+-- ledger itself when it holds rows dated after now, as the audience reads
+-- it); the segment and inactivity were checked at the claim.
+-- tests/integration/test_start_check.py holds this equal to the audience for
+-- each such change. A campaign no longer running leaves its rows claimed and
+-- answers `held` (the worker hands them back); a row no longer this worker's
+-- (its lease lapsed and it was swept, or an erasure skipped it) is not
+-- returned at all, and must not be sent.
+WITH asked AS (
     SELECT d.id, p.status = 'running' AS running, r.reason
     FROM deliveries d
     JOIN campaigns p ON p.id = d.campaign_id
@@ -193,7 +192,7 @@ WITH outcome AS (
                    ELSE 'no_consent'
                END AS reason
     ) r
-    WHERE d.id = ANY($16::bigint[]) AND d.status = 'claimed' AND d.worker = $9
+    WHERE d.id = ANY($1::bigint[]) AND d.status = 'claimed' AND d.worker = $2
 ), started AS (
     UPDATE deliveries d
     SET status = CASE WHEN a.reason IS NULL THEN 'sending' ELSE 'skipped' END,
@@ -206,7 +205,7 @@ WITH outcome AS (
         updated_at = now()
     FROM asked a
     -- Checked again under the row's lock: a sweep may have taken it meanwhile.
-    WHERE d.id = a.id AND a.running AND d.status = 'claimed' AND d.worker = $9
+    WHERE d.id = a.id AND a.running AND d.status = 'claimed' AND d.worker = $2
     RETURNING d.id, d.status, d.skip_reason
 )
 SELECT id, status, skip_reason FROM started

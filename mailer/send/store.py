@@ -198,7 +198,7 @@ class SendStore:
 
 
 class Rounds:
-    """The recorder's rounds (record_and_start), on a connection kept between rounds.
+    """The recorder's rounds (record_outcomes, start_sending), on a connection kept between them.
 
     A round runs every few milliseconds while messages flow: through the pool,
     each one paid a second round trip for the connection's reset on release
@@ -212,16 +212,16 @@ class Rounds:
         self.pool = pool
         self._conn: PoolConnectionProxy | None = None
 
-    async def record(
-        self, worker: str, outcomes: Sequence[OutcomeRow], starts: Sequence[int]
-    ) -> list[Started]:
-        """Write outcomes (with archive rows and suppressions), then start `starts`: one commit.
+    async def start(self, worker: str, delivery_ids: Sequence[int]) -> list[Started]:
+        """Start marks, each the last check before its MAIL FROM: one statement, one commit."""
+        rows = await self._fetch(Q("start_sending"), list(delivery_ids), worker)
+        return [Started(*r) for r in rows]
 
-        A message's start is durable before its MAIL FROM, and the outcomes known
-        by then with it.
-        """
+    async def record(self, worker: str, outcomes: Sequence[OutcomeRow]) -> int:
+        """Write outcomes with their archive rows and suppressions: one commit; rows written."""
         sent = [o for o in outcomes if o.archive is not None]
-        args = (
+        rows = await self._fetch(
+            Q("record_outcomes"),
             [o.delivery_id for o in outcomes],
             [o.status for o in outcomes],
             [o.code for o in outcomes],
@@ -237,14 +237,16 @@ class Rounds:
             [o.sha256 for o in sent],
             [o.size for o in sent],
             [o.delivery_id for o in outcomes if o.hard_bounce],
-            list(starts),
         )
+        return len(rows)
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         for kept in (True, False):
             if self._conn is None:
                 kept = False
                 self._conn = await self.pool.acquire()
             try:
-                rows = await self._conn.fetch(Q("record_and_start"), *args)
+                rows = await self._conn.fetch(query, *args)
                 break
             except asyncpg.InterfaceError:
                 # A kept connection whose server side was lost: the pool took it back
@@ -258,7 +260,7 @@ class Rounds:
                 raise
         if not self.pool.get_idle_size() and self.pool.get_size() >= self.pool.get_max_size():
             await self.close()  # the last free connection: not kept from the others
-        return [Started(*r) for r in rows]
+        return rows
 
     async def close(self) -> None:
         """Give the connection back to the pool (a broken one is discarded by it)."""
