@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from pathlib import Path
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
+from axe_playwright_python.async_playwright import Axe
+from playwright.async_api import Page
 
 from mailer.console.accounts import Role
 from mailer.console.app import create_app
 from mailer.demo.stores import Stores
+from tests.browser import CHROMIUM, REQUIRES_BROWSER, async_playwright
 from tests.console_setup import (
     PASSWORD,
     console_settings,
@@ -28,19 +30,8 @@ from tests.console_setup import (
 from tests.engine_setup import engine_for
 from tests.smtp_servers import Faults, smtp_server, wait_until
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-try:
-    from axe_playwright_python.async_playwright import Axe
-    from playwright.async_api import Page, async_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None  # type: ignore[assignment]
-
 pytestmark = [
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
-    ),
-    pytest.mark.skipif(async_playwright is None, reason="playwright is not installed"),
+    *REQUIRES_BROWSER,
     pytest.mark.timeout(180),
 ]
 ELIGIBLE = 24

@@ -5,30 +5,19 @@ and confirms; the ledger holds the express grant with the evidence of both steps
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestServer
+from axe_playwright_python.async_playwright import Axe
 
+from tests.browser import CHROMIUM, REQUIRES_BROWSER, async_playwright
 from tests.signup_setup import FR, confirm_path, deliver_queued, make_form, parsed, signup_settings
 from tests.smtp_servers import smtp_server
 from tracker.app import create_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-try:
-    from axe_playwright_python.async_playwright import Axe
-    from playwright.async_api import async_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None  # type: ignore[assignment]
-
 pytestmark = [
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
-    ),
-    pytest.mark.skipif(async_playwright is None, reason="playwright is not installed"),
+    *REQUIRES_BROWSER,
 ]
 
 

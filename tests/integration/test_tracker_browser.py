@@ -4,29 +4,18 @@ changes their mind in the preference centre; the database shows both."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestServer
 
 from mailer.core.tokens import Purpose
+from tests.browser import CHROMIUM, REQUIRES_BROWSER, async_playwright
 from tests.integration.test_tracker_app import make_world, settings_for, sign
 from tracker.app import create_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-try:
-    from playwright.async_api import async_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None  # type: ignore[assignment]
-
 pytestmark = [
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
-    ),
-    pytest.mark.skipif(async_playwright is None, reason="playwright is not installed"),
+    *REQUIRES_BROWSER,
 ]
 
 
