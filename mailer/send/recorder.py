@@ -10,9 +10,11 @@ the connections of the worker, every millisecond or so while messages flow, as
 Postgres itself group-commits. Outcomes (with their archive rows and
 suppressions) are written by a second writer on a connection of its own, in
 batches of up to FLUSH_ROWS at least every FLUSH_EVERY_S: off the path of the
-next MAIL FROM. Measured (bench/README.md, "Send"): a round is mostly its
-commit's WAL flush (~5 ms on the benchmark machine under load); a round that
-also carried the outcomes and their archive rows took longer still, and lanes
+next MAIL FROM. Measured (bench/README.md, "Send"): a round was mostly its
+commit's WAL flush (~5 ms on the benchmark machine under load), so start
+rounds commit without waiting for it (send.sql: start_writer_session; a
+crash of the server itself is covered by the sweep); a round that also
+carried the outcomes and their archive rows took longer still, and lanes
 waited on it for most of their starts.
 
 The bound this gives (README.md, "What a crash leaves uncertain"): while a
@@ -80,7 +82,7 @@ class Recorder:
         failures: FailureLog,
         written: Callable[[int], None],
     ) -> None:
-        self.start_rounds = store.rounds()  # the start writer's connection
+        self.start_rounds = store.start_rounds()  # the start writer's connection
         self.outcome_rounds = store.rounds()  # the outcome writer's
         self.worker = worker
         self.failures = failures

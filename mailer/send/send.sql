@@ -216,16 +216,43 @@ SELECT id, 'held', NULL FROM asked WHERE NOT running
 -- Rows whose worker died (their lease lapsed): claimed ones had not started
 -- and go back to the queue (or to `deferred` if an earlier attempt was
 -- made), their attempts untouched; `sending` ones had started, their MAIL
--- FROM may have left, and become `uncertain`: reported, not resent. Returns
--- the new state of each.
+-- FROM may have left, and become `uncertain`: reported, not resent. Start
+-- marks are committed without waiting for the WAL flush (start_writer_session),
+-- so a crash of the database server itself may have lost the last of them:
+-- a row claimed before the server's current start (updated_at is the claim's
+-- time while a row is claimed) may have been started, and is `uncertain` too.
+-- Returns the new state of each.
 UPDATE deliveries
-SET status = CASE WHEN status = 'sending' THEN 'uncertain'
+SET status = CASE WHEN status = 'sending' OR updated_at < pg_postmaster_start_time()
+                      THEN 'uncertain'
                   WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,
     lease_until = NULL,
-    worker = CASE WHEN status = 'sending' THEN worker END,
+    worker = CASE WHEN status = 'sending' OR updated_at < pg_postmaster_start_time()
+                      THEN worker END,
     updated_at = now()
 WHERE status IN ('claimed', 'sending') AND lease_until < now()
 RETURNING status
+
+-- name: current_setting
+-- A setting of the connection a writer's rounds run on: how the tests see the
+-- start writer's commit mode (start_writer_session).
+SELECT current_setting($1)
+
+-- name: start_writer_session
+-- The start writer's connection commits its rounds without waiting for the
+-- WAL flush (measured: a round was mostly that wait, 5-7 ms on a shared
+-- disk, and every connection waited on it before MAIL FROM). What a start
+-- mark must survive is its worker's death, and an asynchronous commit is
+-- visible to every session at once and kept by the server; what it does not
+-- survive, a crash of the server itself, sweep_leases covers by treating rows
+-- claimed before the server's restart as started. Not with synchronous
+-- standbys: there the operator asked for commits that survive a failover,
+-- which the restart time cannot detect. Reset when the connection goes back
+-- to the pool (asyncpg's reset runs RESET ALL).
+SELECT set_config('synchronous_commit',
+                  CASE WHEN current_setting('synchronous_standby_names') = '' THEN 'off'
+                       ELSE current_setting('synchronous_commit') END,
+                  false)
 
 -- name: finish_campaigns
 -- A running campaign with nothing left to send or retry is done.

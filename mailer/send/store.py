@@ -145,6 +145,10 @@ class SendStore:
         """The recorder's rounds, on a connection of their own (see Rounds)."""
         return Rounds(self.pool)
 
+    def start_rounds(self) -> Rounds:
+        """The start writer's rounds: committed without waiting for the WAL flush."""
+        return Rounds(self.pool, session=Q("start_writer_session"))
+
     async def sweep_leases(self) -> Swept:
         """Rows of dead workers: claimed ones back to the queue, started ones `uncertain`."""
         states = [r["status"] for r in await self.pool.fetch(Q("sweep_leases"))]
@@ -208,8 +212,9 @@ class Rounds:
     that failed is dropped and the next round takes a fresh one.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, session: str | None = None) -> None:
         self.pool = pool
+        self.session = session  # run on each connection taken, before its first round
         self._conn: PoolConnectionProxy | None = None
 
     async def start(self, worker: str, delivery_ids: Sequence[int]) -> list[Started]:
@@ -246,6 +251,8 @@ class Rounds:
                 kept = False
                 self._conn = await self.pool.acquire()
             try:
+                if not kept and self.session is not None:
+                    await self._conn.execute(self.session)
                 rows = await self._conn.fetch(query, *args)
                 break
             except asyncpg.InterfaceError:
@@ -261,6 +268,11 @@ class Rounds:
         if not self.pool.get_idle_size() and self.pool.get_size() >= self.pool.get_max_size():
             await self.close()  # the last free connection: not kept from the others
         return rows
+
+    async def setting(self, name: str) -> str:
+        """A setting of the connection the rounds run on (what its session query made it)."""
+        value = await self._fetch(Q("current_setting"), name)
+        return str(value[0][0])
 
     async def close(self) -> None:
         """Give the connection back to the pool (a broken one is discarded by it)."""

@@ -286,7 +286,9 @@ async def test_a_campaigns_tighter_domain_limit_holds_it_back_without_holding_ba
     }
     held_seconds = (spans[held][1] - spans[held][0]).total_seconds()
     # 40 messages at 20/s after a first burst of five: the campaign's own bucket held.
-    assert held_seconds >= (40 - 5) / 20 * 0.9
+    # The span runs from the first message's answer, which comes after its token by
+    # that message's own latency (connection, EHLO, start mark): 0.1-0.2 s under load.
+    assert held_seconds >= (40 - 5) / 20 * 0.8
     # The other campaign, on the same domain, was not queued behind it.
     assert spans[free][1] < spans[held][1]
     assert (spans[free][1] - spans[free][0]).total_seconds() < held_seconds / 2

@@ -184,3 +184,41 @@ async def test_a_dead_workers_claimed_rows_are_queued_again_and_only_its_started
     ] * 4
     # The uncertain rows still name the worker whose MAIL FROM may have left.
     assert [r["worker"] for r in rows] == [WORKER] * 2 + [None] * 4
+
+
+async def test_rows_claimed_before_the_database_server_restarted_are_swept_uncertain(
+    stores: Stores, conn: asyncpg.Connection
+) -> None:
+    # Start marks commit without waiting for the WAL flush: a crash of the server may
+    # lose the last of them, so a claimed row older than the server's start may have
+    # been started (its MAIL FROM sent) and must not be queued again.
+    await add_contacts(conn, 4)
+    campaign = await sample_campaign(stores)
+    claimed = sorted(r.id for r in await stores.send.claim_batch(campaign, 10, 60, WORKER))
+    await conn.execute(
+        "UPDATE deliveries SET lease_until = now() - interval '1 second',"
+        " updated_at = CASE WHEN id = ANY($1::bigint[])"
+        "   THEN pg_postmaster_start_time() - interval '1 second' ELSE updated_at END",
+        claimed[:2],
+    )
+    swept = await stores.send.sweep_leases()
+    assert (swept.requeued, swept.uncertain) == (2, 2)
+    rows = await conn.fetch("SELECT status, worker FROM deliveries ORDER BY id")
+    assert [tuple(r) for r in rows] == [("uncertain", WORKER)] * 2 + [("queued", None)] * 2
+
+
+async def test_start_marks_are_committed_without_waiting_for_the_wal_flush(
+    stores: Stores, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 2)
+    campaign = await sample_campaign(stores)
+    claimed = [r.id for r in await stores.send.claim_batch(campaign, 10, 60, WORKER)]
+    rounds = stores.send.start_rounds()
+    try:
+        assert [s.status for s in await rounds.start(WORKER, claimed)] == ["sending"] * 2
+        assert await rounds.setting("synchronous_commit") == "off"
+    finally:
+        await rounds.close()
+    # The setting does not outlive the writer: its connection goes back to the pool reset.
+    async with stores.send.pool.acquire() as again:
+        assert await again.fetchval("SHOW synchronous_commit") == "on"
