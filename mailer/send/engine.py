@@ -29,13 +29,16 @@ queue, the recorder flushes, connections close.
 
 Each message is composed under mailer.limits: one over its CPU time, size or
 memory is skipped with that reason, and the rest of its batch goes on.
+
+The steps the engine moves jobs through live beside it: the render step in
+compose.py, the job and its outcome row in jobs.py, start marks and outcomes in
+recorder.py, tokens in pacer.py, the SMTP lanes in smtp.py, leases in leases.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import gc
 import logging
@@ -43,33 +46,28 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from mailer.campaigns.audience import CampaignSpec
-from mailer.campaigns.limits import MESSAGE_TOO_LARGE, RenderLimits, timed
-from mailer.campaigns.message import (
-    CampaignContent,
-    Composed,
-    Composer,
-    Recipient,
-    campaign_composer,
-)
-from mailer.campaigns.render import LimitError, MessageError, UnregisteredLinks
+from mailer.campaigns.message import Composed
+from mailer.campaigns.render import MessageError
 from mailer.campaigns.store import CampaignStore
-from mailer.core import outcome, throttle
-from mailer.core.consent import Kind
+from mailer.core import throttle
 from mailer.core.outcome import Outcome, Status
-from mailer.core.settings import DomainThrottle, Settings
+from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring
 from mailer.db import TRANSIENT_ERRORS, unavailable
+from mailer.send import leases
+from mailer.send.compose import Composition
 from mailer.send.failure_log import FailureLog
+from mailer.send.jobs import CampaignContext, Job, Progress, SendQueue, drain, job_of, outcome_row
 from mailer.send.metrics import EngineMetrics
 from mailer.send.pacer import Pacer, WarmupExhausted
 from mailer.send.recorder import Recorder, Start, Verdict
-from mailer.send.render_pool import Batch, RenderPool
+from mailer.send.render_pool import RenderPool
 from mailer.send.smtp import Relays
 from mailer.send.store import Claimed, OutcomeRow, SendStore
+
+__all__ = ["Engine", "Progress", "SideTaskDied"]
 
 log = logging.getLogger("mailer.engine")
 
@@ -77,61 +75,6 @@ log = logging.getLogger("mailer.engine")
 # workers' leases are swept.
 IDLE_SLEEP_S = 0.5
 SWEEP_EVERY_S = 10.0
-MAX_NEW_LINKS_ROUNDS = 20
-# Messages rendered between two yields to the event loop (~5 ms of work), and the most
-# time spent rendering between two yields whatever the count (slow templates, limits).
-YIELD_EVERY = 16
-YIELD_AFTER_S = 0.02
-
-
-@dataclass
-class Job:
-    """One claimed delivery on its way through the pipeline."""
-
-    delivery_id: int
-    campaign_id: int
-    domain: str
-    attempts: int  # counting the one this claim is for
-    first_attempt_at: datetime | None  # None: this is the first
-    recipient: Recipient
-    composed: Composed | None = None
-    # The recorder's answer to its start (None: never asked, e.g. stopping).
-    start: Start | None = None
-
-
-@dataclass
-class CampaignContext:
-    """What a worker needs to send one campaign, built once per campaign."""
-
-    spec: CampaignSpec
-    composer: Composer
-    template_version_id: int
-    overrides: DomainThrottle | None
-    # What a render process builds its own Composer from.
-    content: CampaignContent
-
-
-@dataclass
-class SendQueue:
-    """Jobs to one domain waiting for one throttle limit, and the senders taking them."""
-
-    domain: str
-    # The campaign's own limit for the domain, when it tightens the domain's; None: the
-    # queue is the domain's, shared by every campaign that does not.
-    own: throttle.Limit | None
-    senders: int
-    jobs: asyncio.Queue[Job | None] = field(default_factory=asyncio.Queue)
-
-
-@dataclass
-class Progress:
-    """Counts since this engine started, for the progress bar and the summary."""
-
-    claimed: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
-
-    def add(self, status: str) -> None:
-        self.by_status[status] = self.by_status.get(status, 0) + 1
 
 
 class SideTaskDied(RuntimeError):
@@ -166,7 +109,6 @@ class Engine:
         self.max_pending = max_pending or max(2 * settings.engine.batch_size, 4 * relays.capacity)
         self.clock = clock
         self.pacer = Pacer(store, settings.throttle, self.metrics)
-        self.contexts: dict[int, CampaignContext] = {}
         # One queue per throttle limit, with its senders: a campaign held to a tighter
         # rate for a domain waits in its own queue, never in front of other campaigns.
         self.queues: dict[str, SendQueue] = {}
@@ -177,13 +119,13 @@ class Engine:
         self.room = asyncio.Event()
         self.progress = Progress()
         self.deadline = timedelta(hours=settings.engine.retry_deadline_hours)
-        self.limits = RenderLimits.from_settings(settings.engine)
         self._last_sweep = 0.0
         self._running: set[int] = set()
         # Claimed deliveries that will not reach SMTP in this run (stop, errors):
         # handed back to the queue in one statement.
         self._unsent: list[int] = []
-        self.render_pool: RenderPool | None = None
+        # The render step: each campaign's composer, here or in render processes.
+        self.composition = Composition(store, settings, keyring, None)
         # Expected failures (database or relay unreachable) as one line per interval.
         self.failures = FailureLog(log)
         # Writes outcomes and start marks, group-committed (mailer/send/recorder.py).
@@ -203,10 +145,15 @@ class Engine:
         # Templates, settings and pools live for the whole run: moving them out of the
         # collector's reach keeps full collections short (measured +5 % in bench/render.py).
         if self.settings.engine.render_processes > 0:
-            self.render_pool = RenderPool(self.settings, self.settings.engine.render_processes)
+            self.composition.render_pool = RenderPool(
+                self.settings, self.settings.engine.render_processes
+            )
         gc.freeze()
         recorder = self._watch(asyncio.create_task(self.recorder.run(), name="recorder"))
-        leases = self._watch(asyncio.create_task(self._renew_leases(), name="leases"))
+        renewer = leases.renew(
+            self.store, self.worker, self.settings.engine.lease_seconds, self.failures
+        )
+        renewing = self._watch(asyncio.create_task(renewer, name="leases"))
         try:
             await self._claimer(until_idle)
         finally:
@@ -214,21 +161,23 @@ class Engine:
             # Each step is guarded on its own: a failure in one (Postgres down
             # while handing back) must not skip the next (recording outcomes).
             for send_queue in self.queues.values():
-                self._unsent.extend(_drain(send_queue.jobs))
+                self._unsent.extend(drain(send_queue.jobs))
             for send_queue in self.queues.values():
                 for _ in range(send_queue.senders):
                     send_queue.jobs.put_nowait(None)  # finish the message in hand, then stop
             await asyncio.gather(*self.senders, return_exceptions=True)
             await self._logged(self.relays.close(), "closing SMTP connections")
             await self._logged(self._release_unsent(), "handing back unsent deliveries")
-            leases.cancel()
+            renewing.cancel()
             if recorder.done():  # it died: a fresh one writes what it held and what waits
                 recorder = asyncio.create_task(self.recorder.run(), name="recorder")
             # Outcomes already known must reach the ledger, whatever happens now.
             self.recorder.close()
             await asyncio.shield(recorder)
-            if self.render_pool is not None:
-                await self._logged(self.render_pool.close(), "stopping the render processes")
+            if self.composition.render_pool is not None:
+                await self._logged(
+                    self.composition.render_pool.close(), "stopping the render processes"
+                )
             self.failures.flush()
         if self.died:
             raise SideTaskDied(
@@ -280,20 +229,7 @@ class Engine:
         sweep = time.monotonic() - self._last_sweep > SWEEP_EVERY_S
         if sweep:
             self._last_sweep = time.monotonic()
-            swept = await self.store.sweep_leases()
-            if swept.requeued:
-                self.metrics.requeued.inc(swept.requeued)
-                log.info(
-                    "%d deliveries claimed by a dead worker, never started: queued again",
-                    swept.requeued,
-                )
-            if swept.uncertain:
-                self.metrics.uncertain.inc(swept.uncertain)
-                log.warning(
-                    "%d deliveries were started by a dead worker (their MAIL FROM may have "
-                    "left): now uncertain",
-                    swept.uncertain,
-                )
+            await leases.sweep(self.store, self.metrics)
             await self.store.finish_campaigns()
         claimed = 0
         running = await self.store.running_campaigns()
@@ -363,7 +299,7 @@ class Engine:
 
     async def _prepare(self, campaign_id: int, rows: list[Claimed], handled: set[int]) -> None:
         """Re-check, render and dispatch claimed rows; `handled` collects those done with."""
-        ctx = await self._context(campaign_id)
+        ctx = await self.composition.context(campaign_id)
         now = self.clock()
         # A contact who opted out after the freeze is skipped, never sent.
         verdicts = await self.campaigns.audience(ctx.spec, now, [r.contact_id for r in rows])
@@ -375,73 +311,13 @@ class Engine:
                 handled.add(row.id)
                 await self._done(OutcomeRow(row.id, Status.SKIPPED, skip_reason=reason), "skip")
                 continue
-            jobs.append(_job(row))
-        if self.render_pool is not None and jobs:
-            await self._render_elsewhere(ctx, jobs, now, handled)
-            return
-        yielded = time.perf_counter()
-        for index, job in enumerate(jobs):
-            # Rendering takes ~0.3 ms a message: a whole batch in one go held the loop for
-            # ~150 ms while every SMTP reply waited. Yield every few messages, and after any
-            # slow one (a render may take up to engine.render_timeout_ms).
-            if (
-                index % YIELD_EVERY == YIELD_EVERY - 1
-                or time.perf_counter() - yielded > YIELD_AFTER_S
-            ):
-                await asyncio.sleep(0)
-                yielded = time.perf_counter()
-            if self.stop.is_set():
-                self._hand_back(jobs[index:], handled)  # stopping: not composed, not sent
-                return
-            started = time.perf_counter()
-            result: Composed | MessageError
-            try:
-                result = await self._compose(ctx, job, now)
-            except MessageError as exc:
-                result = exc
-            await self._composed(ctx, job, result, time.perf_counter() - started, handled)
-
-    async def _render_elsewhere(
-        self, ctx: CampaignContext, jobs: list[Job], now: datetime, handled: set[int]
-    ) -> None:
-        """Compose a batch in the render processes; the loop only waits for it."""
-        assert self.render_pool is not None
-        for _ in range(MAX_NEW_LINKS_ROUNDS):
-            started = time.perf_counter()
-            batch = Batch(
-                (ctx.spec.id, ctx.template_version_id),
-                ctx.content,
-                ctx.composer.link_ids(),
-                [job.recipient for job in jobs],
-                now,
-            )
-            try:
-                results = await self.render_pool.compose_unless_stopped(batch, self.stop)
-            except asyncio.CancelledError:
-                self._hand_back(jobs, handled)  # a second signal: the same, and cancel
-                raise
-            if results is None:
-                self._hand_back(jobs, handled)  # stopping: nothing of it was sent
-                return
-            each = (time.perf_counter() - started) / len(jobs)
-            again: list[Job] = []
-            urls: dict[str, None] = {}
-            for job, result in zip(jobs, results, strict=True):
-                if isinstance(result, UnregisteredLinks):
-                    again.append(job)
-                    urls.update(dict.fromkeys(result.urls))
-                else:
-                    await self._composed(ctx, job, result, each, handled)
-            if not again:
-                return
-            # Links seen for the first time (personalised ones): registered, and those
-            # messages composed again in the processes, never here, where no memory limit
-            # holds (mailer.limits).
-            ctx.composer.add_links(await self.store.links_register(ctx.spec.id, list(urls)))
-            jobs = again
-        for job in jobs:
-            error = MessageError(f"more than {MAX_NEW_LINKS_ROUNDS} rounds of new links")
-            await self._skip_unbuildable(job, error, handled)
+            jobs.append(job_of(row))
+        # Stopping (or a second signal) mid-batch: the jobs not composed were not sent.
+        try:
+            async for job, result, seconds in self.composition.compose(ctx, jobs, now, self.stop):
+                await self._composed(ctx, job, result, seconds, handled)
+        finally:
+            self._hand_back([j for j in jobs if j.delivery_id not in handled], handled)
 
     async def _composed(
         self,
@@ -474,55 +350,6 @@ class Engine:
             job.delivery_id, Status.SKIPPED, skip_reason=exc.reason, reply=str(exc)[:500]
         )
         await self._done(row, "skip")
-
-    async def _compose(self, ctx: CampaignContext, job: Job, now: datetime) -> Composed:
-        for _ in range(MAX_NEW_LINKS_ROUNDS):
-            try:
-                return timed(self.limits, ctx.composer.compose, job.recipient, now)
-            except LimitError as exc:
-                if exc.reason != MESSAGE_TOO_LARGE:
-                    # Interrupted wherever it stood (over its CPU time, out of memory): the
-                    # composer's caches may be half-written. The size guards stop a render
-                    # before building anything, so after them it is whole.
-                    content = dataclasses.replace(ctx.content, links=ctx.composer.link_ids())
-                    _, ctx.composer = campaign_composer(content, self.keyring, self.settings)
-                raise
-            except UnregisteredLinks as exc:
-                # URLs seen for the first time (new campaign, personalised link):
-                # register them so each click token names a stored link.
-                registered = await self.store.links_register(job.campaign_id, list(exc.urls))
-                ctx.composer.add_links(registered)
-        raise MessageError(f"more than {MAX_NEW_LINKS_ROUNDS} rounds of new links")
-
-    async def _context(self, campaign_id: int) -> CampaignContext:
-        ctx = self.contexts.get(campaign_id)
-        if ctx is not None:
-            return ctx
-        campaign = await self.store.campaign_for_engine(campaign_id)
-        definition, composer = campaign_composer(campaign.content, self.keyring, self.settings)
-        t = definition.throttle
-        overrides = (
-            DomainThrottle(
-                rate=t.rate or self.settings.throttle.default_domain_rate,
-                concurrency=t.concurrency or self.settings.throttle.default_domain_concurrency,
-            )
-            if t.rate or t.concurrency
-            else None
-        )
-        # A static template's links are known now: registered before its first batch, so
-        # no message of it has to be composed twice.
-        renderer = composer.renderer
-        known = composer.link_ids()
-        missing = (
-            [] if renderer.personalised_links else [u for u in renderer.links if u not in known]
-        )
-        if missing:
-            composer.add_links(await self.store.links_register(campaign_id, missing))
-        ctx = CampaignContext(
-            campaign.spec, composer, campaign.template_version_id, overrides, campaign.content
-        )
-        self.contexts[campaign_id] = ctx
-        return ctx
 
     # ------------------------------------------------------------ throttle and SMTP
 
@@ -561,7 +388,10 @@ class Engine:
         while (job := await send_queue.jobs.get()) is not None:
             try:
                 await self._send(
-                    send_queue.domain, job, self.contexts[job.campaign_id], send_queue.own
+                    send_queue.domain,
+                    job,
+                    self.composition.contexts[job.campaign_id],
+                    send_queue.own,
                 )
             except Exception as exc:
                 # Only reachable before SMTP (relay.deliver never raises for SMTP or
@@ -650,7 +480,8 @@ class Engine:
     ) -> None:
         """The lane's report of an SMTP transaction: its outcome goes to the recorder now."""
         if result is not None:
-            self._record(self._outcome_row(job, ctx, composed, result), result.reply_class)
+            row = outcome_row(job, ctx, composed, result, self.clock(), self.deadline)
+            self._record(row, result.reply_class)
 
     async def _not_started(self, job: Job) -> None:
         """A job a lane did not hand to SMTP: skipped at the last check, lost, or handed back."""
@@ -695,43 +526,6 @@ class Engine:
             return True
         return False
 
-    def _outcome_row(
-        self, job: Job, ctx: CampaignContext, composed: Composed, result: Outcome
-    ) -> OutcomeRow:
-        now = self.clock()
-        if result.status is Status.SENT:
-            return OutcomeRow(
-                job.delivery_id,
-                Status.SENT,
-                code=result.code,
-                reply=result.reply,
-                message_id=composed.archive.get("envelope", {}).get("message_id"),
-                at=now,
-                archive=composed.archive,
-                template_version_id=ctx.template_version_id,
-                sha256=bytes.fromhex(composed.sha256),
-                size=len(composed.data),
-            )
-        if result.status is Status.DEFERRED:
-            final, retry_at = outcome.after_deferral(
-                result,
-                attempt=job.attempts,
-                first_try=job.first_attempt_at or now,
-                now=now,
-                deadline=self.deadline,
-            )
-            return OutcomeRow(
-                job.delivery_id, final.status, code=final.code, reply=final.reply, retry_at=retry_at
-            )
-        return OutcomeRow(
-            job.delivery_id,
-            result.status,
-            code=result.code,
-            reply=result.reply,
-            skip_reason=result.skip_reason,
-            hard_bounce=result.hard_bounce,
-        )
-
     # ------------------------------------------------------------ record
 
     async def _done(self, row: OutcomeRow, reply_class: str) -> None:
@@ -771,47 +565,3 @@ class Engine:
                 self.failures.failed(f"{what}: database unavailable", exc)
             else:
                 log.exception("%s failed", what)
-
-    async def _renew_leases(self) -> None:
-        lease = self.settings.engine.lease_seconds
-        while True:
-            await asyncio.sleep(lease / 3)
-            try:
-                await self.store.renew_leases(self.worker, lease)
-            except TRANSIENT_ERRORS as exc:
-                if not unavailable(exc):
-                    log.exception("renewing leases failed")
-                else:
-                    self.failures.failed("renewing leases: database unavailable", exc)
-
-
-def _drain(queue: asyncio.Queue[Job | None]) -> list[int]:
-    """The delivery ids waiting in a sender queue, taken out of it."""
-    ids = []
-    while not queue.empty():
-        job = queue.get_nowait()
-        if job is not None:
-            ids.append(job.delivery_id)
-    return ids
-
-
-def _job(row: Claimed) -> Job:
-    return Job(
-        delivery_id=row.id,
-        campaign_id=row.campaign_id,
-        domain=row.domain,
-        attempts=row.attempts + 1,
-        first_attempt_at=row.first_attempt_at,
-        recipient=Recipient(
-            delivery_id=row.id,
-            email=row.email,
-            name=row.name,
-            locale=row.locale,
-            attributes=row.attributes,
-            consent_kind=Kind(row.consent_kind) if row.consent_kind else None,
-            consent_source=row.consent_source or "",
-            consent_obtained_at=row.consent_obtained_at,
-            tracking=row.tracking,
-            consent_date_only=row.consent_date_only,
-        ),
-    )

@@ -130,15 +130,20 @@ async def test_a_render_process_killed_mid_batch_costs_one_contact_not_the_batch
         # A render that would run for ten minutes, killed the way its hard timer kills it.
         engine = engine_for(stores, settings_for(port, render_timeout_ms=600_000))
         run = asyncio.create_task(engine.run(until_idle=True))
-        await wait_until(lambda: engine.render_pool is not None and bool(engine.render_pool.pids()))
-        assert engine.render_pool is not None
-        pool = engine.render_pool
+        await wait_until(
+            lambda: (
+                engine.composition.render_pool is not None
+                and bool(engine.composition.render_pool.pids())
+            )
+        )
+        assert engine.composition.render_pool is not None
+        pool = engine.composition.render_pool
         await wait_until(lambda: pool.in_hand() == [3])  # three composed, the fourth runs away
         (pid,) = pool.pids()
         os.kill(pid, signal.SIGPROF)
         await asyncio.wait_for(run, 60)
         assert sorted(sink.recipients) == sorted(emails[:3] + emails[4:])
-    assert engine.render_pool.replaced == 1
+    assert pool.replaced == 1
     status, reason, reply = (await outcomes(conn))[emails[3]]
     assert (status, reason) == ("skipped", "render_timeout")
     assert reply == (
