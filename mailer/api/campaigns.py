@@ -184,19 +184,21 @@ async def audience_counts(request: web.Request) -> web.Response:
     text = request.query.get("at")
     try:
         at = datetime.now(UTC) if text is None else datetime.fromisoformat(text)
-    except ValueError:
+        at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or out of range once in UTC
         raise Problem(400, f"at: {str(text)[:50]!r} is not an ISO 8601 time") from None
-    at = at if at.tzinfo else at.replace(tzinfo=UTC)
     pool, settings = request.app[POOL], request.app[SETTINGS]
     store = CampaignStore(pool, audience_parts=settings.database.audience_parts)
     spec = await store.campaign_spec(slug)
     if spec is None:
         raise Problem(404, f"no campaign {slug!r}")
     counts = await store.audience_counts(spec, at)
+    why = {r.value: text for r, text in consent.REASON_TEXT.items()}
+    order = {r.value: i for i, r in enumerate(consent.Reason)}
     excluded = [
-        {"reason": r.value, "contacts": counts[r.value], "why": consent.REASON_TEXT[r]}
-        for r in consent.Reason
-        if r.value in counts
+        {"reason": reason, "contacts": n, "why": why.get(reason, reason)}
+        for reason, n in sorted(counts.items(), key=lambda item: order.get(item[0], 99))
+        if reason != "eligible"
     ]
     return json_response(
         {
