@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from standardwebhooks import Webhook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +41,12 @@ from bench.scratch import create_database, drop_database, server_dsn  # noqa: E4
 from mailer.api.store import ApiStore  # noqa: E402
 from mailer.contacts import imports  # noqa: E402
 from mailer.contacts.csvfile import Defaults  # noqa: E402
+from mailer.core.settings import WebhookSettings  # noqa: E402
 from mailer.core.spreadsheet import csv_writer  # noqa: E402
 from mailer.db import connect  # noqa: E402
 from mailer.optouts.rules import DIGITAL  # noqa: E402
 from mailer.optouts.store import OptOutStore, Withdrawal  # noqa: E402
+from mailer.webhooks.dispatcher import WebhookMetrics, dispatch  # noqa: E402
 from mailer.webhooks.endpoints import new_secret  # noqa: E402
 from mailer.webhooks.store import WebhookStore  # noqa: E402
 
@@ -200,25 +203,58 @@ async def webhook_burst(url: str, burst: int) -> dict[str, float]:
         done.set()
         await sampler
         await stop(dispatcher)
-        # The dispatcher alone: the same events replayed, all due at once.
-        all_in.clear()
+        # The dispatcher alone: the same events replayed, all due at once; then once more
+        # with the dispatcher in this process (the receiver's), for the same events.
         endpoint = (await WebhookStore(pool).endpoint_list())[0].id
-        queued = await WebhookStore(pool).replay(endpoint, datetime(2000, 1, 1, tzinfo=UTC),
-                                                 datetime.now(UTC))  # fmt: skip
-        assert queued == burst
-        replay_started = time.perf_counter()
-        dispatcher = await start("webhooks", "dispatch", env=env, ready=b"dispatching")
-        await all_in.wait()
-        replay_seconds = time.perf_counter() - replay_started
-        await stop(dispatcher)
+        alone: dict[str, float] = {}
+        for where in ("process", "in_process"):
+            all_in.clear()
+            replayed.clear()
+            queued = await WebhookStore(pool).replay(
+                endpoint, datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC)
+            )
+            assert queued == burst
+            cpu = time.process_time()
+            if where == "process":
+                dispatcher = await start("webhooks", "dispatch", env=env, ready=b"dispatching")
+                child = cpu_seconds(dispatcher.pid)
+                replay_started = time.perf_counter()  # from ready: process start excluded
+                await all_in.wait()
+                alone["process_s"] = time.perf_counter() - replay_started
+                alone["process_cpu"] = cpu_seconds(dispatcher.pid) - child
+                await stop(dispatcher)
+            else:
+                stopping = asyncio.Event()
+                replay_started = time.perf_counter()
+                task = asyncio.create_task(
+                    dispatch(WebhookStore(pool), WebhookSettings(),
+                             WebhookMetrics(CollectorRegistry()), stopping)
+                )  # fmt: skip
+                await all_in.wait()
+                alone["in_process_s"] = time.perf_counter() - replay_started
+                stopping.set()
+                await task
+            alone[f"{where}_receiver_cpu"] = time.process_time() - cpu
     await runner.cleanup()
     return {
         "burst_seconds": written - started,
         "optouts_per_s": burst / (written - started),
-        "events_per_s": burst / replay_seconds,
+        "events_per_s": burst / alone["process_s"],
+        "in_process_events_per_s": burst / alone["in_process_s"],
+        # CPU ms per event: the dispatcher process's, and this process's (the receiver, and
+        # in process the dispatcher too).
+        "process_ms": 1000 * alone["process_cpu"] / burst,
+        "process_receiver_ms": 1000 * alone["process_receiver_cpu"] / burst,
+        "in_process_ms": 1000 * alone["in_process_receiver_cpu"] / burst,
         "drain_after_burst_s": finished - written,
         "lag_max_s": lag_max,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process so far (/proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def main() -> None:
@@ -247,7 +283,10 @@ async def main() -> None:
         )
         print(
             f"(d) dispatcher alone (the burst replayed): {figures['events_per_s']:,.0f} events/s "
-            "to a verifying local receiver (process start included)"
+            f"as a process ({figures['process_ms']:.2f} ms CPU/event, receiver "
+            f"{figures['process_receiver_ms']:.2f}), {figures['in_process_events_per_s']:,.0f} "
+            f"events/s in the receiver's process ({figures['in_process_ms']:.2f} ms CPU/event "
+            "for both), to a verifying local receiver"
         )
     finally:
         for url in urls:

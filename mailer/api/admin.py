@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +15,8 @@ from aiohttp import web
 from mailer.api.context import KEY, POOL, body_of, email_of
 from mailer.api.problems import Problem
 from mailer.api.writes import Conn, json_response, write
+from mailer.contacts import imports
+from mailer.contacts.csvfile import FileError
 from mailer.contacts.store import ContactStore
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
 from mailer.webhooks.endpoints import WebhookInputError, check_events, check_url, new_secret
@@ -52,6 +58,73 @@ async def add_suppressions(request: web.Request) -> web.Response:
     return await write(
         request, request.app[POOL], key, action="suppressions.add", object_kind="suppression",
         work=work, detail={"count": len(hashes), "source": document["source"]},
+    )  # fmt: skip
+
+
+REASONS = ("registry", "manual", "complaint", "hard_bounce", "unsubscribe")
+SCOPES = ("global", "channel", "topic")
+CHANNELS = ("email", "sms", "postal", "phone")
+
+
+def _choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = request.query.get(name, default)
+    if value not in choices:
+        raise Problem(400, f"{name}: expected one of {', '.join(choices)}")
+    return value
+
+
+async def import_suppressions(request: web.Request) -> web.Response:
+    """A registry file uploaded as the body (CSV with an `email` column, or one address per
+    line), read by `mailer suppress import`'s own reader; all or nothing: any invalid line
+    is named by its number and nothing is written."""
+    key = request[KEY]
+    reason = _choice(request, "reason", REASONS, "registry")
+    scope = _choice(request, "scope", SCOPES, "global")
+    channel = request.query.get("channel")
+    if channel is not None and channel not in CHANNELS:
+        raise Problem(400, f"channel: expected one of {', '.join(CHANNELS)}")
+    source = request.query.get("source") or f"api:{key.prefix} upload"
+    store = ContactStore(request.app[POOL])
+    try:
+        topic_id = await imports.suppression_topic(
+            store, scope, channel, request.query.get("topic")
+        )
+    except imports.SuppressionScopeError as exc:
+        raise Problem(400, str(exc)) from None
+    raw = await request.read()
+
+    async def work(conn: Conn) -> tuple[int, Any, str | None]:
+        with tempfile.TemporaryDirectory() as folder:
+            # The reader takes a file (its encoding and delimiter sniffing, its line count).
+            path = Path(folder) / "body.csv"
+            await asyncio.to_thread(path.write_bytes, raw)
+            try:
+                result, _ = await imports.import_suppressions(
+                    store, path, reason=reason, scope=scope, channel=channel,
+                    topic_id=topic_id, source=source, file_name=f"api:{key.prefix}",
+                    all_or_nothing=True, conn=conn,
+                )  # fmt: skip
+            except imports.SuppressionsRejected as exc:
+                errors = [
+                    {"line": r.line, "pointer": "/email", "detail": r.reason}
+                    for r in exc.rejected[:100]
+                ]
+                raise Problem(422, str(exc), errors=errors) from None
+            except FileError as exc:
+                detail = str(exc).replace(str(path), "body")
+                line = re.search(r"line (\d+)", detail)
+                errors = (
+                    []
+                    if line is None
+                    else [{"line": int(line.group(1)), "pointer": "", "detail": detail}]
+                )
+                raise Problem(422, detail, errors=errors) from None
+        body = {"received": result.rows_valid, "added": result.added}
+        return 200, body, None
+
+    return await write(
+        request, request.app[POOL], key, action="suppressions.import", object_kind="suppression",
+        work=work, detail={"reason": reason, "scope": scope, "source": source},
     )  # fmt: skip
 
 
@@ -107,6 +180,7 @@ async def add_webhook(request: web.Request) -> web.Response:
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/api/v1/suppressions", add_suppressions, name="addSuppressions"),
+        web.post("/api/v1/suppressions/import", import_suppressions, name="importSuppressions"),
         web.get("/api/v1/suppressions/{email}", check_suppression, name="checkSuppression"),
         web.get("/api/v1/webhooks", list_webhooks, name="listWebhooks"),
         web.post("/api/v1/webhooks", add_webhook, name="addWebhook"),

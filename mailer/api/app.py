@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from mailer.api import admin, campaigns, contacts, transactional
+from mailer.api import admin, campaigns, contacts, rights, transactional
 from mailer.api.auth import RateLimiter, authenticate, require
 from mailer.api.context import BACKGROUND, KEY, KEYS, LIMITER, POOL, SETTINGS
 from mailer.api.contract import document, document_text, warm
@@ -182,6 +182,7 @@ def create_app(settings: Settings, *, dispatch_webhooks: bool | None = None) -> 
             web.get("/healthz", healthz),
             web.get("/metrics", metrics_page),
             *contacts.routes(),
+            *rights.routes(),
             *campaigns.routes(),
             *admin.routes(),
             *transactional.routes(),

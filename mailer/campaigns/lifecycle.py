@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mailer.campaigns import lint
+from mailer.campaigns import deliverability, lint
 from mailer.campaigns.definition import (
     CampaignDefinition,
     CampaignFileError,
@@ -28,7 +28,8 @@ from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.message import CampaignContent
 from mailer.campaigns.render import TemplateFileError, TemplateSet
 from mailer.campaigns.render_process import lint_in_process
-from mailer.campaigns.store import Campaign, CampaignStore, FreezeResult
+from mailer.campaigns.store import Campaign, CampaignStore, Conn, FreezeResult
+from mailer.core.settings import Settings
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "draft": frozenset({"scheduled", "running", "cancelled"}),
@@ -60,11 +61,17 @@ async def create(
 
 
 async def create_from_text(
-    store: CampaignStore, text: str, templates_dir: Path, source: str = "campaign file"
+    store: CampaignStore,
+    text: str,
+    templates_dir: Path,
+    source: str = "campaign file",
+    *,
+    conn: Conn | None = None,
 ) -> tuple[int, CampaignDefinition]:
-    """Create a draft campaign from a campaign file's text (the console's editor or upload)."""
+    """Create a draft campaign from a campaign file's text (the console's editor or upload,
+    the API's request body; on `conn`, in the caller's transaction, when given)."""
     definition = parse(text, templates_dir=templates_dir, source=source)
-    return await create_from_definition(store, definition, templates_dir, source)
+    return await create_from_definition(store, definition, templates_dir, source, conn=conn)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,12 @@ async def lint_text(
 
 
 async def create_from_definition(
-    store: CampaignStore, definition: CampaignDefinition, templates_dir: Path, source: str
+    store: CampaignStore,
+    definition: CampaignDefinition,
+    templates_dir: Path,
+    source: str,
+    *,
+    conn: Conn | None = None,
 ) -> tuple[int, CampaignDefinition]:
     path = source
     topics = await store.topic_ids()
@@ -112,13 +124,14 @@ async def create_from_definition(
         raise CampaignError(f"{path}: slug: a campaign {definition.slug!r} already exists")
     templates = TemplateSet.load(templates_dir, definition.template)
     version = await store.template_version_upsert(
-        templates.name, bytes.fromhex(templates.sha256()), dict(templates.files)
+        templates.name, bytes.fromhex(templates.sha256()), dict(templates.files), conn
     )
     campaign_id = await store.campaign_create(
         definition.to_json(),
         topic_id=topics[definition.topic],
         template_version_id=version,
         scheduled_at=definition.schedule,
+        conn=conn,
     )
     return campaign_id, definition
 
@@ -161,10 +174,36 @@ async def content_of(store: CampaignStore, row: Campaign) -> CampaignContent:
     return CampaignContent(row.definition, templates.name, dict(templates.files), {})
 
 
+def sending_setup(
+    settings: Settings, slug: str, definition: CampaignDefinition
+) -> list[deliverability.Finding]:
+    """The sending-setup findings (deliverability.py); CampaignError if one is fatal.
+
+    What `campaign send`, the console's launch and the API's send all refuse on.
+    """
+    findings = deliverability.check(settings, definition)
+    fatal = [str(f) for f in findings if f.fatal]
+    if fatal:
+        raise CampaignError(
+            f"campaign {slug!r} does not start: fix its sending setup first: " + "; ".join(fatal)
+        )
+    return findings
+
+
 async def launch(
-    store: CampaignStore, slug: str, at: datetime, limits: RenderLimits | None = None
+    store: CampaignStore,
+    slug: str,
+    at: datetime,
+    limits: RenderLimits | None = None,
+    *,
+    conn: Conn | None = None,
 ) -> Launch:
-    """Lint, freeze the audience into deliveries, and start (or schedule) the campaign."""
+    """Lint, freeze the audience into deliveries, and start (or schedule) the campaign.
+
+    The freeze commits on its own connections; the status change, on `conn` when given
+    (the caller's transaction, which logs it). A crash between the two leaves the campaign
+    unlaunched with its rows, and launching again completes it (store.freeze_audience).
+    """
     row, definition = await load_definition(store, slug)
     status = row.status
     if status not in ("draft", "scheduled", "paused", "running"):
@@ -182,16 +221,21 @@ async def launch(
         "scheduled" if definition.schedule is not None and definition.schedule > at else "running"
     )
     if status != target and status not in ("running", "paused"):
-        if not await store.campaign_set_status(campaign_id, sources_of(target), target):
+        if not await store.campaign_set_status(campaign_id, sources_of(target), target, conn):
             raise CampaignError(f"campaign {slug!r} changed state meanwhile; try again")
         status = target
     return Launch(campaign_id, status, frozen)
 
 
-async def transition(store: CampaignStore, slug: str, target: str) -> None:
-    """Pause, resume (running), or cancel a campaign; takes effect within one batch."""
+async def transition(
+    store: CampaignStore, slug: str, target: str, *, conn: Conn | None = None
+) -> None:
+    """Pause, resume (running), or cancel a campaign; takes effect within one batch.
+
+    With `conn`, in that connection's transaction (with the caller's operator-log line).
+    """
     campaign_id = await _campaign_id(store, slug)
-    if not await store.campaign_set_status(campaign_id, sources_of(target), target):
+    if not await store.campaign_set_status(campaign_id, sources_of(target), target, conn):
         row = await store.campaign_by_slug(slug)
         current = row.status if row else "missing"
         raise CampaignError(f"campaign {slug!r} is {current}: it cannot become {target}")

@@ -21,6 +21,8 @@ from mailer.db import Queries, affected
 
 Q = Queries("mailer.campaigns", "campaigns.sql")
 T = TypeVar("T")
+# A connection whose transaction a caller holds (its operator-log line commits with it).
+Conn = PoolConnectionProxy
 
 
 class AudienceRow(NamedTuple):
@@ -243,8 +245,11 @@ class CampaignStore:
             rows = await conn.fetch(Q("consents_expiring"), channel, start, end)
         return [ExpiringConsent(**r) for r in rows]
 
-    async def template_version_upsert(self, name: str, sha256: bytes, files: dict[str, str]) -> int:
-        return int(await self.pool.fetchval(Q("template_version_upsert"), name, sha256, files))
+    async def template_version_upsert(
+        self, name: str, sha256: bytes, files: dict[str, str], conn: Conn | None = None
+    ) -> int:
+        db = self.pool if conn is None else conn
+        return int(await db.fetchval(Q("template_version_upsert"), name, sha256, files))
 
     async def campaign_create(
         self,
@@ -253,11 +258,13 @@ class CampaignStore:
         topic_id: int,
         template_version_id: int,
         scheduled_at: datetime | None,
+        conn: Conn | None = None,
     ) -> int:
-        """Insert a campaign row in `draft` from a validated definition."""
+        """Insert a campaign row in `draft` from a validated definition (on `conn` if given)."""
         d = definition
+        db = self.pool if conn is None else conn
         return int(
-            await self.pool.fetchval(
+            await db.fetchval(
                 Q("campaign_create"),
                 d["slug"],
                 d["name"],
@@ -273,8 +280,8 @@ class CampaignStore:
             )
         )
 
-    async def campaign_by_slug(self, slug: str) -> Campaign | None:
-        row = await self.pool.fetchrow(Q("campaign_by_slug"), slug)
+    async def campaign_by_slug(self, slug: str, conn: Conn | None = None) -> Campaign | None:
+        row = await (self.pool if conn is None else conn).fetchrow(Q("campaign_by_slug"), slug)
         return None if row is None else Campaign(**row)
 
     async def campaigns_list(self) -> list[CampaignListing]:
@@ -291,8 +298,12 @@ class CampaignStore:
         """Topic ids by slug: what a campaign file may name."""
         return {r["slug"]: r["id"] for r in await self.pool.fetch(Q("topic_ids"))}
 
-    async def campaign_status_counts(self, campaign_id: int) -> dict[str, int]:
-        rows = await self.pool.fetch(Q("campaign_status_counts"), campaign_id)
+    async def campaign_status_counts(
+        self, campaign_id: int, conn: Conn | None = None
+    ) -> dict[str, int]:
+        rows = await (self.pool if conn is None else conn).fetch(
+            Q("campaign_status_counts"), campaign_id
+        )
         return {r["status"]: int(r["n"]) for r in rows}
 
     async def campaigns_overview(self, finished: int = 20) -> list[CampaignOverview]:
@@ -312,9 +323,22 @@ class CampaignStore:
             rows = await conn.fetch(wrapper, *args, sample)
         return [ReasonBreakdown(r["reason"], int(r["contacts"]), list(r["sample"])) for r in rows]
 
-    async def campaign_set_status(self, campaign_id: int, allowed_from: list[str], to: str) -> bool:
-        """Move a campaign to `to` if it is in one of `allowed_from`; False if it was not."""
-        async with self.pool.acquire() as conn, conn.transaction():
+    async def campaign_set_status(
+        self,
+        campaign_id: int,
+        allowed_from: list[str],
+        to: str,
+        conn: Conn | None = None,
+    ) -> bool:
+        """Move a campaign to `to` if it is in one of `allowed_from`; False if it was not.
+
+        With `conn`, inside that connection's transaction: the caller's line in the operator
+        log commits with the change, or neither does (the API's writes, the console's).
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.pool.acquire())
+            await stack.enter_async_context(conn.transaction())
             changed = await conn.fetchval(Q("campaign_set_status"), campaign_id, allowed_from, to)
             if changed and to == "cancelled":
                 await conn.execute(Q("cancel_remaining"), campaign_id)

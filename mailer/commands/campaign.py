@@ -119,12 +119,8 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
         campaigns = CampaignStore(pool, audience_parts=settings.database.audience_parts)
         _, definition = await lifecycle.load_definition(campaigns, args.campaign)
-        findings = deliverability.check(settings, definition)
-        print_findings(findings)
-        if any(f.fatal for f in findings):
-            raise lifecycle.CampaignError(
-                f"campaign {args.campaign!r} does not start: fix its sending setup first"
-            )
+        print_findings(deliverability.check(settings, definition))
+        lifecycle.sending_setup(settings, args.campaign, definition)  # a fatal one: refused
         limits = RenderLimits.from_settings(settings.engine)
         launched = await lifecycle.launch(campaigns, args.campaign, datetime.now(UTC), limits)
         counts = launched.freeze.counts

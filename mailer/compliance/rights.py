@@ -14,7 +14,7 @@ from mailer.compliance.privacy import (
     erasure_of,
     export_document,
 )
-from mailer.compliance.store import ComplianceStore
+from mailer.compliance.store import ComplianceStore, Conn
 from mailer.core.addresses import address_hash
 
 
@@ -24,8 +24,11 @@ async def export_contact(store: ComplianceStore, email: str, now: datetime) -> d
     return export_document(email, tables, now)
 
 
-async def erase_contact(store: ComplianceStore, email: str, requested_by: str | None) -> Erasure:
-    """Erase `email`'s personal data everywhere; ErasureBusy while another erasure runs."""
+async def erase_contact(
+    store: ComplianceStore, email: str, requested_by: str | None, conn: Conn | None = None
+) -> Erasure:
+    """Erase `email`'s personal data everywhere; ErasureBusy while a message to it is in
+    flight. With `conn`, in the caller's transaction (the API logs the erasure in it)."""
     return erasure_of(
         await store.contact_erase(
             email,
@@ -33,5 +36,6 @@ async def erase_contact(store: ComplianceStore, email: str, requested_by: str | 
             rule=ERASE_RULE,
             os_user=requested_by,
             evidence_kept=EVIDENCE_KEPT,
+            conn=conn,
         )
     )

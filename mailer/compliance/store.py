@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ ActorKind = Literal["api_key", "operator"]
 # A pool (the write is the log line alone) or the connection whose transaction
 # holds the write being logged (the usual case: both commit, or neither).
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+# A connection whose transaction the caller holds (the API's write, with its log line).
+Conn = PoolConnectionProxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +155,13 @@ class ComplianceStore:
         rule: str,
         os_user: str | None,
         evidence_kept: Sequence[str],
+        conn: PoolConnectionProxy | None = None,
     ) -> dict[str, Any]:
-        """Erase one address's personal data everywhere, suppress its hash and log it."""
+        """Erase one address's personal data everywhere, suppress its hash and log it.
+
+        With `conn`, inside that connection's transaction (the API's, with its operator-log
+        line): a savepoint, rolled back alone when a message to the person is in flight.
+        """
         return await self._erase(
             Q("erase_target_by_email"),
             (email,),
@@ -163,6 +171,7 @@ class ComplianceStore:
             subject_hash=email_hash,
             os_user=os_user,
             evidence_kept=evidence_kept,
+            conn=conn,
         )
 
     async def _erase(
@@ -176,8 +185,11 @@ class ComplianceStore:
         subject_hash: bytes | None,
         os_user: str | None,
         evidence_kept: Sequence[str],
+        conn: PoolConnectionProxy | None = None,
     ) -> dict[str, Any]:
-        async with self.pool.acquire() as conn:
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.pool.acquire())
             tx = conn.transaction()
             await tx.start()
             try:

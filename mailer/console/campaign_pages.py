@@ -231,22 +231,24 @@ async def launch(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     row = await _campaign_or_404(request)
     _, definition = await lifecycle.load_definition(console.campaigns, row.slug)
-    fatal = [f for f in deliverability.check(console.settings, definition) if f.fatal]
     try:
-        if fatal:
-            raise CampaignError("; ".join(str(f) for f in fatal))
-        launched = await lifecycle.launch(
-            console.campaigns, row.slug, datetime.now(UTC), _limits(request)
-        )
+        lifecycle.sending_setup(console.settings, row.slug, definition)
+        # The status change and its log line in one transaction. This connection plus the
+        # freeze's (audience_parts, capped below the pool's size) fit in the pool.
+        async with console.pool.acquire() as conn, conn.transaction():
+            launched = await lifecycle.launch(
+                console.campaigns, row.slug, datetime.now(UTC), _limits(request), conn=conn
+            )
+            await record(
+                request,
+                "campaign.launch",
+                "campaign",
+                row.slug,
+                {"status": launched.status, "audience": launched.freeze.counts},
+                conn=conn,
+            )
     except CampaignError as exc:
         return render(request, "launch.html", 409, c=row, eligible=None, error=str(exc))
-    await record(
-        request,
-        "campaign.launch",
-        "campaign",
-        row.slug,
-        {"status": launched.status, "audience": launched.freeze.counts},
-    )
     raise web.HTTPSeeOther(f"/campaigns/{row.slug}")
 
 
@@ -254,11 +256,14 @@ def _transition(action: str, target: str) -> Handler:
     @requires(Role.SENDER)
     async def handler(request: web.Request) -> web.StreamResponse:
         slug = request.match_info["slug"]
+        console = console_of(request)
         try:
-            await lifecycle.transition(console_of(request).campaigns, slug, target)
+            # The transition and its log line commit together, or neither does.
+            async with console.pool.acquire() as conn, conn.transaction():
+                await lifecycle.transition(console.campaigns, slug, target, conn=conn)
+                await record(request, f"campaign.{action}", "campaign", slug, conn=conn)
         except CampaignError as exc:
             return render(request, "error.html", 409, message_key=None, message=str(exc))
-        await record(request, f"campaign.{action}", "campaign", slug)
         raise web.HTTPSeeOther(f"/campaigns/{slug}")
 
     return handler

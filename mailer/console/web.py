@@ -11,8 +11,8 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from mailer.campaigns.store import CampaignStore
-from mailer.compliance.store import ComplianceStore
+from mailer.campaigns.store import CampaignStore, Conn
+from mailer.compliance.store import ComplianceStore, log_operator_action
 from mailer.console.accounts import Operator, Role
 from mailer.console.store import ConsoleStore
 from mailer.console.wording import translator
@@ -144,15 +144,21 @@ async def record(
     detail: dict[str, Any] | None = None,
     *,
     actor: str | None = None,
+    conn: Conn | None = None,
 ) -> None:
     """One line in the operator log (#19's, mailer/compliance), actor: the logged-in operator.
 
-    Written once the action has succeeded, by the same statement the CLI and API use.
+    Written once the action has succeeded, by the same statement the CLI and API use; with
+    `conn`, in the transaction of the change it records (both commit, or neither).
     """
     who = actor or request[OPERATOR].email
-    await console_of(request).compliance.log_operator_action(
-        "operator", who, action, object_kind, object_id, {"via": "console", **(detail or {})}
-    )
+    said = {"via": "console", **(detail or {})}
+    if conn is not None:
+        await log_operator_action(conn, "operator", who, action, object_kind, object_id, said)
+    else:
+        await console_of(request).compliance.log_operator_action(
+            "operator", who, action, object_kind, object_id, said
+        )
 
 
 def requires(role: Role | None) -> Callable[[Handler], Handler]:

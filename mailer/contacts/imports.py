@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from mailer.contacts.batches import Chunk, ReadAhead, Tally, chunks
 from mailer.contacts.csvfile import ContactFile, Defaults, FileError, Rejected, RejectsWriter
 from mailer.contacts.store import (
+    Conn,
     ContactImport,
     ContactStore,
     ImportRefused,
@@ -154,6 +156,42 @@ def _suppression_cells(
             yield line, raw[column].strip(), raw
 
 
+class SuppressionScopeError(ValueError):
+    """A suppression list's scope options that do not fit together; `option` names one."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+async def suppression_topic(
+    store: ContactStore, scope: str, channel: str | None, topic: str | None
+) -> int | None:
+    """Check a list's scope (global, channel or topic) and return the topic's id if any.
+
+    The rules of `mailer suppress import` and of the API's upload: a channel exactly when
+    the scope is `channel`, an existing topic exactly when it is `topic`.
+    """
+    if (scope == "channel") != (channel is not None):
+        raise SuppressionScopeError("channel", "required with scope channel, and only then")
+    if (scope == "topic") != (topic is not None):
+        raise SuppressionScopeError("topic", "required with scope topic, and only then")
+    if topic is None:
+        return None
+    ids = {t.slug: t.id for t in await store.topics_list()}
+    if topic not in ids:
+        raise SuppressionScopeError("topic", f"unknown topic {topic!r}")
+    return ids[topic]
+
+
+class SuppressionsRejected(ValueError):
+    """An all-or-nothing import (the API's upload) with invalid lines: nothing written."""
+
+    def __init__(self, rejected: list[Rejected]) -> None:
+        super().__init__(f"{len(rejected)} invalid line(s): nothing was written")
+        self.rejected = rejected
+
+
 async def import_suppressions(
     store: ContactStore,
     path: Path,
@@ -165,12 +203,24 @@ async def import_suppressions(
     source: str,
     encoding: str | None = None,
     delimiter: str | None = None,
+    file_name: str | None = None,
+    all_or_nothing: bool = False,
+    conn: Conn | None = None,
 ) -> tuple[SuppressionImportResult, list[Rejected]]:
-    """Import a suppression list; invalid lines are reported, valid ones suppressed."""
-    valid, rejected, sha256 = read_suppression_file(path, encoding=encoding, delimiter=delimiter)
+    """Import a suppression list; invalid lines are reported, valid ones suppressed.
+
+    `all_or_nothing` (the API's upload): any invalid line raises SuppressionsRejected and
+    nothing is written. With `conn`, in the caller's transaction.
+    """
+    # Registries run to a few hundred thousand lines: read off the event loop.
+    valid, rejected, sha256 = await asyncio.to_thread(
+        read_suppression_file, path, encoding=encoding, delimiter=delimiter
+    )
+    if rejected and all_or_nothing:
+        raise SuppressionsRejected(rejected)
     result = await store.import_suppressions(
         valid,
-        file_name=path.name,
+        file_name=file_name or path.name,
         file_sha256=sha256,
         reason=reason,
         scope=scope,
@@ -178,5 +228,6 @@ async def import_suppressions(
         topic_id=topic_id,
         source=source,
         rejected=len(rejected),
+        conn=conn,
     )
     return result, rejected

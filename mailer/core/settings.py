@@ -276,6 +276,8 @@ class ApiSettings:
     max_batch: int = 1000  # contacts per upsert request
     max_body_mb: int = 8
     dispatch_webhooks: bool = True  # run the webhook dispatcher inside `api serve`
+    # The folder of the templates a campaign file posted to POST /api/v1/campaigns names.
+    templates_dir: str = "templates"
 
 
 @dataclass(frozen=True)
@@ -658,6 +660,7 @@ def _validate(s: Settings) -> None:
         (s.api.rate_burst >= 1, "api.rate_burst: must be at least 1"),
         (1 <= s.api.max_batch <= 10_000, "api.max_batch: expected 1 to 10000"),
         (s.api.max_body_mb >= 1, "api.max_body_mb: must be at least 1"),
+        (bool(s.api.templates_dir.strip()), "api.templates_dir: must name a folder"),
         (s.webhooks.timeout_s > 0, "webhooks.timeout_s: must be positive"),
         (s.webhooks.retry_base_s > 0, "webhooks.retry_base_s: must be positive"),
         (

@@ -21,6 +21,7 @@ from mailer.core.settings import Settings
 from tests.api_client import api_client, make_key
 
 # Examples per operation: bounded so the run takes well under a minute on CI.
+ROOT = Path(__file__).resolve().parents[2]
 FUZZ_EXAMPLES = int(os.environ.get("MAILER_FUZZ_EXAMPLES", "15"))
 
 
@@ -80,7 +81,12 @@ async def test_a_bounded_fuzz_run_finds_no_server_error_and_nothing_outside_the_
             "--generation-database", "none",
             "--report-dir", str(tmp_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "NO_COLOR": "1"},
+            env={
+                **os.environ, "NO_COLOR": "1",
+                # A serializer for the campaign file body (application/toml).
+                "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            },
             cwd=tmp_path,  # its crash cache (.schemathesis/) stays out of the checkout
         )  # fmt: skip
         out, _ = await proc.communicate()

@@ -463,3 +463,24 @@ async def test_the_progress_stream_needs_a_session_and_ends_with_it(
     body = await asyncio.wait_for(stream.text(), 15)
     assert "event: progress" in body
     assert (await client.get("/", allow_redirects=False)).status == 303  # and it is over
+
+
+async def test_a_console_launch_or_cancel_whose_log_line_fails_does_not_happen(
+    client: Client, draft: str, conn: asyncpg.Connection
+) -> None:
+    """The state change and its operator-log line commit together, or neither does."""
+    from tests.integration.test_api_campaigns import REFUSE_LOG, REFUSER
+
+    token = await log_in(client, "ada@example.com")
+    await conn.execute(REFUSER)
+    for action, before in (("launch", "draft"), ("cancel", "running")):
+        await conn.execute(REFUSE_LOG)
+        response = await client.post(f"/campaigns/{draft}/{action}", data={"csrf": token})
+        assert response.status == 500
+        assert await conn.fetchval("SELECT status FROM campaigns") == before
+        await conn.execute("DROP TRIGGER refuse_log ON operator_log")
+        response = await client.post(f"/campaigns/{draft}/{action}", data={"csrf": token})
+        assert response.status == 200
+    assert await conn.fetchval("SELECT status FROM campaigns") == "cancelled"
+    logged = await conn.fetch("SELECT action FROM operator_log WHERE action LIKE 'campaign.%'")
+    assert [r["action"] for r in logged] == ["campaign.launch", "campaign.cancel"]
