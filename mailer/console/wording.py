@@ -168,6 +168,17 @@ _WORDS: dict[str, tuple[str, str]] = {
     "no": ("no", "non"),
     "keys": ("API keys", "Clés d'API"),
     "webhooks": ("Webhooks", "Webhooks"),
+    "none_yet": ("None yet.", "Aucun pour l'instant."),
+    "events": ("Events", "Événements"),
+    "event": ("Event", "Événement"),
+    "detail": ("Detail", "Détail"),
+    "machine": ("machine", "machine"),
+    "ev_open": ("Open", "Ouverture"),
+    "ev_click": ("Click", "Clic"),
+    "ev_unsubscribe": ("Unsubscribe", "Désabonnement"),
+    "ev_hard_bounce": ("Hard bounce", "Rebond permanent"),
+    "ev_soft_bounce": ("Soft bounce", "Rebond temporaire"),
+    "ev_complaint": ("Complaint", "Plainte"),
     "keys_cli": ("Created, revoked and replayed with", "Créés, révoqués et rejoués avec"),
 }
 

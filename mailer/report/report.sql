@@ -202,3 +202,55 @@ SELECT (SELECT count(*) FROM consents WHERE action = 'withdraw' AND recorded_at 
        (SELECT count(*) FROM bounces WHERE occurred_at >= $1 AND hard) AS hard_bounces,
        (SELECT count(*) FROM bounces WHERE occurred_at >= $1 AND NOT hard) AS soft_bounces,
        (SELECT count(*) FROM complaints WHERE occurred_at >= $1) AS complaints
+
+-- ---------------------------------------------------------------- one contact
+
+-- name: contact_deliveries
+-- A contact's deliveries, newest first: a keyset page below delivery id $2
+-- (NULL: from the newest), $3 rows. deliveries_contact_idx finds the rows
+-- (a person has a few per campaign sent, never the campaign's millions).
+SELECT d.id, p.slug AS campaign, d.status, d.skip_reason, d.smtp_code, d.sent_at,
+       d.updated_at
+FROM deliveries d
+JOIN campaigns p ON p.id = d.campaign_id
+WHERE d.contact_id = $1 AND ($2::bigint IS NULL OR d.id < $2)
+ORDER BY d.id DESC
+LIMIT $3
+
+-- name: contact_activity
+-- What happened after a contact's messages went, newest first: opens and
+-- clicks (events, through events_delivery_idx per delivery of the person),
+-- opt-outs (withdraw rows of the ledger), bounces and complaints. A keyset
+-- page below ($2 time, $3 kind, $4 reference) (NULL $2: from the newest),
+-- $5 rows; the reference is the delivery for an open or click, else the
+-- row's own id, so the key is stable across pages without OFFSET.
+WITH mine AS MATERIALIZED (
+    SELECT d.id, d.campaign_id FROM deliveries d WHERE d.contact_id = $1
+)
+SELECT t.at, t.kind, p.slug AS campaign, t.machine, t.detail, t.ref
+FROM (
+    SELECT e.occurred_at AS at, e.kind, e.campaign_id, e.machine, l.url AS detail,
+           e.delivery_id AS ref
+    FROM mine m
+    JOIN events e ON e.delivery_id = m.id
+    LEFT JOIN links l ON l.id = e.link_id
+    UNION ALL
+    SELECT w.recorded_at, 'unsubscribe',
+           CASE WHEN w.evidence ->> 'campaign_id' ~ '^[0-9]{1,18}$'
+                THEN (w.evidence ->> 'campaign_id')::bigint END,
+           false, coalesce('topic ' || tp.slug, w.channel), w.id
+    FROM consents w
+    LEFT JOIN topics tp ON tp.id = w.topic_id
+    WHERE w.contact_id = $1 AND w.action = 'withdraw'
+    UNION ALL
+    SELECT b.occurred_at, CASE WHEN b.hard THEN 'hard_bounce' ELSE 'soft_bounce' END,
+           b.campaign_id, false, b.status, b.id
+    FROM bounces b WHERE b.contact_id = $1
+    UNION ALL
+    SELECT c.occurred_at, 'complaint', c.campaign_id, false, c.feedback_type, c.id
+    FROM mine m JOIN complaints c ON c.campaign_id = m.campaign_id AND c.delivery_id = m.id
+) AS t
+LEFT JOIN campaigns p ON p.id = t.campaign_id
+WHERE $2::timestamptz IS NULL OR (t.at, t.kind, t.ref) < ($2, $3::text, $4::bigint)
+ORDER BY t.at DESC, t.kind DESC, t.ref DESC
+LIMIT $5

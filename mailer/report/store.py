@@ -23,6 +23,31 @@ class RecentActivity:
     complaints: int
 
 
+@dataclass(frozen=True, slots=True)
+class ContactDelivery:
+    """One message of a campaign to one contact, as the ledger holds it."""
+
+    id: int
+    campaign: str
+    status: str
+    skip_reason: str | None
+    smtp_code: int | None
+    sent_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ContactEvent:
+    """Something that happened after a contact's message: open, click, opt-out, bounce..."""
+
+    at: datetime
+    kind: str  # open, click, unsubscribe, hard_bounce, soft_bounce, complaint
+    campaign: str | None
+    machine: bool
+    detail: str | None  # the link, the opt-out's scope, the DSN status, the feedback type
+    ref: int  # keyset tie-breaker: the delivery (open, click) or the row's own id
+
+
 class ReportStore:
     """The report's named queries (report.sql) on a pool."""
 
@@ -79,3 +104,18 @@ class ReportStore:
         row = await self.pool.fetchrow(Q("recent_activity"), since)
         assert row is not None  # scalar subqueries: always one row
         return RecentActivity(**row)
+
+    async def contact_deliveries(
+        self, contact_id: int, before: int | None, limit: int
+    ) -> list[ContactDelivery]:
+        """A keyset page of the contact's deliveries, newest first, below id `before`."""
+        rows = await self.pool.fetch(Q("contact_deliveries"), contact_id, before, limit)
+        return [ContactDelivery(**r) for r in rows]
+
+    async def contact_activity(
+        self, contact_id: int, before: tuple[datetime, str, int] | None, limit: int
+    ) -> list[ContactEvent]:
+        """A keyset page of the contact's events, newest first, below (time, kind, ref)."""
+        at, kind, ref = before if before else (None, None, None)
+        rows = await self.pool.fetch(Q("contact_activity"), contact_id, at, kind, ref, limit)
+        return [ContactEvent(**r) for r in rows]
