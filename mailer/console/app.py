@@ -204,10 +204,11 @@ def create_app(settings: Settings) -> web.Application:
         pool = await create_pool(
             db.url, min_size=db.pool_min, max_size=db.pool_max, on_query=count_query
         )
-        app[CONSOLE] = Console(settings, pool, jinja_environment())
+        app[CONSOLE] = console = Console(settings, pool, jinja_environment())
         try:
             yield
         finally:
+            await console.close()
             await pool.close()
 
     app.cleanup_ctx.append(pool_ctx)

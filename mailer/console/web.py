@@ -11,9 +11,10 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from mailer.campaigns.store import CampaignStore
+from mailer.campaigns.store import CampaignStore, ReasonBreakdown
 from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Operator, Role
+from mailer.console.background import Background
 from mailer.console.store import ConsoleStore
 from mailer.console.wording import translator
 from mailer.contacts.store import ContactStore
@@ -70,6 +71,10 @@ class Console:
     compliance: ComplianceStore = field(init=False)
     # Route name -> statements its last request ran (see queries_run).
     queries_by_route: dict[str, int] = field(default_factory=dict)
+    # Slow reads computed in the background (console/background.py): live audiences by
+    # campaign, and the unsubscribe-SLA check of the dashboard.
+    audiences: Background[list[ReasonBreakdown]] = field(init=False)
+    sla: Background[dict[str, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = ConsoleStore(self.pool)
@@ -79,6 +84,15 @@ class Console:
         self.contacts = ContactStore(self.pool)
         self.reports = ReportStore(self.pool)
         self.compliance = ComplianceStore(self.pool)
+        c = self.settings.console
+        wait = c.page_wait_ms / 1000.0
+        self.audiences = Background(float(c.audience_max_age_seconds), wait)
+        self.sla = Background(float(c.sla_max_age_seconds), wait, keep=1)
+
+    async def close(self) -> None:
+        """Stop the background reads (before the pool closes under them)."""
+        await self.audiences.close()
+        await self.sla.close()
 
     @property
     def secure(self) -> bool:

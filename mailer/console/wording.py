@@ -168,6 +168,18 @@ _WORDS: dict[str, tuple[str, str]] = {
     "no": ("no", "non"),
     "keys": ("API keys", "Clés d'API"),
     "webhooks": ("Webhooks", "Webhooks"),
+    "sla_checked": (
+        "Unsubscribe SLA checked {age} s ago.",
+        "Délai de désabonnement vérifié il y a {age} s.",
+    ),
+    "sla_pending": (
+        "Unsubscribe SLA: being checked, reload in a moment.",
+        "Délai de désabonnement : vérification en cours, rechargez dans un instant.",
+    ),
+    "sla_failed": (
+        "Unsubscribe SLA check failed:",
+        "La vérification du délai de désabonnement a échoué :",
+    ),
     "none_yet": ("None yet.", "Aucun pour l'instant."),
     "events": ("Events", "Événements"),
     "event": ("Event", "Événement"),
