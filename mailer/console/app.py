@@ -21,6 +21,7 @@ from mailer.console import (
     contact_pages,
     dashboard,
     operator_pages,
+    report_pages,
     sessions,
 )
 from mailer.console.accounts import same_token, token_hash
@@ -221,6 +222,7 @@ def create_app(settings: Settings) -> web.Application:
         contact_pages,
         operator_pages,
         admin_pages,
+        report_pages,
     ):
         module.add_routes(app.router)
     return app

@@ -180,6 +180,26 @@ _WORDS: dict[str, tuple[str, str]] = {
         "Unsubscribe SLA check failed:",
         "La vérification du délai de désabonnement a échoué :",
     ),
+    "reports": ("Reports", "Rapports"),
+    "period_from": ("From", "Du"),
+    "period_to": ("to", "au"),
+    "sent": ("Sent", "Envoyés"),
+    "opened_people_all": ("Opened (people / all)", "Ouverts (personnes / tous)"),
+    "clicked_people_all": ("Clicked (people / all)", "Cliqués (personnes / tous)"),
+    "across_caption": (
+        "Campaigns started in the period, and their total",
+        "Campagnes lancées dans la période, et leur total",
+    ),
+    "too_many_campaigns": (
+        "More campaigns started in this period than the {limit} shown (the newest): "
+        "choose a shorter period.",
+        "Plus de campagnes lancées dans cette période que les {limit} affichées (les plus "
+        "récentes) : choisissez une période plus courte.",
+    ),
+    "no_campaigns_period": (
+        "No campaign started in this period.",
+        "Aucune campagne lancée dans cette période.",
+    ),
     "none_yet": ("None yet.", "Aucun pour l'instant."),
     "events": ("Events", "Événements"),
     "event": ("Event", "Événement"),
