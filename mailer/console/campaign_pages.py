@@ -33,7 +33,6 @@ from mailer.report.html import bar_chart, line_chart
 from mailer.report.sections import headline, sections
 
 STATES = ("queued", "sending", "sent", "deferred", "bounced", "failed", "skipped", "uncertain")
-REASONS = {r.value: text for r, text in consent.REASON_TEXT.items()}
 
 
 @dataclass(frozen=True)
@@ -209,7 +208,6 @@ async def audience_page(request: web.Request) -> web.Response:
         live=live,
         eligible=eligible,
         excluded=excluded,
-        reasons=REASONS,
         total=sum(line.contacts for line in lines),
     )
 

@@ -14,6 +14,7 @@ from mailer.compliance.rights import erase_contact, export_contact
 from mailer.console.accounts import Role
 from mailer.console.web import console_of, operator_of, record, render, requires
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.consent import REASON_TEXT
 from mailer.report.store import ContactDelivery, ContactEvent
 
 PAGE = 50
@@ -116,7 +117,16 @@ async def explain_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such campaign or contact")
     at = datetime.now(UTC)
     verdict = audience.explain(inputs, spec, at)
-    return render(request, "explain.html", email=email, slug=slug, verdict=verdict, at=at)
+    return render(
+        request,
+        "explain.html",
+        email=email,
+        slug=slug,
+        verdict=verdict,
+        at=at,
+        # The English detail says more than the reason (a date) or the same: shown if more.
+        english_reason=REASON_TEXT.get(verdict.reason) if verdict.reason else None,
+    )
 
 
 @requires(Role.ADMIN)

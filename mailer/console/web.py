@@ -16,7 +16,7 @@ from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Operator, Role
 from mailer.console.background import Background
 from mailer.console.store import ConsoleStore
-from mailer.console.wording import translator
+from mailer.console.wording import lint_text, reason_text, translator
 from mailer.contacts.store import ContactStore
 from mailer.core.settings import Settings
 from mailer.db import Pool
@@ -144,6 +144,9 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
             csrf=operator.csrf_token if operator else request.get(PRE_CSRF, ""),
             Role=Role,
             path=request.path,
+            # The rules' results worded from their codes in the operator's language.
+            reason_of=lambda code: reason_text(code, lang),
+            lint_of=lambda problem: lint_text(problem, lang),
             **context,
         )
     )

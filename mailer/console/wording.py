@@ -1,12 +1,15 @@
 """The console's words in English and French (the operator's choice, kept on the account).
 
-Rule texts (exclusion reasons, lint problems, explanations) come from the roles that
-enforce them; this module only words the page furniture.
+The page furniture, and the rules' results (exclusion reasons, lint problems) worded from
+their codes: English as the rules themselves say it, French here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from mailer.campaigns.lint import LintProblem
+from mailer.core.consent import REASON_TEXT, Kind, Reason
 
 LANGS = ("en", "fr")
 
@@ -233,3 +236,82 @@ def pick(accept_language: str | None) -> str:
         if tag in LANGS:
             return tag
     return "en"
+
+
+# ---------------------------------------------------------------- rule texts
+# The rules word their results in English (consent.REASON_TEXT, LintProblem.__str__) for the
+# CLI and the logs; the console words them in the operator's language from their codes.
+
+_REASON_FR: dict[Reason, str] = {
+    Reason.SEGMENT: "hors du segment de la campagne",
+    Reason.ERASED: "données personnelles effacées à la demande de la personne",
+    Reason.HARD_BOUNCED: "adresse en rebond permanent",
+    Reason.COMPLAINED: "a signalé un message comme indésirable",
+    Reason.REGISTRY: "inscrit sur une liste d'exclusion importée",
+    Reason.SUPPRESSED_GLOBAL: "exclu de tous les envois",
+    Reason.UNSUBSCRIBED_CHANNEL: "désabonné de ce canal",
+    Reason.UNSUBSCRIBED_TOPIC: "désabonné de ce sujet",
+    Reason.NOT_SUBSCRIBED_TOPIC: "jamais abonné à ce sujet sur inscription",
+    Reason.CONSENT_WITHDRAWN: "consentement retiré",
+    Reason.NO_CONSENT: "aucun consentement au dossier",
+    Reason.CONSENT_EXPIRED: "consentement tacite expiré",
+    Reason.INACTIVE: "aucune activité dans la période d'activité de la campagne",
+}
+
+
+def reason_text(code: str, lang: str) -> str:
+    """Why a contact is excluded, in `lang`, from the reason's code ('' for an unknown code)."""
+    try:
+        reason = Reason(code)
+    except ValueError:
+        return ""
+    return _REASON_FR[reason] if lang == "fr" else REASON_TEXT[reason]
+
+
+_KIND_FR: dict[Kind | None, str] = {
+    Kind.EXPRESS: "exprès",
+    Kind.IMPLIED_PURCHASE: "tacite (achat)",
+    Kind.IMPLIED_CONTRACT: "tacite (contrat)",
+    Kind.IMPLIED_INQUIRY: "tacite (demande)",
+    Kind.IMPLIED_PUBLICATION: "tacite (publication)",
+    None: "sans consentement (CAN-SPAM)",
+}
+_PART_FR = {
+    "html": "HTML",
+    "text": "texte",
+    "render": "rendu",
+    "headers": "en-têtes",
+    "message": "message",
+}
+# By LintProblem.element: what is missing, or what went wrong (its detail, a technical
+# text from the template engine or the message assembly, is kept as written).
+_LINT_FR = {
+    "business_name": "nom de l'entreprise manquant",
+    "postal_address": "adresse postale manquante",
+    "contact_method": "ni téléphone, ni courriel, ni site web",
+    "consent_sentence": "phrase sur l'origine du consentement manquante",
+    "unsubscribe_url": "lien de désabonnement manquant",
+    "preferences_url": "lien vers le centre de préférences manquant",
+    "template": "le gabarit ne s'affiche pas",
+    "limit": "dépasse une limite",
+    "subject": "objet invalide : chaque message serait ignoré",
+    "header": "en-tête invalide : chaque message serait ignoré",
+    "sample": "destinataire d'exemple invalide",
+    "size": "message trop volumineux",
+}
+# English prefixes of a detail that the French label already says.
+_DETAIL_PREFIXES = ("does not render: ", "over a limit: ")
+
+
+def lint_text(problem: LintProblem, lang: str) -> str:
+    """One lint problem in `lang` (English: the CLI's own line)."""
+    if lang != "fr" or problem.element not in _LINT_FR:
+        return str(problem)
+    what = _LINT_FR[problem.element]
+    detail = problem.detail
+    for prefix in _DETAIL_PREFIXES:
+        detail = detail.removeprefix(prefix)
+    if detail and problem.element != "contact_method":
+        what = f"{what} ({detail})"
+    part = _PART_FR.get(problem.part, problem.part)
+    return f"{_KIND_FR.get(problem.kind, str(problem.kind))}, {problem.locale}, {part} : {what}"

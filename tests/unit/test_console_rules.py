@@ -72,3 +72,21 @@ def test_a_bad_console_setting_stops_the_start_and_is_named(
 ) -> None:
     with pytest.raises(ConfigError, match=named):
         load(environ={variable: value})
+
+
+def test_every_exclusion_reason_and_lint_element_has_its_french_wording() -> None:
+    from mailer.campaigns.lint import CAMPAIGN_ELEMENTS, LintProblem
+    from mailer.console import wording
+    from mailer.core.consent import Kind, Reason
+
+    assert all(wording.reason_text(r.value, "fr") for r in Reason)
+    assert wording.reason_text("no_consent", "en") == "no consent on record"
+    assert wording.reason_text("not-a-reason", "fr") == ""
+    for element in CAMPAIGN_ELEMENTS:
+        line = wording.lint_text(LintProblem(Kind.EXPRESS, "fr", "text", element), "fr")
+        assert "missing" not in line
+    failed = LintProblem(None, "en", "render", "template", "does not render: 'x' is undefined")
+    assert wording.lint_text(failed, "en") == str(failed)
+    assert wording.lint_text(failed, "fr") == (
+        "sans consentement (CAN-SPAM), en, rendu : le gabarit ne s'affiche pas ('x' is undefined)"
+    )
