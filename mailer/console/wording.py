@@ -203,6 +203,16 @@ _WORDS: dict[str, tuple[str, str]] = {
         "No campaign started in this period.",
         "Aucune campagne lancée dans cette période.",
     ),
+    "age_seconds": ("{age} s ago", "il y a {age} s"),
+    "audience_computing": (
+        "Being computed: it appears here when ready.",
+        "Calcul en cours : le résultat s'affichera ici.",
+    ),
+    "audience_refreshing": (
+        "A newer count is being computed.",
+        "Un décompte plus récent est en cours de calcul.",
+    ),
+    "audience_failed": ("The computation failed:", "Le calcul a échoué :"),
     "none_yet": ("None yet.", "Aucun pour l'instant."),
     "events": ("Events", "Événements"),
     "event": ("Event", "Événement"),
