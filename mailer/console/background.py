@@ -3,10 +3,10 @@
 A page asks for a key's last result: if it is older than `max_age` (or missing) one refresh
 starts (never two at once for a key). A page with no result yet waits for it at most `wait`
 seconds, so it answers within its budget whatever the database's size; a page with an older
-result shows it at once, with when it was computed, while the newer one is computed. A failed refresh is
-logged and kept as the key's error (the page says so and the next visit retries): one bad
-audience must not stop the console, so the tasks are watched by their callback, not
-allowed to end the process. The app's cleanup cancels what is still running.
+result shows it at once, with when it was computed, while the newer one is computed. A
+failed refresh is logged and kept as the key's error (the page says so and the next visit
+retries): one bad audience must not stop the console, so the tasks are watched by their
+callback, not allowed to end the process. The app's cleanup cancels what is still running.
 """
 
 from __future__ import annotations
