@@ -29,7 +29,12 @@ _CSRF = re.compile(r'name="csrf" value="([^"]*)"')
 def console_settings(
     db_url: str, templates: Path, smtp_port: int = 25, **console: object
 ) -> Settings:
-    """Defaults on the test's database, the test's templates folder, a token key."""
+    """Defaults on the test's database, the test's templates folder, a token key.
+
+    Pages wait for their background reads (console.page_wait_ms) up to 30 s here, so a
+    test sees a result on the first visit; tests of the background itself pass 0.
+    """
+    console = {"page_wait_ms": 30000, **console}
     base = settings_for(smtp_port)
     return dataclasses.replace(
         base,

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailer.compliance.privacy import operator, sla_line
+from mailer.compliance.privacy import operator, sla_breached, sla_line
 from mailer.core.consent import Action, Channel, Kind, LedgerEntry, Policy, describe, valid_until
 from mailer.core.evidence import InboundEvidence
 from mailer.core.spreadsheet import csv_writer
@@ -328,7 +328,7 @@ async def export_audit(
         bundle.writestr(
             f"{label}-summary.json", json.dumps(document, indent=2, ensure_ascii=False, default=str)
         )
-    return AuditResult(rows, document, summary.clean and sla["violations"] == 0)
+    return AuditResult(rows, document, summary.clean and not sla_breached(sla))
 
 
 async def _operator_log(

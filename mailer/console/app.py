@@ -21,6 +21,7 @@ from mailer.console import (
     contact_pages,
     dashboard,
     operator_pages,
+    report_pages,
     sessions,
 )
 from mailer.console.accounts import same_token, token_hash
@@ -204,10 +205,11 @@ def create_app(settings: Settings) -> web.Application:
         pool = await create_pool(
             db.url, min_size=db.pool_min, max_size=db.pool_max, on_query=count_query
         )
-        app[CONSOLE] = Console(settings, pool, jinja_environment())
+        app[CONSOLE] = console = Console(settings, pool, jinja_environment())
         try:
             yield
         finally:
+            await console.close()
             await pool.close()
 
     app.cleanup_ctx.append(pool_ctx)
@@ -220,6 +222,7 @@ def create_app(settings: Settings) -> web.Application:
         contact_pages,
         operator_pages,
         admin_pages,
+        report_pages,
     ):
         module.add_routes(app.router)
     return app

@@ -33,7 +33,6 @@ from mailer.report.html import bar_chart, line_chart
 from mailer.report.sections import headline, sections
 
 STATES = ("queued", "sending", "sent", "deferred", "bounced", "failed", "skipped", "uncertain")
-REASONS = {r.value: text for r, text in consent.REASON_TEXT.items()}
 
 
 @dataclass(frozen=True)
@@ -181,24 +180,39 @@ async def audience_page(request: web.Request) -> web.Response:
     """Who is in and who is out, by reason, with a few people per reason.
 
     A launched campaign shows the audience as it was frozen (the counts recorded at the
-    freeze: what the deliveries are); `?live=1`, or a draft, computes it now, with samples,
-    in one pass of the audience query (seconds at a million contacts).
+    freeze: what the deliveries are); `?live=1`, or a draft, shows it as it stands, with
+    samples. That is one pass of the audience query over every contact (seconds at a
+    million), so it runs in the background (console/background.py): the page waits
+    console.page_wait_ms for it, then shows the last result with its age, or that it is
+    being computed, and htmx fetches the page again until the new result is there.
     """
     console = console_of(request)
     row = await _campaign_or_404(request)
     live = request.query.get("live") == "1" or row.audience_counts is None
+    refreshing, error, age = False, None, None
+    lines: list[ReasonBreakdown] | None
     if live:
         spec = await console.campaigns.campaign_spec(row.slug)
         assert spec is not None
-        at = datetime.now(UTC)
-        lines = await console.campaigns.audience_breakdown(spec, at)
+
+        async def compute() -> list[ReasonBreakdown]:
+            return await console.campaigns.audience_breakdown(spec, datetime.now(UTC))
+
+        snapshot = await console.audiences.get(row.id, compute)
+        lines, at, refreshing, error = (
+            snapshot.value,
+            snapshot.at,
+            snapshot.refreshing,
+            snapshot.error,
+        )
+        age = None if snapshot.age_s is None else round(snapshot.age_s)
     else:
         assert row.audience_counts is not None
         assert row.audience_at is not None
         at = row.audience_at
         lines = [ReasonBreakdown(k, int(v), []) for k, v in row.audience_counts.items()]
-    eligible = next((line.contacts for line in lines if line.reason == "eligible"), 0)
-    excluded = [line for line in lines if line.reason != "eligible"]
+    eligible = next((line.contacts for line in lines or [] if line.reason == "eligible"), 0)
+    excluded = [line for line in lines or [] if line.reason != "eligible"]
     order = {r.value: i for i, r in enumerate(consent.Reason)}
     excluded.sort(key=lambda line: order.get(line.reason, 99))
     return render(
@@ -207,10 +221,13 @@ async def audience_page(request: web.Request) -> web.Response:
         slug=row.slug,
         at=at,
         live=live,
+        ready=lines is not None,
+        refreshing=refreshing,
+        error=error,
+        age=age,
         eligible=eligible,
         excluded=excluded,
-        reasons=REASONS,
-        total=sum(line.contacts for line in lines),
+        total=sum(line.contacts for line in lines or []),
     )
 
 

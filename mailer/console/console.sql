@@ -71,18 +71,26 @@ WHERE key = ANY($1::text[]) AND locked_until > now()
 -- name: login_failure_record
 -- One more failure for each key; past $2 failures the key is locked for $3 seconds doubled
 -- per further failure, capped at $4 (exponential backoff). $5: the IP key's own limit.
+-- The count decays: a key quiet for $6 seconds (no failure, and no lock running then)
+-- starts again from one, so typos weeks apart never add up to a lockout, while an
+-- attacker retrying as each lock ends keeps doubling it.
 INSERT INTO console_login_failures AS f (key, failures, last_failure_at, locked_until)
 SELECT k, 1, now(), CASE WHEN 1 >= (CASE WHEN k LIKE 'ip:%' THEN $5::int ELSE $2::int END)
                          THEN now() + make_interval(secs => $3::float8) END
 FROM unnest($1::text[]) AS k
 ON CONFLICT (key) DO UPDATE SET
-    failures = f.failures + 1,
+    -- The count so far, decayed, is written out in each place (one statement keeps the
+    -- increment atomic under concurrent failures).
+    failures = (CASE WHEN greatest(f.last_failure_at, f.locked_until) > now() - make_interval(secs => $6::float8)
+          THEN f.failures ELSE 0 END) + 1,
     last_failure_at = now(),
     locked_until = CASE
-        WHEN f.failures + 1 >= (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END)
+        WHEN (CASE WHEN greatest(f.last_failure_at, f.locked_until) > now() - make_interval(secs => $6::float8)
+          THEN f.failures ELSE 0 END) + 1 >= (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END)
         THEN now() + make_interval(secs => least(
             $4::float8,
-            $3::float8 * power(2, f.failures + 1 - (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END))))
+            $3::float8 * power(2, (CASE WHEN greatest(f.last_failure_at, f.locked_until) > now() - make_interval(secs => $6::float8)
+          THEN f.failures ELSE 0 END) + 1 - (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END))))
     END
 RETURNING locked_until
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -13,8 +14,38 @@ from mailer.compliance.rights import erase_contact, export_contact
 from mailer.console.accounts import Role
 from mailer.console.web import console_of, operator_of, record, render, requires
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.consent import REASON_TEXT
+from mailer.report.store import ContactDelivery, ContactEvent
 
 PAGE = 50
+HISTORY_PAGE = 25  # deliveries and events per page of a contact
+
+
+def _delivery_cursor(text: str) -> int | None:
+    """`?deliveries=ID`: the page below that delivery id (keyset, no OFFSET)."""
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise web.HTTPBadRequest(text="deliveries: a delivery id")
+    return int(text)
+
+
+def _event_cursor(text: str) -> tuple[datetime, str, int] | None:
+    """`?events=TIME~KIND~REF`: the page below that event (keyset on the timeline's order)."""
+    if not text:
+        return None
+    try:
+        at, kind, ref = text.split("~")
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None or not ref.isdigit() or len(ref) > 18:
+            raise ValueError(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text="events: TIME~KIND~REF from a next-page link") from None
+    return when, kind, int(ref)
+
+
+def event_key(event: ContactEvent) -> str:
+    return f"{event.at.isoformat()}~{event.kind}~{event.ref}"
 
 
 def _email(request: web.Request) -> str:
@@ -41,10 +72,37 @@ async def contact_search(request: web.Request) -> web.Response:
 @requires(Role.VIEWER)
 async def contact_page(request: web.Request) -> web.Response:
     email = _email(request)
-    story = await console_of(request).contacts.contact_story(email, address_hash(email))
+    console = console_of(request)
+    d_before = _delivery_cursor(request.query.get("deliveries", ""))
+    e_before = _event_cursor(request.query.get("events", ""))
+    story = await console.contacts.contact_story(email, address_hash(email))
     if story is None:
         raise web.HTTPNotFound(text="no contact and no suppression for this address")
-    return render(request, "contact.html", email=email, story=story)
+    deliveries: list[ContactDelivery] = []
+    events: list[ContactEvent] = []
+    if story.contact is not None:
+        # One more row than shown tells whether a next page exists.
+        deliveries = await console.reports.contact_deliveries(
+            story.contact.id, d_before, HISTORY_PAGE + 1
+        )
+        events = await console.reports.contact_activity(
+            story.contact.id, e_before, HISTORY_PAGE + 1
+        )
+    more_d, more_e = len(deliveries) > HISTORY_PAGE, len(events) > HISTORY_PAGE
+    deliveries, events = deliveries[:HISTORY_PAGE], events[:HISTORY_PAGE]
+    here = dict(request.query)
+    next_d = {**here, "deliveries": str(deliveries[-1].id)} if more_d else None
+    next_e = {**here, "events": event_key(events[-1])} if more_e else None
+    return render(
+        request,
+        "contact.html",
+        email=email,
+        story=story,
+        deliveries=deliveries,
+        events=events,
+        next_deliveries=None if next_d is None else urlencode(next_d),
+        next_events=None if next_e is None else urlencode(next_e),
+    )
 
 
 @requires(Role.VIEWER)
@@ -59,7 +117,16 @@ async def explain_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such campaign or contact")
     at = datetime.now(UTC)
     verdict = audience.explain(inputs, spec, at)
-    return render(request, "explain.html", email=email, slug=slug, verdict=verdict, at=at)
+    return render(
+        request,
+        "explain.html",
+        email=email,
+        slug=slug,
+        verdict=verdict,
+        at=at,
+        # The English detail says more than the reason (a date) or the same: shown if more.
+        english_reason=REASON_TEXT.get(verdict.reason) if verdict.reason else None,
+    )
 
 
 @requires(Role.ADMIN)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import sse_response
 
 from mailer.campaigns.store import CampaignOverview
+from mailer.compliance.privacy import sla_breached, sla_line
 from mailer.console.accounts import Role
 from mailer.console.web import HEADERS, console_of, operator_of, render, requires
 from mailer.console.wording import translator
@@ -21,10 +24,16 @@ PROGRESS_EVERY_S = 1.0  # one small query per open dashboard per second
 ACTIVE = ("running", "paused", "scheduled")
 
 
-def alerts_of(campaigns: list[CampaignOverview], endpoints: list[Endpoint]) -> list[str]:
-    """What needs the operator: campaigns the reputation guard paused, uncertain deliveries,
-    webhook endpoints disabled after their retry window."""
-    found = [
+def alerts_of(
+    campaigns: list[CampaignOverview],
+    endpoints: list[Endpoint],
+    sla: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """What needs the operator: an opt-out not honoured in time (the audit's unsubscribe-SLA
+    rule and line), campaigns the reputation guard paused, uncertain deliveries, webhook
+    endpoints disabled after their retry window."""
+    found = [sla_line(sla)] if sla is not None and sla_breached(sla) else []
+    found += [
         f"webhook {e.url} disabled: {e.disabled_why or 'failing'} (`mailer webhooks enable`)"
         for e in endpoints
         if e.disabled_at is not None
@@ -43,13 +52,17 @@ async def dashboard(request: web.Request) -> web.Response:
     campaigns = await console.campaigns.campaigns_overview(finished=5)
     recent = await console.reports.recent_activity(datetime.now(UTC) - timedelta(hours=24))
     endpoints = await WebhookStore(console.pool).endpoints_disabled()
+    # Every opt-out against every later delivery: seconds at millions of rows, so it runs
+    # in the background and the page shows the last verdict (with its age while refreshing).
+    sla = await console.sla.get("all", lambda: console.compliance.unsubscribe_sla(None))
     active = [c for c in campaigns if c.status in ACTIVE]
     return render(
         request,
         "dashboard.html",
         active=active,
         recent=recent,
-        alerts=alerts_of(campaigns, endpoints),
+        alerts=alerts_of(campaigns, endpoints, sla.value),
+        sla=sla,
         rates={},
     )
 

@@ -85,6 +85,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             ip_max_failures=c.login_max_failures * 4,
             lockout_s=float(c.lockout_seconds),
             lockout_max_s=float(c.lockout_max_seconds),
+            quiet_window_s=float(c.login_failure_window_seconds),
         )
         if locked is not None:
             await record(

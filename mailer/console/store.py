@@ -145,10 +145,18 @@ class ConsoleStore:
         ip_max_failures: int,
         lockout_s: float,
         lockout_max_s: float,
+        quiet_window_s: float,
     ) -> datetime | None:
-        """Count a failure against each key; the latest lock it caused, if any."""
+        """Count a failure against each key (from zero again after a quiet window); the
+        latest lock it caused, if any."""
         rows = await self.pool.fetch(
-            Q("login_failure_record"), keys, max_failures, lockout_s, lockout_max_s, ip_max_failures
+            Q("login_failure_record"),
+            keys,
+            max_failures,
+            lockout_s,
+            lockout_max_s,
+            ip_max_failures,
+            quiet_window_s,
         )
         locks = [r["locked_until"] for r in rows if r["locked_until"] is not None]
         return max(locks, default=None)

@@ -11,11 +11,12 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from mailer.campaigns.store import CampaignStore, Conn
+from mailer.campaigns.store import CampaignStore, Conn, ReasonBreakdown
 from mailer.compliance.store import ComplianceStore, log_operator_action
 from mailer.console.accounts import Operator, Role
+from mailer.console.background import Background
 from mailer.console.store import ConsoleStore
-from mailer.console.wording import translator
+from mailer.console.wording import lint_text, reason_text, translator
 from mailer.contacts.store import ContactStore
 from mailer.core.settings import Settings
 from mailer.db import Pool
@@ -70,6 +71,10 @@ class Console:
     compliance: ComplianceStore = field(init=False)
     # Route name -> statements its last request ran (see queries_run).
     queries_by_route: dict[str, int] = field(default_factory=dict)
+    # Slow reads computed in the background (console/background.py): live audiences by
+    # campaign, and the unsubscribe-SLA check of the dashboard.
+    audiences: Background[list[ReasonBreakdown]] = field(init=False)
+    sla: Background[dict[str, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = ConsoleStore(self.pool)
@@ -79,6 +84,15 @@ class Console:
         self.contacts = ContactStore(self.pool)
         self.reports = ReportStore(self.pool)
         self.compliance = ComplianceStore(self.pool)
+        c = self.settings.console
+        wait = c.page_wait_ms / 1000.0
+        self.audiences = Background(float(c.audience_max_age_seconds), wait)
+        self.sla = Background(float(c.sla_max_age_seconds), wait, keep=1)
+
+    async def close(self) -> None:
+        """Stop the background reads (before the pool closes under them)."""
+        await self.audiences.close()
+        await self.sla.close()
 
     @property
     def secure(self) -> bool:
@@ -130,6 +144,9 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
             csrf=operator.csrf_token if operator else request.get(PRE_CSRF, ""),
             Role=Role,
             path=request.path,
+            # The rules' results worded from their codes in the operator's language.
+            reason_of=lambda code: reason_text(code, lang),
+            lint_of=lambda problem: lint_text(problem, lang),
             **context,
         )
     )

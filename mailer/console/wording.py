@@ -1,12 +1,15 @@
 """The console's words in English and French (the operator's choice, kept on the account).
 
-Rule texts (exclusion reasons, lint problems, explanations) come from the roles that
-enforce them; this module only words the page furniture.
+The page furniture, and the rules' results (exclusion reasons, lint problems) worded from
+their codes: English as the rules themselves say it, French here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from mailer.campaigns.lint import LintProblem
+from mailer.core.consent import REASON_TEXT, Kind, Reason
 
 LANGS = ("en", "fr")
 
@@ -168,6 +171,59 @@ _WORDS: dict[str, tuple[str, str]] = {
     "no": ("no", "non"),
     "keys": ("API keys", "Clés d'API"),
     "webhooks": ("Webhooks", "Webhooks"),
+    "sla_checked": (
+        "Unsubscribe SLA checked {age} s ago.",
+        "Délai de désabonnement vérifié il y a {age} s.",
+    ),
+    "sla_pending": (
+        "Unsubscribe SLA: being checked, reload in a moment.",
+        "Délai de désabonnement : vérification en cours, rechargez dans un instant.",
+    ),
+    "sla_failed": (
+        "Unsubscribe SLA check failed:",
+        "La vérification du délai de désabonnement a échoué :",
+    ),
+    "reports": ("Reports", "Rapports"),
+    "period_from": ("From", "Du"),
+    "period_to": ("to", "au"),
+    "sent": ("Sent", "Envoyés"),
+    "opened_people_all": ("Opened (people / all)", "Ouverts (personnes / tous)"),
+    "clicked_people_all": ("Clicked (people / all)", "Cliqués (personnes / tous)"),
+    "across_caption": (
+        "Campaigns started in the period, and their total",
+        "Campagnes lancées dans la période, et leur total",
+    ),
+    "too_many_campaigns": (
+        "More campaigns started in this period than the {limit} shown (the newest): "
+        "choose a shorter period.",
+        "Plus de campagnes lancées dans cette période que les {limit} affichées (les plus "
+        "récentes) : choisissez une période plus courte.",
+    ),
+    "no_campaigns_period": (
+        "No campaign started in this period.",
+        "Aucune campagne lancée dans cette période.",
+    ),
+    "age_seconds": ("{age} s ago", "il y a {age} s"),
+    "audience_computing": (
+        "Being computed: it appears here when ready.",
+        "Calcul en cours : le résultat s'affichera ici.",
+    ),
+    "audience_refreshing": (
+        "A newer count is being computed.",
+        "Un décompte plus récent est en cours de calcul.",
+    ),
+    "audience_failed": ("The computation failed:", "Le calcul a échoué :"),
+    "none_yet": ("None yet.", "Aucun pour l'instant."),
+    "events": ("Events", "Événements"),
+    "event": ("Event", "Événement"),
+    "detail": ("Detail", "Détail"),
+    "machine": ("machine", "machine"),
+    "ev_open": ("Open", "Ouverture"),
+    "ev_click": ("Click", "Clic"),
+    "ev_unsubscribe": ("Unsubscribe", "Désabonnement"),
+    "ev_hard_bounce": ("Hard bounce", "Rebond permanent"),
+    "ev_soft_bounce": ("Soft bounce", "Rebond temporaire"),
+    "ev_complaint": ("Complaint", "Plainte"),
     "keys_cli": ("Created, revoked and replayed with", "Créés, révoqués et rejoués avec"),
 }
 
@@ -190,3 +246,82 @@ def pick(accept_language: str | None) -> str:
         if tag in LANGS:
             return tag
     return "en"
+
+
+# ---------------------------------------------------------------- rule texts
+# The rules word their results in English (consent.REASON_TEXT, LintProblem.__str__) for the
+# CLI and the logs; the console words them in the operator's language from their codes.
+
+_REASON_FR: dict[Reason, str] = {
+    Reason.SEGMENT: "hors du segment de la campagne",
+    Reason.ERASED: "données personnelles effacées à la demande de la personne",
+    Reason.HARD_BOUNCED: "adresse en rebond permanent",
+    Reason.COMPLAINED: "a signalé un message comme indésirable",
+    Reason.REGISTRY: "inscrit sur une liste d'exclusion importée",
+    Reason.SUPPRESSED_GLOBAL: "exclu de tous les envois",
+    Reason.UNSUBSCRIBED_CHANNEL: "désabonné de ce canal",
+    Reason.UNSUBSCRIBED_TOPIC: "désabonné de ce sujet",
+    Reason.NOT_SUBSCRIBED_TOPIC: "jamais abonné à ce sujet sur inscription",
+    Reason.CONSENT_WITHDRAWN: "consentement retiré",
+    Reason.NO_CONSENT: "aucun consentement au dossier",
+    Reason.CONSENT_EXPIRED: "consentement tacite expiré",
+    Reason.INACTIVE: "aucune activité dans la période d'activité de la campagne",
+}
+
+
+def reason_text(code: str, lang: str) -> str:
+    """Why a contact is excluded, in `lang`, from the reason's code ('' for an unknown code)."""
+    try:
+        reason = Reason(code)
+    except ValueError:
+        return ""
+    return _REASON_FR[reason] if lang == "fr" else REASON_TEXT[reason]
+
+
+_KIND_FR: dict[Kind | None, str] = {
+    Kind.EXPRESS: "exprès",
+    Kind.IMPLIED_PURCHASE: "tacite (achat)",
+    Kind.IMPLIED_CONTRACT: "tacite (contrat)",
+    Kind.IMPLIED_INQUIRY: "tacite (demande)",
+    Kind.IMPLIED_PUBLICATION: "tacite (publication)",
+    None: "sans consentement (CAN-SPAM)",
+}
+_PART_FR = {
+    "html": "HTML",
+    "text": "texte",
+    "render": "rendu",
+    "headers": "en-têtes",
+    "message": "message",
+}
+# By LintProblem.element: what is missing, or what went wrong (its detail, a technical
+# text from the template engine or the message assembly, is kept as written).
+_LINT_FR = {
+    "business_name": "nom de l'entreprise manquant",
+    "postal_address": "adresse postale manquante",
+    "contact_method": "ni téléphone, ni courriel, ni site web",
+    "consent_sentence": "phrase sur l'origine du consentement manquante",
+    "unsubscribe_url": "lien de désabonnement manquant",
+    "preferences_url": "lien vers le centre de préférences manquant",
+    "template": "le gabarit ne s'affiche pas",
+    "limit": "dépasse une limite",
+    "subject": "objet invalide : chaque message serait ignoré",
+    "header": "en-tête invalide : chaque message serait ignoré",
+    "sample": "destinataire d'exemple invalide",
+    "size": "message trop volumineux",
+}
+# English prefixes of a detail that the French label already says.
+_DETAIL_PREFIXES = ("does not render: ", "over a limit: ")
+
+
+def lint_text(problem: LintProblem, lang: str) -> str:
+    """One lint problem in `lang` (English: the CLI's own line)."""
+    if lang != "fr" or problem.element not in _LINT_FR:
+        return str(problem)
+    what = _LINT_FR[problem.element]
+    detail = problem.detail
+    for prefix in _DETAIL_PREFIXES:
+        detail = detail.removeprefix(prefix)
+    if detail and problem.element != "contact_method":
+        what = f"{what} ({detail})"
+    part = _PART_FR.get(problem.part, problem.part)
+    return f"{_KIND_FR.get(problem.kind, str(problem.kind))}, {problem.locale}, {part} : {what}"

@@ -110,8 +110,17 @@ class ConsoleSettings:
     login_max_failures: int = 5  # failures for one address before the lockout starts
     lockout_seconds: int = 30  # first lockout; doubles with each further failure
     lockout_max_seconds: int = 3600
+    # A key (address or client IP) with no failure for this long starts again from zero: the
+    # count decays, so a few typos spread over weeks never add up to a lockout.
+    login_failure_window_seconds: int = 900
     setup_link_hours: int = 24  # how long a set-password link works
     templates_dir: str = "templates"  # campaign templates the console creates campaigns from
+    # Reads too slow for a page (a live audience with samples, the unsubscribe SLA check) run
+    # in the background: a page waits this long for a fresh result, then shows the last one
+    # with its age (bench/README.md "Console").
+    page_wait_ms: int = 200
+    audience_max_age_seconds: int = 60  # a live audience is recomputed when older than this
+    sla_max_age_seconds: int = 300  # the dashboard's unsubscribe-SLA check, likewise
 
 
 @dataclass(frozen=True)
@@ -722,7 +731,14 @@ def _validate(s: Settings) -> None:
             c.lockout_max_seconds >= c.lockout_seconds,
             "console.lockout_max_seconds: must be at least console.lockout_seconds",
         ),
+        (
+            c.login_failure_window_seconds >= c.lockout_seconds,
+            "console.login_failure_window_seconds: must be at least console.lockout_seconds",
+        ),
         (c.setup_link_hours >= 1, "console.setup_link_hours: must be at least 1"),
+        (0 <= c.page_wait_ms <= 60000, "console.page_wait_ms: expected 0-60000"),
+        (c.audience_max_age_seconds >= 1, "console.audience_max_age_seconds: must be at least 1"),
+        (c.sla_max_age_seconds >= 1, "console.sla_max_age_seconds: must be at least 1"),
         (bool(c.templates_dir), "console.templates_dir: must name a folder"),
     ]
     i, g = s.inbound, s.guard

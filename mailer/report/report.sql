@@ -202,3 +202,127 @@ SELECT (SELECT count(*) FROM consents WHERE action = 'withdraw' AND recorded_at 
        (SELECT count(*) FROM bounces WHERE occurred_at >= $1 AND hard) AS hard_bounces,
        (SELECT count(*) FROM bounces WHERE occurred_at >= $1 AND NOT hard) AS soft_bounces,
        (SELECT count(*) FROM complaints WHERE occurred_at >= $1) AS complaints
+
+-- ---------------------------------------------------------------- one contact
+
+-- name: contact_deliveries
+-- A contact's deliveries, newest first: a keyset page below delivery id $2
+-- (NULL: from the newest), $3 rows. deliveries_contact_idx finds the rows
+-- (a person has a few per campaign sent, never the campaign's millions).
+SELECT d.id, p.slug AS campaign, d.status, d.skip_reason, d.smtp_code, d.sent_at,
+       d.updated_at
+FROM deliveries d
+JOIN campaigns p ON p.id = d.campaign_id
+WHERE d.contact_id = $1 AND ($2::bigint IS NULL OR d.id < $2)
+ORDER BY d.id DESC
+LIMIT $3
+
+-- name: contact_activity
+-- What happened after a contact's messages went, newest first: opens and
+-- clicks (events, through events_delivery_idx per delivery of the person),
+-- opt-outs (withdraw rows of the ledger), bounces and complaints. A keyset
+-- page below ($2 time, $3 kind, $4 reference) (NULL $2: from the newest),
+-- $5 rows; the reference is the delivery for an open or click, else the
+-- row's own id, so the key is stable across pages without OFFSET.
+WITH mine AS MATERIALIZED (
+    SELECT d.id, d.campaign_id FROM deliveries d WHERE d.contact_id = $1
+)
+SELECT t.at, t.kind, p.slug AS campaign, t.machine, t.detail, t.ref
+FROM (
+    SELECT e.occurred_at AS at, e.kind, e.campaign_id, e.machine, l.url AS detail,
+           e.delivery_id AS ref
+    FROM mine m
+    JOIN events e ON e.delivery_id = m.id
+    LEFT JOIN links l ON l.id = e.link_id
+    UNION ALL
+    SELECT w.recorded_at, 'unsubscribe',
+           CASE WHEN w.evidence ->> 'campaign_id' ~ '^[0-9]{1,18}$'
+                THEN (w.evidence ->> 'campaign_id')::bigint END,
+           false, coalesce('topic ' || tp.slug, w.channel), w.id
+    FROM consents w
+    LEFT JOIN topics tp ON tp.id = w.topic_id
+    WHERE w.contact_id = $1 AND w.action = 'withdraw'
+    UNION ALL
+    SELECT b.occurred_at, CASE WHEN b.hard THEN 'hard_bounce' ELSE 'soft_bounce' END,
+           b.campaign_id, false, b.status, b.id
+    FROM bounces b WHERE b.contact_id = $1
+    UNION ALL
+    SELECT c.occurred_at, 'complaint', c.campaign_id, false, c.feedback_type, c.id
+    FROM mine m JOIN complaints c ON c.campaign_id = m.campaign_id AND c.delivery_id = m.id
+) AS t
+LEFT JOIN campaigns p ON p.id = t.campaign_id
+WHERE $2::timestamptz IS NULL OR (t.at, t.kind, t.ref) < ($2, $3::text, $4::bigint)
+ORDER BY t.at DESC, t.kind DESC, t.ref DESC
+LIMIT $5
+
+-- ---------------------------------------------------------------- across campaigns
+
+-- name: across_campaigns
+-- Campaigns started in [$1, $2), newest first, $3 at most (the console asks
+-- one more to know the period holds more). Started: a draft has no figures.
+SELECT c.id, c.slug, c.name, c.status, c.started_at
+FROM campaigns c
+WHERE c.started_at >= $1 AND c.started_at < $2
+ORDER BY c.started_at DESC, c.id DESC
+LIMIT $3
+
+-- name: report_marks_create_many
+-- report_mark_create for several campaigns at once.
+INSERT INTO report_marks (campaign_id) SELECT unnest($1::bigint[])
+ON CONFLICT (campaign_id) DO NOTHING
+
+-- name: report_marks_lock_many
+-- report_mark_lock for several campaigns, always in id order (two reports
+-- locking overlapping sets in different orders would deadlock).
+SELECT campaign_id, xact FROM report_marks WHERE campaign_id = ANY($1::bigint[])
+ORDER BY campaign_id FOR UPDATE
+
+-- name: report_marks_advance_many
+-- report_mark_advance for several campaigns: each to horizon $2, plus the
+-- events its fold read ($3, in the order of $1).
+UPDATE report_marks m SET xact = $2, events = m.events + f.n, refreshed_at = now()
+FROM unnest($1::bigint[], $3::bigint[]) AS f (id, n)
+WHERE m.campaign_id = f.id
+
+-- name: across_figures
+-- The campaign report's figures for each campaign of $1, once their events
+-- are folded (the rollups of report_event_totals, link 0 being the
+-- campaign's opens and clicks); the other columns are report_outcomes,
+-- report_soft_bounces, report_unsubscribes (by scope) and
+-- report_complaints, asked of a set of campaigns: the same indexes, one
+-- probe per campaign.
+SELECT c.id,
+       coalesce(o.human_events, 0) AS opens_human_events,
+       coalesce(o.machine_events, 0) AS opens_machine_events,
+       coalesce(o.unique_all, 0) AS opens_unique_all,
+       coalesce(o.unique_human, 0) AS opens_unique_human,
+       coalesce(k.human_events, 0) AS clicks_human_events,
+       coalesce(k.machine_events, 0) AS clicks_machine_events,
+       coalesce(k.unique_all, 0) AS clicks_unique_all,
+       coalesce(k.unique_human, 0) AS clicks_unique_human,
+       (SELECT count(*) FROM deliveries d
+        WHERE d.campaign_id = c.id AND d.status = 'sent') AS sent,
+       (SELECT count(*) FROM deliveries d
+        WHERE d.campaign_id = c.id AND d.status = 'bounced') AS hard_bounces,
+       (SELECT count(DISTINCT b.delivery_id) FROM bounces b
+        WHERE b.campaign_id = c.id AND NOT b.hard) AS soft_bounces,
+       (SELECT coalesce(jsonb_object_agg(u.scope, u.people), '{}'::jsonb)
+        FROM (SELECT CASE WHEN l.topic_id IS NULL THEN l.channel ELSE 'topic' END AS scope,
+                     count(DISTINCT l.contact_id) AS people
+              FROM consents l
+              WHERE l.action = 'withdraw' AND l.evidence ->> 'campaign_id' = c.id::text
+              GROUP BY 1) AS u) AS unsubscribes_by_scope,
+       (SELECT count(DISTINCT l.contact_id) FROM consents l
+        WHERE l.action = 'withdraw' AND l.evidence ->> 'campaign_id' = c.id::text)
+           AS unsubscribed_people,
+       (SELECT count(DISTINCT s.email_hash)
+        FROM suppressions s
+        LEFT JOIN deliveries d
+               ON d.id = CASE WHEN s.detail ->> 'delivery_id' ~ '^[0-9]{1,18}$'
+                              THEN (s.detail ->> 'delivery_id')::bigint END
+        WHERE s.reason = 'complaint'
+          AND (d.campaign_id = c.id OR s.detail ->> 'campaign_id' = c.id::text)) AS complaints
+FROM campaigns c
+LEFT JOIN report_totals o ON o.campaign_id = c.id AND o.kind = 'open' AND o.link_id = 0
+LEFT JOIN report_totals k ON k.campaign_id = c.id AND k.kind = 'click' AND k.link_id = 0
+WHERE c.id = ANY($1::bigint[])

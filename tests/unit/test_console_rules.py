@@ -65,6 +65,15 @@ def test_every_word_exists_in_english_and_french_and_the_browser_language_is_pic
         ("MAILER_CONSOLE_IDLE_MINUTES", "0", "console.idle_minutes"),
         ("MAILER_CONSOLE_BASE_URL", "console.example.com", "console.base_url"),
         ("MAILER_CONSOLE_LOCKOUT_MAX_SECONDS", "1", "console.lockout_max_seconds"),
+        # Below the first lockout (30 s): a lock would outlast the memory of its cause.
+        (
+            "MAILER_CONSOLE_LOGIN_FAILURE_WINDOW_SECONDS",
+            "10",
+            "console.login_failure_window_seconds",
+        ),
+        ("MAILER_CONSOLE_PAGE_WAIT_MS", "-1", "console.page_wait_ms"),
+        ("MAILER_CONSOLE_AUDIENCE_MAX_AGE_SECONDS", "0", "console.audience_max_age_seconds"),
+        ("MAILER_CONSOLE_SLA_MAX_AGE_SECONDS", "0", "console.sla_max_age_seconds"),
     ],
 )
 def test_a_bad_console_setting_stops_the_start_and_is_named(
@@ -72,3 +81,33 @@ def test_a_bad_console_setting_stops_the_start_and_is_named(
 ) -> None:
     with pytest.raises(ConfigError, match=named):
         load(environ={variable: value})
+
+
+def test_every_exclusion_reason_and_lint_element_has_its_french_wording() -> None:
+    from mailer.campaigns.lint import CAMPAIGN_ELEMENTS, LintProblem
+    from mailer.console import wording
+    from mailer.core.consent import Kind, Reason
+
+    assert all(wording.reason_text(r.value, "fr") for r in Reason)
+    assert wording.reason_text("no_consent", "en") == "no consent on record"
+    assert wording.reason_text("not-a-reason", "fr") == ""
+    for element in CAMPAIGN_ELEMENTS:
+        line = wording.lint_text(LintProblem(Kind.EXPRESS, "fr", "text", element), "fr")
+        assert "missing" not in line
+    failed = LintProblem(None, "en", "render", "template", "does not render: 'x' is undefined")
+    assert wording.lint_text(failed, "en") == str(failed)
+    assert wording.lint_text(failed, "fr") == (
+        "sans consentement (CAN-SPAM), en, rendu : le gabarit ne s'affiche pas ('x' is undefined)"
+    )
+
+
+def test_the_console_background_and_lockout_window_settings_are_read() -> None:
+    console = load(
+        environ={
+            "MAILER_CONSOLE_LOGIN_FAILURE_WINDOW_SECONDS": "45",
+            "MAILER_CONSOLE_PAGE_WAIT_MS": "150",
+            "MAILER_CONSOLE_AUDIENCE_MAX_AGE_SECONDS": "20",
+        }
+    ).console
+    assert (console.login_failure_window_seconds, console.page_wait_ms) == (45, 150)
+    assert console.audience_max_age_seconds == 20
