@@ -135,7 +135,9 @@ async def export_json(request: web.Request) -> web.Response:
     console = console_of(request)
     email = _email(request)
     document = await export_contact(console.compliance, email, datetime.now(UTC))
-    await record(request, "contact.export", "contact", email)
+    # The operator log is append-only and outlives an erasure: it names the person by the
+    # hash of their address (GDPR art. 17), as the API's log lines do.
+    await record(request, "contact.export", "contact", address_hash(email).hex())
     return web.Response(
         text=json.dumps(document, ensure_ascii=False, indent=2, default=str),
         content_type="application/json",
@@ -160,7 +162,9 @@ async def erase(request: web.Request) -> web.Response:
         done = await erase_contact(console.compliance, email, operator_of(request).email)
     except ErasureBusy as exc:
         return render(request, "erase.html", 409, email=email, done=None, error=str(exc))
-    await record(request, "contact.erase", "contact", email, {"contacts": done.contacts})
+    await record(
+        request, "contact.erase", "contact", address_hash(email).hex(), {"contacts": done.contacts}
+    )
     return render(request, "erase.html", email=email, done=done.lines(), error=None)
 
 

@@ -400,12 +400,18 @@ async def test_an_admin_exports_then_erases_a_contact_after_typing_the_address_a
         "SELECT count(*) FROM contacts WHERE email = 'person1@example.com'"
     )
     logged = await conn.fetch(
-        "SELECT actor_id, action FROM operator_log WHERE action LIKE 'contact.%' ORDER BY id"
+        "SELECT actor_id, action, object_id FROM operator_log WHERE action LIKE 'contact.%'"
+        " ORDER BY id"
     )
+    # The append-only log outlives the erasure: it holds the address's hash, never the address.
+    hashed = address_hash("person1@example.com").hex()
     assert [tuple(r) for r in logged] == [
-        ("root@example.com", "contact.export"),
-        ("root@example.com", "contact.erase"),
+        ("root@example.com", "contact.export", hashed),
+        ("root@example.com", "contact.erase", hashed),
     ]
+    assert not await conn.fetchval(
+        "SELECT count(*) FROM operator_log WHERE (to_jsonb(operator_log))::text LIKE '%person1@%'"
+    )
 
 
 async def test_a_launched_campaigns_audience_is_shown_as_frozen_and_live_on_request(
