@@ -279,10 +279,19 @@ UNION ALL
 SELECT id FROM template_versions WHERE name = $1 AND sha256 = $2
 LIMIT 1
 
+-- name: template_version_find
+-- After template_version_upsert found nothing: the same files were inserted at
+-- that moment by another transaction, which ON CONFLICT waited for; its row is
+-- visible to a new statement, not to the one whose snapshot predates the commit.
+SELECT id FROM template_versions WHERE name = $1 AND sha256 = $2
+
 -- name: campaign_create
+-- No row when the slug is taken: two creates of one slug at once (the API, the
+-- console) both pass the caller's look-up, and the second must be told so, not fail.
 INSERT INTO campaigns (slug, name, kind, topic_id, channel, policy, segment, active_within_months,
                        definition, template_version_id, scheduled_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (slug) DO NOTHING
 RETURNING id
 
 -- name: campaign_by_slug

@@ -133,6 +133,8 @@ async def create_from_definition(
         scheduled_at=definition.schedule,
         conn=conn,
     )
+    if campaign_id is None:  # created meanwhile by someone else
+        raise CampaignError(f"{path}: slug: a campaign {definition.slug!r} already exists")
     return campaign_id, definition
 
 

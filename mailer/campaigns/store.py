@@ -249,7 +249,10 @@ class CampaignStore:
         self, name: str, sha256: bytes, files: dict[str, str], conn: Conn | None = None
     ) -> int:
         db = self.pool if conn is None else conn
-        return int(await db.fetchval(Q("template_version_upsert"), name, sha256, files))
+        found = await db.fetchval(Q("template_version_upsert"), name, sha256, files)
+        if found is None:  # inserted at the same moment by a transaction now committed
+            found = await db.fetchval(Q("template_version_find"), name, sha256)
+        return int(found)
 
     async def campaign_create(
         self,
@@ -259,26 +262,26 @@ class CampaignStore:
         template_version_id: int,
         scheduled_at: datetime | None,
         conn: Conn | None = None,
-    ) -> int:
-        """Insert a campaign row in `draft` from a validated definition (on `conn` if given)."""
+    ) -> int | None:
+        """Insert a campaign row in `draft` from a validated definition (on `conn` if given);
+        None if a campaign has that slug already."""
         d = definition
         db = self.pool if conn is None else conn
-        return int(
-            await db.fetchval(
-                Q("campaign_create"),
-                d["slug"],
-                d["name"],
-                d["kind"],
-                topic_id,
-                d["channel"],
-                d["policy"],
-                d.get("segment"),
-                d.get("active_within_months"),
-                d,
-                template_version_id,
-                scheduled_at,
-            )
+        created = await db.fetchval(
+            Q("campaign_create"),
+            d["slug"],
+            d["name"],
+            d["kind"],
+            topic_id,
+            d["channel"],
+            d["policy"],
+            d.get("segment"),
+            d.get("active_within_months"),
+            d,
+            template_version_id,
+            scheduled_at,
         )
+        return None if created is None else int(created)
 
     async def campaign_by_slug(self, slug: str, conn: Conn | None = None) -> Campaign | None:
         row = await (self.pool if conn is None else conn).fetchrow(Q("campaign_by_slug"), slug)

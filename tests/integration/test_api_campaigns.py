@@ -4,6 +4,7 @@ together. Every exchange is validated against the OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from pathlib import Path
@@ -190,3 +191,22 @@ async def test_a_transition_whose_log_line_fails_does_not_happen(
     assert await log_actions(conn) == [
         "campaign.create", "campaign.send", "campaign.pause", "campaign.cancel",
     ]  # fmt: skip
+
+
+async def test_two_creates_of_one_slug_at_once_make_one_draft_and_one_409(
+    settings: Settings, stores: Stores, conn: asyncpg.Connection
+) -> None:
+    await stores.contacts.topic_upsert("service", "Service reminders")
+    key = await make_key(settings, "campaigns:send", "campaigns:read")
+    text = FILE.read_text(encoding="utf-8").encode()
+    async with api_client(api_settings(settings)) as api:
+        answers = await asyncio.gather(
+            *(
+                api.call("POST", "/api/v1/campaigns", key, raw=text, content_type=TOML)
+                for _ in range(4)
+            )
+        )
+    assert sorted(a.status for a in answers) == [201, 409, 409, 409]
+    assert all(a.body["errors"][0]["pointer"] == "/slug" for a in answers if a.status == 409)
+    assert await conn.fetchval("SELECT count(*) FROM campaigns") == 1
+    assert await log_actions(conn) == ["campaign.create"]
