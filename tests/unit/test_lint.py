@@ -10,7 +10,8 @@ import pytest
 
 from mailer.campaigns.definition import CampaignDefinition, Sample, load
 from mailer.campaigns.lint import LintProblem, lint, sample_inputs
-from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.campaigns.render import Renderer
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core.consent import Kind, Policy
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

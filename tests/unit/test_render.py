@@ -17,18 +17,15 @@ from markupsafe import escape
 
 from mailer.campaigns.definition import CampaignDefinition, load
 from mailer.campaigns.render import (
-    CampaignFields,
     MessageError,
     Renderer,
     RenderError,
-    RenderInputs,
-    TemplateFileError,
-    TemplateSet,
     UnregisteredLinks,
     _with_pixel,
-    html_to_text,
-    resolve_locale,
 )
+from mailer.campaigns.render_inputs import CampaignFields, RenderInputs, resolve_locale
+from mailer.campaigns.template_set import TemplateFileError, TemplateSet
+from mailer.campaigns.text_part import html_to_text
 from mailer.core.consent import Kind
 from mailer.core.links import add_pixel, find_links, rewrite
 
