@@ -47,7 +47,9 @@ sys.path.insert(0, str(ROOT))
 
 from mailer.campaigns.definition import CampaignDefinition, load  # noqa: E402
 from mailer.campaigns.message import Composed, Composer, Recipient  # noqa: E402
-from mailer.campaigns.render import Renderer, RenderInputs, TemplateSet  # noqa: E402
+from mailer.campaigns.render import Renderer  # noqa: E402
+from mailer.campaigns.render_inputs import RenderInputs  # noqa: E402
+from mailer.campaigns.template_set import TemplateSet  # noqa: E402
 from mailer.core.consent import Kind  # noqa: E402
 from mailer.core.dkim import DkimKey, DkimSigner  # noqa: E402
 from mailer.core.footer import LABELS, format_date  # noqa: E402

@@ -202,7 +202,7 @@ def child(kind: str, args: list[str]) -> dict[str, float]:
 async def write_sample(url: str) -> None:
     """A message exactly as the engine builds it, for the raw loop to send."""
     from mailer.campaigns.message import reproduce
-    from mailer.campaigns.render import TemplateSet
+    from mailer.campaigns.template_set import TemplateSet
 
     conn = await asyncpg.connect(url)
     row = await conn.fetchrow(

@@ -58,7 +58,7 @@ def serve_reference(kind: str, port: int, dsn: str) -> None:
     import uvloop
     from aiohttp import web
 
-    from tracker.app import GIF, GIF_HEADERS
+    from tracker.hits import GIF, GIF_HEADERS
 
     headers = GIF_HEADERS  # the same answer as (b), byte for byte
     ring = Keyring.from_spec(KEYS)

@@ -53,9 +53,16 @@ def templates_with_a_footer_lacking_the_address(folder: Path) -> Path:
     target = folder / "templates"
     shutil.copytree(TEMPLATES, target)
     for suffix in ("html", "txt"):
+        # The address stands in the sender part the layout includes: a copy without it, and a
+        # layout that includes that copy.
+        sender = (TEMPLATES / "transactional" / f"_sender.{suffix}").read_text(encoding="utf-8")
+        kept = "\n".join(line for line in sender.splitlines() if "postal_address" not in line)
+        (target / "transactional" / f"_noaddr.{suffix}").write_text(kept, encoding="utf-8")
         text = (TEMPLATES / f"layout.{suffix}").read_text(encoding="utf-8")
-        kept = "\n".join(line for line in text.splitlines() if "postal_address" not in line)
-        (target / f"layout_noaddr.{suffix}").write_text(kept, encoding="utf-8")
+        included = f'"transactional/_sender.{suffix}"'
+        assert included in text
+        noaddr = text.replace(included, f'"transactional/_noaddr.{suffix}"')
+        (target / f"layout_noaddr.{suffix}").write_text(noaddr, encoding="utf-8")
         main = (TEMPLATES / f"service_reminder.{suffix}").read_text(encoding="utf-8")
         (target / f"no_address.{suffix}").write_text(
             main.replace(f"layout.{suffix}", f"layout_noaddr.{suffix}"), encoding="utf-8"

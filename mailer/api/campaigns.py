@@ -23,8 +23,8 @@ from mailer.campaigns import deliverability, lifecycle
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError, transition
 from mailer.campaigns.limits import RenderLimits
-from mailer.campaigns.render import TemplateFileError
 from mailer.campaigns.store import CampaignStore
+from mailer.campaigns.template_set import TemplateFileError
 from mailer.core import consent
 from mailer.report.document import render_json
 from mailer.report.figures import figures

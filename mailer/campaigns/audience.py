@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mailer.core import consent, segment
+from mailer.core import consent, segment, segment_eval, segment_parser, segment_sql
 from mailer.core.consent import (
     AudienceSpec,
     Channel,
@@ -88,8 +88,8 @@ def audience_query(
         spec.active_within_months,
     ]
     if spec.segment:
-        fragment, params = segment.compile_sql(
-            segment.parse(spec.segment), first_param=len(args) + 1, now_param="$5"
+        fragment, params = segment_sql.compile_sql(
+            segment_parser.parse(spec.segment), first_param=len(args) + 1, now_param="$5"
         )
         sql = sql.replace("/*segment*/ true", f"({fragment})")
         args += params
@@ -142,7 +142,7 @@ def explain(record: ContactRecord, spec: CampaignSpec, at: datetime) -> Verdict:
             last_activity_at=record.last_activity_at,
             topics=record.subscribed_topics,
         )
-        in_segment = segment.evaluate(segment.parse(spec.segment), facts, at)
+        in_segment = segment_eval.evaluate(segment_parser.parse(spec.segment), facts, at)
     facts_ = ContactFacts(
         erased=record.erased,
         last_activity_at=record.last_activity_at,

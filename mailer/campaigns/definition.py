@@ -64,7 +64,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from mailer.core import segment
+from mailer.core import segment, segment_parser
 from mailer.core.addresses import InvalidAddress, normalise
 from mailer.core.consent import Channel, Policy
 from mailer.core.footer import SUPPORTED_LOCALES
@@ -493,7 +493,7 @@ def _segment(check: _Checker, value: Any) -> str | None:
         check.problem("segment", f"expected a string, got {value!r}")
         return None
     try:
-        segment.parse(value)
+        segment_parser.parse(value)
     except segment.SegmentError as exc:
         check.problem("segment", str(exc))
     return value

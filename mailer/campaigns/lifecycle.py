@@ -26,9 +26,9 @@ from mailer.campaigns.definition import (
 )
 from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.message import CampaignContent
-from mailer.campaigns.render import TemplateFileError, TemplateSet
 from mailer.campaigns.render_process import lint_in_process
 from mailer.campaigns.store import Campaign, CampaignStore, Conn, FreezeResult
+from mailer.campaigns.template_set import TemplateFileError, TemplateSet
 from mailer.core.settings import Settings
 
 TRANSITIONS: dict[str, frozenset[str]] = {

@@ -23,12 +23,10 @@ from markupsafe import escape
 
 from mailer.campaigns.definition import CampaignDefinition
 from mailer.campaigns.message import Envelope, HeaderInjection, InvalidRecipient, Skeleton
-from mailer.campaigns.render import (
+from mailer.campaigns.render import LimitError, Renderer, RenderError
+from mailer.campaigns.render_inputs import (
     CampaignFields,
-    LimitError,
     RenderedParts,
-    Renderer,
-    RenderError,
     RenderInputs,
     resolve_locale,
 )

@@ -37,15 +37,9 @@ from typing import Any
 from mailer.campaigns.definition import CampaignDefinition, from_mapping
 from mailer.campaigns.deliverability import one_click_allowed
 from mailer.campaigns.guards import MESSAGE_TOO_LARGE
-from mailer.campaigns.render import (
-    CampaignFields,
-    LimitError,
-    MessageError,
-    RenderedParts,
-    Renderer,
-    RenderInputs,
-    TemplateSet,
-)
+from mailer.campaigns.render import LimitError, MessageError, Renderer
+from mailer.campaigns.render_inputs import CampaignFields, RenderedParts, RenderInputs
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core.consent import Kind
 from mailer.core.dkim import DkimSigner
 from mailer.core.settings import Settings

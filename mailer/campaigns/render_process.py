@@ -30,7 +30,8 @@ from mailer.campaigns import lint
 from mailer.campaigns.definition import from_mapping
 from mailer.campaigns.limits import EXIT_MEMORY, RenderLimits, reason_for_exit, timed_hard
 from mailer.campaigns.message import CampaignContent
-from mailer.campaigns.render import LimitError, Renderer, TemplateSet
+from mailer.campaigns.render import LimitError, Renderer
+from mailer.campaigns.template_set import TemplateSet
 
 __all__ = ["RenderProcess", "detach", "lint_in_process"]
 

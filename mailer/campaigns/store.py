@@ -16,7 +16,7 @@ from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
 from mailer.campaigns.audience import CampaignSpec, audience_query, id_ranges
-from mailer.campaigns.render import TemplateSet
+from mailer.campaigns.template_set import TemplateSet
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.campaigns", "campaigns.sql")

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailer.campaigns.definition import CampaignFileError
-from mailer.campaigns.render import TemplateFileError
+from mailer.campaigns.template_set import TemplateFileError
 from mailer.commands.console import console, day, err, open_pool
 from mailer.core.settings import Settings
 from mailer.forms import embed

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
-from mailer.campaigns.render import TemplateFileError
+from mailer.campaigns.template_set import TemplateFileError
 from mailer.commands import (
     api,
     campaign,

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailer.campaigns import audience
-from mailer.campaigns.render import TemplateSet
+from mailer.campaigns.template_set import TemplateSet
 from mailer.commands.console import console, err, open_pool
 from mailer.core.consent import REASON_TEXT, Reason
 from mailer.core.settings import Settings

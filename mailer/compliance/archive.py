@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from mailer.campaigns.message import reproduce
-from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.campaigns.render import Renderer
+from mailer.campaigns.template_set import TemplateSet
 from mailer.compliance.store import ComplianceStore
 from mailer.core.spreadsheet import csv_writer
 

@@ -36,7 +36,8 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mailer.campaigns.message import Composed, Composer
-from mailer.campaigns.render import MessageError, TemplateSet
+from mailer.campaigns.render import MessageError
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core import outcome
 from mailer.core.consent import Kind
 from mailer.core.outcome import Outcome, Status

@@ -46,11 +46,7 @@ from mailer.campaigns.message import (
     Recipient,
     campaign_composer,
 )
-from mailer.campaigns.render import (
-    LimitError,
-    MessageError,
-    UnregisteredLinks,
-)
+from mailer.campaigns.render import LimitError, MessageError, UnregisteredLinks
 from mailer.campaigns.render_process import RenderProcess, detach
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring

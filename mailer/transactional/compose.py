@@ -15,14 +15,9 @@ from typing import Any
 
 from mailer.campaigns.lint import LintProblem, lint, sample_inputs
 from mailer.campaigns.message import Composed, Composer, Recipient, reproduce
-from mailer.campaigns.render import (
-    CampaignFields,
-    MessageError,
-    RenderedParts,
-    Renderer,
-    RenderInputs,
-    TemplateSet,
-)
+from mailer.campaigns.render import MessageError, Renderer
+from mailer.campaigns.render_inputs import CampaignFields, RenderedParts, RenderInputs
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core.consent import Kind
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring

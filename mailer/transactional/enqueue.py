@@ -38,13 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from mailer.campaigns.definition import CampaignFileError
-from mailer.campaigns.render import (
-    CampaignFields,
-    MessageError,
-    RenderInputs,
-    TemplateFileError,
-    resolve_locale,
-)
+from mailer.campaigns.render import MessageError
+from mailer.campaigns.render_inputs import CampaignFields, RenderInputs, resolve_locale
+from mailer.campaigns.template_set import TemplateFileError
 from mailer.contacts.store import ContactStore
 from mailer.core.addresses import InvalidAddress, address_hash, domain_of, normalise
 from mailer.core.consent import (

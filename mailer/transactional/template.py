@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.campaigns.definition import CampaignDefinition, CampaignFileError, from_mapping
-from mailer.campaigns.render import TemplateFileError, TemplateSet
+from mailer.campaigns.template_set import TemplateFileError, TemplateSet
 from mailer.transactional.basis import Basis
 
 __all__ = ["TRANSACTIONAL_TOPIC", "TransactionalTemplate", "load", "parse"]

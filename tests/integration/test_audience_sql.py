@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer.campaigns.audience import CampaignSpec, audience_query
-from mailer.core import consent, segment
+from mailer.core import consent, segment, segment_eval, segment_parser
 from mailer.core.addresses import address_hash
 from mailer.core.consent import (
     Action,
@@ -214,7 +214,7 @@ def _python_verdicts(
                 last_activity_at=person.last_activity_at,
                 topics=frozenset(),
             )
-            in_segment = segment.evaluate(segment.parse(seg), facts, AT)
+            in_segment = segment_eval.evaluate(segment_parser.parse(seg), facts, AT)
         verdict = consent.evaluate(
             ContactFacts(
                 gone, person.last_activity_at, person.channel_prefs, person.topic_prefs, in_segment

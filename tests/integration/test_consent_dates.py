@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mailer.campaigns.render import RenderInputs
+from mailer.campaigns.render_inputs import RenderInputs
 from mailer.core import consent_dates
 from mailer.core.consent_dates import consent_day, end_date_only
 from mailer.core.footer import format_date

@@ -37,9 +37,7 @@ def for_vips(snippet: str) -> str:
 
 def campaign_file(folder: Path, snippet: str = "", subject: str | None = None) -> Path:
     """The sample campaign's files copied to `folder`, its layout ending with `snippet`."""
-    for source in TEMPLATES.iterdir():
-        if source.is_file():
-            shutil.copy(source, folder / source.name)
+    shutil.copytree(TEMPLATES, folder, dirs_exist_ok=True)
     layout = folder / "layout.html"
     marker = "{% block content %}{% endblock %}"
     layout.write_text(layout.read_text().replace(marker, marker + snippet))

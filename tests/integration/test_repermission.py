@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mailer.campaigns import audience, lifecycle
 from mailer.campaigns.message import Composer, Recipient
-from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.campaigns.render import Renderer
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core.addresses import address_hash
 from mailer.core.consent import Kind
 from mailer.core.tokens import Purpose

@@ -20,7 +20,8 @@ import pytest
 
 from mailer.campaigns import definition as campaign_file
 from mailer.campaigns.message import Composer, Recipient
-from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.campaigns.render import Renderer
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core.consent import Kind
 from mailer.core.settings import load
 from mailer.core.tokens import Keyring

@@ -21,7 +21,9 @@ from mailer.campaigns import definition as campaign_file
 from mailer.core.addresses import address_hash
 from mailer.core.settings import DatabaseSettings, Settings, TrackerSettings
 from mailer.core.tokens import Keyring, Purpose, Token
-from tracker.app import GIF, TRACKER, create_app, run
+from tracker.app import create_app, run
+from tracker.context import TRACKER
+from tracker.hits import GIF
 
 KEYS = "1:" + base64.b64encode(bytes(range(7, 39))).decode()
 RING = Keyring.from_spec(KEYS)

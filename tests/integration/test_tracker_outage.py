@@ -32,7 +32,9 @@ from tests.integration.test_tracker_app import (
     table_counts,
     wait_for_events,
 )
-from tracker.app import GIF, RETRY_AFTER_S, create_app
+from tracker.app import create_app
+from tracker.context import RETRY_AFTER_S
+from tracker.hits import GIF
 
 TIMEOUT_MS = 1000  # tracker.db_timeout_ms here: the longest any request may wait for Postgres
 STATEMENT_MS = 300  # tracker.db_statement_timeout_ms: the server gives up first

@@ -204,7 +204,7 @@ def commercial_templates(tmp_path: Path) -> Path:
     """A folder with the shipped layouts and a commercial template (consent rules apply)."""
     folder = tmp_path / "transactional"
     folder.mkdir()
-    for name in ("layout.html", "layout.txt"):
+    for name in ("layout.html", "layout.txt", "_sender.html", "_sender.txt"):
         shutil.copy(TEMPLATES / name, folder / name)
     (folder / "winter_offer.toml").write_text(
         'basis = "commercial"\ntopic = "offers"\nlocales = ["en"]\n'

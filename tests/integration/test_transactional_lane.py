@@ -7,7 +7,7 @@ from email import message_from_bytes, policy
 
 import asyncpg
 
-from mailer.campaigns.render import TemplateSet
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core.addresses import address_hash
 from mailer.demo.stores import Stores
 from mailer.transactional.basis import Basis

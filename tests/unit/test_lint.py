@@ -10,10 +10,14 @@ import pytest
 
 from mailer.campaigns.definition import CampaignDefinition, Sample, load
 from mailer.campaigns.lint import LintProblem, lint, sample_inputs
-from mailer.campaigns.render import Renderer, TemplateSet
+from mailer.campaigns.render import Renderer
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core.consent import Kind, Policy
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# The sender identification the layouts include (shared with the transactional layouts).
+SENDER_HTML = "transactional/_sender.html"
+SENDER_TEXT = "transactional/_sender.txt"
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +27,11 @@ def definition() -> CampaignDefinition:
 
 def renderer_with(tmp_path: Path, file: str, old: str, new: str) -> Renderer:
     """The sample campaign's templates with one edit to one file."""
-    for source in TEMPLATES.glob("*.*"):
+    for source in [*TEMPLATES.glob("*.*"), *TEMPLATES.glob("transactional/_sender.*")]:
         if source.suffix in (".html", ".txt"):
-            shutil.copy(source, tmp_path / source.name)
+            target = tmp_path / source.relative_to(TEMPLATES)
+            target.parent.mkdir(exist_ok=True)
+            shutil.copy(source, target)
     path = tmp_path / file
     text = path.read_text(encoding="utf-8")
     assert old in text
@@ -85,9 +91,9 @@ def test_a_can_spam_campaign_also_lints_a_contact_without_any_consent(
             "html",
             "preferences_url",
         ),
-        ("layout.html", "{{ sender.postal_address }}<br>", "", "html", "postal_address"),
+        (SENDER_HTML, "{{ sender.postal_address }}<br>", "", "html", "postal_address"),
         (
-            "layout.txt",
+            SENDER_TEXT,
             "{{ footer.sent_by }} {{ sender.business_name }}",
             "",
             "text",
@@ -108,7 +114,7 @@ def test_a_can_spam_campaign_also_lints_a_contact_without_any_consent(
             "text",
             "preferences_url",
         ),
-        ("layout.txt", "{{ sender.postal_address }}", "", "text", "postal_address"),
+        (SENDER_TEXT, "{{ sender.postal_address }}", "", "text", "postal_address"),
         ("layout.txt", "{{ consent_sentence }}", "", "text", "consent_sentence"),
     ],
 )
@@ -135,7 +141,7 @@ def test_lint_refuses_a_footer_without_any_contact_method(
     phone_only = dataclasses.replace(
         definition, sender=dataclasses.replace(definition.sender, web=None)
     )
-    renderer = renderer_with(tmp_path, "layout.txt", "{{ footer.phone }} {{ sender.phone }}", "")
+    renderer = renderer_with(tmp_path, SENDER_TEXT, "{{ footer.phone }} {{ sender.phone }}", "")
     problems = lint(renderer, phone_only, sample_inputs(phone_only))
     assert elements(problems, "text") == {"contact_method"}
     assert "missing phone, email or web" in str(problems[0])

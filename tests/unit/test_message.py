@@ -31,13 +31,9 @@ from mailer.campaigns.message import (
     Skeleton,
     reproduce,
 )
-from mailer.campaigns.render import (
-    CampaignFields,
-    RenderedParts,
-    Renderer,
-    RenderInputs,
-    TemplateSet,
-)
+from mailer.campaigns.render import Renderer
+from mailer.campaigns.render_inputs import CampaignFields, RenderedParts, RenderInputs
+from mailer.campaigns.template_set import TemplateSet
 from mailer.core.consent import Kind
 from mailer.core.dkim import DkimKey, DkimSigner
 from mailer.core.links import find_links

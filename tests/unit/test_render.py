@@ -17,22 +17,21 @@ from markupsafe import escape
 
 from mailer.campaigns.definition import CampaignDefinition, load
 from mailer.campaigns.render import (
-    CampaignFields,
     MessageError,
     Renderer,
     RenderError,
-    RenderInputs,
-    TemplateFileError,
-    TemplateSet,
     UnregisteredLinks,
     _with_pixel,
-    html_to_text,
-    resolve_locale,
 )
+from mailer.campaigns.render_inputs import CampaignFields, RenderInputs, resolve_locale
+from mailer.campaigns.template_set import TemplateFileError, TemplateSet
+from mailer.campaigns.text_part import html_to_text
 from mailer.core.consent import Kind
 from mailer.core.links import add_pixel, find_links, rewrite
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# The sender identification both layouts include (the transactional one from its own folder).
+SENDER_PARTS = ("transactional/_sender.html", "transactional/_sender.txt")
 SEPT_19 = datetime(2012, 9, 19, 12, tzinfo=UTC)
 UNSUBSCRIBE = "https://t.example/u/UNSUB"
 PREFERENCES = "https://t.example/p/PREFS"
@@ -89,7 +88,8 @@ def clicks_for(urls: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 def custom_renderer(tmp_path: Path, html: str, txt: str | None = None, **extra: str) -> Renderer:
     """A `custom` template extending the real layout, in a private templates folder."""
-    for layout in ("layout.html", "layout.txt"):
+    for layout in ("layout.html", "layout.txt", *SENDER_PARTS):
+        (tmp_path / layout).parent.mkdir(exist_ok=True)
         shutil.copy(TEMPLATES / layout, tmp_path / layout)
     (tmp_path / "custom.html").write_text(html, encoding="utf-8")
     if txt is not None:
@@ -459,6 +459,7 @@ def test_a_template_set_holds_the_template_its_variants_and_its_layouts() -> Non
     assert set(templates.files) == {
         "layout.html",
         "layout.txt",
+        *SENDER_PARTS,
         "service_reminder.html",
         "service_reminder.txt",
         "service_reminder.fr.html",

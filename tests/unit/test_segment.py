@@ -30,10 +30,10 @@ from mailer.core.segment import (
     Topic,
     Value,
     Within,
-    compile_sql,
-    evaluate,
-    parse,
 )
+from mailer.core.segment_eval import evaluate
+from mailer.core.segment_parser import parse
+from mailer.core.segment_sql import compile_sql
 
 NOW = datetime(2024, 3, 31, 12, 0, tzinfo=UTC)
 LOCALE = Field("locale")

@@ -106,8 +106,10 @@ def recall_with(html_edit: tuple[str, str] | None, basis: Basis) -> Transactiona
     files = dict(loaded.files.files)
     if html_edit is not None:
         old, new = html_edit
-        for name in ("layout.html", "layout.txt"):
-            assert old in files[name], name
+        # The layouts, or the sender part they include: wherever the footer line stands.
+        edited = [n for n in files if n.startswith(("layout.", "_sender.")) and old in files[n]]
+        assert sorted(n.rsplit(".", 1)[1] for n in edited) == ["html", "txt"], edited
+        for name in edited:
             files[name] = files[name].replace(old, new)
     return dataclasses.replace(
         loaded, basis=basis, files=dataclasses.replace(loaded.files, files=files)
