@@ -13,10 +13,11 @@ as an existing contact, in line order. Memory holds one chunk being parsed
 and one being written, whatever the file's size.
 
 Each batch goes to Postgres in address order (sorted here, on the reader's
-thread, where there is CPU to spare): new contacts then take their ids in
-that order, so the contacts' primary key, the ledger's and consent_current's
-fill at their right edge instead of splitting pages inside the batch's range,
-and the address index is probed and filled from left to right.
+thread, where there is CPU to spare): new contacts take their ids in that
+order and are inserted in it, so the contacts' primary key fills at its
+right edge (ids given in file order to rows inserted in address order split
+its pages inside the batch's range), and the address index is probed and
+filled from left to right.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def chunks(
 
 
 def _sorted(batches: list[list[ContactRow]]) -> Chunk:
-    # Python orders str by code point, as Postgres's C collation orders UTF-8 bytes.
+    # By code point, as the C collation orders UTF-8 bytes; the merge orders by
+    # address again (ids follow the database's collation), cheaply when presorted.
     return Chunk([sorted(batch, key=_by_email) for batch in batches])
 
 
