@@ -36,7 +36,11 @@ WITH standing AS (
         SELECT consent_best(l.withdrawal[1], l.express[1], l.purchase[1], l.contract[1],
                             l.inquiry[1], l.publication[1], $5) AS b
     ) g
-    WHERE s.channel = $3 AND s.newest_at > $5 /*current_contacts*/
+    WHERE s.channel = $3 AND s.newest_at > $5
+      -- Implied by newest_at > $5 (a row dated after T was dated ahead of its
+      -- writing, or written after T), and what the indexes answer: usually
+      -- nobody, found without a scan (see consent_current_ahead_idx).
+      AND (s.newest_at > s.written_at OR s.written_at > $5) /*current_contacts*/
 ), consent AS (
     -- GDPR: express consent only. The best grant is express whenever an
     -- express grant stands, so an implied best means none does.

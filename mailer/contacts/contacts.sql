@@ -95,13 +95,15 @@ ANALYZE import_rows
 -- The batch's contacts in one statement: existing ones found by address (an
 -- index probe each, as a scalar subquery so that the planner cannot turn it
 -- into a hash of the whole table: a batch is small next to it), the others
--- given their id from the contacts' sequence and created in address order
--- (the email index fills in order); the batch recorded with its ids in
--- import_batch for the ledger and topics. Returns how many were created and
--- found.
+-- given their id from the contacts' sequence in address order and created in
+-- that order (the reader sorts each batch: the email index and the primary
+-- key then fill in order, and the ledger's and topics' ids follow); the batch
+-- recorded with its ids in import_batch for the ledger and topics. Returns
+-- how many were created and found.
 WITH found AS (
     SELECT (SELECT c FROM contacts c WHERE c.email = r.email) AS stored, r.*
     FROM import_rows r
+    ORDER BY r.email
 ), batch AS (
     INSERT INTO import_batch
     SELECT coalesce((f.stored).id, nextval('contacts_id_seq')), (f.stored).id IS NULL, f.*

@@ -76,13 +76,12 @@ class Plan:
 def lookup(stored: Stored, found: Classification) -> Lookup:
     """What the store needs to find the delivery of one message."""
     refs = found.refs
-    recipient_hash = None if refs.recipient is None else address_hash(refs.recipient)
     return Lookup(
         stored.id,
         refs.token_delivery_id,
         refs.message_id_delivery_id,
         refs.message_id,
-        recipient_hash,
+        refs.recipient,
     )
 
 

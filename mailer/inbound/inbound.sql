@@ -47,8 +47,8 @@ FOR UPDATE SKIP LOCKED
 -- The branches are tried in order and the first hit wins (LIMIT 1 stops the
 -- Append). Every lookup is by primary key or an index.
 WITH m AS (
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[])
-             AS m (inbound_id, token_id, msgid_id, msgid, rcpt_hash)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])
+             AS m (inbound_id, token_id, msgid_id, msgid, rcpt)
 )
 SELECT m.inbound_id, a.delivery_id, a.how, d.campaign_id,
        coalesce(d.contact_id, t.contact_id) AS contact_id, coalesce(d.status, t.status) AS status,
@@ -76,7 +76,7 @@ LEFT JOIN LATERAL (
           WHERE t.contact_id = c.id AND t.sent_at > now() - make_interval(days => $6)
           ORDER BY t.sent_at DESC LIMIT 1)
      ) r
-     WHERE c.email_hash = m.rcpt_hash
+     WHERE c.email = m.rcpt
      ORDER BY r.sent_at DESC LIMIT 1)
     LIMIT 1
 ) a ON true

@@ -52,7 +52,9 @@ class Lookup(NamedTuple):
     token_delivery_id: int | None
     message_id_delivery_id: int | None
     message_id: str | None
-    recipient_hash: bytes | None
+    # The normalised address reported: found by the contacts' address index
+    # (contacts.email_hash has no index of its own; it is the address's digest).
+    recipient: str | None
 
 
 class BounceRow(NamedTuple):
@@ -131,7 +133,7 @@ class Batch:
             [x.token_delivery_id for x in lookups],
             [x.message_id_delivery_id for x in lookups],
             [x.message_id for x in lookups],
-            [x.recipient_hash for x in lookups],
+            [x.recipient for x in lookups],
             within_days,
         )
         by_id = {

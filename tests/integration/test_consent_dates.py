@@ -169,7 +169,8 @@ async def test_a_date_without_a_time_is_recorded_as_a_calendar_date_and_a_reimpo
 
 async def test_a_date_only_flag_needs_a_midnight_utc_instant(conn: asyncpg.Connection) -> None:
     contact = await conn.fetchval(
-        "INSERT INTO contacts (email, email_hash) VALUES ('a@example.com', '\\x01') RETURNING id"
+        "INSERT INTO contacts (email, email_hash)"
+        " VALUES ('a@example.com', sha256('a@example.com'::bytea)) RETURNING id"
     )
     with pytest.raises(asyncpg.CheckViolationError):
         await conn.execute(
@@ -197,7 +198,8 @@ async def test_migration_0007_reads_earlier_imported_midnights_as_dates(
                         migrations.Q("migrations_record"), m.version, m.name, m.checksum
                     )
             contact = await conn.fetchval(
-                "INSERT INTO contacts (email, email_hash) VALUES ('a@example.com', '\\x01')"
+                "INSERT INTO contacts (email, email_hash)"
+                " VALUES ('a@example.com', sha256('a@example.com'::bytea))"
                 " RETURNING id"
             )
             await conn.execute(

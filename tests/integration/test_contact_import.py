@@ -337,6 +337,29 @@ async def test_an_address_repeated_across_batches_and_chunks_merges_as_within_on
 
 
 @pytest.mark.usefixtures("topics")
+async def test_new_contacts_take_their_ids_in_address_order_within_a_batch(
+    stores: Stores, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Rows are inserted in address order; ids given in the same order fill the primary key
+    at its right edge instead of splitting its pages (bench/README.md, "Import")."""
+    path = write(
+        tmp_path,
+        "carole@example.com,,,,,,,,\n"
+        "alain@example.com,,,express,form,2024-01-01,service,,\n"
+        "bruno@example.com,,,,,,,,\n",
+    )
+    await run_import(stores, path)
+    rows = await conn.fetch("SELECT email FROM contacts ORDER BY id")
+    assert [r["email"] for r in rows] == [
+        "alain@example.com",
+        "bruno@example.com",
+        "carole@example.com",
+    ]
+    line = await conn.fetchval("SELECT evidence->>'line' FROM consents")
+    assert line == "3"  # the evidence still names the file's line
+
+
+@pytest.mark.usefixtures("topics")
 async def test_reimporting_a_file_whose_lines_disagree_across_chunks_changes_nothing(
     stores: Stores, conn: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,7 +55,8 @@ async def test_an_applied_migration_edited_afterwards_is_refused(empty_db_url: s
 
 async def test_the_consent_ledger_refuses_updates_and_deletes(conn: asyncpg.Connection) -> None:
     contact = await conn.fetchval(
-        "INSERT INTO contacts (email, email_hash) VALUES ('a@example.com', '\\x01') RETURNING id"
+        "INSERT INTO contacts (email, email_hash)"
+        " VALUES ('a@example.com', sha256('a@example.com'::bytea)) RETURNING id"
     )
     await conn.execute(
         "INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at) "
@@ -76,3 +77,52 @@ async def test_event_partitions_are_created_per_month(conn: asyncpg.Connection) 
         "WHERE i.inhparent = 'events'::regclass ORDER BY 1"
     )
     assert [r["relname"] for r in names] == ["events_2026_11", "events_2026_12", "events_default"]
+
+
+async def test_a_contact_hash_that_is_not_its_address_digest_is_refused(
+    conn: asyncpg.Connection,
+) -> None:
+    """The hash has no unique index of its own (an import paid a random-page insert per
+    contact for it): it is checked to be the address's digest, so the address's unique index
+    makes it unique, and a suppression keyed by it always meets its contact."""
+    with pytest.raises(asyncpg.CheckViolationError, match="contacts_email_hash_is_digest"):
+        await conn.execute(
+            "INSERT INTO contacts (email, email_hash) VALUES ('a@example.com', '\\x01')"
+        )
+    await conn.execute(
+        "INSERT INTO contacts (email, email_hash)"
+        " VALUES ('a@example.com', sha256(convert_to('a@example.com', 'UTF8')))"
+    )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute(
+            "INSERT INTO contacts (email, email_hash)"
+            " VALUES ('a@example.com', sha256(convert_to('a@example.com', 'UTF8')))"
+        )
+    # Erased: neither address nor hash.
+    await conn.execute("UPDATE contacts SET email = NULL, email_hash = NULL, erased_at = now()")
+
+
+async def test_migrating_repairs_a_contact_hash_that_is_not_its_address_digest(
+    empty_db_url: str,
+) -> None:
+    mine = next(m for m in migrations.available() if m.name == "import_indexes")
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        async with connect(empty_db_url, max_size=1) as pool:
+            await pool.execute(migrations.Q("migrations_bootstrap"))
+            for m in migrations.available():
+                if m.version >= mine.version:
+                    break
+                async with pool.acquire() as c, c.transaction():
+                    await c.execute(m.sql)
+                    await c.execute(
+                        migrations.Q("migrations_record"), m.version, m.name, m.checksum
+                    )
+            await conn.execute(
+                "INSERT INTO contacts (email, email_hash) VALUES ('a@example.com', '\\x01')"
+            )
+            await migrate(pool)
+        digest = await conn.fetchval("SELECT sha256(convert_to('a@example.com', 'UTF8'))")
+        assert await conn.fetchval("SELECT email_hash FROM contacts") == digest
+    finally:
+        await conn.close()
