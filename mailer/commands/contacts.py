@@ -285,21 +285,15 @@ async def consents_expiring(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def suppress_import(args: argparse.Namespace, settings: Settings) -> int:
-    if (args.scope == "channel") != (args.channel is not None):
-        err.print("[red]error:[/] --channel is required with --scope channel, and only then")
-        return 2
-    if (args.scope == "topic") != (args.topic is not None):
-        err.print("[red]error:[/] --topic is required with --scope topic, and only then")
-        return 2
     async with open_pool(settings) as pool:
         store = ContactStore(pool)
-        topic_id = None
-        if args.topic is not None:
-            ids = {t.slug: t.id for t in await store.topics_list()}
-            if args.topic not in ids:
-                err.print(f"[red]error:[/] --topic: unknown topic {args.topic!r}")
-                return 2
-            topic_id = ids[args.topic]
+        try:
+            topic_id = await imports.suppression_target(
+                store, reason=args.reason, scope=args.scope, channel=args.channel, topic=args.topic
+            )
+        except imports.SuppressionTargetError as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+            return 2
         result, rejected = await imports.import_suppressions(
             store,
             Path(args.file),

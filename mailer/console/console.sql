@@ -88,3 +88,33 @@ RETURNING locked_until
 
 -- name: login_failures_clear
 DELETE FROM console_login_failures WHERE key = $1
+
+-- ---------------------------------------------------------------- uploads
+-- Files uploaded for import (console_uploads); the import itself is the CLI's.
+
+-- name: upload_begin
+INSERT INTO console_uploads (kind, file_name, operator_email, options)
+VALUES ($1, $2, $3, $4) RETURNING id
+
+-- name: upload_finish
+-- Once, from 'running': a finished upload is never rewritten.
+UPDATE console_uploads
+SET state = $2, import_id = $3, summary = $4, error = $5, rows_rejected = $6,
+    rejects_gz = $7, finished_at = now()
+WHERE id = $1 AND state = 'running'
+
+-- name: upload_get
+SELECT id, kind, file_name, operator_email, options, state, import_id, summary, error,
+       rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at
+FROM console_uploads WHERE id = $1
+
+-- name: upload_rejects
+SELECT rejects_gz FROM console_uploads WHERE id = $1
+
+-- name: uploads_page
+-- Newest first, a keyset page below id $1 (NULL: the first page); the list never reads
+-- the rejects themselves.
+SELECT id, kind, file_name, operator_email, options, state, import_id, summary, error,
+       rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at
+FROM console_uploads WHERE $1::bigint IS NULL OR id < $1
+ORDER BY id DESC LIMIT $2

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mailer.console.page_words import PAGE_WORDS
+
 LANGS = ("en", "fr")
 
 _WORDS: dict[str, tuple[str, str]] = {
@@ -170,6 +172,11 @@ _WORDS: dict[str, tuple[str, str]] = {
     "webhooks": ("Webhooks", "Webhooks"),
     "keys_cli": ("Created, revoked and replayed with", "Créés, révoqués et rejoués avec"),
 }
+
+# The intake and integration pages' words live beside (page_words.py); a key defined twice
+# would silently take one wording, so the module is checked at import.
+assert not _WORDS.keys() & PAGE_WORDS.keys(), _WORDS.keys() & PAGE_WORDS.keys()
+_WORDS.update(PAGE_WORDS)
 
 
 def translator(lang: str) -> Callable[..., str]:
