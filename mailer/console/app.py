@@ -23,6 +23,7 @@ from mailer.console import (
     import_pages,
     operator_pages,
     sessions,
+    suppression_pages,
     uploads,
 )
 from mailer.console.accounts import same_token, token_hash
@@ -227,6 +228,7 @@ def create_app(settings: Settings) -> web.Application:
         operator_pages,
         admin_pages,
         import_pages,
+        suppression_pages,
     ):
         module.add_routes(app.router)
     return app

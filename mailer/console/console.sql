@@ -118,3 +118,17 @@ SELECT id, kind, file_name, operator_email, options, state, import_id, summary, 
        rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at
 FROM console_uploads WHERE $1::bigint IS NULL OR id < $1
 ORDER BY id DESC LIMIT $2
+
+-- ---------------------------------------------------------------- listings
+-- Lists the roles' own queries do not page: newest first, keyset on id.
+
+-- name: suppressions_page
+-- Suppressions below id $1 (NULL: the first page), of reason $2 (NULL: any). Keyed by
+-- the address hash: the address shows only while a contact holds it (never after erasure).
+SELECT s.id, s.scope, s.channel, t.slug AS topic, s.reason, s.source, s.created_at,
+       c.email
+FROM suppressions s
+LEFT JOIN topics t ON t.id = s.topic_id
+LEFT JOIN contacts c ON c.email_hash = s.email_hash
+WHERE ($1::bigint IS NULL OR s.id < $1) AND ($2::text IS NULL OR s.reason = $2)
+ORDER BY s.id DESC LIMIT $3

@@ -56,6 +56,20 @@ class Upload:
     finished_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class SuppressionListed:
+    """A suppression as the console lists it (the address only while a contact holds it)."""
+
+    id: int
+    scope: str
+    channel: str | None
+    topic: str | None
+    reason: str
+    source: str
+    created_at: datetime
+    email: str | None
+
+
 def _account(row: asyncpg.Record | None) -> Account | None:
     if row is None:
         return None
@@ -220,3 +234,11 @@ class ConsoleStore:
 
     async def uploads_page(self, before: int | None, limit: int) -> list[Upload]:
         return [Upload(**dict(r)) for r in await self.pool.fetch(Q("uploads_page"), before, limit)]
+
+    # ------------------------------------------------------------ listings
+
+    async def suppressions_page(
+        self, before: int | None, reason: str | None, limit: int
+    ) -> list[SuppressionListed]:
+        rows = await self.pool.fetch(Q("suppressions_page"), before, reason, limit)
+        return [SuppressionListed(**dict(r)) for r in rows]
