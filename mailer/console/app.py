@@ -20,6 +20,7 @@ from mailer.console import (
     campaign_pages,
     contact_pages,
     dashboard,
+    form_pages,
     import_pages,
     operator_pages,
     sessions,
@@ -229,6 +230,7 @@ def create_app(settings: Settings) -> web.Application:
         admin_pages,
         import_pages,
         suppression_pages,
+        form_pages,
     ):
         module.add_routes(app.router)
     return app
