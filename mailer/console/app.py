@@ -25,6 +25,7 @@ from mailer.console import (
     operator_pages,
     sessions,
     suppression_pages,
+    transactional_pages,
     uploads,
 )
 from mailer.console.accounts import same_token, token_hash
@@ -231,6 +232,7 @@ def create_app(settings: Settings) -> web.Application:
         import_pages,
         suppression_pages,
         form_pages,
+        transactional_pages,
     ):
         module.add_routes(app.router)
     return app

@@ -30,6 +30,7 @@ face maps it to 422 (404 for `UnknownTemplate`, 409 for `IdempotencyConflict`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from mailer.campaigns.render import (
     MessageError,
     RenderInputs,
     TemplateFileError,
+    TemplateSet,
     resolve_locale,
 )
 from mailer.contacts.store import ContactStore
@@ -58,7 +60,7 @@ from mailer.core.consent import (
 from mailer.core.footer import SUPPORTED_LOCALES
 from mailer.transactional import template as template_file
 from mailer.transactional.basis import Basis, Decision, decide
-from mailer.transactional.compose import TransactionalRenderer
+from mailer.transactional.compose import TransactionalRenderer, reproduce_message
 from mailer.transactional.store import (
     AddressFacts,
     KnownMessage,
@@ -263,6 +265,15 @@ async def judge(store: TransactionalStore, tpl: TransactionalTemplate, email: st
 async def status(store: TransactionalStore, message_id: int) -> MessageRecord | None:
     """One message's state, rule, SMTP reply and archive (None: no such message)."""
     return await store.message(message_id)
+
+
+def archive_reproduces(record: MessageRecord) -> bool | None:
+    """Whether the archive renders the very bytes sent (their SHA-256); None before a send."""
+    if record.render_inputs is None or record.sha256 is None:
+        return None
+    files = TemplateSet(record.template, dict(record.files))
+    again = reproduce_message(files, Basis(record.basis), record.render_inputs)
+    return hashlib.sha256(again).digest() == bytes(record.sha256)
 
 
 def _refusal_text(decision: Decision) -> str:
