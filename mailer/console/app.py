@@ -22,6 +22,7 @@ from mailer.console import (
     dashboard,
     form_pages,
     import_pages,
+    integration_pages,
     operator_pages,
     sessions,
     suppression_pages,
@@ -233,6 +234,7 @@ def create_app(settings: Settings) -> web.Application:
         suppression_pages,
         form_pages,
         transactional_pages,
+        integration_pages,
     ):
         module.add_routes(app.router)
     return app
