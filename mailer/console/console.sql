@@ -93,6 +93,12 @@ DELETE FROM console_login_failures WHERE key = $1
 -- Files uploaded for import (console_uploads); the import itself is the CLI's.
 
 -- name: upload_begin
+-- A new upload; on the way, rejects finished over 30 days ago are dropped: they hold the
+-- addresses of rows never imported, kept to be fixed, not for ever (GDPR art. 5(1)(e)).
+WITH swept AS (
+    UPDATE console_uploads SET rejects_gz = NULL
+    WHERE rejects_gz IS NOT NULL AND finished_at < now() - interval '30 days'
+)
 INSERT INTO console_uploads (kind, file_name, operator_email, options)
 VALUES ($1, $2, $3, $4) RETURNING id
 

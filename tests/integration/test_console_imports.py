@@ -85,6 +85,13 @@ async def test_an_upload_with_an_invalid_row_imports_nothing_unless_told_to_skip
     assert 'id="rejects"' in status
     assert await conn.fetchval("SELECT count(*) FROM contacts") == 0
     assert await conn.fetchval("SELECT state FROM console_uploads") == "refused"
+    # Rejects hold addresses: a month after, the next upload drops them (storage limitation).
+    await conn.execute("UPDATE console_uploads SET finished_at = now() - interval '31 days'")
+    await wait_for_upload(client, await _upload(client, csrf, GOOD))
+    assert (
+        await conn.fetchval("SELECT rejects_gz FROM console_uploads WHERE id = $1", upload) is None
+    )
+    assert (await client.get(f"/imports/{upload}/rejects.csv")).status == 404
 
 
 async def test_a_bad_default_is_reported_by_name_and_nothing_is_imported(
