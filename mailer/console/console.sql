@@ -125,6 +125,15 @@ SELECT id, kind, file_name, operator_email, options, state, import_id, summary, 
 FROM console_uploads WHERE $1::bigint IS NULL OR id < $1
 ORDER BY id DESC LIMIT $2
 
+-- name: import_records_page
+-- Every import record (CLI, API, console), newest first below id $1: the file, its rows,
+-- who ran it (the database user; the operator for a console upload).
+SELECT i.id, i.kind, i.file_name, i.rows_read, i.rows_valid, i.rows_rejected, i.imported_by,
+       i.imported_at, u.id AS upload_id, u.operator_email
+FROM imports i LEFT JOIN console_uploads u ON u.import_id = i.id
+WHERE $1::bigint IS NULL OR i.id < $1
+ORDER BY i.id DESC LIMIT $2
+
 -- ---------------------------------------------------------------- listings
 -- Lists the roles' own queries do not page: newest first, keyset on id.
 

@@ -42,22 +42,36 @@ def upload_id_of(request: web.Request) -> int:
         raise web.HTTPNotFound(text="no such import") from None
 
 
-@requires(Role.VIEWER)
-async def imports_page(request: web.Request) -> web.Response:
-    before = request.query.get("before", "")
-    rows = await console_of(request).accounts.uploads_page(
-        int(before) if before.isdigit() else None, PAGE
-    )
-    topics = await console_of(request).contacts.topics_list()
+def _keyset(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+async def _imports(
+    request: web.Request, status: int = 200, error: str | None = None
+) -> web.Response:
+    """Console uploads and every import record (CLI's, API's too), each list its own keyset."""
+    console = console_of(request)
+    rows = await console.accounts.uploads_page(_keyset(request, "before"), PAGE)
+    records = await console.accounts.import_records_page(_keyset(request, "before_record"), PAGE)
+    topics = await console.contacts.topics_list()
     return render(
         request,
         "imports.html",
+        status,
         uploads=rows,
+        records=records,
         topics=topics,
-        error=None,
+        error=error,
         next_before=rows[-1].id if len(rows) == PAGE else None,
+        next_record=records[-1].id if len(records) == PAGE else None,
         **_choices(),
     )
+
+
+@requires(Role.VIEWER)
+async def imports_page(request: web.Request) -> web.Response:
+    return await _imports(request)
 
 
 def _option(fields: dict[str, str], name: str) -> str | None:
@@ -76,18 +90,7 @@ async def imports_upload(request: web.Request) -> web.StreamResponse:
     except UploadRefused as exc:
         if exc.key == "csrf":
             return render(request, "error.html", 403, message_key="csrf")
-        rows = await console.accounts.uploads_page(None, PAGE)
-        topics = await console.contacts.topics_list()
-        return render(
-            request,
-            "imports.html",
-            exc.status,
-            uploads=rows,
-            topics=topics,
-            error=exc.key,
-            next_before=None,
-            **_choices(),
-        )
+        return await _imports(request, exc.status, exc.key)
     options: dict[str, Any] = {
         name: _option(fields, name)
         for name in (

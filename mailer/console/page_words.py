@@ -36,7 +36,11 @@ PAGE_WORDS: dict[str, tuple[str, str]] = {
         "Importer les lignes valides même si certaines sont refusées",
     ),
     "csv_file": ("CSV file", "Fichier CSV"),
-    "past_imports": ("Past imports", "Importations passées"),
+    "past_imports": ("Uploaded in the console", "Téléversées dans la console"),
+    "import_records": (
+        "Every import (command line, API, console)",
+        "Toutes les importations (ligne de commande, API, console)",
+    ),
     "no_imports": ("No import yet.", "Aucune importation pour l'instant."),
     "file": ("File", "Fichier"),
     "kind_of_list": ("List", "Liste"),

@@ -57,6 +57,22 @@ class Upload:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportRecord:
+    """A row of `imports`, and the console upload behind it if any."""
+
+    id: int
+    kind: str
+    file_name: str
+    rows_read: int
+    rows_valid: int
+    rows_rejected: int
+    imported_by: str
+    imported_at: datetime
+    upload_id: int | None
+    operator_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SuppressionListed:
     """A suppression as the console lists it (the address only while a contact holds it)."""
 
@@ -236,6 +252,10 @@ class ConsoleStore:
         return [Upload(**dict(r)) for r in await self.pool.fetch(Q("uploads_page"), before, limit)]
 
     # ------------------------------------------------------------ listings
+
+    async def import_records_page(self, before: int | None, limit: int) -> list[ImportRecord]:
+        rows = await self.pool.fetch(Q("import_records_page"), before, limit)
+        return [ImportRecord(**dict(r)) for r in rows]
 
     async def suppressions_page(
         self, before: int | None, reason: str | None, limit: int

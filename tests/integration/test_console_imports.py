@@ -3,10 +3,13 @@ import (mailer.contacts.imports), its progress and summary shown, its rejects do
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import pytest
 
 from mailer.core.settings import Settings
+from tests.cli_run import run_cli
 from tests.console_pages import (
     SENDER,
     VIEWER,
@@ -142,4 +145,18 @@ async def test_past_imports_are_listed_newest_first_by_keyset_pages(
     second = await (await client.get("/imports?before=71")).text()
     assert "f70.csv" in second
     assert "f71.csv" not in second
+    assert queries(client, "imports") <= 10
+
+
+async def test_imports_made_with_the_cli_are_listed_beside_the_console_uploads(
+    client: Client, monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "dms-export.csv"
+    path.write_text(HEADER + GOOD, encoding="utf-8")
+    code, out = await run_cli(monkeypatch, db_url, "contacts", "import", str(path))
+    assert code == 0, out
+    await as_(client, VIEWER)
+    page = await (await client.get("/imports")).text()
+    records = page[page.index('id="records"') :]
+    assert "dms-export.csv" in records
     assert queries(client, "imports") <= 10

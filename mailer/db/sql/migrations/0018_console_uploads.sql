@@ -20,3 +20,5 @@ CREATE TABLE console_uploads (
     started_at     timestamptz NOT NULL DEFAULT now(),
     finished_at    timestamptz
 );
+-- The import records list names the console upload behind each import.
+CREATE INDEX console_uploads_import_idx ON console_uploads (import_id) WHERE import_id IS NOT NULL;
