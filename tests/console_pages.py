@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from collections.abc import AsyncIterator
 
@@ -52,7 +53,8 @@ def upload_form(csrf: str | None, content: bytes, name: str, **fields: str) -> a
         form.add_field("csrf", csrf)
     for key, value in fields.items():
         form.add_field(key, value)
-    form.add_field("file", content, filename=name, content_type="text/csv")
+    # A file object, as aiohttp streams it (raw bytes are for small bodies).
+    form.add_field("file", io.BytesIO(content), filename=name, content_type="text/csv")
     return form
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from mailer.console.app import create_app
 from mailer.core.settings import Settings
 from tests.cli_run import run_cli
 from tests.console_pages import (
@@ -160,3 +162,23 @@ async def test_imports_made_with_the_cli_are_listed_beside_the_console_uploads(
     records = page[page.index('id="records"') :]
     assert "dms-export.csv" in records
     assert queries(client, "imports") <= 10
+
+
+async def test_an_import_running_when_the_console_stops_writes_nothing_and_says_so(
+    settings_: Settings, conn: asyncpg.Connection
+) -> None:
+    rows = "".join(
+        f"p{i}@example.com,P {i},en,express,Salon,2024-09-19,service\n" for i in range(200_000)
+    )
+    async with TestClient(TestServer(create_app(settings_))) as early:
+        csrf = await as_(early, SENDER)
+        upload = await _upload(early, csrf, rows)
+        text = await (await early.get(f"/imports/{upload}/status")).text()
+        assert 'hx-trigger="every 1s"' in text  # still running when the console stops
+    state, error = await conn.fetchrow(
+        "SELECT state, error FROM console_uploads WHERE id = $1", upload
+    ) or ("", "")
+    assert state == "failed"
+    assert "nothing was imported" in error
+    assert await conn.fetchval("SELECT count(*) FROM contacts") == 0
+    assert await conn.fetchval("SELECT count(*) FROM imports") == 0
