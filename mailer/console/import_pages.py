@@ -83,7 +83,6 @@ def _option(fields: dict[str, str], name: str) -> str | None:
 @streams_upload
 async def imports_upload(request: web.Request) -> web.StreamResponse:
     """Save the file, record the upload, start the CLI's import on it, show its page."""
-    console = console_of(request)
     me = operator_of(request)
     try:
         fields, path = await read_upload(request, me.csrf_token)
@@ -113,7 +112,7 @@ async def imports_upload(request: web.Request) -> web.StreamResponse:
         locale=options["locale"],
         topics=options["topics"],
     )
-    upload_id = await console.accounts.upload_begin("contacts", path.name, me.email, options)
+    upload_id = await request.app[UPLOADS].begin("contacts", path, me.email, options)
     request.app[UPLOADS].start_contacts(upload_id, me.email, path, defaults, options)
     raise web.HTTPSeeOther(f"/imports/{upload_id}")
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from mailer.compliance.store import log_operator_action
 from mailer.console.accounts import Role
 from mailer.console.import_pages import ENCODINGS, streams_upload
-from mailer.console.uploads import UPLOADS, UploadRefused, read_upload
+from mailer.console.uploads import UPLOADS, UploadRefused, discard, read_upload
 from mailer.console.web import console_of, operator_of, render, requires
 from mailer.contacts import imports
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
@@ -150,8 +150,7 @@ async def suppressions_upload(request: web.Request) -> web.StreamResponse:
             topic=target["topic"],
         )
     except imports.SuppressionTargetError as exc:
-        path.unlink()
-        path.parent.rmdir()
+        discard(path)
         return await _page(request, 400, message=str(exc))
     options = {
         **target,
@@ -159,7 +158,7 @@ async def suppressions_upload(request: web.Request) -> web.StreamResponse:
         "encoding": fields.get("encoding", "").strip() or None,
         "delimiter": fields.get("delimiter", "").strip() or None,
     }
-    upload_id = await console.accounts.upload_begin("suppressions", path.name, me.email, options)
+    upload_id = await request.app[UPLOADS].begin("suppressions", path, me.email, options)
     request.app[UPLOADS].start_suppressions(
         upload_id,
         me.email,

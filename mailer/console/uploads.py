@@ -49,6 +49,14 @@ class Uploads:
         tally = self.tallies.get(upload_id)
         return None if tally is None else tally.valid + tally.rejected
 
+    async def begin(self, kind: str, path: Path, actor: str, options: dict[str, Any]) -> int:
+        """Record an upload; if that fails, its file goes (nothing would ever read it)."""
+        try:
+            return await self.console.accounts.upload_begin(kind, path.name, actor, options)
+        except BaseException:
+            discard(path)
+            raise
+
     def start_contacts(
         self, upload_id: int, actor: str, path: Path, defaults: Defaults, options: dict[str, Any]
     ) -> None:
@@ -216,6 +224,11 @@ class UploadRefused(Exception):
         super().__init__(key)
         self.status = status
         self.key = key
+
+
+def discard(path: Path) -> None:
+    """Remove an uploaded file and its private folder."""
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def _safe_name(filename: str | None) -> str:
