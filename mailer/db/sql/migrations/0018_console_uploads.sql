@@ -12,7 +12,9 @@ CREATE TABLE console_uploads (
     options        jsonb NOT NULL DEFAULT '{}',
     state          text NOT NULL DEFAULT 'running'
                    CHECK (state IN ('running', 'done', 'refused', 'failed')),
-    import_id      bigint REFERENCES imports (id) ON DELETE SET NULL,
+    -- The CLI's record of the import (imports.id); no foreign key, as the ledger's
+    -- evidence names imports: a record stays readable whatever happens to the other.
+    import_id      bigint,
     summary        jsonb NOT NULL DEFAULT '{}',
     error          text,
     rows_rejected  integer NOT NULL DEFAULT 0,
