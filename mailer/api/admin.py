@@ -86,10 +86,10 @@ async def import_suppressions(request: web.Request) -> web.Response:
     source = request.query.get("source") or f"api:{key.prefix} upload"
     store = ContactStore(request.app[POOL])
     try:
-        topic_id = await imports.suppression_topic(
-            store, scope, channel, request.query.get("topic")
+        topic_id = await imports.suppression_target(
+            store, reason=reason, scope=scope, channel=channel, topic=request.query.get("topic")
         )
-    except imports.SuppressionScopeError as exc:
+    except imports.SuppressionTargetError as exc:
         raise Problem(400, str(exc)) from None
     raw = await request.read()
 

@@ -5,39 +5,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 
-from mailer.api.keys import ApiKeyError, parse_scopes
+from mailer.api import key_admin
+from mailer.api.keys import ApiKeyError
 from mailer.api.store import ApiStore
 from mailer.commands.console import console, err, open_pool, stop_on_signals
-from mailer.compliance.store import log_operator_action
 from mailer.core.settings import Settings
 
 
-def _when(text: str) -> datetime:
-    """`--expires` as an ISO 8601 time (UTC if no zone) or a number of days (`90d`)."""
-    if text.endswith("d") and text[:-1].isdigit():
-        return datetime.now(UTC) + timedelta(days=int(text[:-1]))
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 async def keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        scopes = parse_scopes(args.scopes)
-        expires = _when(args.expires) if args.expires else None
-    except (ApiKeyError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        return 2
     async with open_pool(settings) as pool:
-        key, text = await ApiStore(pool).key_create(args.name, scopes, expires)
-        await log_operator_action(
-            pool, "operator", getpass.getuser(), "api_key.create", "api_key", key.prefix,
-            {"name": args.name, "scopes": scopes},
-        )  # fmt: skip
+        try:
+            key, scopes, text = await key_admin.create_key(
+                pool, getpass.getuser(), args.name, args.scopes, args.expires
+            )
+        except ApiKeyError as exc:
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+            return 2
     # The only time the key is shown: only its hash is kept.
     console.print(f"key {key.prefix} ({args.name}), scopes {', '.join(scopes)}", highlight=False)
     console.print(text, highlight=False, soft_wrap=True)
@@ -74,22 +62,12 @@ async def keys_expire(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _change(args: argparse.Namespace, settings: Settings, action: str) -> int:
     try:
-        at = _when(args.at) if getattr(args, "at", None) else datetime.now(UTC)
-    except ValueError as exc:
-        err.print(f"[red]error:[/] --at: {exc}", highlight=False)
+        at = key_admin.when(args.at, "--at") if getattr(args, "at", None) else datetime.now(UTC)
+    except ApiKeyError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
     async with open_pool(settings) as pool:
-        store = ApiStore(pool)
-        async with pool.acquire() as conn, conn.transaction():
-            changed = (
-                await store.key_revoke(args.key, conn)
-                if action == "revoke"
-                else await store.key_expire(args.key, at, conn)
-            )
-            for prefix in changed:
-                await log_operator_action(
-                    conn, "operator", getpass.getuser(), f"api_key.{action}", "api_key", prefix
-                )
+        changed = await key_admin.change_key(pool, getpass.getuser(), args.key, action, at)
     if not changed:
         err.print(f"[red]error:[/] no active key named or prefixed {args.key!r}", highlight=False)
         return 2

@@ -288,9 +288,11 @@ async def suppress_import(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
         store = ContactStore(pool)
         try:
-            topic_id = await imports.suppression_topic(store, args.scope, args.channel, args.topic)
-        except imports.SuppressionScopeError as exc:
-            err.print(f"[red]error:[/] --{exc}", highlight=False)
+            topic_id = await imports.suppression_target(
+                store, reason=args.reason, scope=args.scope, channel=args.channel, topic=args.topic
+            )
+        except imports.SuppressionTargetError as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             return 2
         result, rejected = await imports.import_suppressions(
             store,

@@ -9,21 +9,12 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from mailer.campaigns.definition import CampaignFileError
-from mailer.campaigns.template_set import TemplateFileError
 from mailer.commands.console import console, day, err, open_pool
 from mailer.core.settings import Settings
-from mailer.forms import embed
-from mailer.forms.model import (
-    FormError,
-    check_locales,
-    check_origin,
-    check_redirect,
-    check_slug,
-    check_text,
-)
+from mailer.forms import authoring, embed
+from mailer.forms.authoring import NewForm
+from mailer.forms.model import FormError
 from mailer.forms.store import FormStore, PoolLender
-from mailer.transactional import template as template_file
 
 
 def _fail(message: str) -> int:
@@ -31,75 +22,37 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _identity_missing(settings: Settings) -> str | None:
-    f = settings.forms
-    for name in ("business_name", "postal_address", "contact"):
-        if not getattr(f, name).strip():
-            # CASL s.6(2)(a): every form page and confirmation mail names the business.
-            return (
-                f"forms.{name} is not set: every form page names the business "
-                "(name, postal address, a contact)"
-            )
-    return None
-
-
 def _file_or_text(value: str) -> str:
     """A sentence given on the command line, or read from @FILE (UTF-8)."""
     return Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
 
 
-def _read_text(args: argparse.Namespace, lang: str) -> str | None:
-    given = getattr(args, f"text_{lang}", None)
-    return _file_or_text(given) if given is not None else None
-
-
 async def forms_add(args: argparse.Namespace, settings: Settings) -> int:
-    if (missing := _identity_missing(settings)) is not None:
-        return _fail(missing)
     try:
-        slug = check_slug(args.slug)
-        locales = check_locales(args.locale.split(","))
-        origins = [check_origin(o) for o in args.origin or []]
-        redirect = check_redirect(args.redirect)
-        texts = {}
-        for lang in locales:
-            text = _read_text(args, lang)
-            if text is None:
-                raise FormError(
-                    f"--text-{lang}: the consent sentence {lang} visitors read beside the box"
-                )
-            texts[lang] = check_text(text, lang)
-    except (FormError, OSError) as exc:
+        texts = {
+            lang: _file_or_text(given)
+            for lang in ("en", "fr")
+            if (given := getattr(args, f"text_{lang}", None)) is not None
+        }
+    except OSError as exc:
         return _fail(str(exc))
-    if args.welcome is not None:
-        try:
-            # Checked now, not at the first confirmation: a typo must not lose welcomes.
-            template_file.load(Path(settings.transactional.templates_dir), args.welcome)
-        except (TemplateFileError, CampaignFileError) as exc:
-            return _fail(f"--welcome: {exc}")
-    if not args.source.strip():
-        return _fail("--source: the ledger source of every grant this form records")
-    wanted = [t.strip() for t in (args.topics or "").split(",") if t.strip()]
+    new = NewForm(
+        slug=args.slug,
+        source=args.source,
+        locales=args.locale.split(","),
+        topics=(args.topics or "").split(","),
+        double_opt_in=args.double_opt_in,
+        welcome=args.welcome,
+        redirect=args.redirect,
+        origins=args.origin or [],
+        proof_of_work=args.proof_of_work,
+        texts=texts,
+    )
     async with open_pool(settings) as pool:
-        store = FormStore(PoolLender(pool))
-        found = await store.topic_ids(wanted)
-        unknown = [t for t in wanted if t not in found]
-        if unknown:
-            return _fail(f"--topics: no topic {unknown[0]!r} (mailer topics add {unknown[0]})")
-        form_id = await store.add(
-            slug=slug,
-            source=args.source.strip(),
-            topic_ids=[found[t] for t in wanted],
-            locales=locales,
-            double_opt_in=args.double_opt_in,
-            welcome=args.welcome,
-            redirect_url=redirect,
-            origins=origins,
-            proof_of_work=args.proof_of_work,
-            texts=texts,
-        )
-    if form_id is None:
-        return _fail(f"a form {slug!r} exists already (mailer forms show {slug})")
+        try:
+            form_id, slug = await authoring.create_form(FormStore(PoolLender(pool)), settings, new)
+        except FormError as exc:
+            return _fail(str(exc))
     base = settings.tracker.base_url.rstrip("/")
     mode = "double opt-in" if args.double_opt_in else "single opt-in"
     console.print(f"form {slug} (id {form_id}, {mode}): {base}/s/{slug}")
@@ -167,17 +120,15 @@ async def forms_text(args: argparse.Namespace, settings: Settings) -> int:
     lang = args.locale.strip().lower()
     try:
         raw = _file_or_text(args.text)
-        text = check_text(raw, lang)
-    except (FormError, OSError) as exc:
+    except OSError as exc:
         return _fail(str(exc))
     async with open_pool(settings) as pool:
-        store = FormStore(PoolLender(pool))
-        form = await store.form(args.slug)
-        if form is None:
-            return _fail(f"no form {args.slug!r} (mailer forms list)")
-        if lang not in form.locales:
-            return _fail(f"--locale {lang!r}: form {form.slug} is in {','.join(form.locales)}")
-        version = await store.edit_text(form.slug, lang, text)
+        try:
+            form, version = await authoring.reword(
+                FormStore(PoolLender(pool)), args.slug, lang, raw
+            )
+        except FormError as exc:
+            return _fail(str(exc))
     if not version:
         console.print(f"{form.slug} ({lang}): unchanged, still version {form.texts[lang].version}")
     else:
@@ -188,8 +139,10 @@ async def forms_text(args: argparse.Namespace, settings: Settings) -> int:
 
 async def forms_disable(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
-        if not await FormStore(PoolLender(pool)).disable(args.slug):
-            return _fail(f"no form {args.slug!r} (mailer forms list)")
+        try:
+            await authoring.disable(FormStore(PoolLender(pool)), args.slug)
+        except FormError as exc:
+            return _fail(str(exc))
     console.print(f"form {args.slug} disabled: /s/{args.slug} answers 404; its records stay")
     return 0
 

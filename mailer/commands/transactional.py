@@ -7,7 +7,6 @@ when it prints "accepted", the message is committed; a `mailer worker` sends it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections import defaultdict
@@ -19,13 +18,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailer.campaigns import audience
-from mailer.campaigns.template_set import TemplateSet
 from mailer.commands.console import console, err, open_pool
 from mailer.core.consent import REASON_TEXT, Reason
 from mailer.core.settings import Settings
 from mailer.transactional.basis import BASIS_TEXT, Basis
-from mailer.transactional.compose import check, reproduce_message
-from mailer.transactional.enqueue import EnqueueError, enqueue, judge, load_template, status
+from mailer.transactional.compose import check
+from mailer.transactional.enqueue import (
+    EnqueueError,
+    archive_reproduces,
+    enqueue,
+    judge,
+    load_template,
+    status,
+)
 from mailer.transactional.store import TransactionalStore
 
 __all__ = ["explain_template", "register"]
@@ -170,10 +175,8 @@ async def show(args: argparse.Namespace, settings: Settings) -> int:
     if record.replied_at is not None:
         latency = (record.replied_at - record.enqueued_at).total_seconds()
         rows.append(("enqueue to reply", f"{latency:.3f} s"))
-    if record.render_inputs is not None and record.sha256 is not None:
-        files = TemplateSet(record.template, dict(record.files))
-        again = reproduce_message(files, basis, record.render_inputs)
-        same = hashlib.sha256(again).digest() == bytes(record.sha256)
+    same = archive_reproduces(record)
+    if same is not None and record.sha256 is not None:
         verdict = "reproduces the bytes sent" if same else "[red]does NOT reproduce[/]"
         rows.append(("archive", f"sha256 {bytes(record.sha256).hex()}: {verdict}"))
     table = Table("", "", show_header=False, title=f"transactional message {record.id}")

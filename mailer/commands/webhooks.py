@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import REGISTRY, start_http_server
@@ -15,29 +14,23 @@ from mailer.commands.console import console, err, open_pool, stop_on_signals
 from mailer.compliance.store import log_operator_action
 from mailer.core.settings import Settings
 from mailer.webhooks.dispatcher import EVENT_TYPES, WebhookMetrics, dispatch
-from mailer.webhooks.endpoints import WebhookInputError, check_events, check_url, new_secret
+from mailer.webhooks.endpoints import WebhookInputError, add_endpoint, replay_window
 from mailer.webhooks.store import WebhookStore
 
 
-def _at(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 async def webhooks_add(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        url, events = check_url(args.url), check_events(args.events)
-    except WebhookInputError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        return 2
-    secret = new_secret()
     async with open_pool(settings) as pool:
-        endpoint = await WebhookStore(pool).endpoint_add(url, events, secret)
+        try:
+            endpoint, secret = await add_endpoint(WebhookStore(pool), args.url, args.events)
+        except WebhookInputError as exc:
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+            return 2
         await log_operator_action(
             pool, "operator", getpass.getuser(), "webhook.add", "webhook", str(endpoint.id),
-            {"url": url, "events": events},
+            {"url": endpoint.url, "events": endpoint.events},
         )  # fmt: skip
-    console.print(f"endpoint {endpoint.id}: {url} ({', '.join(events)})", highlight=False)
+    events = ", ".join(endpoint.events)
+    console.print(f"endpoint {endpoint.id}: {endpoint.url} ({events})", highlight=False)
     # Shown once: the receiver verifies signatures with it.
     console.print(f"signing secret: {secret}", highlight=False, soft_wrap=True)
     return 0
@@ -72,12 +65,28 @@ async def webhooks_enable(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def webhooks_disable(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_pool(settings) as pool:
+        store = WebhookStore(pool)
+        if not await store.endpoint_exists(args.endpoint):
+            err.print(f"[red]error:[/] no webhook endpoint {args.endpoint}")
+            return 2
+        done = await store.endpoint_disable(args.endpoint, f"disabled by {getpass.getuser()}")
+        if done:
+            await log_operator_action(
+                pool, "operator", getpass.getuser(), "webhook.disable", "webhook",
+                str(args.endpoint),
+            )  # fmt: skip
+    state = "disabled" if done else "was already disabled"
+    console.print(f"endpoint {args.endpoint} {state}; its events wait until it is enabled")
+    return 0
+
+
 async def webhooks_replay(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        since = _at(args.since)
-        until = _at(args.until) if args.until else datetime.now(UTC)
-    except ValueError as exc:
-        err.print(f"[red]error:[/] --since/--until: {exc}", highlight=False)
+        since, until = replay_window(args.since, args.until)
+    except WebhookInputError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
     async with open_pool(settings) as pool:
         store = WebhookStore(pool)
@@ -120,6 +129,9 @@ def register(sub: Any) -> None:
     enable = hooks.add_parser("enable", help="enable an endpoint disabled after failures")
     enable.add_argument("endpoint", type=int)
     enable.set_defaults(handler=webhooks_enable)
+    disable = hooks.add_parser("disable", help="stop delivering to an endpoint (events wait)")
+    disable.add_argument("endpoint", type=int)
+    disable.set_defaults(handler=webhooks_disable)
     replay = hooks.add_parser("replay", help="deliver again the events of a time range")
     replay.add_argument("endpoint", type=int)
     replay.add_argument("--since", required=True, help="ISO 8601 (UTC if no zone)")

@@ -96,3 +96,62 @@ RETURNING locked_until
 
 -- name: login_failures_clear
 DELETE FROM console_login_failures WHERE key = $1
+
+-- ---------------------------------------------------------------- uploads
+-- Files uploaded for import (console_uploads); the import itself is the CLI's.
+
+-- name: upload_begin
+-- A new upload; on the way, rejects finished over 30 days ago are dropped: they hold the
+-- addresses of rows never imported, kept to be fixed, not for ever (GDPR art. 5(1)(e)).
+WITH swept AS (
+    UPDATE console_uploads SET rejects_gz = NULL
+    WHERE rejects_gz IS NOT NULL AND finished_at < now() - interval '30 days'
+)
+INSERT INTO console_uploads (kind, file_name, operator_email, options)
+VALUES ($1, $2, $3, $4) RETURNING id
+
+-- name: upload_finish
+-- Once, from 'running': a finished upload is never rewritten.
+UPDATE console_uploads
+SET state = $2, import_id = $3, summary = $4, error = $5, rows_rejected = $6,
+    rejects_gz = $7, finished_at = now()
+WHERE id = $1 AND state = 'running'
+
+-- name: upload_get
+SELECT id, kind, file_name, operator_email, options, state, import_id, summary, error,
+       rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at
+FROM console_uploads WHERE id = $1
+
+-- name: upload_rejects
+SELECT rejects_gz FROM console_uploads WHERE id = $1
+
+-- name: uploads_page
+-- Newest first, a keyset page below id $1 (NULL: the first page); the list never reads
+-- the rejects themselves.
+SELECT id, kind, file_name, operator_email, options, state, import_id, summary, error,
+       rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at
+FROM console_uploads WHERE $1::bigint IS NULL OR id < $1
+ORDER BY id DESC LIMIT $2
+
+-- name: import_records_page
+-- Every import record (CLI, API, console), newest first below id $1: the file, its rows,
+-- who ran it (the database user; the operator for a console upload).
+SELECT i.id, i.kind, i.file_name, i.rows_read, i.rows_valid, i.rows_rejected, i.imported_by,
+       i.imported_at, u.id AS upload_id, u.operator_email
+FROM imports i LEFT JOIN console_uploads u ON u.import_id = i.id
+WHERE $1::bigint IS NULL OR i.id < $1
+ORDER BY i.id DESC LIMIT $2
+
+-- ---------------------------------------------------------------- listings
+-- Lists the roles' own queries do not page: newest first, keyset on id.
+
+-- name: suppressions_page
+-- Suppressions below id $1 (NULL: the first page), of reason $2 (NULL: any). Keyed by
+-- the address hash: the address shows only while a contact holds it (never after erasure).
+SELECT s.id, s.scope, s.channel, t.slug AS topic, s.reason, s.source, s.created_at,
+       c.email
+FROM suppressions s
+LEFT JOIN topics t ON t.id = s.topic_id
+LEFT JOIN contacts c ON c.email_hash = s.email_hash
+WHERE ($1::bigint IS NULL OR s.id < $1) AND ($2::text IS NULL OR s.reason = $2)
+ORDER BY s.id DESC LIMIT $3

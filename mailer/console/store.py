@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -33,6 +35,55 @@ class AccountListing:
     disabled: bool
     created_at: datetime
     last_seen_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file uploaded for import in the console, and how its import ended."""
+
+    id: int
+    kind: str  # contacts | suppressions
+    file_name: str
+    operator_email: str
+    options: Mapping[str, Any]
+    state: str  # running | done | refused | failed
+    import_id: int | None
+    summary: Mapping[str, Any]
+    error: str | None
+    rows_rejected: int
+    has_rejects: bool
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRecord:
+    """A row of `imports`, and the console upload behind it if any."""
+
+    id: int
+    kind: str
+    file_name: str
+    rows_read: int
+    rows_valid: int
+    rows_rejected: int
+    imported_by: str
+    imported_at: datetime
+    upload_id: int | None
+    operator_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionListed:
+    """A suppression as the console lists it (the address only while a contact holds it)."""
+
+    id: int
+    scope: str
+    channel: str | None
+    topic: str | None
+    reason: str
+    source: str
+    created_at: datetime
+    email: str | None
 
 
 def _account(row: asyncpg.Record | None) -> Account | None:
@@ -163,3 +214,59 @@ class ConsoleStore:
 
     async def login_failures_clear(self, key: str) -> None:
         await self.pool.execute(Q("login_failures_clear"), key)
+
+    # ------------------------------------------------------------ uploads
+
+    async def upload_begin(
+        self, kind: str, file_name: str, operator_email: str, options: Mapping[str, Any]
+    ) -> int:
+        return int(
+            await self.pool.fetchval(
+                Q("upload_begin"), kind, file_name, operator_email, dict(options)
+            )
+        )
+
+    async def upload_finish(
+        self,
+        upload_id: int,
+        state: str,
+        *,
+        import_id: int | None,
+        summary: Mapping[str, Any],
+        error: str | None,
+        rows_rejected: int,
+        rejects_gz: bytes | None,
+    ) -> None:
+        await self.pool.execute(
+            Q("upload_finish"),
+            upload_id,
+            state,
+            import_id,
+            dict(summary),
+            error,
+            rows_rejected,
+            rejects_gz,
+        )
+
+    async def upload_get(self, upload_id: int) -> Upload | None:
+        row = await self.pool.fetchrow(Q("upload_get"), upload_id)
+        return None if row is None else Upload(**dict(row))
+
+    async def upload_rejects(self, upload_id: int) -> bytes | None:
+        found: bytes | None = await self.pool.fetchval(Q("upload_rejects"), upload_id)
+        return found
+
+    async def uploads_page(self, before: int | None, limit: int) -> list[Upload]:
+        return [Upload(**dict(r)) for r in await self.pool.fetch(Q("uploads_page"), before, limit)]
+
+    # ------------------------------------------------------------ listings
+
+    async def import_records_page(self, before: int | None, limit: int) -> list[ImportRecord]:
+        rows = await self.pool.fetch(Q("import_records_page"), before, limit)
+        return [ImportRecord(**dict(r)) for r in rows]
+
+    async def suppressions_page(
+        self, before: int | None, reason: str | None, limit: int
+    ) -> list[SuppressionListed]:
+        rows = await self.pool.fetch(Q("suppressions_page"), before, reason, limit)
+        return [SuppressionListed(**dict(r)) for r in rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mailer.campaigns.lint import LintProblem
+from mailer.console.page_words import PAGE_WORDS
 from mailer.core.consent import REASON_TEXT, Kind, Reason
 
 LANGS = ("en", "fr")
@@ -226,6 +227,11 @@ _WORDS: dict[str, tuple[str, str]] = {
     "ev_complaint": ("Complaint", "Plainte"),
     "keys_cli": ("Created, revoked and replayed with", "Créés, révoqués et rejoués avec"),
 }
+
+# The intake and integration pages' words live beside (page_words.py); a key defined twice
+# would silently take one wording, so the module is checked at import.
+assert not _WORDS.keys() & PAGE_WORDS.keys(), _WORDS.keys() & PAGE_WORDS.keys()
+_WORDS.update(PAGE_WORDS)
 
 
 def translator(lang: str) -> Callable[..., str]:

@@ -47,6 +47,7 @@ async def import_contacts(
     keep_rejects: int = 20,
     encoding: str | None = None,
     delimiter: str | None = None,
+    tally: Tally | None = None,
 ) -> ImportOutcome:
     """Import a contacts CSV; raise FileError or ImportRefused (nothing written) on bad input.
 
@@ -56,14 +57,15 @@ async def import_contacts(
     `keep_rejects` are kept for display (on the outcome, or on the
     ImportRefused exception). Without `skip_invalid`, the first rejected row
     stops the database work, and the rest of the file is still read so that
-    the rejects file lists every row to fix.
+    the rejects file lists every row to fix. `tally`, if given, counts the
+    rows read as they are (the console shows it as the import's progress).
     """
     topics = {t.slug: t.id for t in await store.topics_list()}
     target = rejects_path or rejects_path_for(path)
     if target.exists():
         target.unlink()  # a stale rejects file from an earlier run would mislead
     shown: list[Rejected] = []
-    tally = Tally()
+    tally = tally if tally is not None else Tally()
     opened = ContactFile(
         path, defaults, topics, datetime.now(UTC), encoding=encoding, delimiter=delimiter
     )
@@ -156,31 +158,38 @@ def _suppression_cells(
             yield line, raw[column].strip(), raw
 
 
-class SuppressionScopeError(ValueError):
-    """A suppression list's scope options that do not fit together; `option` names one."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(f"{option}: {message}")
-        self.option = option
+SUPPRESSION_REASONS = ("registry", "manual", "complaint", "hard_bounce", "unsubscribe")
+SUPPRESSION_SCOPES = ("global", "channel", "topic")
+CHANNELS = ("email", "sms", "postal", "phone")
 
 
-async def suppression_topic(
-    store: ContactStore, scope: str, channel: str | None, topic: str | None
+class SuppressionTargetError(ValueError):
+    """A suppression list's scope, channel or topic do not fit together (names the option)."""
+
+
+async def suppression_target(
+    store: ContactStore, *, reason: str, scope: str, channel: str | None, topic: str | None
 ) -> int | None:
-    """Check a list's scope (global, channel or topic) and return the topic's id if any.
+    """Check what a suppression list suppresses; the topic's id for a topic scope.
 
-    The rules of `mailer suppress import` and of the API's upload: a channel exactly when
-    the scope is `channel`, an existing topic exactly when it is `topic`.
+    The CLI's options and the console's form fields carry the same names, so the
+    errors name them both ways (--channel / channel).
     """
+    if reason not in SUPPRESSION_REASONS:
+        raise SuppressionTargetError(f"--reason: {reason!r} is not one of {SUPPRESSION_REASONS}")
+    if scope not in SUPPRESSION_SCOPES:
+        raise SuppressionTargetError(f"--scope: {scope!r} is not one of {SUPPRESSION_SCOPES}")
+    if channel is not None and channel not in CHANNELS:
+        raise SuppressionTargetError(f"--channel: {channel!r} is not one of {CHANNELS}")
     if (scope == "channel") != (channel is not None):
-        raise SuppressionScopeError("channel", "required with scope channel, and only then")
+        raise SuppressionTargetError("--channel is required with --scope channel, and only then")
     if (scope == "topic") != (topic is not None):
-        raise SuppressionScopeError("topic", "required with scope topic, and only then")
+        raise SuppressionTargetError("--topic is required with --scope topic, and only then")
     if topic is None:
         return None
     ids = {t.slug: t.id for t in await store.topics_list()}
     if topic not in ids:
-        raise SuppressionScopeError("topic", f"unknown topic {topic!r}")
+        raise SuppressionTargetError(f"--topic: unknown topic {topic!r}")
     return ids[topic]
 
 

@@ -30,6 +30,7 @@ face maps it to 422 (404 for `UnknownTemplate`, 409 for `IdempotencyConflict`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from typing import Any
 from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.render import MessageError
 from mailer.campaigns.render_inputs import CampaignFields, RenderInputs, resolve_locale
-from mailer.campaigns.template_set import TemplateFileError
+from mailer.campaigns.template_set import TemplateFileError, TemplateSet
 from mailer.contacts.store import ContactStore
 from mailer.core.addresses import InvalidAddress, address_hash, domain_of, normalise
 from mailer.core.consent import (
@@ -54,7 +55,7 @@ from mailer.core.consent import (
 from mailer.core.footer import SUPPORTED_LOCALES
 from mailer.transactional import template as template_file
 from mailer.transactional.basis import Basis, Decision, decide
-from mailer.transactional.compose import TransactionalRenderer
+from mailer.transactional.compose import TransactionalRenderer, reproduce_message
 from mailer.transactional.store import (
     AddressFacts,
     KnownMessage,
@@ -259,6 +260,15 @@ async def judge(store: TransactionalStore, tpl: TransactionalTemplate, email: st
 async def status(store: TransactionalStore, message_id: int) -> MessageRecord | None:
     """One message's state, rule, SMTP reply and archive (None: no such message)."""
     return await store.message(message_id)
+
+
+def archive_reproduces(record: MessageRecord) -> bool | None:
+    """Whether the archive renders the very bytes sent (their SHA-256); None before a send."""
+    if record.render_inputs is None or record.sha256 is None:
+        return None
+    files = TemplateSet(record.template, dict(record.files))
+    again = reproduce_message(files, Basis(record.basis), record.render_inputs)
+    return hashlib.sha256(again).digest() == bytes(record.sha256)
 
 
 def _refusal_text(decision: Decision) -> str:

@@ -149,6 +149,21 @@ class MessageRecord:
     files: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class MessageListed:
+    """One message in the console's recent list."""
+
+    id: int
+    template: str
+    basis: str
+    status: str
+    refusal: str | None
+    smtp_code: int | None
+    enqueued_at: datetime
+    sent_at: datetime | None
+    email: str | None
+
+
 def _suppressions(rows: Sequence[Mapping[str, Any]]) -> tuple[Suppression, ...]:
     return tuple(
         Suppression(
@@ -373,3 +388,10 @@ class TransactionalStore:
         values = dict(row)
         values.pop("template_version_id")
         return MessageRecord(**values)
+
+    async def messages_page(
+        self, before: int | None, template: str | None, limit: int
+    ) -> list[MessageListed]:
+        """Messages newest first, below id `before`, of one template or all."""
+        rows = await self.pool.fetch(Q("messages_page"), before, template, limit)
+        return [MessageListed(**dict(r)) for r in rows]

@@ -152,3 +152,8 @@ def parse(text: str, name: str, templates_dir: Path, *, source: str) -> Transact
     if problems or basis is None:
         raise CampaignFileError(source, problems)
     return TransactionalTemplate(name, basis, definition, TemplateSet.load(templates_dir, name))
+
+
+def names(templates_dir: Path) -> list[str]:
+    """The templates of the folder: one `<name>.toml` each, by name."""
+    return sorted(p.stem for p in templates_dir.glob("*.toml") if not p.name.startswith("."))

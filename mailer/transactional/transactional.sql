@@ -223,3 +223,12 @@ FROM transactional_messages m
 JOIN template_versions tv ON tv.id = m.template_version_id
 LEFT JOIN contacts c ON c.id = m.contact_id
 WHERE m.id = $1
+
+-- name: messages_page
+-- The console's recent messages: newest first, a keyset page below id $1 (NULL: the
+-- first), of template $2 (NULL: any). The primary key orders them; no count of the rest.
+SELECT m.id, m.template, m.basis, m.status, m.refusal, m.smtp_code, m.enqueued_at, m.sent_at,
+       c.email
+FROM transactional_messages m LEFT JOIN contacts c ON c.id = m.contact_id
+WHERE ($1::bigint IS NULL OR m.id < $1) AND ($2::text IS NULL OR m.template = $2)
+ORDER BY m.id DESC LIMIT $3

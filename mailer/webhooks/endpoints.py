@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import base64
 import secrets
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from mailer.webhooks.dispatcher import EVENT_TYPES
+from mailer.webhooks.store import Endpoint, WebhookStore
 
 
 class WebhookInputError(ValueError):
@@ -43,3 +45,27 @@ def check_events(text: str | list[str]) -> list[str]:
 def new_secret() -> str:
     """A Standard Webhooks signing secret: whsec_ and 32 random bytes in base64."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def replay_window(since: str, until: str | None) -> tuple[datetime, datetime]:
+    """`--since`/`--until` (ISO 8601, UTC if no zone; until defaults to now)."""
+    try:
+        start = _at(since)
+        end = _at(until) if until else datetime.now(UTC)
+    except ValueError as exc:
+        raise WebhookInputError(f"--since/--until: {exc}") from None
+    return start, end
+
+
+def _at(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.strip())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def add_endpoint(
+    store: WebhookStore, url: str, events: str | list[str]
+) -> tuple[Endpoint, str]:
+    """Check and register an endpoint; it and its signing secret (shown once)."""
+    checked_url, checked_events = check_url(url), check_events(events)
+    secret = new_secret()
+    return await store.endpoint_add(checked_url, checked_events, secret), secret

@@ -102,6 +102,11 @@ class WebhookStore:
         """Remove an endpoint and its deliveries (the demo's receiver, once stopped)."""
         return affected(await self.pool.execute(Q("endpoint_remove"), endpoint_id)) > 0
 
+    async def endpoint_disable(self, endpoint_id: int, why: str) -> bool:
+        """Switch an endpoint off by hand (its events queue, delivered once enabled again)."""
+        rows = await self.pool.fetch(Q("endpoints_disable"), [endpoint_id], why)
+        return bool(rows)
+
     async def endpoint_enable(self, endpoint_id: int) -> int:
         """Enable an endpoint again; how many pending deliveries are due at once."""
         return affected(await self.pool.execute(Q("endpoint_enable"), endpoint_id))

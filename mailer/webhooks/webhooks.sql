@@ -76,7 +76,8 @@ FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::integ
 WHERE d.endpoint_id = r.endpoint_id AND d.event_id = r.event_id
 
 -- name: endpoints_disable
--- After persistent failure (an event undelivered for the whole retry window).
+-- After persistent failure (an event undelivered for the whole retry window), or by an
+-- operator's hand (`mailer webhooks disable`, the console).
 UPDATE webhook_endpoints SET disabled_at = now(), disabled_why = $2
 WHERE id = ANY ($1::bigint[]) AND disabled_at IS NULL
 RETURNING id, url

@@ -75,7 +75,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     # The browser console shows what the roles decide, through their own functions and stores
     # (no rule of its own): campaigns, contacts, report, compliance (data rights, operator
-    # log), and the API's keys and webhook endpoints (listed for admins).
+    # log), and the API's keys and webhook endpoints (listed for admins); sign-up forms and
+    # transactional messages through their own checks and stores (the intake pages).
     "mailer.console": {
         "mailer.core",
         "mailer.db",
@@ -85,6 +86,8 @@ ALLOWED: dict[str, set[str]] = {
         "mailer.compliance",
         "mailer.api",
         "mailer.webhooks",
+        "mailer.forms",
+        "mailer.transactional",
     },
     "mailer.commands": {"mailer.core", "mailer.db", *(f"mailer.{r}" for r in ROLES)}
     | {"mailer.demo", "tracker"},
