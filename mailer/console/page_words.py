@@ -190,7 +190,6 @@ PAGE_WORDS: dict[str, tuple[str, str]] = {
     "no_key": ("No such active key.", "Aucune clé active de ce nom."),
     "key_changed": ("Key {prefix}: {what}.", "Clé {prefix} : {what}."),
     "add_webhook": ("Add an endpoint", "Ajouter une adresse"),
-    "events": ("Events", "Événements"),
     "secret_once": (
         "Signing secret, shown this once: the receiver verifies signatures with it.",
         "Secret de signature, affiché cette seule fois : le destinataire vérifie les "
