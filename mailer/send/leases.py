@@ -29,8 +29,8 @@ async def sweep(store: SendStore, metrics: EngineMetrics) -> None:
     if swept.uncertain:
         metrics.uncertain.inc(swept.uncertain)
         log.warning(
-            "%d deliveries were started by a dead worker, or claimed before the database "
-            "server restarted (their MAIL FROM may have left): now uncertain",
+            "%d deliveries were started by a dead worker, or claimed before a crash of the "
+            "database server (their MAIL FROM may have left): now uncertain",
             swept.uncertain,
         )
 

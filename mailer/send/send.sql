@@ -218,16 +218,21 @@ SELECT id, 'held', NULL FROM asked WHERE NOT running
 -- made), their attempts untouched; `sending` ones had started, their MAIL
 -- FROM may have left, and become `uncertain`: reported, not resent. Start
 -- marks are committed without waiting for the WAL flush (start_writer_session),
--- so a crash of the database server itself may have lost the last of them:
--- a row claimed before the server's current start (updated_at is the claim's
--- time while a row is claimed) may have been started, and is `uncertain` too.
--- Returns the new state of each.
+-- so a crash of the database server may have lost the last of them: a row
+-- claimed before the server's memory was last lost (server_life, migration
+-- 0020; updated_at is the claim's time while a row is claimed) may have been
+-- started, and is `uncertain` too. Returns the new state of each.
+WITH life AS (
+    INSERT INTO server_life DEFAULT VALUES ON CONFLICT (one) DO NOTHING RETURNING since
+), since AS (
+    SELECT since FROM life UNION ALL SELECT since FROM server_life LIMIT 1
+)
 UPDATE deliveries
-SET status = CASE WHEN status = 'sending' OR updated_at < pg_postmaster_start_time()
+SET status = CASE WHEN status = 'sending' OR updated_at < (SELECT since FROM since)
                       THEN 'uncertain'
                   WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,
     lease_until = NULL,
-    worker = CASE WHEN status = 'sending' OR updated_at < pg_postmaster_start_time()
+    worker = CASE WHEN status = 'sending' OR updated_at < (SELECT since FROM since)
                       THEN worker END,
     updated_at = now()
 WHERE status IN ('claimed', 'sending') AND lease_until < now()
@@ -245,10 +250,13 @@ SELECT current_setting($1)
 -- mark must survive is its worker's death, and an asynchronous commit is
 -- visible to every session at once and kept by the server; what it does not
 -- survive, a crash of the server itself, sweep_leases covers by treating rows
--- claimed before the server's restart as started. Not with synchronous
--- standbys: there the operator asked for commits that survive a failover,
--- which the restart time cannot detect. Reset when the connection goes back
--- to the pool (asyncpg's reset runs RESET ALL).
+-- claimed before the crash as started: the first writer after a crash
+-- records when the server's memory became whole again (server_life, which
+-- crash recovery and a standby's promotion empty), before its first mark.
+-- Not with synchronous standbys: there the operator asked for commits that
+-- survive a failover to them, which the marks would not. Reset when the
+-- connection goes back to the pool (asyncpg's reset runs RESET ALL).
+WITH life AS (INSERT INTO server_life DEFAULT VALUES ON CONFLICT (one) DO NOTHING)
 SELECT set_config('synchronous_commit',
                   CASE WHEN current_setting('synchronous_standby_names') = '' THEN 'off'
                        ELSE current_setting('synchronous_commit') END,

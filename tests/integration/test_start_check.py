@@ -186,25 +186,41 @@ async def test_a_dead_workers_claimed_rows_are_queued_again_and_only_its_started
     assert [r["worker"] for r in rows] == [WORKER] * 2 + [None] * 4
 
 
-async def test_rows_claimed_before_the_database_server_restarted_are_swept_uncertain(
+async def test_rows_claimed_before_a_database_crash_are_swept_uncertain_not_queued(
     stores: Stores, conn: asyncpg.Connection
 ) -> None:
     # Start marks commit without waiting for the WAL flush: a crash of the server may
-    # lose the last of them, so a claimed row older than the server's start may have
-    # been started (its MAIL FROM sent) and must not be queued again.
+    # lose the last of them, so a claimed row older than the crash may have been started
+    # (its MAIL FROM sent) and must not be queued again. Crash recovery empties the
+    # unlogged server_life table, as this does.
     await add_contacts(conn, 4)
     campaign = await sample_campaign(stores)
-    claimed = sorted(r.id for r in await stores.send.claim_batch(campaign, 10, 60, WORKER))
-    await conn.execute(
-        "UPDATE deliveries SET lease_until = now() - interval '1 second',"
-        " updated_at = CASE WHEN id = ANY($1::bigint[])"
-        "   THEN pg_postmaster_start_time() - interval '1 second' ELSE updated_at END",
-        claimed[:2],
-    )
+    before = sorted(r.id for r in await stores.send.claim_batch(campaign, 2, 60, WORKER))
+    await conn.execute("TRUNCATE server_life")  # the crash
+    rounds = stores.send.start_rounds()
+    try:  # the first start writer after it records when the server was whole again
+        assert await rounds.start(WORKER, []) == []
+    finally:
+        await rounds.close()
+    after = sorted(r.id for r in await stores.send.claim_batch(campaign, 2, 60, WORKER))
+    await conn.execute("UPDATE deliveries SET lease_until = now() - interval '1 second'")
     swept = await stores.send.sweep_leases()
     assert (swept.requeued, swept.uncertain) == (2, 2)
-    rows = await conn.fetch("SELECT status, worker FROM deliveries ORDER BY id")
-    assert [tuple(r) for r in rows] == [("uncertain", WORKER)] * 2 + [("queued", None)] * 2
+    rows = dict(await conn.fetch("SELECT id, status FROM deliveries"))
+    assert [rows[i] for i in before + after] == ["uncertain"] * 2 + ["queued"] * 2
+
+
+async def test_a_sweep_after_a_crash_that_no_writer_saw_makes_every_lapsed_claim_uncertain(
+    stores: Stores, conn: asyncpg.Connection
+) -> None:
+    await add_contacts(conn, 3)
+    campaign = await sample_campaign(stores)
+    await stores.send.claim_batch(campaign, 10, 60, WORKER)
+    await conn.execute("TRUNCATE server_life")
+    await conn.execute("UPDATE deliveries SET lease_until = now() - interval '1 second'")
+    swept = await stores.send.sweep_leases()
+    assert (swept.requeued, swept.uncertain) == (0, 3)
+    assert await conn.fetchval("SELECT count(*) FROM server_life") == 1  # recorded again
 
 
 async def test_start_marks_are_committed_without_waiting_for_the_wal_flush(
