@@ -90,7 +90,7 @@ async def import_suppressions(request: web.Request) -> web.Response:
             store, reason=reason, scope=scope, channel=channel, topic=request.query.get("topic")
         )
     except imports.SuppressionTargetError as exc:
-        raise Problem(400, str(exc)) from None
+        raise Problem(400, f"{exc.option}: {exc}") from None
     raw = await request.read()
 
     async def work(conn: Conn) -> tuple[int, Any, str | None]:

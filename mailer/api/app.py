@@ -26,6 +26,7 @@ from mailer.api.context import BACKGROUND, KEY, KEYS, LIMITER, POOL, SETTINGS
 from mailer.api.contract import document, document_text, warm
 from mailer.api.problems import Problem
 from mailer.api.store import ApiStore
+from mailer.api.writes import route_of
 from mailer.core.settings import Settings
 from mailer.db import connect
 from mailer.webhooks.dispatcher import WebhookMetrics, dispatch
@@ -84,7 +85,7 @@ async def problems(request: web.Request, handler: _Handler) -> web.StreamRespons
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return Problem(exc.status, detail or exc.reason, headers=headers).response(request.path)
     except Exception:
-        log.exception("%s %s failed", request.method, request.path)
+        log.exception("%s failed", route_of(request))  # its pattern: no address in the log
         return Problem(500, "internal error (logged)").response(request.path)
     finally:
         metrics = request.app[METRICS]

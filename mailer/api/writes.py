@@ -85,7 +85,9 @@ async def write(
             object_kind,
             object_id,
             {
-                "route": f"{request.method} {request.path}",
+                # The route's pattern, not its values (an address in the path): the log
+                # is append-only and outlives an erasure.
+                "route": route_of(request),
                 "idempotency_key": idem,
                 **(detail or {}),
             },
@@ -95,3 +97,9 @@ async def write(
         if idem is not None:
             await ApiStore.idempotency_save(conn, key.id, idem, status, text)
     return web.Response(status=status, text=text, content_type="application/json")
+
+
+def route_of(request: web.Request) -> str:
+    """`METHOD /api/v1/contacts/{email}/opt-out`: the route as declared, never its values."""
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical if resource is not None else '(unmatched)'}"

@@ -248,4 +248,6 @@ def serve(settings: Settings) -> None:
     c = settings.console
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log.info("console on http://%s:%d (public URL %s)", c.host, c.port, c.base_url)
-    web.run_app(create_app(settings), host=c.host, port=c.port, print=None)
+    # No access log: its lines would carry addresses (/contacts/{email}, ?email=) into
+    # logs that no erasure reaches.
+    web.run_app(create_app(settings), host=c.host, port=c.port, print=None, access_log=None)

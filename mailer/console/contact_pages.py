@@ -159,12 +159,17 @@ async def erase(request: web.Request) -> web.Response:
     if str(form.get("confirm", "")).strip().lower() != email:
         return render(request, "erase.html", 400, email=email, done=None, error="confirm")
     try:
-        done = await erase_contact(console.compliance, email, operator_of(request).email)
+        # The erasure and its log line commit together, as the API's do.
+        async with console.pool.acquire() as conn, conn.transaction():
+            done = await erase_contact(
+                console.compliance, email, operator_of(request).email, conn=conn
+            )
+            await record(
+                request, "contact.erase", "contact", address_hash(email).hex(),
+                {"contacts": done.contacts}, conn=conn,
+            )  # fmt: skip
     except ErasureBusy as exc:
         return render(request, "erase.html", 409, email=email, done=None, error=str(exc))
-    await record(
-        request, "contact.erase", "contact", address_hash(email).hex(), {"contacts": done.contacts}
-    )
     return render(request, "erase.html", email=email, done=done.lines(), error=None)
 
 

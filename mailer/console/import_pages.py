@@ -139,9 +139,10 @@ async def import_status(request: web.Request) -> web.Response:
     return render(request, "_import_status.html", u=upload, rows_read=rows_read)
 
 
-@requires(Role.VIEWER)
+@requires(Role.SENDER)
 async def import_rejects(request: web.Request) -> web.Response:
-    """The rejected rows, each with its line and reason, to fix and upload again."""
+    """The rejected rows, each with its line and reason, to fix and upload again: a file of
+    addresses with every column, so for those who may upload, not every viewer."""
     upload_id = upload_id_of(request)
     kept = await console_of(request).accounts.upload_rejects(upload_id)
     if kept is None:

@@ -94,9 +94,9 @@ PAGE_WORDS: dict[str, tuple[str, str]] = {
     "any": ("(any)", "(tous)"),
     "filter": ("Filter", "Filtrer"),
     "no_suppressions": ("No suppression matches.", "Aucune suppression ne correspond."),
-    "unknown_address": (
-        "(no contact: address kept as a hash)",
-        "(aucun contact : empreinte seule)",
+    "address_hash": (
+        "Address (SHA-256: suppressions keep only the hash)",
+        "Adresse (SHA-256 : les suppressions n'en gardent que l'empreinte)",
     ),
     "added_suppression": ("Suppressed: {email}.", "Supprimée de l'envoi : {email}."),
     "already_suppressed": ("{email} was already suppressed so.", "{email} l'était déjà."),

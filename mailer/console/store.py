@@ -74,7 +74,7 @@ class ImportRecord:
 
 @dataclass(frozen=True, slots=True)
 class SuppressionListed:
-    """A suppression as the console lists it (the address only while a contact holds it)."""
+    """A suppression as the console lists it: by the hash of its address."""
 
     id: int
     scope: str
@@ -83,7 +83,12 @@ class SuppressionListed:
     reason: str
     source: str
     created_at: datetime
-    email: str | None
+    email_hash: bytes
+
+    @property
+    def hash_prefix(self) -> str:
+        """The start of the address's SHA-256, enough to tell rows apart."""
+        return self.email_hash.hex()[:12]
 
 
 def _account(row: asyncpg.Record | None) -> Account | None:

@@ -164,7 +164,11 @@ CHANNELS = ("email", "sms", "postal", "phone")
 
 
 class SuppressionTargetError(ValueError):
-    """A suppression list's scope, channel or topic do not fit together (names the option)."""
+    """A suppression list's scope, channel or topic do not fit together; `option` names one."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 async def suppression_target(
@@ -176,20 +180,28 @@ async def suppression_target(
     errors name them both ways (--channel / channel).
     """
     if reason not in SUPPRESSION_REASONS:
-        raise SuppressionTargetError(f"--reason: {reason!r} is not one of {SUPPRESSION_REASONS}")
+        raise SuppressionTargetError(
+            "reason", f"--reason: {reason!r} is not one of {SUPPRESSION_REASONS}"
+        )
     if scope not in SUPPRESSION_SCOPES:
-        raise SuppressionTargetError(f"--scope: {scope!r} is not one of {SUPPRESSION_SCOPES}")
+        raise SuppressionTargetError(
+            "scope", f"--scope: {scope!r} is not one of {SUPPRESSION_SCOPES}"
+        )
     if channel is not None and channel not in CHANNELS:
-        raise SuppressionTargetError(f"--channel: {channel!r} is not one of {CHANNELS}")
+        raise SuppressionTargetError("channel", f"--channel: {channel!r} is not one of {CHANNELS}")
     if (scope == "channel") != (channel is not None):
-        raise SuppressionTargetError("--channel is required with --scope channel, and only then")
+        raise SuppressionTargetError(
+            "channel", "--channel is required with --scope channel, and only then"
+        )
     if (scope == "topic") != (topic is not None):
-        raise SuppressionTargetError("--topic is required with --scope topic, and only then")
+        raise SuppressionTargetError(
+            "topic", "--topic is required with --scope topic, and only then"
+        )
     if topic is None:
         return None
     ids = {t.slug: t.id for t in await store.topics_list()}
     if topic not in ids:
-        raise SuppressionTargetError(f"--topic: unknown topic {topic!r}")
+        raise SuppressionTargetError("topic", f"--topic: unknown topic {topic!r}")
     return ids[topic]
 
 

@@ -219,6 +219,12 @@ async def test_an_opt_out_through_the_api_and_through_the_cli_write_the_same_led
         "contacts.opt_out",
         "contacts.opt_out",
     ]
+    # The append-only log names the route's pattern, never the address in its path.
+    routes = await conn.fetch(
+        "SELECT detail->>'route' FROM operator_log WHERE action = $1 AND actor_kind = 'api_key'",
+        "contacts.opt_out",
+    )
+    assert {r[0] for r in routes} == {"POST /api/v1/contacts/{email}/opt-out"}
 
 
 async def test_a_csv_import_and_an_api_upsert_of_the_same_people_store_the_same(

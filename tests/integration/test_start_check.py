@@ -206,7 +206,7 @@ async def test_rows_claimed_before_a_database_crash_are_swept_uncertain_not_queu
     await conn.execute("UPDATE deliveries SET lease_until = now() - interval '1 second'")
     swept = await stores.send.sweep_leases()
     assert (swept.requeued, swept.uncertain) == (2, 2)
-    rows = dict(await conn.fetch("SELECT id, status FROM deliveries"))
+    rows = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM deliveries")}
     assert [rows[i] for i in before + after] == ["uncertain"] * 2 + ["queued"] * 2
 
 
