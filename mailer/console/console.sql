@@ -89,8 +89,9 @@ ON CONFLICT (key) DO UPDATE SET
           THEN f.failures ELSE 0 END) + 1 >= (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END)
         THEN now() + make_interval(secs => least(
             $4::float8,
-            $3::float8 * power(2, (CASE WHEN greatest(f.last_failure_at, f.locked_until) > now() - make_interval(secs => $6::float8)
-          THEN f.failures ELSE 0 END) + 1 - (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END))))
+            -- The exponent bounded: 2^1024 overflows a float8 (a key failing for ever).
+            $3::float8 * power(2, least(30, (CASE WHEN greatest(f.last_failure_at, f.locked_until) > now() - make_interval(secs => $6::float8)
+          THEN f.failures ELSE 0 END) + 1 - (CASE WHEN f.key LIKE 'ip:%' THEN $5::int ELSE $2::int END)))))
     END
 RETURNING locked_until
 

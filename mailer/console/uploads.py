@@ -127,11 +127,15 @@ class Uploads:
             self._run(upload_id, actor, action, path, body), name=f"upload-{upload_id}"
         )
         self.tasks[upload_id] = task
-        task.add_done_callback(lambda _: self._forget(upload_id))
+        task.add_done_callback(lambda done: self._forget(upload_id, done))
 
-    def _forget(self, upload_id: int) -> None:
+    def _forget(self, upload_id: int, done: asyncio.Task[None] | None = None) -> None:
         self.tasks.pop(upload_id, None)
         self.tallies.pop(upload_id, None)
+        if done is not None and not done.cancelled() and done.exception() is not None:
+            # Its end could not be recorded (the database, the rejects' size): said here,
+            # since nothing awaits the task; its row stays `running`.
+            log.error("upload %d: recording its end failed: %r", upload_id, done.exception())
 
     async def _run(
         self,
@@ -143,22 +147,22 @@ class Uploads:
     ) -> None:
         rejects = path.with_name("rejects.csv")
         finished: Finished
-        try:
-            finished = await body(rejects)
-        except ImportRefused as exc:
-            finished = ("refused", None, {"rows_valid": exc.valid}, str(exc), exc.rejected)
-        except (FileError, UnicodeError, OSError, ValueError) as exc:
-            # Expected bad input (the file's encoding, header, a default's value): said, not
-            # a traceback. The CLI prints the same messages.
-            finished = ("failed", None, {}, str(exc), 0)
-        except asyncio.CancelledError:
-            finished = ("failed", None, {}, "the console stopped: nothing was imported", 0)
-            await self._finish(upload_id, actor, action, rejects, finished)
-            raise
-        except Exception:
-            log.exception("upload %d: import failed", upload_id)
-            finished = ("failed", None, {}, "internal error (see the console's log)", 0)
-        try:
+        try:  # the uploaded file (a whole contacts list) never outlives its import
+            try:
+                finished = await body(rejects)
+            except ImportRefused as exc:
+                finished = ("refused", None, {"rows_valid": exc.valid}, str(exc), exc.rejected)
+            except (FileError, UnicodeError, LookupError, OSError, ValueError) as exc:
+                # Expected bad input (the file's encoding, header, a default's value): said,
+                # not a traceback. The CLI prints the same messages.
+                finished = ("failed", None, {}, str(exc), 0)
+            except asyncio.CancelledError:
+                finished = ("failed", None, {}, "the console stopped: nothing was imported", 0)
+                await self._finish(upload_id, actor, action, rejects, finished)
+                raise
+            except Exception:
+                log.exception("upload %d: import failed", upload_id)
+                finished = ("failed", None, {}, "internal error (see the console's log)", 0)
             await self._finish(upload_id, actor, action, rejects, finished)
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)

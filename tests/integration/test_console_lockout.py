@@ -77,3 +77,16 @@ async def test_typos_spread_over_more_than_the_window_never_lock(
             assert "try again in" not in page
             await _age(conn, 121)
         assert (await _failures(conn))["email"] == 1
+
+
+async def test_a_key_that_failed_thousands_of_times_is_still_answered_with_a_lock(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    # 2^1024 overflows a float8: the backoff's exponent is bounded, the answer stays a page.
+    settings = console_settings(db_url, TEMPLATES)
+    await operator(settings, "ada@example.com", Role.SENDER)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        await _fail(client)
+        await conn.execute("UPDATE console_login_failures SET failures = 5000")
+        page = await _fail(client)
+        assert "try again in" in page
