@@ -17,6 +17,8 @@ from datetime import datetime
 SCOPES = (
     "contacts:read",
     "contacts:write",
+    # Erasure is irreversible: a key that pushes contacts (a DMS sync) does not get it.
+    "contacts:erase",
     "consents:write",
     "campaigns:read",
     "campaigns:send",

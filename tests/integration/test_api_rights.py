@@ -28,10 +28,11 @@ async def test_export_and_erasure_match_the_cli_and_the_log_keeps_no_address(
     settings: Settings, conn: asyncpg.Connection,
     monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path,
 ) -> None:  # fmt: skip
-    key = await make_key(settings, "contacts:write", "contacts:read")
+    writer = await make_key(settings, "contacts:write", "contacts:read")
+    key = await make_key(settings, "contacts:erase", "contacts:read", name="privacy")
     reader = await make_key(settings, "contacts:read", name="reader")
     async with api_client(settings) as api:
-        assert (await api.call("POST", "/api/v1/contacts", key, PEOPLE)).status == 200
+        assert (await api.call("POST", "/api/v1/contacts", writer, PEOPLE)).status == 200
         exported = await api.call("GET", "/api/v1/contacts/Ana@Example.com/export", reader)
         out = tmp_path / "ana.json"
         code, _ = await run_cli(
@@ -46,6 +47,9 @@ async def test_export_and_erasure_match_the_cli_and_the_log_keeps_no_address(
         assert exported.body["tables"]["contacts"][0]["name"] == "Ana"
         refused = await api.call("POST", "/api/v1/contacts/ana@example.com/erase", reader)
         assert refused.status == 403
+        # A key that pushes contacts cannot erase them: erasure is a scope of its own.
+        pusher = await api.call("POST", "/api/v1/contacts/ana@example.com/erase", writer)
+        assert pusher.status == 403
         once = {"Idempotency-Key": "erase-ana"}
         erased = await api.call("POST", "/api/v1/contacts/ana@example.com/erase", key,
                                 headers=once)  # fmt: skip
