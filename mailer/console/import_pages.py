@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from mailer.console.accounts import Role
-from mailer.console.uploads import UPLOADS, UploadRefused, read_upload
+from mailer.console.uploads import UPLOADS, UploadRefused, discard, read_upload
 from mailer.console.web import Handler, console_of, operator_of, record, render, requires
 from mailer.contacts.csvfile import Defaults
 from mailer.core.consent import Kind
@@ -90,30 +90,36 @@ async def imports_upload(request: web.Request) -> web.StreamResponse:
         if exc.key == "csrf":
             return render(request, "error.html", 403, message_key="csrf")
         return await _imports(request, exc.status, exc.key)
-    options: dict[str, Any] = {
-        name: _option(fields, name)
-        for name in (
-            "consent",
-            "source",
-            "consent_date",
-            "channel",
-            "locale",
-            "topics",
-            "encoding",
-            "delimiter",
+    started = False
+    try:  # until its import task owns the file, a failure here removes it
+        options: dict[str, Any] = {
+            name: _option(fields, name)
+            for name in (
+                "consent",
+                "source",
+                "consent_date",
+                "channel",
+                "locale",
+                "topics",
+                "encoding",
+                "delimiter",
+            )
+        }
+        options["skip_invalid"] = fields.get("skip_invalid") == "on"
+        defaults = Defaults(
+            consent=options["consent"],
+            source=options["source"],
+            consent_date=options["consent_date"],
+            channel=options["channel"] or "email",
+            locale=options["locale"],
+            topics=options["topics"],
         )
-    }
-    options["skip_invalid"] = fields.get("skip_invalid") == "on"
-    defaults = Defaults(
-        consent=options["consent"],
-        source=options["source"],
-        consent_date=options["consent_date"],
-        channel=options["channel"] or "email",
-        locale=options["locale"],
-        topics=options["topics"],
-    )
-    upload_id = await request.app[UPLOADS].begin("contacts", path, me.email, options)
-    request.app[UPLOADS].start_contacts(upload_id, me.email, path, defaults, options)
+        upload_id = await request.app[UPLOADS].begin("contacts", path, me.email, options)
+        request.app[UPLOADS].start_contacts(upload_id, me.email, path, defaults, options)
+        started = True
+    finally:
+        if not started:
+            discard(path)
     raise web.HTTPSeeOther(f"/imports/{upload_id}")
 
 

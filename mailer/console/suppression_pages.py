@@ -12,7 +12,13 @@ from aiohttp import web
 from mailer.compliance.store import log_operator_action
 from mailer.console.accounts import Role
 from mailer.console.import_pages import ENCODINGS, streams_upload
-from mailer.console.uploads import UPLOADS, UploadRefused, discard, read_upload
+from mailer.console.uploads import (
+    SUPPRESSION_UPLOAD_MAX_BYTES,
+    UPLOADS,
+    UploadRefused,
+    discard,
+    read_upload,
+)
 from mailer.console.web import console_of, operator_of, render, requires
 from mailer.contacts import imports
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
@@ -134,44 +140,49 @@ async def suppressions_upload(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     me = operator_of(request)
     try:
-        fields, path = await read_upload(request, me.csrf_token)
+        fields, path = await read_upload(request, me.csrf_token, SUPPRESSION_UPLOAD_MAX_BYTES)
     except UploadRefused as exc:
         if exc.key == "csrf":
             return render(request, "error.html", 403, message_key="csrf")
         return await _page(request, exc.status, error=exc.key)
-    target = _target(fields)
-    reason, scope = target["reason"] or "registry", target["scope"] or "global"
-    try:
-        topic_id = await imports.suppression_target(
-            console.contacts,
-            reason=reason,
-            scope=scope,
-            channel=target["channel"],
-            topic=target["topic"],
+    started = False
+    try:  # until its import task owns the file, a failure here removes it
+        target = _target(fields)
+        reason, scope = target["reason"] or "registry", target["scope"] or "global"
+        try:
+            topic_id = await imports.suppression_target(
+                console.contacts,
+                reason=reason,
+                scope=scope,
+                channel=target["channel"],
+                topic=target["topic"],
+            )
+        except imports.SuppressionTargetError as exc:
+            return await _page(request, 400, message=str(exc))
+        options = {
+            **target,
+            "source": fields.get("source", "").strip() or path.name,
+            "encoding": fields.get("encoding", "").strip() or None,
+            "delimiter": fields.get("delimiter", "").strip() or None,
+        }
+        upload_id = await request.app[UPLOADS].begin("suppressions", path, me.email, options)
+        request.app[UPLOADS].start_suppressions(
+            upload_id,
+            me.email,
+            path,
+            {
+                "reason": reason,
+                "scope": scope,
+                "channel": target["channel"],
+                "topic_id": topic_id,
+                "source": options["source"],
+            },
+            options,
         )
-    except imports.SuppressionTargetError as exc:
-        discard(path)
-        return await _page(request, 400, message=str(exc))
-    options = {
-        **target,
-        "source": fields.get("source", "").strip() or path.name,
-        "encoding": fields.get("encoding", "").strip() or None,
-        "delimiter": fields.get("delimiter", "").strip() or None,
-    }
-    upload_id = await request.app[UPLOADS].begin("suppressions", path, me.email, options)
-    request.app[UPLOADS].start_suppressions(
-        upload_id,
-        me.email,
-        path,
-        {
-            "reason": reason,
-            "scope": scope,
-            "channel": target["channel"],
-            "topic_id": topic_id,
-            "source": options["source"],
-        },
-        options,
-    )
+        started = True
+    finally:
+        if not started:
+            discard(path)
     raise web.HTTPSeeOther(f"/imports/{upload_id}")
 
 

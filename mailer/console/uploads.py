@@ -218,7 +218,11 @@ async def uploads_ctx(app: web.Application) -> AsyncIterator[None]:
 # Contacts files run to hundreds of megabytes: the upload is streamed to disk (the app's
 # client_max_size bounds only bodies read whole), up to this size.
 UPLOAD_MAX_BYTES = 1024 * 1024 * 1024
+# A suppression list is read whole into memory (its reader keeps each rejected row): a
+# smaller bound, still ~2 million addresses.
+SUPPRESSION_UPLOAD_MAX_BYTES = 64 * 1024 * 1024
 _FIELD_MAX_BYTES = 64 * 1024
+_FIELDS_MAX = 32
 
 
 class UploadRefused(Exception):
@@ -240,7 +244,9 @@ def _safe_name(filename: str | None) -> str:
     return name if name and not name.startswith(".") else "upload.csv"
 
 
-async def read_upload(request: web.Request, csrf_token: str) -> tuple[dict[str, str], Path]:
+async def read_upload(
+    request: web.Request, csrf_token: str, max_bytes: int = UPLOAD_MAX_BYTES
+) -> tuple[dict[str, str], Path]:
     """The form's fields and the uploaded file, saved in a new private folder.
 
     The CSRF token is the form's first field (browsers send fields in document order) and is
@@ -248,7 +254,10 @@ async def read_upload(request: web.Request, csrf_token: str) -> tuple[dict[str, 
     by the middleware).
     """
     checked = "X-CSRF-Token" in request.headers
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except (AssertionError, ValueError):  # not multipart/form-data, or no boundary
+        raise UploadRefused(400, "no_file") from None
     fields: dict[str, str] = {}
     saved: Path | None = None
     try:
@@ -265,7 +274,7 @@ async def read_upload(request: web.Request, csrf_token: str) -> tuple[dict[str, 
                 with saved.open("wb") as out:
                     while chunk := await part.read_chunk():
                         size += len(chunk)
-                        if size > UPLOAD_MAX_BYTES:
+                        if size > max_bytes:
                             raise UploadRefused(413, "too_big")
                         out.write(chunk)
                 continue
@@ -281,6 +290,8 @@ async def read_upload(request: web.Request, csrf_token: str) -> tuple[dict[str, 
                 checked = True
                 continue
             fields[part.name] = text
+            if len(fields) > _FIELDS_MAX:
+                raise UploadRefused(413, "too_big")
         if not checked:
             raise UploadRefused(403, "csrf")
         if saved is None or saved.stat().st_size == 0:

@@ -182,3 +182,14 @@ async def test_an_import_running_when_the_console_stops_writes_nothing_and_says_
     assert "nothing was imported" in error
     assert await conn.fetchval("SELECT count(*) FROM contacts") == 0
     assert await conn.fetchval("SELECT count(*) FROM imports") == 0
+
+
+async def test_an_upload_that_is_not_a_multipart_form_is_refused_without_an_error(
+    client: Client,
+) -> None:
+    csrf = await as_(client, SENDER)
+    response = await client.post(
+        "/imports", data=b"email\nx@example.com\n", headers={"X-CSRF-Token": csrf,
+                                                             "Content-Type": "text/csv"}
+    )  # fmt: skip
+    assert response.status == 400
