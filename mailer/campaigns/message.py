@@ -34,7 +34,8 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
-from mailer.campaigns.definition import CampaignDefinition, from_mapping
+from mailer.campaigns.campaign_file import from_mapping
+from mailer.campaigns.definition import CampaignDefinition
 from mailer.campaigns.deliverability import one_click_allowed
 from mailer.campaigns.guards import MESSAGE_TOO_LARGE
 from mailer.campaigns.render import LimitError, MessageError, Renderer

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.campaigns.definition import CampaignDefinition, load
+from mailer.campaigns.campaign_file import load
+from mailer.campaigns.definition import CampaignDefinition
 from mailer.campaigns.message import (
     Composed,
     Composer,
