@@ -303,7 +303,7 @@ def main() -> None:
         "  render: subject+html+text, slots": ("render.py", "render"),
         "  token signing (all 9)": ("tokens.py", "sign"),
         "    of which inside render (clicks)": ("message.py", "__missing__"),
-        "  MIME assembly + base64": ("message.py", "assemble"),
+        "  MIME assembly + base64": ("mime.py", "assemble"),
         "  consent sentence + context": ("render.py", "_context"),
     }
     table: dict[tuple[str, str], float] = {}
