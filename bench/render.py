@@ -45,7 +45,8 @@ from jinja2 import DictLoader, Environment, pass_context, select_autoescape
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailer.campaigns.definition import CampaignDefinition, load  # noqa: E402
+from mailer.campaigns.campaign_file import load  # noqa: E402
+from mailer.campaigns.definition import CampaignDefinition  # noqa: E402
 from mailer.campaigns.message import Composed, Composer, Recipient  # noqa: E402
 from mailer.campaigns.render import Renderer  # noqa: E402
 from mailer.campaigns.render_inputs import RenderInputs  # noqa: E402
@@ -302,7 +303,7 @@ def main() -> None:
         "  render: subject+html+text, slots": ("render.py", "render"),
         "  token signing (all 9)": ("tokens.py", "sign"),
         "    of which inside render (clicks)": ("message.py", "__missing__"),
-        "  MIME assembly + base64": ("message.py", "assemble"),
+        "  MIME assembly + base64": ("mime.py", "assemble"),
         "  consent sentence + context": ("render.py", "_context"),
     }
     table: dict[tuple[str, str], float] = {}

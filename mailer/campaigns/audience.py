@@ -2,7 +2,7 @@
 
 The set-based SQL in queries.sql (`audience`) decides for millions of
 contacts at once; this module answers for one contact, in plain words, with
-the pure rules of mailer/consent.py that the SQL is proven equal to.
+the pure rules of mailer/core/eligibility.py that the SQL is proven equal to.
 """
 
 from __future__ import annotations
@@ -12,15 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mailer.core import consent, segment, segment_eval, segment_parser, segment_sql
-from mailer.core.consent import (
-    AudienceSpec,
-    Channel,
-    ContactFacts,
-    ContactRecord,
-    Policy,
-    Verdict,
-)
+from mailer.core import consent, eligibility, segment, segment_eval, segment_parser, segment_sql
+from mailer.core.consent import Channel, ContactRecord, Policy, Verdict
+from mailer.core.eligibility import AudienceSpec, ContactFacts
 from mailer.db import Queries
 
 # The audience SQL and its fragments (campaigns.sql); the store runs what this composes.
@@ -158,4 +152,4 @@ def explain(record: ContactRecord, spec: CampaignSpec, at: datetime) -> Verdict:
         at=at,
         active_within_months=spec.active_within_months,
     )
-    return consent.evaluate(facts_, record.ledger, record.suppressions, audience_spec)
+    return eligibility.evaluate(facts_, record.ledger, record.suppressions, audience_spec)

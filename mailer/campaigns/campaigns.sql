@@ -3,10 +3,10 @@
 -- Run by mailer/campaigns/store.py.
 
 -- name: audience
--- The consent rules of mailer/consent.py, set-based, in one pass over the
+-- The eligibility rules of mailer/core/eligibility.py, set-based, in one pass over the
 -- contacts: every contact gets the FIRST failing reason in Reason order, or
 -- NULL (eligible) with the ledger row that justifies sending. A property
--- test proves this and consent.evaluate agree on random ledgers.
+-- test proves this and eligibility.evaluate agree on random ledgers.
 -- Parameters: $1 topic id, $2 topic is opt-out (default subscribed),
 -- $3 channel, $4 policy, $5 send time, $6 "active within N months" or NULL;
 -- the segment filter binds $7… . Markers /*…*/ are replaced by the store

@@ -17,13 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 from mailer.campaigns import deliverability, lint
-from mailer.campaigns.definition import (
-    CampaignDefinition,
-    CampaignFileError,
-    from_mapping,
-    load,
-    parse,
-)
+from mailer.campaigns.campaign_file import from_mapping, load, parse
+from mailer.campaigns.definition import CampaignDefinition, CampaignFileError
 from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.message import CampaignContent
 from mailer.campaigns.render_process import lint_in_process

@@ -22,7 +22,8 @@ from email.utils import format_datetime
 from markupsafe import escape
 
 from mailer.campaigns.definition import CampaignDefinition
-from mailer.campaigns.message import Envelope, HeaderInjection, InvalidRecipient, Skeleton
+from mailer.campaigns.headers import HeaderInjection, InvalidRecipient
+from mailer.campaigns.mime import Envelope, Skeleton
 from mailer.campaigns.render import LimitError, Renderer, RenderError
 from mailer.campaigns.render_inputs import (
     CampaignFields,

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mailer.campaigns import lint
-from mailer.campaigns.definition import from_mapping
+from mailer.campaigns.campaign_file import from_mapping
 from mailer.campaigns.limits import EXIT_MEMORY, RenderLimits, reason_for_exit, timed_hard
 from mailer.campaigns.message import CampaignContent
 from mailer.campaigns.render import LimitError, Renderer

@@ -1,14 +1,16 @@
-"""Consent and eligibility rules: the single statement the audience SQL must agree with.
+"""Consent rules: the ledger's vocabulary, and which grant is valid when under the law.
 
 Pure functions over values. The ledger is append-only: a later row about the same
 channel and kind supersedes an earlier one, a withdraw row cancels every grant before
 it, and expiry is always computed from the law's figures, never read from `expire` rows.
+Whether a contact may receive a campaign (suppressions, preferences, segment, activity,
+then this consent verdict) is mailer/core/eligibility.py.
 """
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -129,15 +131,6 @@ class Suppression:
 
 
 @dataclass(frozen=True, slots=True)
-class ContactFacts:
-    erased: bool
-    last_activity_at: datetime | None
-    channel_prefs: Mapping[Channel, bool]  # absent key = no explicit choice
-    topic_prefs: Mapping[int, bool]  # absent key = no explicit choice
-    in_segment: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class ContactRecord:
     """Everything the rules need about one contact, as read from the database."""
 
@@ -152,16 +145,6 @@ class ContactRecord:
     channel_prefs: dict[Channel, bool]
     topic_prefs: dict[int, bool]
     subscribed_topics: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class AudienceSpec:
-    channel: Channel
-    topic_id: int
-    topic_default_subscribed: bool
-    policy: Policy
-    at: datetime
-    active_within_months: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +254,8 @@ _KIND_PHRASE: dict[Kind, str] = {
 }
 
 
-def _day(dt: datetime) -> str:
+def utc_day(dt: datetime) -> str:
+    """The instant's day in UTC, as YYYY-MM-DD: how verdicts and descriptions print dates."""
     return dt.astimezone(UTC).date().isoformat()
 
 
@@ -283,13 +267,13 @@ def describe(entry: LedgerEntry) -> str:
     """Plain-English origin and term of a grant, as shown in reports and the preference centre."""
     phrase = _phrase(entry)
     if entry.kind is Kind.EXPRESS:
-        return f"{phrase} on {_day(entry.obtained_at)} ({entry.source})"
+        return f"{phrase} on {utc_day(entry.obtained_at)} ({entry.source})"
     end = valid_until(entry)
     if end is not None:
-        return f"{phrase} on {_day(entry.obtained_at)}, valid until {_day(end)}"
+        return f"{phrase} on {utc_day(entry.obtained_at)}, valid until {utc_day(end)}"
     if entry.kind is Kind.IMPLIED_CONTRACT:
-        return f"{phrase} on {_day(entry.obtained_at)}, while the contract is ongoing"
-    return f"{phrase} on {_day(entry.obtained_at)}, while relevant to the person's role"
+        return f"{phrase} on {utc_day(entry.obtained_at)}, while the contract is ongoing"
+    return f"{phrase} on {utc_day(entry.obtained_at)}, while relevant to the person's role"
 
 
 def evaluate_consent(
@@ -319,7 +303,7 @@ def evaluate_consent(
         lapsed = _best(grants)
         end = valid_until(lapsed)
         assert end is not None  # an invalid grant obtained by t always has an end
-        detail = f"{_phrase(lapsed)} on {_day(lapsed.obtained_at)} expired on {_day(end)}"
+        detail = f"{_phrase(lapsed)} on {utc_day(lapsed.obtained_at)} expired on {utc_day(end)}"
         return Verdict(Reason.CONSENT_EXPIRED, None, detail)
     if withdrawal is not None:
         return _withdrawn(withdrawal)
@@ -328,82 +312,8 @@ def evaluate_consent(
 
 
 def _withdrawn(withdrawal: LedgerEntry) -> Verdict:
-    detail = f"consent withdrawn on {_day(withdrawal.obtained_at)}"
+    detail = f"consent withdrawn on {utc_day(withdrawal.obtained_at)}"
     return Verdict(Reason.CONSENT_WITHDRAWN, None, detail)
-
-
-# Suppression reasons that have their own exclusion reason, whatever the scope.
-_DELIVERABILITY: dict[SuppressionReason, Reason] = {
-    SuppressionReason.HARD_BOUNCE: Reason.HARD_BOUNCED,
-    SuppressionReason.COMPLAINT: Reason.COMPLAINED,
-    SuppressionReason.REGISTRY: Reason.REGISTRY,
-}
-
-
-def _covers(s: Suppression, spec: AudienceSpec) -> bool:
-    match s.scope:
-        case SuppressionScope.GLOBAL:
-            return True
-        case SuppressionScope.CHANNEL:
-            return s.channel == spec.channel
-        case SuppressionScope.TOPIC:
-            return s.topic_id == spec.topic_id
-    return False
-
-
-def _record_reasons(
-    facts: ContactFacts, suppressions: Iterable[Suppression], spec: AudienceSpec
-) -> set[Reason]:
-    """Every exclusion reason that does not depend on the consent ledger."""
-    found: set[Reason] = set()
-    if not facts.in_segment:
-        found.add(Reason.SEGMENT)
-    if facts.erased:
-        found.add(Reason.ERASED)
-    for s in suppressions:
-        if not _covers(s, spec):
-            continue
-        if s.reason in _DELIVERABILITY:
-            found.add(_DELIVERABILITY[s.reason])
-        elif s.scope is SuppressionScope.GLOBAL:
-            found.add(Reason.SUPPRESSED_GLOBAL)
-        elif s.scope is SuppressionScope.CHANNEL:
-            found.add(Reason.UNSUBSCRIBED_CHANNEL)
-        else:
-            found.add(Reason.UNSUBSCRIBED_TOPIC)
-    if facts.channel_prefs.get(spec.channel) is False:
-        found.add(Reason.UNSUBSCRIBED_CHANNEL)
-    topic_choice = facts.topic_prefs.get(spec.topic_id)
-    if topic_choice is False:
-        found.add(Reason.UNSUBSCRIBED_TOPIC)
-    elif topic_choice is None and not spec.topic_default_subscribed:
-        # An opt-in topic needs an explicit subscription; absence is not a yes.
-        found.add(Reason.NOT_SUBSCRIBED_TOPIC)
-    return found
-
-
-_REASON_ORDER = {reason: rank for rank, reason in enumerate(Reason)}
-
-
-def evaluate(
-    facts: ContactFacts,
-    ledger: Iterable[LedgerEntry],
-    suppressions: Iterable[Suppression],
-    spec: AudienceSpec,
-) -> Verdict:
-    """Whether a contact may receive a campaign, with the first failing reason in Reason order."""
-    found = _record_reasons(facts, suppressions, spec)
-    if found:
-        first = min(found, key=_REASON_ORDER.__getitem__)
-        return Verdict(first, None, REASON_TEXT[first])
-    verdict = evaluate_consent(ledger, spec.channel, spec.policy, spec.at)
-    if not verdict.eligible:
-        return verdict
-    if spec.active_within_months is not None:
-        cutoff = add_months(spec.at, -spec.active_within_months)
-        if facts.last_activity_at is None or facts.last_activity_at < cutoff:
-            return Verdict(Reason.INACTIVE, None, f"no activity since {_day(cutoff)}")
-    return verdict
 
 
 def expiring(

@@ -44,14 +44,8 @@ from mailer.campaigns.render_inputs import CampaignFields, RenderInputs, resolve
 from mailer.campaigns.template_set import TemplateFileError, TemplateSet
 from mailer.contacts.store import ContactStore
 from mailer.core.addresses import InvalidAddress, address_hash, domain_of, normalise
-from mailer.core.consent import (
-    AudienceSpec,
-    Channel,
-    ContactFacts,
-    Policy,
-    Verdict,
-    evaluate,
-)
+from mailer.core.consent import Channel, Policy, Verdict
+from mailer.core.eligibility import AudienceSpec, ContactFacts, evaluate
 from mailer.core.footer import SUPPORTED_LOCALES
 from mailer.transactional import template as template_file
 from mailer.transactional.basis import Basis, Decision, decide

@@ -1,6 +1,6 @@
 """A transactional template file (`templates/transactional/<name>.toml`): parse and validate.
 
-The campaign file's shape (mailer/campaigns/definition.py validates the shared fields, so a
+The campaign file's shape (mailer/campaigns/campaign_file.py validates the shared fields, so a
 subject, a sender or a locale is held to one set of rules), plus the message's legal basis and
 without what only campaigns have (slug, audience, schedule, throttle):
 
@@ -43,7 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailer.campaigns.definition import CampaignDefinition, CampaignFileError, from_mapping
+from mailer.campaigns.campaign_file import from_mapping
+from mailer.campaigns.definition import CampaignDefinition, CampaignFileError
 from mailer.campaigns.template_set import TemplateFileError, TemplateSet
 from mailer.transactional.basis import Basis
 

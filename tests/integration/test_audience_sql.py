@@ -1,4 +1,4 @@
-"""The audience SQL and the pure consent rules (mailer/core/consent.py) agree on every contact."""
+"""The audience SQL and the pure rules (mailer/core/eligibility.py) agree on every contact."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer.campaigns.audience import CampaignSpec, audience_query
-from mailer.core import consent, segment, segment_eval, segment_parser
+from mailer.core import consent, eligibility, segment, segment_eval, segment_parser
 from mailer.core.addresses import address_hash
 from mailer.core.consent import (
     Action,
-    AudienceSpec,
     Channel,
-    ContactFacts,
     Kind,
     LedgerEntry,
     Policy,
@@ -24,6 +22,7 @@ from mailer.core.consent import (
     SuppressionReason,
     SuppressionScope,
 )
+from mailer.core.eligibility import AudienceSpec, ContactFacts
 from mailer.demo.stores import Stores
 
 AT = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -215,7 +214,7 @@ def _python_verdicts(
                 topics=frozenset(),
             )
             in_segment = segment_eval.evaluate(segment_parser.parse(seg), facts, AT)
-        verdict = consent.evaluate(
+        verdict = eligibility.evaluate(
             ContactFacts(
                 gone, person.last_activity_at, person.channel_prefs, person.topic_prefs, in_segment
             ),

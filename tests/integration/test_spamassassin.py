@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.campaigns import definition as campaign_file
+from mailer.campaigns import campaign_file
 from mailer.campaigns.message import Composer, Recipient
 from mailer.campaigns.render import Renderer
 from mailer.campaigns.template_set import TemplateSet

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import ClientSession, FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from mailer.campaigns import definition as campaign_file
+from mailer.campaigns import campaign_file
 from mailer.core.addresses import address_hash
 from mailer.core.settings import DatabaseSettings, Settings, TrackerSettings
 from mailer.core.tokens import Keyring, Purpose, Token

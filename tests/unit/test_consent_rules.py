@@ -13,9 +13,7 @@ from mailer.core.consent import (
     DIGITAL_CHANNELS,
     REASON_TEXT,
     Action,
-    AudienceSpec,
     Channel,
-    ContactFacts,
     Kind,
     LedgerEntry,
     Policy,
@@ -25,12 +23,12 @@ from mailer.core.consent import (
     SuppressionScope,
     add_months,
     add_years,
-    evaluate,
     evaluate_consent,
     expiring,
     is_valid_at,
     valid_until,
 )
+from mailer.core.eligibility import AudienceSpec, ContactFacts, evaluate
 
 EMAIL = Channel.EMAIL
 TOPIC = 7

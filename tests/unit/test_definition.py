@@ -1,4 +1,4 @@
-"""The campaign file: parsing and validation (mailer.campaigns.definition)."""
+"""The campaign file: parsing and validation (mailer.campaigns.campaign_file)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.campaigns.definition import CampaignFileError, from_mapping, load, parse
+from mailer.campaigns.campaign_file import from_mapping, load, parse
+from mailer.campaigns.definition import CampaignFileError
 from mailer.core.consent import Channel, Policy
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

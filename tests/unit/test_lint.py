@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.campaigns.definition import CampaignDefinition, Sample, load
+from mailer.campaigns.campaign_file import load
+from mailer.campaigns.definition import CampaignDefinition, Sample
 from mailer.campaigns.lint import LintProblem, lint, sample_inputs
 from mailer.campaigns.render import Renderer
 from mailer.campaigns.template_set import TemplateSet

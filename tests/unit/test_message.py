@@ -1,4 +1,7 @@
-"""Wire bytes: headers, MIME, tokens, header injection, DKIM, archive (mailer.campaigns.message)."""
+"""Wire bytes: headers, MIME, tokens, header injection, DKIM, archive.
+
+(mailer.campaigns.headers, mailer.campaigns.mime and mailer.campaigns.message)
+"""
 
 from __future__ import annotations
 
@@ -20,17 +23,11 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.campaigns.definition import CampaignDefinition, load
-from mailer.campaigns.message import (
-    Composed,
-    Composer,
-    Envelope,
-    HeaderInjection,
-    InvalidRecipient,
-    Recipient,
-    Skeleton,
-    reproduce,
-)
+from mailer.campaigns.campaign_file import load
+from mailer.campaigns.definition import CampaignDefinition
+from mailer.campaigns.headers import HeaderInjection, InvalidRecipient
+from mailer.campaigns.message import Composed, Composer, Recipient, reproduce
+from mailer.campaigns.mime import Envelope, Skeleton
 from mailer.campaigns.render import Renderer
 from mailer.campaigns.render_inputs import CampaignFields, RenderedParts, RenderInputs
 from mailer.campaigns.template_set import TemplateSet

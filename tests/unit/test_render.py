@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError
 from markupsafe import escape
 
-from mailer.campaigns.definition import CampaignDefinition, load
+from mailer.campaigns.campaign_file import load
+from mailer.campaigns.definition import CampaignDefinition
 from mailer.campaigns.render import (
     MessageError,
     Renderer,
