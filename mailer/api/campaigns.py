@@ -101,7 +101,7 @@ def _text(raw: bytes) -> str:
         raise Problem(400, f"the body is not UTF-8 text: {exc}") from None
 
 
-# "field: reason" as the campaign file's checker words each problem (definition.py).
+# "field: reason" as the campaign file's checker words each problem (field_checker.py).
 _FIELD = re.compile(r"([a-z_][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)*): (.+)", re.S)
 
 

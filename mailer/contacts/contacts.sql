@@ -429,7 +429,7 @@ SELECT (SELECT count(*) FROM contacts WHERE erased_at IS NULL) AS contacts,
        (SELECT count(*) FROM topics) AS topics
 
 -- name: contact_rule_inputs
--- Everything consent.evaluate needs about one contact (contacts explain).
+-- Everything eligibility.evaluate needs about one contact (contacts explain).
 SELECT c.id, c.email, c.name, c.locale, c.attributes, c.last_activity_at, c.erased_at,
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                     'id', l.id, 'channel', l.channel, 'action', l.action, 'kind', l.kind,
