@@ -61,11 +61,6 @@ async def add_suppressions(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
-REASONS = ("registry", "manual", "complaint", "hard_bounce", "unsubscribe")
-SCOPES = ("global", "channel", "topic")
-CHANNELS = ("email", "sms", "postal", "phone")
-
-
 def _choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
     value = request.query.get(name, default)
     if value not in choices:
@@ -78,11 +73,11 @@ async def import_suppressions(request: web.Request) -> web.Response:
     line), read by `mailer suppress import`'s own reader; all or nothing: any invalid line
     is named by its number and nothing is written."""
     key = request[KEY]
-    reason = _choice(request, "reason", REASONS, "registry")
-    scope = _choice(request, "scope", SCOPES, "global")
+    reason = _choice(request, "reason", imports.SUPPRESSION_REASONS, "registry")
+    scope = _choice(request, "scope", imports.SUPPRESSION_SCOPES, "global")
     channel = request.query.get("channel")
-    if channel is not None and channel not in CHANNELS:
-        raise Problem(400, f"channel: expected one of {', '.join(CHANNELS)}")
+    if channel is not None and channel not in imports.CHANNELS:
+        raise Problem(400, f"channel: expected one of {', '.join(imports.CHANNELS)}")
     source = request.query.get("source") or f"api:{key.prefix} upload"
     store = ContactStore(request.app[POOL])
     try:
