@@ -36,6 +36,9 @@ class Faults:
     random_4xx_reply: str = "451 4.3.0 try again later"
     drop_rate: float = 0.0  # close the connection instead of answering DATA
     delay_s: float = 0.0
+    # Hold every DATA once this many messages were accepted, until set back to None (a test
+    # flips it from its own thread): a campaign that cannot finish before the test is ready.
+    hold_after: int | None = None
 
 
 @dataclass
@@ -97,6 +100,9 @@ class RecordingHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.faults.delay_s:
             await asyncio.sleep(self.faults.delay_s)
+        # Polled: the test flips hold_after from its own thread and loop.
+        while (held := self.faults.hold_after) is not None and len(self.recipients) >= held:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
         if self.faults.drop_rate and self.rng.random() < self.faults.drop_rate:
             server.transport.close()
             return "421 4.4.2 closing"

@@ -55,9 +55,10 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
     assert CHROMIUM is not None
     await small_world(conn, eligible=ELIGIBLE)
     templates = templates_with_a_footer_lacking_the_address(tmp_path)
-    # Each message held 2 s by the relay: the campaign lasts long enough to be paused, whatever
-    # the machine (its own rate limit alone proved too fast on some runs).
-    with smtp_server(Faults(delay_s=2.0)) as (port, sink):
+    # The relay holds every message until the test lets some through, then holds again: the
+    # campaign cannot finish before it is paused, however fast or slow the machine (a 2 s delay
+    # per message still let it finish first on a loaded CI run).
+    with smtp_server(Faults(hold_after=0)) as (port, sink):
         settings = console_settings(db_url, templates, port)
         await operator(settings, "ada@example.com", Role.SENDER)
         server = TestServer(create_app(settings), host="127.0.0.1")
@@ -160,10 +161,9 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
                     done = page.locator(f"#progress-{slug} .done")
                     await done.wait_for()
                     first = int(await done.inner_text())
-                    # (Or the row went: the stream re-rendered the table with the campaign done.)
+                    sink.faults.hold_after = ELIGIBLE // 4  # a few through, then held again
                     await page.wait_for_function(
-                        "([sel, n]) => { const e = document.querySelector(sel);"
-                        " return !e || Number(e.textContent) > n; }",
+                        "([sel, n]) => Number(document.querySelector(sel).textContent) > n",
                         arg=[f"#progress-{slug} .done", first],
                         timeout=40_000,
                     )
@@ -174,6 +174,7 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
                     await page.click("#pause")
                     await page.wait_for_selector("#resume")
                     assert await page.inner_text("#status") == "paused"
+                    sink.faults.hold_after = None  # what was in flight at the pause completes
                     await wait_until(lambda: engine.pending == 0)
                     at_pause = len(sink.recipients)
                     await asyncio.sleep(1.0)
