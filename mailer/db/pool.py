@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 
 # What a caller may retry or report as "database unavailable" rather than a bug.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -64,7 +65,14 @@ logging.getLogger("asyncpg.pool").addFilter(_OutageWithoutTraceback())
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """JSON text of a parameter: orjson, ~10x faster than json.dumps on an archive record
+    (measured 8.5 against 94 us; the engine encodes one per message sent). Integers beyond
+    64 bits, which orjson refuses and jsonb keeps exactly, go through json.dumps. Decoding
+    stays json.loads: orjson reads such integers back as floats, losing digits."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
