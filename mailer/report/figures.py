@@ -11,10 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mailer.report.store import ReportStore
+from typing import Any, Protocol
 
 # Every delivery state, in ledger order (DESIGN: the delivery ledger); a report
 # shows them all, zeros included, so its total is visibly the whole ledger.
@@ -247,6 +244,12 @@ def timeline(hourly: Iterable[HourFigures], max_points: int) -> tuple[timedelta,
     return step, [HourFigures(first + i * step, *sums.get(i, [0, 0, 0, 0])) for i in range(count)]
 
 
-async def figures(store: ReportStore, campaign_id: int) -> ReportFigures:
+class ReportRows(Protocol):
+    """Where a campaign's report rows come from (mailer.report.store.ReportStore)."""
+
+    async def campaign_report_rows(self, campaign_id: int) -> dict[str, Any]: ...
+
+
+async def figures(store: ReportRows, campaign_id: int) -> ReportFigures:
     """One campaign's figures: the store folds new events in, then reads rollups and ledger."""
     return assemble(**await store.campaign_report_rows(campaign_id))
