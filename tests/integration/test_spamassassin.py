@@ -26,6 +26,7 @@ from mailer.core.consent import Kind
 from mailer.core.settings import load
 from mailer.core.tokens import Keyring
 from mailer.demo import run as demo
+from mailer.demo import samples
 
 SPAMASSASSIN = shutil.which("spamassassin")
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -51,7 +52,7 @@ def demo_message(campaign: str, locale: str, folder: Path) -> bytes:
     )
     now = datetime.now(UTC)
     contacts = folder / "contacts.csv"
-    demo.write_sample_contacts(contacts, 1, now)
+    samples.write_sample_contacts(contacts, 1, now)
     with contacts.open(encoding="utf-8", newline="") as fh:
         row = next(csv.DictReader(fh))
     recipient = Recipient(
