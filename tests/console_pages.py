@@ -60,7 +60,7 @@ def upload_form(csrf: str | None, content: bytes, name: str, **fields: str) -> a
 
 async def wait_for_upload(client: Client, upload_id: int) -> str:
     """The import's status block once it has finished."""
-    for _ in range(200):
+    for _ in range(600):  # 30 s at most: a loaded machine; returns once it has finished
         text = await (await client.get(f"/imports/{upload_id}/status")).text()
         if 'hx-trigger="every 1s"' not in text:
             return text

@@ -42,8 +42,15 @@ RETURNING d.id, d.campaign_id, d.contact_id, d.domain, d.attempts, d.first_attem
               AS consent_date_only
 
 -- name: renew_leases
-UPDATE deliveries SET lease_until = now() + make_interval(secs => $2)
-WHERE worker = $1 AND status IN ('claimed', 'sending')
+-- SKIP LOCKED: never waits on a row. The rows it would wait for are being
+-- written by this worker's recorder (a start or an outcome), which locks them
+-- in its own order: a renewal waiting while holding others deadlocked with it
+-- (Postgres aborted one; an aborted start round deferred its messages for a
+-- minute). A row skipped here is renewed a third of a lease later.
+UPDATE deliveries d SET lease_until = now() + make_interval(secs => $2)
+FROM (SELECT id FROM deliveries WHERE worker = $1 AND status IN ('claimed', 'sending')
+      FOR UPDATE SKIP LOCKED) mine
+WHERE d.id = mine.id
 
 -- name: release_batch
 -- Rows never handed to SMTP go back to the queue (shutdown, pause, a start

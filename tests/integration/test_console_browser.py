@@ -182,7 +182,7 @@ async def test_an_operator_creates_checks_launches_pauses_resumes_and_reads_the_
                     await page.click("#resume")
                     await page.wait_for_selector("#pause")
                     await wait_until(lambda: len(sink.recipients) == ELIGIBLE, 90)
-                    for _ in range(100):  # outcomes are recorded in batches, just after
+                    for _ in range(300):  # outcomes are recorded in batches, just after
                         if (
                             await conn.fetchval(
                                 "SELECT count(*) FROM deliveries WHERE status = 'sent'"

@@ -33,7 +33,7 @@ async def test_console_serve_answers_on_its_port_and_stops_on_sigterm(db_url: st
     )  # fmt: skip
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
+            for _ in range(600):  # a new process's imports: up to a minute on a loaded machine
                 try:
                     async with session.get(f"http://127.0.0.1:{port}/healthz") as health:
                         if health.status == 200:

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import asyncpg
+import pytest
 
 from mailer.core.tokens import Keyring
 from mailer.demo.stores import Stores
@@ -100,6 +101,9 @@ def started_at_sink(sink: RecordingHandler) -> dict[int, float]:
     return seen
 
 
+# A hang guard, not a bound on speed: on a loaded 2-core machine the 20 worker starts alone
+# took minutes, and the whole test 7 minutes (pytest's default stops a test at 10).
+@pytest.mark.timeout(1800)
 async def test_kill_9_at_random_points_sends_no_one_twice_loses_no_one_and_leaves_uncertain_only_what_was_in_flight(  # noqa: E501
     stores: Stores, conn: asyncpg.Connection, db_url: str
 ) -> None:

@@ -7,6 +7,7 @@ tokens) one-click-unsubscribed; the tracker answered 200 — and all ten still g
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from mailer.core.settings import DatabaseSettings, Settings, TrackerSettings
 from mailer.core.tokens import Keyring, Purpose, Token
 from mailer.demo.stores import Stores
 from tests.engine_setup import KEYS, add_contacts, engine_for, sample_campaign, settings_for
-from tests.smtp_servers import smtp_server, wait_until
+from tests.smtp_servers import Faults, smtp_server, wait_until
 from tracker.app import create_app
 
 Client = TestClient[web.Request, web.Application]
@@ -47,8 +48,17 @@ async def test_contacts_claimed_and_waiting_for_a_throttled_domain_who_opt_out_a
         tracker=TrackerSettings(base_url="http://127.0.0.1"),
         token_keys=KEYS,
     )
-    with smtp_server() as (port, sink):
-        engine = engine_for(stores, settings_for(port, batch_size=30))
+    # The relay takes two messages, then holds every DATA until the opt-outs are in: however
+    # slow the machine, the last ten cannot reach their start before the tracker answered
+    # (at 5 msg/s alone they had 4 s, the time a loaded machine may take to start the
+    # tracker and post ten opt-outs).
+    with smtp_server(Faults(hold_after=2)) as (port, sink):
+        settings = settings_for(port, batch_size=30)
+        # Held messages wait in DATA: a reply timeout longer than any hold here.
+        patient = dataclasses.replace(
+            settings, smtp=dataclasses.replace(settings.smtp, timeout_s=120.0)
+        )
+        engine = engine_for(stores, patient)
         run = asyncio.create_task(engine.run())
         await wait_until(lambda: len(sink.recipients) >= 2)
         # The last ten of the batch: claimed by the worker (leased to it), not yet sent.
@@ -66,6 +76,7 @@ async def test_contacts_claimed_and_waiting_for_a_throttled_domain_who_opt_out_a
                     headers={"Content-Type": "application/x-www-form-urlencoded"},
                 )
                 assert response.status == 200  # committed before the answer
+        sink.faults.hold_after = None  # the relay takes everything again
         await wait_until(lambda: engine.pending == 0)
         engine.stop.set()
         await run

@@ -54,9 +54,6 @@ async def test_kill_9_after_acceptance_sends_each_message_once_or_leaves_it_unce
         env = worker_env(db_url, port)
         worker = await start_worker(env)
         await wait_until(lambda: len(sink.recipients) >= MESSAGES // 4)
-        in_flight = await conn.fetchval(
-            "SELECT count(*) FROM transactional_messages WHERE status IN ('claimed', 'sending')"
-        )
         worker.send_signal(signal.SIGKILL)
         await worker.wait()
         # The dead worker's lease lapses; a new worker sweeps it to uncertain and sends the rest.
@@ -74,8 +71,9 @@ async def test_kill_9_after_acceptance_sends_each_message_once_or_leaves_it_unce
     assert {a: n for a, n in received.items() if n > 1} == {}  # never twice
     assert set(rows) <= {"sent", "uncertain"}, rows
     # Claimed but never started went back to the queue; only those started (one on the wire,
-    # one asked for ahead, per lane connection: mailer/send/smtp.py) may be uncertain.
-    assert rows.get("uncertain", 0) <= min(in_flight, 2)
+    # one asked for ahead, per lane connection: mailer/send/smtp.py) may be uncertain. The
+    # lane's bound, not a count taken before the kill: the worker went on until the kill.
+    assert rows.get("uncertain", 0) <= 2
     sent = {
         r["email"]
         for r in await conn.fetch(
@@ -100,19 +98,26 @@ async def test_a_notice_enqueued_while_a_large_campaign_sends_reaches_the_sink_f
         lane = lane_for(stores, settings, engine)
         run = asyncio.create_task(run_with_lane(engine, lane))
         await wait_until(lambda: len(sink.recipients) >= 500, within_s=60)
+        # What the campaign holds claimed and not yet sent: what the notice would wait
+        # behind if it went through the campaign's queue and throttle (20 msg/s).
+        queued_then = engine.pending
+        sent_then = len(sink.recipients)
         enqueued_at = time.monotonic()
         await enqueue(
             transactional_store(stores), template="parts_received", to="urgent@example.net",
             data=PARTS,
         )  # fmt: skip
-        await wait_until(lambda: "urgent@example.net" in sink.recipients, within_s=10)
+        await wait_until(lambda: "urgent@example.net" in sink.recipients, within_s=30)
         waited = time.monotonic() - enqueued_at
         campaign_sent_then = len(sink.recipients) - 1
         engine.stop.set()
         await run
-    # Within a bound (generous for a 2-core machine shared with other work), and well before
-    # the campaign's remaining thousands.
-    assert waited < 2.0, waited
+    # Ahead of the campaign's queued messages, not behind them: while it waited, the campaign
+    # sent a small part of what it held (about 20 per second of the notice's way through
+    # claim, render and SMTP, however slow the machine: a fixed bound of 2 s assumed an idle
+    # one), and well before the campaign's remaining thousands.
+    assert queued_then >= 400, queued_then
+    assert campaign_sent_then - sent_then < queued_then / 4, (waited, queued_then)
     assert campaign_sent_then < recipients - 1_000, campaign_sent_then
     sent = await conn.fetchval(
         "SELECT count(*) FROM deliveries WHERE campaign_id = $1 AND status = 'sent'", campaign_id
