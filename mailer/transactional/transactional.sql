@@ -174,9 +174,15 @@ SET status = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,
 WHERE id = ANY($1::bigint[]) AND status = 'claimed' AND worker = $2
 
 -- name: renew_leases
-UPDATE transactional_messages
+-- SKIP LOCKED, as the engine's renewal (send.sql): a row locked now is being
+-- started or recorded by this worker, and waiting on it while holding others
+-- could deadlock with that write; a skipped row is renewed next time.
+UPDATE transactional_messages m
 SET lease_until = now() + make_interval(secs => $2)
-WHERE id = ANY($1::bigint[]) AND status IN ('claimed', 'sending') AND worker = $3
+FROM (SELECT id FROM transactional_messages
+      WHERE id = ANY($1::bigint[]) AND status IN ('claimed', 'sending') AND worker = $3
+      FOR UPDATE SKIP LOCKED) mine
+WHERE m.id = mine.id
 
 -- name: sweep_leases
 -- Leases of a worker that died: a claimed message never reached SMTP and is
