@@ -99,7 +99,10 @@ ANALYZE import_rows
 -- that order (the reader sorts each batch: the email index and the primary
 -- key then fill in order, and the ledger's and topics' ids follow); the batch
 -- recorded with its ids in import_batch for the ledger and topics. Returns
--- how many were created and found.
+-- how many were created and found, and the lowest id created (the ledger
+-- statement tells created contacts from found ones by it). The created rows
+-- come out of `batch` already in address order (found's ORDER BY): no sort
+-- again.
 WITH found AS (
     SELECT (SELECT c FROM contacts c WHERE c.email = r.email) AS stored, r.*
     FROM import_rows r
@@ -118,11 +121,12 @@ WITH found AS (
            b.last_activity_at, coalesce(b.tracking, true)
     FROM batch b
     WHERE b.created
-    ORDER BY b.email
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM created) AS created,
-       (SELECT count(*) FROM batch WHERE NOT created) AS found
+SELECT (SELECT count(*) FROM created) AS created, f.found, f.first_created
+FROM (SELECT count(*) FILTER (WHERE NOT created) AS found,
+             min(id) FILTER (WHERE created) AS first_created
+      FROM batch) f
 
 -- name: import_lock_found
 -- The batch's contacts that existed, and what the file changes about them.
@@ -209,7 +213,11 @@ SELECT (SELECT count(*) FROM locked) AS locked, (SELECT count(*) FROM kept) AS k
 -- consent_current (0005) for the grants recorded here, row by row: a batch
 -- holds each contact once, so each gets at most one new grant and nothing is
 -- grouped or ranked. A contact created by this batch has no row yet: a plain
--- insert of its one grant, which is its best. Others merge as the ledger
+-- insert of its one grant, which is its best. Created by this batch means an
+-- id from $3 up ($3: import_write_contacts' first_created, or the largest
+-- bigint when it created none): ids come from one sequence, so a contact
+-- that the batch found existed before its first nextval and has a lower id;
+-- no join back to the batch to ask. Others merge as the ledger
 -- trigger merges (GREATEST per kind, the best re-ranked), with ON CONFLICT in
 -- contact order: rows another transaction commits meanwhile still count.
 --
@@ -240,7 +248,8 @@ WITH batch AS NOT MATERIALIZED (
 ), summary AS (
     -- One new grant per contact: its pick is its kind's latest and, for a
     -- created contact, its best.
-    SELECT l.contact_id, l.channel, b.created, l.obtained_at AS newest_at,
+    SELECT l.contact_id, l.channel, l.contact_id >= $3::bigint AS created,
+           l.obtained_at AS newest_at,
            CASE l.kind WHEN 'express' THEN p.pick END AS express,
            CASE l.kind WHEN 'implied_purchase' THEN p.pick END AS purchase,
            CASE l.kind WHEN 'implied_contract' THEN p.pick END AS contract,
@@ -249,7 +258,6 @@ WITH batch AS NOT MATERIALIZED (
            l.id AS best_id, l.kind AS best_kind, l.source AS best_source,
            l.obtained_at AS best_obtained_at, (p.pick).valid_until AS best_valid_until
     FROM ledger l
-    JOIN batch b ON b.contact_id = l.contact_id
     CROSS JOIN LATERAL (
         SELECT (l.obtained_at, l.id, consent_valid_until(l.kind, l.obtained_at, l.ends_at),
                 l.source)::consent_pick AS pick OFFSET 0) p
@@ -261,8 +269,7 @@ WITH batch AS NOT MATERIALIZED (
     SELECT n.contact_id, n.channel, n.newest_at, false, NULL, n.express, n.purchase,
            n.contract, n.inquiry, n.publication, n.best_id, n.best_kind, n.best_source,
            n.best_obtained_at, n.best_valid_until
-    FROM summary n WHERE n.created
-    ORDER BY n.contact_id
+    FROM summary n WHERE n.created  -- in contact order already: the ledger's ORDER BY
     RETURNING 1
 ), merged AS (
     INSERT INTO consent_current AS s
