@@ -208,7 +208,9 @@ SELECT (SELECT count(*) FROM locked) AS locked, (SELECT count(*) FROM kept) AS k
 -- this batch has no ledger to probe. Evidence names the file and line (CASL
 -- s.13: proof of consent). Whether a date came with a time is how it is
 -- printed, not which consent it is: a grant held at the same instant is the
--- same grant.
+-- same grant. $2 is the evidence's part common to every line ({"import_id",
+-- "file"}): one pair built per row instead of three (a third of the cost of
+-- building the evidence, measured).
 --
 -- consent_current (0005) for the grants recorded here, row by row: a batch
 -- holds each contact once, so each gets at most one new grant and nothing is
@@ -233,7 +235,7 @@ WITH batch AS NOT MATERIALIZED (
     INSERT INTO consents (contact_id, channel, action, kind, source, obtained_at, ends_at,
                           evidence, obtained_date_only, ends_date_only)
     SELECT b.contact_id, b.channel, 'grant', b.kind, b.source, b.obtained_at, b.ends_at,
-           jsonb_build_object('import_id', $1::bigint, 'file', $2::text, 'line', b.line),
+           $2::jsonb || jsonb_build_object('line', b.line),
            b.obtained_date_only, b.ends_date_only
     FROM batch b
     WHERE b.kind IS NOT NULL

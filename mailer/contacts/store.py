@@ -152,7 +152,7 @@ class ContactImport:
         ledger = await conn.fetchrow(
             Q("import_write_ledger"),
             self.import_id,
-            self._file_name,
+            {"import_id": self.import_id, "file": self._file_name},
             _NO_ID if first_created is None else first_created,
         )
         assert ledger is not None
