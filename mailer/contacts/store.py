@@ -34,6 +34,8 @@ Q = Queries("mailer.contacts", "contacts.sql")
 Conn = PoolConnectionProxy
 # pg_advisory_xact_lock key of the contact import ("import" in ASCII).
 IMPORT_LOCK_KEY = 0x696D706F7274
+# Above every contact id: import_write_ledger's first created id when a batch created none.
+_NO_ID = 2**63 - 1
 
 
 _STAGING_COLUMNS = (
@@ -146,7 +148,13 @@ class ContactImport:
         if written["found"]:
             await conn.execute(Q("import_lock_found"), self._floor)
             clock = lap("lock_found", clock)
-        ledger = await conn.fetchrow(Q("import_write_ledger"), self.import_id, self._file_name)
+        first_created = written["first_created"]
+        ledger = await conn.fetchrow(
+            Q("import_write_ledger"),
+            self.import_id,
+            {"import_id": self.import_id, "file": self._file_name},
+            _NO_ID if first_created is None else first_created,
+        )
         assert ledger is not None
         counts["consents"] += ledger["consents"]
         counts["topics"] += ledger["topics"]
