@@ -121,9 +121,7 @@ class ReportStore:
     ) -> list[ContactEvent]:
         """A keyset page of the contact's events, newest first, below (time, kind, ref, tie)."""
         at, kind, ref, tie = before if before else (None, None, None, None)
-        rows = await self.pool.fetch(
-            Q("contact_activity"), contact_id, at, kind, ref, limit, tie
-        )
+        rows = await self.pool.fetch(Q("contact_activity"), contact_id, at, kind, ref, limit, tie)
         return [ContactEvent(**r) for r in rows]
 
     async def across_campaigns(
