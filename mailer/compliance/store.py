@@ -230,6 +230,7 @@ class ComplianceStore:
                 counts["transactional_scrubbed"] = affected(
                     await conn.execute(Q("erase_transactional"))
                 )
+                counts["rejects_dropped"] = affected(await conn.execute(Q("erase_rejects"), hashes))
                 log = await conn.fetchrow(
                     Q("privacy_log_insert"),
                     action,
