@@ -224,7 +224,7 @@ RETURNING id
 
 -- name: campaign_status_counts
 -- Every delivery of the campaign by state. Queued and deferred rows are
--- counted through deliveries_claimable_idx, the others through
+-- counted through deliveries_claimable_idx (it carries their state: index-only), the others through
 -- deliveries_campaign_status_idx (migration 0006): each index holds only its
 -- states, so the question is asked of each.
 SELECT status, count(*) AS n FROM deliveries
