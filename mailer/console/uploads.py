@@ -6,7 +6,8 @@ to a task that runs `mailer contacts import` (mailer.contacts.imports.import_con
 process's live row count while the task runs. Every outcome (done, refused with nothing
 written, failed) is recorded with the rejects file, and the import in the operator log.
 On shutdown running imports are cancelled: their one transaction rolls back, and the row
-says so.
+says so. A process killed outright says nothing: it stops renewing its uploads' leases, and
+the upkeep of the next console process marks them `interrupted` (console/upkeep.py).
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ class Uploads:
         self.tallies.pop(upload_id, None)
         if done is not None and not done.cancelled() and done.exception() is not None:
             # Its end could not be recorded (the database, the rejects' size): said here,
-            # since nothing awaits the task; its row stays `running`.
+            # since nothing awaits the task; its lease is no longer renewed, so the upkeep
+            # marks it `interrupted` once the lease runs out.
             log.error("upload %d: recording its end failed: %r", upload_id, done.exception())
 
     async def _run(
