@@ -309,9 +309,12 @@ class CampaignStore:
         )
         return {r["status"]: int(r["n"]) for r in rows}
 
-    async def campaigns_overview(self, finished: int = 20) -> list[CampaignOverview]:
-        """Every unfinished campaign and the `finished` latest finished ones, with progress."""
-        rows = await self.pool.fetch(Q("campaigns_overview"), finished)
+    async def campaigns_overview(
+        self, finished: int = 20, *, finished_counts: bool = True
+    ) -> list[CampaignOverview]:
+        """Every unfinished campaign and the `finished` latest finished ones, with progress;
+        without `finished_counts`, a finished one's counts hold only its uncertain rows."""
+        rows = await self.pool.fetch(Q("campaigns_overview"), finished, finished_counts)
         return [CampaignOverview(**r) for r in rows]
 
     async def audience_breakdown(
