@@ -355,12 +355,16 @@ class CampaignStore:
         paused = await self.pool.fetchval(Q("campaign_pause_for_reputation"), campaign_id, reason)
         return paused is not None
 
-    async def resend_uncertain(self, campaign_id: int) -> int:
-        """Queue the uncertain rows again and, if the campaign was done, run it again."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            count = affected(await conn.execute(Q("resend_uncertain"), campaign_id))
-            if count:
-                await conn.execute(Q("campaign_reopen"), campaign_id)
+    async def resend_uncertain(self, campaign_id: int, conn: Conn | None = None) -> int:
+        """Queue the uncertain rows again and, if the campaign was done, run it again (on
+        `conn`'s transaction if given: the caller's, with its operator-log line)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.pool.acquire())
+            async with conn.transaction():
+                count = affected(await conn.execute(Q("resend_uncertain"), campaign_id))
+                if count:
+                    await conn.execute(Q("campaign_reopen"), campaign_id)
         return count
 
 

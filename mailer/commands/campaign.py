@@ -228,7 +228,9 @@ async def resend_uncertain(args: argparse.Namespace, settings: Settings) -> int:
                 f"queues these {count:,} deliveries again."
             )
             return 1
-        resent = await store.resend_uncertain(spec.id)
+        async with logged_write(pool, "campaign.resend_uncertain", "campaign", args.campaign) as w:
+            resent = await store.resend_uncertain(spec.id, w.conn)
+            w.detail["resent"] = resent
         console.print(f"{resent:,} uncertain deliveries queued again")
         return 0
 
