@@ -10,7 +10,7 @@ from typing import Any
 
 from mailer.api.keys import ApiKey, ApiKeyError, parse_scopes
 from mailer.api.store import ApiStore
-from mailer.compliance.store import log_operator_action
+from mailer.compliance.store import ActorKind, log_operator_action
 from mailer.db import Pool
 
 
@@ -35,17 +35,20 @@ async def create_key(
     scopes_text: str,
     expires_text: str | None,
     detail: Mapping[str, Any] | None = None,
+    actor_kind: ActorKind = "operator",
 ) -> tuple[ApiKey, list[str], str]:
-    """A new key: its row, its scopes and its text (shown once; only the hash is kept)."""
+    """A new key: its row, its scopes and its text (shown once; only the hash is kept).
+    The key and its operator-log line commit together."""
     if not name.strip():
         raise ApiKeyError("name: who uses the key ('dms', 'website'…)")
     scopes = parse_scopes(scopes_text)
     expires = when(expires_text) if expires_text else None
-    key, text = await ApiStore(pool).key_create(name.strip(), scopes, expires)
-    await log_operator_action(
-        pool, "operator", actor, "api_key.create", "api_key", key.prefix,
-        {"name": name.strip(), "scopes": scopes, **(detail or {})},
-    )  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        key, text = await ApiStore(pool).key_create(name.strip(), scopes, expires, conn)
+        await log_operator_action(
+            conn, actor_kind, actor, "api_key.create", "api_key", key.prefix,
+            {"name": name.strip(), "scopes": scopes, **(detail or {})},
+        )  # fmt: skip
     return key, scopes, text
 
 
@@ -56,6 +59,7 @@ async def change_key(
     action: str,
     at: datetime | None = None,
     detail: Mapping[str, Any] | None = None,
+    actor_kind: ActorKind = "operator",
 ) -> list[str]:
     """Revoke (`action` "revoke") or expire at `at` (now by default) the key(s) with this prefix
     or name; the prefixes changed (none: no such active key)."""
@@ -68,6 +72,6 @@ async def change_key(
         )
         for prefix in changed:
             await log_operator_action(
-                conn, "operator", actor, f"api_key.{action}", "api_key", prefix, detail
+                conn, actor_kind, actor, f"api_key.{action}", "api_key", prefix, detail
             )
     return changed

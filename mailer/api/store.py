@@ -35,11 +35,11 @@ class ApiStore:
         self.pool = pool
 
     async def key_create(
-        self, name: str, scopes: list[str], expires_at: datetime | None
+        self, name: str, scopes: list[str], expires_at: datetime | None, conn: Conn | None = None
     ) -> tuple[ApiKey, str]:
         """A new key: its stored row and the key text (shown once, never stored)."""
         made = new_key()
-        row = await self.pool.fetchrow(
+        row = await (conn or self.pool).fetchrow(
             Q("key_create"), name, made.prefix, made.secret_hash, scopes, expires_at
         )
         assert row is not None  # INSERT … RETURNING

@@ -46,13 +46,19 @@ def sources_of(target: str) -> list[str]:
 
 
 async def create(
-    store: CampaignStore, path: Path, templates_dir: Path, *, slug: str | None = None
+    store: CampaignStore,
+    path: Path,
+    templates_dir: Path,
+    *,
+    slug: str | None = None,
+    conn: Conn | None = None,
 ) -> tuple[int, CampaignDefinition]:
-    """Create a draft campaign from a campaign file (optionally under another slug)."""
+    """Create a draft campaign from a campaign file (optionally under another slug); with
+    `conn`, in its transaction (the CLI's, with its operator-log line)."""
     definition = load(path, templates_dir)
     if slug is not None:
         definition = dataclasses.replace(definition, slug=slug)
-    return await create_from_definition(store, definition, templates_dir, str(path))
+    return await create_from_definition(store, definition, templates_dir, str(path), conn=conn)
 
 
 async def create_from_text(

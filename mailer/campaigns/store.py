@@ -309,9 +309,12 @@ class CampaignStore:
         )
         return {r["status"]: int(r["n"]) for r in rows}
 
-    async def campaigns_overview(self, finished: int = 20) -> list[CampaignOverview]:
-        """Every unfinished campaign and the `finished` latest finished ones, with progress."""
-        rows = await self.pool.fetch(Q("campaigns_overview"), finished)
+    async def campaigns_overview(
+        self, finished: int = 20, *, finished_counts: bool = True
+    ) -> list[CampaignOverview]:
+        """Every unfinished campaign and the `finished` latest finished ones, with progress;
+        without `finished_counts`, a finished one's counts hold only its uncertain rows."""
+        rows = await self.pool.fetch(Q("campaigns_overview"), finished, finished_counts)
         return [CampaignOverview(**r) for r in rows]
 
     async def audience_breakdown(
@@ -352,12 +355,16 @@ class CampaignStore:
         paused = await self.pool.fetchval(Q("campaign_pause_for_reputation"), campaign_id, reason)
         return paused is not None
 
-    async def resend_uncertain(self, campaign_id: int) -> int:
-        """Queue the uncertain rows again and, if the campaign was done, run it again."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            count = affected(await conn.execute(Q("resend_uncertain"), campaign_id))
-            if count:
-                await conn.execute(Q("campaign_reopen"), campaign_id)
+    async def resend_uncertain(self, campaign_id: int, conn: Conn | None = None) -> int:
+        """Queue the uncertain rows again and, if the campaign was done, run it again (on
+        `conn`'s transaction if given: the caller's, with its operator-log line)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.pool.acquire())
+            async with conn.transaction():
+                count = affected(await conn.execute(Q("resend_uncertain"), campaign_id))
+                if count:
+                    await conn.execute(Q("campaign_reopen"), campaign_id)
         return count
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ from mailer.api import key_admin
 from mailer.api.keys import ApiKeyError
 from mailer.api.store import ApiStore
 from mailer.commands.console import console, err, open_pool, stop_on_signals
+from mailer.commands.oplog import cli_actor
 from mailer.core.settings import Settings
 
 
@@ -21,7 +21,7 @@ async def keys_create(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
         try:
             key, scopes, text = await key_admin.create_key(
-                pool, getpass.getuser(), args.name, args.scopes, args.expires
+                pool, cli_actor(), args.name, args.scopes, args.expires, actor_kind="cli"
             )
         except ApiKeyError as exc:
             err.print(f"[red]error:[/] {exc}", highlight=False)
@@ -67,7 +67,9 @@ async def _change(args: argparse.Namespace, settings: Settings, action: str) -> 
         err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
     async with open_pool(settings) as pool:
-        changed = await key_admin.change_key(pool, getpass.getuser(), args.key, action, at)
+        changed = await key_admin.change_key(
+            pool, cli_actor(), args.key, action, at, {"via": "cli"}, actor_kind="cli"
+        )
     if not changed:
         err.print(f"[red]error:[/] no active key named or prefixed {args.key!r}", highlight=False)
         return 2

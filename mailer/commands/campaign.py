@@ -21,6 +21,7 @@ from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.preview import PreviewError, compose_preview
 from mailer.campaigns.store import CampaignStore
 from mailer.commands.console import at_of, console, day, err, open_pool, stop_on_signals
+from mailer.commands.oplog import logged_write
 from mailer.contacts.store import ContactStore
 from mailer.core import consent
 from mailer.core.reputation import describe
@@ -44,9 +45,11 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 async def create(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
-        campaign_id, definition = await lifecycle.create(
-            CampaignStore(pool), Path(args.file), Path(args.templates)
-        )
+        async with logged_write(pool, "campaign.create", "campaign") as w:
+            campaign_id, definition = await lifecycle.create(
+                CampaignStore(pool), Path(args.file), Path(args.templates), conn=w.conn
+            )
+            w.object_id = definition.slug
         console.print(f"campaign [bold]{definition.slug}[/] created (id {campaign_id}, draft)")
         return 0
 
@@ -122,7 +125,11 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
         print_findings(deliverability.check(settings, definition))
         lifecycle.sending_setup(settings, args.campaign, definition)  # a fatal one: refused
         limits = RenderLimits.from_settings(settings.engine)
-        launched = await lifecycle.launch(campaigns, args.campaign, datetime.now(UTC), limits)
+        async with logged_write(pool, "campaign.send", "campaign", args.campaign) as w:
+            launched = await lifecycle.launch(
+                campaigns, args.campaign, datetime.now(UTC), limits, conn=w.conn
+            )
+            w.detail["added"] = launched.freeze.added
         counts = launched.freeze.counts
         console.print(
             f"audience frozen: {counts.get('eligible', 0):,} eligible, "
@@ -194,8 +201,10 @@ def uncertain_explained(count: int, slug: str) -> str:
 
 
 async def transition(args: argparse.Namespace, settings: Settings, target: str) -> int:
+    verb = {"paused": "pause", "running": "resume", "cancelled": "cancel"}.get(target, target)
     async with open_pool(settings) as pool:
-        await lifecycle.transition(CampaignStore(pool), args.campaign, target)
+        async with logged_write(pool, f"campaign.{verb}", "campaign", args.campaign) as w:
+            await lifecycle.transition(CampaignStore(pool), args.campaign, target, conn=w.conn)
         console.print(f"{args.campaign}: {target}")
         return 0
 
@@ -219,7 +228,9 @@ async def resend_uncertain(args: argparse.Namespace, settings: Settings) -> int:
                 f"queues these {count:,} deliveries again."
             )
             return 1
-        resent = await store.resend_uncertain(spec.id)
+        async with logged_write(pool, "campaign.resend_uncertain", "campaign", args.campaign) as w:
+            resent = await store.resend_uncertain(spec.id, w.conn)
+            w.detail["resent"] = resent
         console.print(f"{resent:,} uncertain deliveries queued again")
         return 0
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from mailer.campaigns.store import CampaignStore
 from mailer.commands.console import console, err, open_pool
+from mailer.commands.oplog import logged_write
 from mailer.compliance import archive
 from mailer.compliance.audit import export_audit
 from mailer.compliance.privacy import (
@@ -30,7 +31,7 @@ from mailer.compliance.privacy import (
 )
 from mailer.compliance.rights import erase_contact, export_contact
 from mailer.compliance.store import ComplianceStore
-from mailer.core.addresses import InvalidAddress, normalise
+from mailer.core.addresses import InvalidAddress, address_hash, normalise
 from mailer.core.settings import Settings
 
 
@@ -185,7 +186,10 @@ async def contacts_erase(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 1
         try:
-            done = await erase_contact(store, email, operator())
+            # Named by the address's hash, as the API logs it: the log outlives the erasure.
+            hashed = address_hash(email).hex()
+            async with logged_write(pool, "contacts.erase", "contact", hashed) as w:
+                done = await erase_contact(store, email, operator(), w.conn)
         except ErasureBusy as exc:
             console.print(f"[red]error:[/] {exc}", highlight=False)
             return 1

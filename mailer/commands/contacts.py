@@ -15,6 +15,7 @@ from mailer.campaigns import audience
 from mailer.campaigns.store import CampaignStore
 from mailer.commands import transactional
 from mailer.commands.console import at_of, console, day, err, open_pool
+from mailer.commands.oplog import logged_write
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
 from mailer.contacts.store import ContactStore, ImportRefused
@@ -294,17 +295,22 @@ async def suppress_import(args: argparse.Namespace, settings: Settings) -> int:
         except imports.SuppressionTargetError as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             return 2
-        result, rejected = await imports.import_suppressions(
-            store,
-            Path(args.file),
-            reason=args.reason,
-            scope=args.scope,
-            channel=args.channel,
-            topic_id=topic_id,
-            source=args.source or Path(args.file).name,
-            encoding=args.encoding,
-            delimiter=args.delimiter,
-        )
+        source = args.source or Path(args.file).name
+        detail = {"reason": args.reason, "scope": args.scope, "source": source}
+        async with logged_write(pool, "suppressions.import", "suppression", None, detail) as w:
+            result, rejected = await imports.import_suppressions(
+                store,
+                Path(args.file),
+                reason=args.reason,
+                scope=args.scope,
+                channel=args.channel,
+                topic_id=topic_id,
+                source=source,
+                encoding=args.encoding,
+                delimiter=args.delimiter,
+                conn=w.conn,
+            )
+            w.detail.update(added=result.added, rejected=result.rows_rejected)
     _print_rejects(rejected[:20], len(rejected), None)
     console.print(
         f"{result.rows_valid} address(es) read, {result.added} new suppression(s), "

@@ -97,8 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "console":
         from mailer.console import app as console_app
 
-        console_app.serve(settings)  # aiohttp's run_app: its own loop, SIGTERM/SIGINT
-        return 0
+        return console_app.serve(settings)  # its own loop; SIGTERM/SIGINT stop it
     handler: Handler = args.handler
     try:
         return _run(handler(args, settings))

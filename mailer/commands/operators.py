@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from mailer.commands.console import console, err, open_pool
+from mailer.commands.oplog import cli_actor
 from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Role
 from mailer.console.enrolment import EnrolmentError, add_operator
@@ -39,8 +40,9 @@ async def operators_add(args: argparse.Namespace, settings: Settings) -> int:
                 role,
                 locale=args.locale,
                 password=password,
-                actor=getpass.getuser(),
+                actor=cli_actor(),
                 compliance=ComplianceStore(pool),
+                actor_kind="cli",
             )
         except EnrolmentError as exc:
             err.print(f"[red]error:[/] {exc}")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 from typing import Any
 
 from prometheus_client import REGISTRY, start_http_server
 from rich.table import Table
 
 from mailer.commands.console import console, err, open_pool, stop_on_signals
-from mailer.compliance.store import log_operator_action
+from mailer.commands.oplog import cli_actor, log_cli, logged_write
 from mailer.core.settings import Settings
 from mailer.webhooks.dispatcher import EVENT_TYPES, WebhookMetrics, dispatch
 from mailer.webhooks.endpoints import WebhookInputError, add_endpoint, replay_window
@@ -21,14 +20,15 @@ from mailer.webhooks.store import WebhookStore
 async def webhooks_add(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
         try:
-            endpoint, secret = await add_endpoint(WebhookStore(pool), args.url, args.events)
+            async with logged_write(pool, "webhook.add", "webhook") as w:
+                endpoint, secret = await add_endpoint(
+                    WebhookStore(pool), args.url, args.events, w.conn
+                )
+                w.object_id = str(endpoint.id)
+                w.detail.update(url=endpoint.url, events=endpoint.events)
         except WebhookInputError as exc:
             err.print(f"[red]error:[/] {exc}", highlight=False)
             return 2
-        await log_operator_action(
-            pool, "operator", getpass.getuser(), "webhook.add", "webhook", str(endpoint.id),
-            {"url": endpoint.url, "events": endpoint.events},
-        )  # fmt: skip
     events = ", ".join(endpoint.events)
     console.print(f"endpoint {endpoint.id}: {endpoint.url} ({events})", highlight=False)
     # Shown once: the receiver verifies signatures with it.
@@ -58,9 +58,7 @@ async def webhooks_enable(args: argparse.Namespace, settings: Settings) -> int:
             err.print(f"[red]error:[/] no webhook endpoint {args.endpoint}")
             return 2
         due = await store.endpoint_enable(args.endpoint)
-        await log_operator_action(
-            pool, "operator", getpass.getuser(), "webhook.enable", "webhook", str(args.endpoint)
-        )
+        await log_cli(pool, "webhook.enable", "webhook", str(args.endpoint))
     console.print(f"endpoint {args.endpoint} enabled; {due} pending event(s) due now")
     return 0
 
@@ -71,12 +69,9 @@ async def webhooks_disable(args: argparse.Namespace, settings: Settings) -> int:
         if not await store.endpoint_exists(args.endpoint):
             err.print(f"[red]error:[/] no webhook endpoint {args.endpoint}")
             return 2
-        done = await store.endpoint_disable(args.endpoint, f"disabled by {getpass.getuser()}")
+        done = await store.endpoint_disable(args.endpoint, f"disabled by {cli_actor()}")
         if done:
-            await log_operator_action(
-                pool, "operator", getpass.getuser(), "webhook.disable", "webhook",
-                str(args.endpoint),
-            )  # fmt: skip
+            await log_cli(pool, "webhook.disable", "webhook", str(args.endpoint))
     state = "disabled" if done else "was already disabled"
     console.print(f"endpoint {args.endpoint} {state}; its events wait until it is enabled")
     return 0
@@ -94,8 +89,8 @@ async def webhooks_replay(args: argparse.Namespace, settings: Settings) -> int:
             err.print(f"[red]error:[/] no webhook endpoint {args.endpoint}")
             return 2
         queued = await store.replay(args.endpoint, since, until)
-        await log_operator_action(
-            pool, "operator", getpass.getuser(), "webhook.replay", "webhook", str(args.endpoint),
+        await log_cli(
+            pool, "webhook.replay", "webhook", str(args.endpoint),
             {"since": since.isoformat(), "until": until.isoformat(), "queued": queued},
         )  # fmt: skip
     console.print(f"{queued} event(s) queued again for endpoint {args.endpoint}")

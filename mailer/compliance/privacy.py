@@ -78,6 +78,8 @@ class Erasure:
     performed_at: datetime
     # Transactional messages stripped of their data and render inputs (unsent ones skipped).
     transactional_scrubbed: int = 0
+    # Console rejects files dropped because they held an erased address.
+    rejects_dropped: int = 0
 
     @classmethod
     def from_counts(cls, counts: Mapping[str, Any]) -> Erasure:
@@ -96,7 +98,8 @@ class Erasure:
             "unsubscribes) stripped to their hash and status",
             f"{self.deliveries_skipped:,} unsent deliveries skipped, "
             f"{self.deliveries_scrubbed:,} SMTP replies dropped, "
-            f"{self.transactional_scrubbed:,} transactional message(s) stripped of their data",
+            f"{self.transactional_scrubbed:,} transactional message(s) stripped of their data, "
+            f"{self.rejects_dropped:,} console rejects file(s) dropped",
             f"logged as privacy_log #{self.log_id} by {self.db_user} at "
             f"{self.performed_at:%Y-%m-%d %H:%M:%S} UTC",
         ]

@@ -16,7 +16,7 @@ from mailer.db import Queries, affected
 
 Q = Queries("mailer.compliance", "compliance.sql")
 
-ActorKind = Literal["api_key", "operator"]
+ActorKind = Literal["api_key", "operator", "cli"]
 # A pool (the write is the log line alone) or the connection whose transaction
 # holds the write being logged (the usual case: both commit, or neither).
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
@@ -230,6 +230,7 @@ class ComplianceStore:
                 counts["transactional_scrubbed"] = affected(
                     await conn.execute(Q("erase_transactional"))
                 )
+                counts["rejects_dropped"] = affected(await conn.execute(Q("erase_rejects"), hashes))
                 log = await conn.fetchrow(
                     Q("privacy_log_insert"),
                     action,

@@ -8,8 +8,10 @@ its CSRF token. Handlers live in the page modules; each is marked with the role 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -243,11 +245,34 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def serve(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT (aiohttp's run_app handles both)."""
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT (0), or until the console's upkeep dies (1)."""
     c = settings.console
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    log.info("console on http://%s:%d (public URL %s)", c.host, c.port, c.base_url)
+    return asyncio.run(_serve(create_app(settings), c.host, c.port, c.base_url))
+
+
+async def _serve(app: web.Application, host: str, port: int, base_url: str) -> int:
     # No access log: its lines would carry addresses (/contacts/{email}, ?email=) into
     # logs that no erasure reaches.
-    web.run_app(create_app(settings), host=c.host, port=c.port, print=None, access_log=None)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("console on http://%s:%d (public URL %s)", host, port, base_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        stopping = asyncio.ensure_future(stop.wait())
+        upkeep = app[uploads.UPKEEP]
+        await asyncio.wait([stopping, upkeep], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not stop.is_set():
+            # Watched: without it uploads would stay unleased and rejects kept.
+            why = "cancelled" if upkeep.cancelled() else repr(upkeep.exception())
+            log.critical("console upkeep stopped (%s): stopping the console", why)
+            return 1
+        return 0
+    finally:
+        await runner.cleanup()

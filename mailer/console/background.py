@@ -55,6 +55,10 @@ class Background(Generic[T]):
         self.wait_s = wait_s
         self.keep = keep  # keys remembered (campaigns looked at), oldest dropped first
         self._entries: dict[Hashable, _Entry[T]] = {}
+        # Refreshes of keys dropped from `_entries`, cancelled but maybe not yet finished:
+        # held until they end, so close() awaits them too (a task the loop still runs when
+        # it closes is "destroyed but pending", its connection never handed back).
+        self._evicted: set[asyncio.Task[None]] = set()
 
     async def get(
         self, key: Hashable, compute: Callable[[], Awaitable[T]], *, fresh: bool = False
@@ -64,7 +68,9 @@ class Background(Generic[T]):
         self._entries[key] = entry  # most recently used last
         while len(self._entries) > self.keep:
             old = self._entries.pop(next(iter(self._entries)))
-            if old.task is not None:
+            if old.task is not None and not old.task.done():
+                self._evicted.add(old.task)
+                old.task.add_done_callback(self._evicted.discard)
                 old.task.cancel()
         stale = fresh or time.monotonic() >= entry.fresh_until
         if stale and entry.task is None:
@@ -99,4 +105,6 @@ class Background(Generic[T]):
         tasks = [e.task for e in self._entries.values() if e.task is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # The evicted ones were cancelled already: cancelling again would interrupt their
+        # unwinding (a connection on its way back to the pool).
+        await asyncio.gather(*tasks, *self._evicted, return_exceptions=True)

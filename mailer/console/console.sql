@@ -105,22 +105,46 @@ DELETE FROM console_login_failures WHERE key = $1
 -- A new upload; on the way, rejects finished over 30 days ago are dropped: they hold the
 -- addresses of rows never imported, kept to be fixed, not for ever (GDPR art. 5(1)(e)).
 WITH swept AS (
-    UPDATE console_uploads SET rejects_gz = NULL
+    UPDATE console_uploads SET rejects_gz = NULL, rejects_hashes = NULL
     WHERE rejects_gz IS NOT NULL AND finished_at < now() - interval '30 days'
 )
-INSERT INTO console_uploads (kind, file_name, operator_email, options)
-VALUES ($1, $2, $3, $4) RETURNING id
+INSERT INTO console_uploads (kind, file_name, operator_email, options, lease_until)
+VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second') RETURNING id
 
 -- name: upload_finish
--- Once, from 'running': a finished upload is never rewritten.
+-- Once, from 'running': a finished upload is never rewritten. Also from 'interrupted':
+-- a process that was alive after all (its lease renewal late) says how the import
+-- really ended. $8: the sha256 of each address in the rejects, for an erasure to find.
 UPDATE console_uploads
 SET state = $2, import_id = $3, summary = $4, error = $5, rows_rejected = $6,
-    rejects_gz = $7, finished_at = now()
-WHERE id = $1 AND state = 'running'
+    rejects_gz = $7, rejects_hashes = $8, finished_at = now()
+WHERE id = $1 AND state IN ('running', 'interrupted')
+
+-- name: upload_leases_renew
+-- The console's upkeep renews the lease of each upload this process is importing.
+UPDATE console_uploads SET lease_until = now() + $2 * interval '1 second'
+WHERE id = ANY($1::bigint[]) AND state = 'running'
+
+-- name: uploads_interrupted
+-- Uploads whose process stopped renewing their lease (killed, crashed): their import's
+-- transaction died with it, so nothing was imported; said so instead of `running`.
+UPDATE console_uploads
+SET state = 'interrupted', finished_at = now(),
+    error = 'the console process importing it stopped: nothing was imported'
+WHERE state = 'running' AND lease_until < now()
+RETURNING id
+
+-- name: uploads_rejects_expire
+-- Rejects finished over 30 days ago are dropped, by the console's upkeep (hourly) as
+-- well as at each new upload: they hold the addresses of rows never imported, kept to
+-- be fixed, not for ever (GDPR art. 5(1)(e)).
+UPDATE console_uploads SET rejects_gz = NULL, rejects_hashes = NULL
+WHERE rejects_gz IS NOT NULL AND finished_at < now() - interval '30 days'
 
 -- name: upload_get
 SELECT id, kind, file_name, operator_email, options, state, import_id, summary, error,
-       rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at
+       rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at,
+       rejects_erased_at
 FROM console_uploads WHERE id = $1
 
 -- name: upload_rejects
@@ -130,7 +154,8 @@ SELECT rejects_gz FROM console_uploads WHERE id = $1
 -- Newest first, a keyset page below id $1 (NULL: the first page); the list never reads
 -- the rejects themselves.
 SELECT id, kind, file_name, operator_email, options, state, import_id, summary, error,
-       rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at
+       rows_rejected, rejects_gz IS NOT NULL AS has_rejects, started_at, finished_at,
+       rejects_erased_at
 FROM console_uploads WHERE $1::bigint IS NULL OR id < $1
 ORDER BY id DESC LIMIT $2
 

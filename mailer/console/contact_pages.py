@@ -30,22 +30,26 @@ def _delivery_cursor(text: str) -> int | None:
     return int(text)
 
 
-def _event_cursor(text: str) -> tuple[datetime, str, int] | None:
-    """`?events=TIME~KIND~REF`: the page below that event (keyset on the timeline's order)."""
+def _event_cursor(text: str) -> tuple[datetime, str, int, int] | None:
+    """`?events=TIME~KIND~REF~TIE`: the page below that event (keyset on the timeline's order;
+    TIE tells apart events of one delivery in the same microsecond)."""
     if not text:
         return None
     try:
-        at, kind, ref = text.split("~")
+        at, kind, ref, tie = text.split("~")
         when = datetime.fromisoformat(at)
-        if when.tzinfo is None or not ref.isdigit() or len(ref) > 18:
+        for number in (ref, tie):
+            if not number.isdigit() or len(number) > 18:
+                raise ValueError(text)
+        if when.tzinfo is None:
             raise ValueError(text)
     except ValueError:
-        raise web.HTTPBadRequest(text="events: TIME~KIND~REF from a next-page link") from None
-    return when, kind, int(ref)
+        raise web.HTTPBadRequest(text="events: TIME~KIND~REF~TIE from a next-page link") from None
+    return when, kind, int(ref), int(tie)
 
 
 def event_key(event: ContactEvent) -> str:
-    return f"{event.at.isoformat()}~{event.kind}~{event.ref}"
+    return f"{event.at.isoformat()}~{event.kind}~{event.ref}~{event.tie}"
 
 
 def _email(request: web.Request) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mailer.compliance.store import ComplianceStore
+from mailer.compliance.store import ActorKind, ComplianceStore
 from mailer.console.accounts import Role, hash_password, new_token, password_problem, token_hash
 from mailer.console.store import ConsoleStore
 from mailer.core.settings import Settings
@@ -31,6 +31,7 @@ async def add_operator(
     password: str | None = None,
     actor: str,
     compliance: ComplianceStore,
+    actor_kind: ActorKind = "operator",
 ) -> Enrolled:
     """A new operator with `password`, or with a one-time link to set one; logged as done
     by `actor` (an operator's login, or the system user running the CLI)."""
@@ -57,7 +58,7 @@ async def add_operator(
     if found is None:
         raise EnrolmentError(f"{email} already has an account")
     await compliance.log_operator_action(
-        "operator",
+        actor_kind,
         actor,
         "operator.add",
         "operator",

@@ -52,6 +52,16 @@ PAGE_WORDS: dict[str, tuple[str, str]] = {
     "upload_done": ("done", "terminée"),
     "upload_refused": ("refused, nothing imported", "refusée, rien d'importé"),
     "upload_failed": ("failed, nothing imported", "échouée, rien d'importé"),
+    "upload_interrupted": (
+        "interrupted (its console process stopped), nothing imported",
+        "interrompue (son processus de la console s'est arrêté), rien d'importé",
+    ),
+    "rejects_erased": (
+        "The rejected rows were deleted on {day}: they held the address of a person whose "
+        "data was erased.",
+        "Les lignes refusées ont été supprimées le {day} : elles contenaient l'adresse "
+        "d'une personne dont les données ont été effacées.",
+    ),
     "rows_so_far": ("{rows} rows read so far.", "{rows} lignes lues jusqu'ici."),
     "running_elsewhere": (
         "Running in another console process.",

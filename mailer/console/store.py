@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from mailer.console.accounts import Operator, Role
-from mailer.db import Queries
+from mailer.db import Queries, affected
 
 Q = Queries("mailer.console", "console.sql")
 
@@ -46,7 +46,7 @@ class Upload:
     file_name: str
     operator_email: str
     options: Mapping[str, Any]
-    state: str  # running | done | refused | failed
+    state: str  # running | done | refused | failed | interrupted (its process died)
     import_id: int | None
     summary: Mapping[str, Any]
     error: str | None
@@ -54,6 +54,7 @@ class Upload:
     has_rejects: bool
     started_at: datetime
     finished_at: datetime | None
+    rejects_erased_at: datetime | None  # its rejects held an address since erased
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +224,28 @@ class ConsoleStore:
     # ------------------------------------------------------------ uploads
 
     async def upload_begin(
-        self, kind: str, file_name: str, operator_email: str, options: Mapping[str, Any]
+        self,
+        kind: str,
+        file_name: str,
+        operator_email: str,
+        options: Mapping[str, Any],
+        lease_s: float,
     ) -> int:
         return int(
             await self.pool.fetchval(
-                Q("upload_begin"), kind, file_name, operator_email, dict(options)
+                Q("upload_begin"), kind, file_name, operator_email, dict(options), lease_s
             )
         )
+
+    async def upload_leases_renew(self, upload_ids: list[int], lease_s: float) -> None:
+        await self.pool.execute(Q("upload_leases_renew"), upload_ids, lease_s)
+
+    async def uploads_interrupted(self) -> list[int]:
+        """Mark the running uploads whose lease ran out `interrupted`; their ids."""
+        return [int(r["id"]) for r in await self.pool.fetch(Q("uploads_interrupted"))]
+
+    async def uploads_rejects_expire(self) -> int:
+        return affected(await self.pool.execute(Q("uploads_rejects_expire")))
 
     async def upload_finish(
         self,
@@ -241,6 +257,7 @@ class ConsoleStore:
         error: str | None,
         rows_rejected: int,
         rejects_gz: bytes | None,
+        rejects_hashes: list[bytes] | None,
     ) -> None:
         await self.pool.execute(
             Q("upload_finish"),
@@ -251,6 +268,7 @@ class ConsoleStore:
             error,
             rows_rejected,
             rejects_gz,
+            rejects_hashes,
         )
 
     async def upload_get(self, upload_id: int) -> Upload | None:

@@ -5,6 +5,8 @@ the business's systems (API) or `mailer send`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,34 @@ def _templates(templates_dir: Path, max_bytes: int) -> list[TemplateLine]:
     return lines
 
 
+# Checking renders every template's samples: 0.3-0.9 s for the three sample templates
+# (measured under load, bench/README.md "Console"), CPU the event loop must not spend while
+# other operators wait. So it runs in a thread, and its result is kept until a file of the
+# folder changes (by name, size and modification time), as the check depends on them alone.
+_Signature = tuple[int, tuple[tuple[str, int, int], ...]]
+_checked: dict[Path, tuple[_Signature, list[TemplateLine]]] = {}
+
+
+def _signature(templates_dir: Path, max_bytes: int) -> _Signature:
+    files = []
+    for path in sorted(templates_dir.rglob("*")) if templates_dir.is_dir() else []:
+        with contextlib.suppress(OSError):  # removed meanwhile: the next visit sees it
+            if path.is_file():
+                stat = path.stat()
+                files.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return max_bytes, tuple(files)
+
+
+def _templates_checked(templates_dir: Path, max_bytes: int) -> list[TemplateLine]:
+    signature = _signature(templates_dir, max_bytes)
+    kept = _checked.get(templates_dir)
+    if kept is not None and kept[0] == signature:
+        return kept[1]
+    lines = _templates(templates_dir, max_bytes)
+    _checked[templates_dir] = (signature, lines)
+    return lines
+
+
 def _store(request: web.Request) -> TransactionalStore:
     console = console_of(request)
     return TransactionalStore.for_settings(console.pool, console.settings)
@@ -64,7 +94,9 @@ async def transactional_page(request: web.Request) -> web.Response:
     for line in await store.report(since):
         counts[line.template][line.status] += line.messages
     states = sorted({s for by_state in counts.values() for s in by_state})
-    templates = _templates(store.templates_dir, console.settings.engine.max_message_bytes)
+    templates = await asyncio.to_thread(
+        _templates_checked, store.templates_dir, console.settings.engine.max_message_bytes
+    )
     return render(
         request,
         "transactional.html",

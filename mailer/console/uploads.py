@@ -6,14 +6,17 @@ to a task that runs `mailer contacts import` (mailer.contacts.imports.import_con
 process's live row count while the task runs. Every outcome (done, refused with nothing
 written, failed) is recorded with the rejects file, and the import in the operator log.
 On shutdown running imports are cancelled: their one transaction rolls back, and the row
-says so.
+says so. A process killed outright says nothing: it stops renewing its uploads' leases, and
+the upkeep of the next console process marks them `interrupted` (console/upkeep.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,11 +27,13 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from mailer.console.accounts import same_token
+from mailer.console.upkeep import LEASE_S, upkeep
 from mailer.console.web import CONSOLE, Console
 from mailer.contacts import imports
 from mailer.contacts.batches import Tally
 from mailer.contacts.csvfile import Defaults, FileError, RejectsWriter
 from mailer.contacts.store import ImportRefused
+from mailer.core.addresses import InvalidAddress, address_hash, normalise
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,9 @@ class Uploads:
     async def begin(self, kind: str, path: Path, actor: str, options: dict[str, Any]) -> int:
         """Record an upload; if that fails, its file goes (nothing would ever read it)."""
         try:
-            return await self.console.accounts.upload_begin(kind, path.name, actor, options)
+            return await self.console.accounts.upload_begin(
+                kind, path.name, actor, options, LEASE_S
+            )
         except BaseException:
             discard(path)
             raise
@@ -134,7 +141,8 @@ class Uploads:
         self.tallies.pop(upload_id, None)
         if done is not None and not done.cancelled() and done.exception() is not None:
             # Its end could not be recorded (the database, the rejects' size): said here,
-            # since nothing awaits the task; its row stays `running`.
+            # since nothing awaits the task; its lease is no longer renewed, so the upkeep
+            # marks it `interrupted` once the lease runs out.
             log.error("upload %d: recording its end failed: %r", upload_id, done.exception())
 
     async def _run(
@@ -171,7 +179,7 @@ class Uploads:
         self, upload_id: int, actor: str, action: str, rejects: Path, finished: Finished
     ) -> None:
         state, import_id, summary, error, rejected = finished
-        kept = await asyncio.to_thread(_gzipped, rejects)
+        kept, hashes = await asyncio.to_thread(_rejects_kept, rejects)
         console = self.console
         await console.accounts.upload_finish(
             upload_id,
@@ -181,6 +189,7 @@ class Uploads:
             error=error,
             rows_rejected=rejected,
             rejects_gz=kept,
+            rejects_hashes=hashes,
         )
         await console.compliance.log_operator_action(
             "operator",
@@ -199,20 +208,52 @@ class Uploads:
         await asyncio.gather(*running, return_exceptions=True)
 
 
-def _gzipped(path: Path) -> bytes | None:
-    return gzip.compress(path.read_bytes()) if path.exists() else None
+# Anything shaped like an address, in any cell or reason of a rejects file.
+_ADDRESS_LIKE = re.compile(r"[^\s,;:<>\"'()\[\]]+@[^\s,;:<>\"'()\[\]]+")
+
+
+def addresses_hashed(text: str) -> list[bytes]:
+    """The sha256 (address_hash) of each valid address in `text`, sorted, once each: what
+    an erasure looks for in a rejects file it cannot read (compliance.sql: erase_rejects)."""
+    found = set()
+    for token in _ADDRESS_LIKE.findall(text):
+        with contextlib.suppress(InvalidAddress):
+            found.add(address_hash(normalise(token)))
+    return sorted(found)
+
+
+def _rejects_kept(path: Path) -> tuple[bytes | None, list[bytes] | None]:
+    """The rejects file gzipped, and the hashes of the addresses in it."""
+    if not path.exists():
+        return None, None
+    raw = path.read_bytes()
+    return gzip.compress(raw), addresses_hashed(raw.decode("utf-8", errors="replace"))
 
 
 UPLOADS = web.AppKey("uploads", Uploads)
 
 
+UPKEEP = web.AppKey("upkeep", asyncio.Task[None])
+
+
 async def uploads_ctx(app: web.Application) -> AsyncIterator[None]:
-    """After the pool's context: imports stop (and say so) before the pool closes."""
-    app[UPLOADS] = Uploads(app[CONSOLE])
+    """After the pool's context: imports stop (and say so) before the pool closes. The
+    upkeep (console/upkeep.py) runs beside them; `serve` watches it (app[UPKEEP])."""
+    app[UPLOADS] = uploads = Uploads(app[CONSOLE])
+    stop = asyncio.Event()
+    app[UPKEEP] = task = asyncio.create_task(upkeep(uploads, stop), name="console-upkeep")
     try:
         yield
     finally:
-        await app[UPLOADS].close()
+        stop.set()
+        try:
+            await uploads.close()
+        finally:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("console upkeep had stopped: %r", task.exception())
+            else:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 # Contacts files run to hundreds of megabytes: the upload is streamed to disk (the app's

@@ -221,16 +221,21 @@ LIMIT $3
 -- What happened after a contact's messages went, newest first: opens and
 -- clicks (events, through events_delivery_idx per delivery of the person),
 -- opt-outs (withdraw rows of the ledger), bounces and complaints. A keyset
--- page below ($2 time, $3 kind, $4 reference) (NULL $2: from the newest),
--- $5 rows; the reference is the delivery for an open or click, else the
--- row's own id, so the key is stable across pages without OFFSET.
+-- page below ($2 time, $3 kind, $4 reference, $6 tie) (NULL $2: from the
+-- newest), $5 rows; the reference is the delivery for an open or click, else
+-- the row's own id. events has no id of its own (partitioned, written by the
+-- tracker's COPY), and one delivery may be opened twice in the same
+-- microsecond: `tie` numbers the rows sharing (time, kind, reference), in an
+-- order of their other columns, so no page skips or repeats one of them.
 WITH mine AS MATERIALIZED (
     SELECT d.id, d.campaign_id FROM deliveries d WHERE d.contact_id = $1
 )
-SELECT t.at, t.kind, p.slug AS campaign, t.machine, t.detail, t.ref
+SELECT t.at, t.kind, p.slug AS campaign, t.machine, t.detail, t.ref, t.tie
 FROM (
     SELECT e.occurred_at AS at, e.kind, e.campaign_id, e.machine, l.url AS detail,
-           e.delivery_id AS ref
+           e.delivery_id AS ref,
+           row_number() OVER (PARTITION BY e.occurred_at, e.kind, e.delivery_id
+                              ORDER BY e.link_id, e.machine, e.user_agent, e.ip_prefix) AS tie
     FROM mine m
     JOIN events e ON e.delivery_id = m.id
     LEFT JOIN links l ON l.id = e.link_id
@@ -238,21 +243,22 @@ FROM (
     SELECT w.recorded_at, 'unsubscribe',
            CASE WHEN w.evidence ->> 'campaign_id' ~ '^[0-9]{1,18}$'
                 THEN (w.evidence ->> 'campaign_id')::bigint END,
-           false, coalesce('topic ' || tp.slug, w.channel), w.id
+           false, coalesce('topic ' || tp.slug, w.channel), w.id, 1
     FROM consents w
     LEFT JOIN topics tp ON tp.id = w.topic_id
     WHERE w.contact_id = $1 AND w.action = 'withdraw'
     UNION ALL
     SELECT b.occurred_at, CASE WHEN b.hard THEN 'hard_bounce' ELSE 'soft_bounce' END,
-           b.campaign_id, false, b.status, b.id
+           b.campaign_id, false, b.status, b.id, 1
     FROM bounces b WHERE b.contact_id = $1
     UNION ALL
-    SELECT c.occurred_at, 'complaint', c.campaign_id, false, c.feedback_type, c.id
+    SELECT c.occurred_at, 'complaint', c.campaign_id, false, c.feedback_type, c.id, 1
     FROM mine m JOIN complaints c ON c.campaign_id = m.campaign_id AND c.delivery_id = m.id
 ) AS t
 LEFT JOIN campaigns p ON p.id = t.campaign_id
-WHERE $2::timestamptz IS NULL OR (t.at, t.kind, t.ref) < ($2, $3::text, $4::bigint)
-ORDER BY t.at DESC, t.kind DESC, t.ref DESC
+WHERE $2::timestamptz IS NULL
+   OR (t.at, t.kind, t.ref, t.tie) < ($2, $3::text, $4::bigint, $6::bigint)
+ORDER BY t.at DESC, t.kind DESC, t.ref DESC, t.tie DESC
 LIMIT $5
 
 -- ---------------------------------------------------------------- across campaigns

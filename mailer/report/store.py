@@ -49,6 +49,7 @@ class ContactEvent:
     machine: bool
     detail: str | None  # the link, the opt-out's scope, the DSN status, the feedback type
     ref: int  # keyset tie-breaker: the delivery (open, click) or the row's own id
+    tie: int = 1  # among rows of the same (at, kind, ref): 1, 2… (report.sql contact_activity)
 
 
 class ReportStore:
@@ -116,11 +117,11 @@ class ReportStore:
         return [ContactDelivery(**r) for r in rows]
 
     async def contact_activity(
-        self, contact_id: int, before: tuple[datetime, str, int] | None, limit: int
+        self, contact_id: int, before: tuple[datetime, str, int, int] | None, limit: int
     ) -> list[ContactEvent]:
-        """A keyset page of the contact's events, newest first, below (time, kind, ref)."""
-        at, kind, ref = before if before else (None, None, None)
-        rows = await self.pool.fetch(Q("contact_activity"), contact_id, at, kind, ref, limit)
+        """A keyset page of the contact's events, newest first, below (time, kind, ref, tie)."""
+        at, kind, ref, tie = before if before else (None, None, None, None)
+        rows = await self.pool.fetch(Q("contact_activity"), contact_id, at, kind, ref, limit, tie)
         return [ContactEvent(**r) for r in rows]
 
     async def across_campaigns(

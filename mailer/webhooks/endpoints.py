@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from mailer.webhooks.dispatcher import EVENT_TYPES
-from mailer.webhooks.store import Endpoint, WebhookStore
+from mailer.webhooks.store import Conn, Endpoint, WebhookStore
 
 
 class WebhookInputError(ValueError):
@@ -63,9 +63,10 @@ def _at(text: str) -> datetime:
 
 
 async def add_endpoint(
-    store: WebhookStore, url: str, events: str | list[str]
+    store: WebhookStore, url: str, events: str | list[str], conn: Conn | None = None
 ) -> tuple[Endpoint, str]:
-    """Check and register an endpoint; it and its signing secret (shown once)."""
+    """Check and register an endpoint; it and its signing secret (shown once). With `conn`,
+    in its transaction (the caller's, with its operator-log line)."""
     checked_url, checked_events = check_url(url), check_events(events)
     secret = new_secret()
-    return await store.endpoint_add(checked_url, checked_events, secret), secret
+    return await store.endpoint_add(checked_url, checked_events, secret, conn), secret

@@ -53,7 +53,8 @@ async def test_pause_resume_and_cancel_through_the_api_match_the_cli_and_are_log
         missing = await api.call("POST", "/api/v1/campaigns/nope/pause", key)
         assert missing.status == 404
     log = [r["action"] for r in await conn.fetch("SELECT action FROM operator_log ORDER BY id")]
-    assert log == ["campaign.pause", "campaign.cancel"]
+    # The CLI's resume is logged too (actor_kind 'cli', the OS user).
+    assert log == ["campaign.pause", "campaign.resume", "campaign.cancel"]
     # The auditor's export carries who did it, from the append-only operator log.
     bundle_path = tmp_path / "audit.zip"
     code, printed = await run_cli(
@@ -62,8 +63,8 @@ async def test_pause_resume_and_cancel_through_the_api_match_the_cli_and_are_log
     assert code == 0, printed
     with zipfile.ZipFile(bundle_path) as bundle:
         rows = list(csv.DictReader(io.StringIO(bundle.read(f"{slug}-operator-log.csv").decode())))
-    assert [r["action"] for r in rows] == ["campaign.cancel", "campaign.pause"]
-    assert rows[0]["actor_kind"] == "api_key"
+    assert [r["action"] for r in rows] == ["campaign.cancel", "campaign.resume", "campaign.pause"]
+    assert [r["actor_kind"] for r in rows] == ["api_key", "cli", "api_key"]
 
 
 async def test_suppressions_are_added_all_or_nothing_and_checked_like_the_cli_shows(

@@ -125,3 +125,21 @@ async def test_the_sla_check_runs_in_the_background_and_its_verdict_shows_its_ag
                 break
         assert "unsubscribe SLA VIOLATED" in page
         assert "Unsubscribe SLA checked" in page
+
+
+async def test_a_finished_campaign_with_uncertain_deliveries_still_alerts_and_keeps_its_totals(
+    launched: Settings, conn: asyncpg.Connection
+) -> None:
+    """The dashboard counts only a finished campaign's uncertain rows (not all of them, on
+    every view): its alert stays; the campaigns list still shows its whole total."""
+    total = await conn.fetchval("SELECT count(*) FROM deliveries")
+    await conn.execute(
+        "UPDATE deliveries SET status = 'uncertain' WHERE id = (SELECT min(id) FROM deliveries)"
+    )
+    await conn.execute("UPDATE campaigns SET status = 'done', finished_at = now()")
+    page = await _dashboard(launched)
+    assert "1 uncertain deliveries" in page
+    async with TestClient(TestServer(create_app(launched))) as client:
+        await log_in(client, "vic@example.com")
+        listed = await (await client.get("/campaigns")).text()
+    assert f"<td>{total}</td>" in listed

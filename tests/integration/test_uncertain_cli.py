@@ -42,6 +42,11 @@ async def test_resend_uncertain_says_how_many_and_that_some_may_arrive_twice_and
     assert code == 0
     assert "3 uncertain deliveries queued again" in shown
     assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'queued'") == 5
+    # Who chose to risk duplicates, when: the operator log (the refusal above wrote nothing).
+    logged = await conn.fetch(
+        "SELECT actor_kind, action, object_id, detail->>'resent' AS resent FROM operator_log"
+    )
+    assert [tuple(r) for r in logged] == [("cli", "campaign.resend_uncertain", slug, "3")]
 
 
 async def test_status_and_report_show_uncertain_rows_with_what_they_mean(
