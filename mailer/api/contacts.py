@@ -87,7 +87,7 @@ async def list_contacts(request: web.Request) -> web.Response:
 
 def page_after_int(request: web.Request) -> int:
     text = request.query.get("after", "0")
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise Problem(400, "after: expected the last id of the previous page")
     return int(text)
 

@@ -51,6 +51,6 @@ def email_of(request: web.Request) -> tuple[str, bytes]:
 
 def page_limit(request: web.Request) -> int:
     text = request.query.get("limit", "100")
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1000:
         raise Problem(400, "limit: expected 1 to 1000")
     return int(text)

@@ -17,7 +17,7 @@ from mailer.db import Pool
 def when(text: str, option: str = "--expires") -> datetime:
     """An ISO 8601 time (UTC if no zone) or a number of days from now (`90d`)."""
     text = text.strip()
-    if text.endswith("d") and text[:-1].isdigit():
+    if text.endswith("d") and text[:-1].isascii() and text[:-1].isdigit():
         return datetime.now(UTC) + timedelta(days=int(text[:-1]))
     try:
         parsed = datetime.fromisoformat(text)

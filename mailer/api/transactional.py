@@ -71,7 +71,7 @@ async def send(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     text = request.match_info["id"]
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise Problem(400, "id: expected a message id")
     store = TransactionalStore.for_settings(request.app[POOL], request.app[SETTINGS])
     found = await store.message(int(text))

@@ -26,7 +26,10 @@ Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 def open_pool(settings: Settings) -> AbstractAsyncContextManager[Pool]:
     """The command's connection pool, closed when the command ends."""
     db = settings.database
-    return connect(db.url, min_size=db.pool_min, max_size=db.pool_max)
+    # A write and its operator-log line hold one connection (oplog.logged_write) while the
+    # command still reads, and a launch freezes its audience on audience_parts more: a
+    # pool smaller than that would wait on itself for ever.
+    return connect(db.url, min_size=db.pool_min, max_size=max(db.pool_max, db.audience_parts + 2))
 
 
 def day(value: Any) -> str:

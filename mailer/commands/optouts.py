@@ -6,12 +6,12 @@ logged in the operator log in the same transaction."""
 from __future__ import annotations
 
 import argparse
-import getpass
 from typing import Any
 
 from rich.markup import escape
 
 from mailer.commands.console import console, err, open_pool
+from mailer.commands.oplog import cli_actor
 from mailer.compliance.store import log_operator_action
 from mailer.core.settings import Settings
 from mailer.optouts.by_address import OptOutRefused, opt_out_address
@@ -22,7 +22,7 @@ def _list(text: str | None) -> list[str]:
 
 
 async def contacts_opt_out(args: argparse.Namespace, settings: Settings) -> int:
-    evidence: dict[str, Any] = {"operator": getpass.getuser()}
+    evidence: dict[str, Any] = {"operator": cli_actor()}
     if args.note:
         evidence["note"] = args.note
     async with open_pool(settings) as pool, pool.acquire() as conn, conn.transaction():
@@ -39,8 +39,8 @@ async def contacts_opt_out(args: argparse.Namespace, settings: Settings) -> int:
             err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             return 2
         await log_operator_action(
-            conn, "operator", getpass.getuser(), "contacts.opt_out", "contact",
-            str(done.contact_id), {"channels": done.channels, "topics": done.topics},
+            conn, "cli", cli_actor(), "contacts.opt_out", "contact",
+            str(done.contact_id), {"via": "cli", "channels": done.channels, "topics": done.topics},
         )  # fmt: skip
     what = ", ".join(done.channels + [f"topic {t}" for t in done.topics])
     state = "opted out of" if done.changed else "was already opted out of"

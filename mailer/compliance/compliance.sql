@@ -314,12 +314,15 @@ WHERE s.email_hash IN (SELECT email_hash FROM erase_targets WHERE email_hash IS 
 -- imported) cannot be searched in SQL: the sha256 of every address in each is kept beside
 -- it, and a file holding an erased person's is dropped whole (its other rows are to be
 -- fixed and uploaded again, and can be taken from the source file), with the date shown.
+-- Files kept before their hashes were (migration 0022: rejects_hashes NULL beside a
+-- file) cannot be told apart: any erasure drops them all (they are 30 days old at most).
 UPDATE console_uploads u
 SET rejects_gz = NULL, rejects_hashes = NULL, rejects_erased_at = now()
-WHERE u.rejects_hashes IS NOT NULL
-  AND u.rejects_hashes && (SELECT coalesce(array_agg(h), '{}') FROM (
-          SELECT email_hash AS h FROM erase_targets WHERE email_hash IS NOT NULL
-          UNION SELECT unnest($1::bytea[])) AS erased)
+WHERE (u.rejects_hashes IS NULL AND u.rejects_gz IS NOT NULL)
+   OR (u.rejects_hashes IS NOT NULL
+       AND u.rejects_hashes && (SELECT coalesce(array_agg(h), '{}') FROM (
+               SELECT email_hash AS h FROM erase_targets WHERE email_hash IS NOT NULL
+               UNION SELECT unnest($1::bytea[])) AS erased))
 
 -- name: erase_transactional
 -- Transactional messages: an unsent one can never go (no address left), its

@@ -115,10 +115,20 @@ VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second') RETURNING id
 -- Once, from 'running': a finished upload is never rewritten. Also from 'interrupted':
 -- a process that was alive after all (its lease renewal late) says how the import
 -- really ended. $8: the sha256 of each address in the rejects, for an erasure to find.
-UPDATE console_uploads
+-- A person erased while the upload ran (erase_rejects passes a running upload by: it has
+-- no rejects yet) is not kept in them: the file is dropped as the erasure would have.
+UPDATE console_uploads u
 SET state = $2, import_id = $3, summary = $4, error = $5, rows_rejected = $6,
-    rejects_gz = $7, rejects_hashes = $8, finished_at = now()
-WHERE id = $1 AND state IN ('running', 'interrupted')
+    rejects_gz = CASE WHEN e.erased THEN NULL ELSE $7::bytea END,
+    rejects_hashes = CASE WHEN e.erased THEN NULL ELSE $8::bytea[] END,
+    rejects_erased_at = CASE WHEN e.erased THEN now() END,
+    finished_at = now()
+FROM (SELECT EXISTS (
+          SELECT 1 FROM suppressions s
+          WHERE s.reason = 'erasure' AND s.email_hash = ANY($8::bytea[])
+            AND s.created_at >= (SELECT started_at FROM console_uploads WHERE id = $1)
+      ) AS erased) e
+WHERE u.id = $1 AND u.state IN ('running', 'interrupted')
 
 -- name: upload_leases_renew
 -- The console's upkeep renews the lease of each upload this process is importing.

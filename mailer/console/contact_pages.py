@@ -25,7 +25,7 @@ def _delivery_cursor(text: str) -> int | None:
     """`?deliveries=ID`: the page below that delivery id (keyset, no OFFSET)."""
     if not text:
         return None
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise web.HTTPBadRequest(text="deliveries: a delivery id")
     return int(text)
 
@@ -39,7 +39,7 @@ def _event_cursor(text: str) -> tuple[datetime, str, int, int] | None:
         at, kind, ref, tie = text.split("~")
         when = datetime.fromisoformat(at)
         for number in (ref, tie):
-            if not number.isdigit() or len(number) > 18:
+            if not (number.isascii() and number.isdigit()) or len(number) > 18:
                 raise ValueError(text)
         if when.tzinfo is None:
             raise ValueError(text)

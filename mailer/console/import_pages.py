@@ -44,7 +44,7 @@ def upload_id_of(request: web.Request) -> int:
 
 def _keyset(request: web.Request, name: str) -> int | None:
     value = request.query.get(name, "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 async def _imports(

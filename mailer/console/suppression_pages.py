@@ -48,7 +48,7 @@ async def _page(
     if reason not in (None, *imports.SUPPRESSION_REASONS, "erasure"):
         reason = None
     rows = await console.accounts.suppressions_page(
-        int(before) if before.isdigit() else None, reason, PAGE
+        int(before) if before.isascii() and before.isdigit() else None, reason, PAGE
     )
     checked, found = None, None
     if (email_text := request.query.get("email", "").strip()) and status == 200:

@@ -88,7 +88,8 @@ async def transactional_page(request: web.Request) -> web.Response:
     store = _store(request)
     before = request.query.get("before", "")
     chosen = request.query.get("template", "") or None
-    messages = await store.messages_page(int(before) if before.isdigit() else None, chosen, PAGE)
+    after_id = int(before) if before.isascii() and before.isdigit() else None
+    messages = await store.messages_page(after_id, chosen, PAGE)
     since = datetime.now(UTC) - WEEK
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for line in await store.report(since):

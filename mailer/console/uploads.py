@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import gzip
+import io
 import logging
 import re
 import shutil
@@ -208,17 +210,26 @@ class Uploads:
         await asyncio.gather(*running, return_exceptions=True)
 
 
-# Anything shaped like an address, in any cell or reason of a rejects file.
-_ADDRESS_LIKE = re.compile(r"[^\s,;:<>\"'()\[\]]+@[^\s,;:<>\"'()\[\]]+")
+# Anything shaped like an address in a reason's text; an apostrophe may be inside the local
+# part (o'brien@…), and one in front is the CSV-injection guard's (spreadsheet.csv_writer).
+_ADDRESS_LIKE = re.compile(r"[^\s,;:<>\"()\[\]]+@[^\s,;:<>\"()\[\]]+")
 
 
 def addresses_hashed(text: str) -> list[bytes]:
     """The sha256 (address_hash) of each valid address in `text`, sorted, once each: what
-    an erasure looks for in a rejects file it cannot read (compliance.sql: erase_rejects)."""
+    an erasure looks for in a rejects file it cannot read (compliance.sql: erase_rejects).
+    Each CSV cell is tried whole (an address may hold any character a local part allows),
+    then anything address-shaped inside the cells (a reason quoting one)."""
+    candidates: set[str] = set(_ADDRESS_LIKE.findall(text))
+    with contextlib.suppress(csv.Error):  # a NUL byte: the text search above still ran
+        for row in csv.reader(io.StringIO(text)):
+            candidates.update(cell for cell in row if "@" in cell)
     found = set()
-    for token in _ADDRESS_LIKE.findall(text):
-        with contextlib.suppress(InvalidAddress):
-            found.add(address_hash(normalise(token)))
+    for token in candidates:
+        bare = token.strip().strip("<>")
+        for address in {bare, bare.removeprefix("'")}:
+            with contextlib.suppress(InvalidAddress):
+                found.add(address_hash(normalise(address)))
     return sorted(found)
 
 

@@ -283,7 +283,7 @@ class _Parser:
             )
         self.take()
         amount = self.take()
-        if amount.kind != "word" or not amount.text.isdigit():
+        if amount.kind != "word" or not (amount.text.isascii() and amount.text.isdigit()):
             raise self.error("expected a whole number after 'within'", amount)
         unit = self.take()
         plural = {"month": "months", "months": "months", "day": "days", "days": "days"}

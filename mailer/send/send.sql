@@ -49,7 +49,7 @@ RETURNING d.id, d.campaign_id, d.contact_id, d.domain, d.attempts, d.first_attem
 -- minute). A row skipped here is renewed a third of a lease later.
 UPDATE deliveries d SET lease_until = now() + make_interval(secs => $2)
 FROM (SELECT id FROM deliveries WHERE worker = $1 AND status IN ('claimed', 'sending')
-      FOR UPDATE SKIP LOCKED) mine
+      FOR NO KEY UPDATE SKIP LOCKED) mine
 WHERE d.id = mine.id
 
 -- name: release_batch

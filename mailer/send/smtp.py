@@ -265,7 +265,7 @@ def _ask(envelope: Envelope | None) -> asyncio.Future[bool]:
 def advertised_size(client: aiosmtplib.SMTP) -> int | None:
     """The relay's EHLO SIZE (RFC 1870 s.4), or None when it states none (or 0: no limit)."""
     value = client.esmtp_extensions.get("size", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
 
 
 async def _transaction(

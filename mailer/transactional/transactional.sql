@@ -181,7 +181,7 @@ UPDATE transactional_messages m
 SET lease_until = now() + make_interval(secs => $2)
 FROM (SELECT id FROM transactional_messages
       WHERE id = ANY($1::bigint[]) AND status IN ('claimed', 'sending') AND worker = $3
-      FOR UPDATE SKIP LOCKED) mine
+      FOR NO KEY UPDATE SKIP LOCKED) mine
 WHERE m.id = mine.id
 
 -- name: sweep_leases

@@ -284,3 +284,14 @@ async def test_a_quote_request_grants_implied_inquiry_consent_and_a_withdrawal_i
         ("grant", "implied_inquiry"),
         ("withdraw", None),
     ]
+
+
+async def test_a_superscript_digit_in_a_numeric_parameter_is_refused_not_a_500(
+    settings: Settings,
+) -> None:
+    # "²".isdigit() is True but int("²") raises: every numeric parameter checks ASCII digits.
+    key = await make_key(settings, *WRITE)
+    async with api_client(settings) as api:
+        for path in ("/api/v1/contacts?limit=%C2%B2", "/api/v1/contacts?after=%C2%B2"):
+            answer = await api.call("GET", path, key, validate=False)
+            assert answer.status == 400, (path, answer.body)

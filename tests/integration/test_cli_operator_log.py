@@ -96,3 +96,19 @@ async def test_a_refused_cli_write_changes_nothing_and_logs_nothing(
     assert code != 0, out
     assert await _cli_log(conn) == before
     assert await conn.fetchval("SELECT status FROM campaigns WHERE slug = $1", SLUG) == "cancelled"
+
+
+async def test_a_logged_cli_write_finishes_with_a_pool_of_one_connection(
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    # The write's transaction holds a connection while the command reads on another.
+    monkeypatch.setenv("MAILER_DATABASE_POOL_MAX", "1")
+    await conn.execute("INSERT INTO topics (slug, name) VALUES ('service', 'Service')")
+    for argv in (
+        ("campaign", "create", str(TEMPLATES / "service_reminder.toml")),
+        ("campaign", "pause", SLUG),
+        ("campaign", "cancel", SLUG),
+    ):
+        code, out = await run_cli(monkeypatch, db_url, *argv)
+        assert code in (0, 1, 2), out  # refused or done, never waiting for ever
+    assert [a for _, _, a, _ in await _cli_log(conn)][:1] == ["campaign.create"]

@@ -17,9 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mailer.console.app import create_app
+from mailer.console.store import ConsoleStore
 from mailer.console.uploads import addresses_hashed
 from mailer.core.addresses import address_hash
 from mailer.core.settings import Settings
+from mailer.db.pool import create_pool
 from tests.cli_run import run_cli
 from tests.console_pages import (
     SENDER,
@@ -162,3 +164,35 @@ async def test_console_serve_stops_with_status_1_when_its_upkeep_dies(
             await process.wait()
     assert process.returncode == 1, out.decode()
     assert "console upkeep stopped" in out.decode()
+
+
+def test_an_address_with_an_apostrophe_or_behind_the_formula_guard_is_hashed() -> None:
+    text = "line,email,reason\n3,o'brien@example.com,bad date\n4,'=x@example.com,formula\n"
+    hashes = addresses_hashed(text)
+    assert address_hash("o'brien@example.com") in hashes
+    assert address_hash("=x@example.com") in hashes
+
+
+async def test_a_person_erased_while_an_upload_ran_is_not_kept_in_its_rejects(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    # erase_rejects passes a running upload by (no rejects yet): its finish must look.
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    async with pool:
+        store = ConsoleStore(pool)
+        upload = await store.upload_begin("contacts", "c.csv", "ada@example.com", {}, 60)
+        zoe = address_hash("zoe@example.com")
+        await conn.execute(
+            "INSERT INTO suppressions (email_hash, scope, reason, source) "
+            "VALUES ($1, 'global', 'erasure', 'cli')",
+            zoe,
+        )
+        await store.upload_finish(
+            upload, "done", import_id=None, summary={}, error=None, rows_rejected=1,
+            rejects_gz=gzip.compress(b"line,email\n2,zoe@example.com\n"), rejects_hashes=[zoe],
+        )  # fmt: skip
+    row = await conn.fetchrow("SELECT * FROM console_uploads WHERE id = $1", upload)
+    assert row is not None
+    assert row["state"] == "done"
+    assert row["rejects_gz"] is None
+    assert row["rejects_erased_at"] is not None
