@@ -27,13 +27,14 @@ from mailer.core.consent import (
     SuppressionScope,
 )
 from mailer.core.evidence import InboundEvidence
+from mailer.core.locks import CONTACT_CREATION
 from mailer.db import Queries, affected
 
 Q = Queries("mailer.contacts", "contacts.sql")
 # A pooled connection whose transaction a caller holds (the API's write transaction).
 Conn = PoolConnectionProxy
-# pg_advisory_xact_lock key of the contact import ("import" in ASCII).
-IMPORT_LOCK_KEY = 0x696D706F7274
+# pg_advisory_xact_lock key of the contact import (see mailer/core/locks.py).
+IMPORT_LOCK_KEY = CONTACT_CREATION
 # Above every contact id: import_write_ledger's first created id when a batch created none.
 _NO_ID = 2**63 - 1
 

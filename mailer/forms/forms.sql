@@ -126,6 +126,13 @@ UPDATE signup_requests
 SET state = 'confirmed', confirmed_at = now(), email = NULL, name = NULL, evidence = NULL
 WHERE id = $1
 
+-- name: contact_create_lock
+-- A confirmed sign-up may create a contact: under the shared form of the
+-- contact import's advisory lock (mailer/core/locks.py), so that it waits for
+-- a running import instead of creating a contact the import would take for
+-- one of its own.
+SELECT pg_advisory_xact_lock_shared($1)
+
 -- name: contact_upsert
 -- $1 email, $2 hash, $3 name, $4 locale. The contact a confirmed sign-up is
 -- about: created if new; an existing contact keeps its name unless it had none.

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from mailer.core.locks import CONTACT_CREATION
 from mailer.db import Queries
 from mailer.forms.model import ConsentText, Form, Topic, text_sha256
 from mailer.optouts.store import OptOutStore
@@ -316,6 +317,7 @@ class FormStore:
                 return request, None
             source, evidence = compose(request)
             args = (request.email, request.email_hash, request.name, request.locale)
+            await conn.execute(Q("contact_create_lock"), CONTACT_CREATION)
             contact_id = await conn.fetchval(Q("contact_upsert"), *args)
             if contact_id is None:  # created by a concurrent transaction a moment ago
                 contact_id = await conn.fetchval(Q("contact_upsert"), *args)

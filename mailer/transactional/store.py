@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mailer.core.consent import Channel, Suppression, SuppressionReason, SuppressionScope
+from mailer.core.locks import CONTACT_CREATION
 from mailer.core.settings import Settings
 from mailer.db import Pool, Queries, affected
 
@@ -26,8 +27,6 @@ __all__ = [
 
 Q = Queries("mailer.transactional", "transactional.sql")
 CHANNEL = "mailer_transactional"  # NOTIFY channel: a message is due
-# mailer/contacts/store.py IMPORT_LOCK_KEY ("import" in ASCII): see contact_create_lock.
-_IMPORT_LOCK_KEY = 0x696D706F7274
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +217,7 @@ class TransactionalStore:
             )
         else:
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(Q("contact_create_lock"), _IMPORT_LOCK_KEY)
+                await conn.execute(Q("contact_create_lock"), CONTACT_CREATION)
                 contact_id = await conn.fetchval(
                     Q("contact_create"), new.email, new.email_hash, new.locale or "en"
                 )
