@@ -35,6 +35,7 @@ from mailer.commands import (
 from mailer.commands.console import Handler, console, err
 from mailer.contacts.csvfile import FileError
 from mailer.core.settings import ConfigError, Settings, load
+from mailer.db import DatabaseUnreachable
 from mailer.db.migrations import MigrationError
 
 
@@ -97,7 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "console":
         from mailer.console import app as console_app
 
-        return console_app.serve(settings)  # its own loop; SIGTERM/SIGINT stop it
+        try:
+            return console_app.serve(settings)  # its own loop; SIGTERM/SIGINT stop it
+        except DatabaseUnreachable as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+            return 2
     handler: Handler = args.handler
     try:
         return _run(handler(args, settings))
@@ -108,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CampaignError,
         CampaignFileError,
         TemplateFileError,
+        DatabaseUnreachable,
     ) as exc:
         # Escaped: a refused file's message quotes its line, and "[/x]" there is not markup.
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)

@@ -51,7 +51,7 @@ from mailer.console.web import (
 )
 from mailer.console.wording import pick
 from mailer.core.settings import Settings
-from mailer.db import create_pool
+from mailer.db import TRANSIENT_ERRORS, create_pool, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +213,12 @@ def create_app(settings: Settings) -> web.Application:
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         db = settings.database
-        pool = await create_pool(
-            db.url, min_size=db.pool_min, max_size=db.pool_max, on_query=count_query
-        )
+        try:
+            pool = await create_pool(
+                db.url, min_size=db.pool_min, max_size=db.pool_max, on_query=count_query
+            )
+        except TRANSIENT_ERRORS as exc:  # a wrong database.url is the operator's to fix
+            raise unreachable(db.url, exc) from exc
         app[CONSOLE] = console = Console(settings, pool, jinja_environment())
         try:
             yield

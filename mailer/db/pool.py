@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -34,6 +35,24 @@ _UNAVAILABLE = (
     OSError,
     TimeoutError,
 )
+
+
+class DatabaseUnreachable(Exception):
+    """No connection to database.url at start: a wrong host, database, role or password."""
+
+
+def unreachable(dsn: str, error: BaseException) -> DatabaseUnreachable:
+    """The operator's message for a pool that could not open: where (never the password), why."""
+    try:
+        parts = urlsplit(dsn)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+        where += f" as {parts.username}" if parts.username else ""
+    except ValueError:  # a malformed port: the URL itself is the problem
+        where = "(malformed URL)"
+    return DatabaseUnreachable(
+        f"cannot connect to Postgres (database.url or DATABASE_URL: {where}): "
+        f"{error or type(error).__name__}"
+    )
 
 
 def unavailable(error: BaseException) -> bool:
@@ -118,8 +137,16 @@ async def create_pool(
 async def connect(
     dsn: str, *, min_size: int = 1, max_size: int = 10
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool for the block's lifetime, closed on the way out."""
-    pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+    """A pool for the block's lifetime, closed on the way out.
+
+    A pool that cannot open raises DatabaseUnreachable naming the setting and the cause
+    (database "x" does not exist, password authentication failed…): at start these are
+    settings to fix, not bugs, so a command prints one line instead of asyncpg's traceback.
+    """
+    try:
+        pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise unreachable(dsn, exc) from exc
     try:
         yield pool
     finally:

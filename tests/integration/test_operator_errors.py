@@ -1,0 +1,30 @@
+"""What a new operator meets at each door with a wrong setting or input: one clear line."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.cli_run import run_cli
+
+
+def _elsewhere(dsn: str, *, database: str, password: str) -> str:
+    parts = urlsplit(dsn)
+    user = parts.username or "postgres"
+    netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5432}"
+    return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}"))
+
+
+@pytest.mark.parametrize("argv", [("db", "migrate"), ("topics", "list"), ("console", "serve")])
+async def test_a_database_that_does_not_exist_is_named_without_a_traceback_or_the_password(
+    monkeypatch: pytest.MonkeyPatch, server_dsn: str, argv: tuple[str, ...]
+) -> None:
+    url = _elsewhere(server_dsn, database="no_such_database_here", password="s3cret-pw")
+    code, printed = await run_cli(monkeypatch, url, *argv)
+    assert code == 2
+    assert "Traceback" not in printed
+    assert "database.url" in printed
+    assert "DATABASE_URL" in printed
+    assert 'database "no_such_database_here" does not exist' in printed
+    assert "s3cret-pw" not in printed
