@@ -32,11 +32,11 @@ from mailer.commands import (
     transactional,
     webhooks,
 )
-from mailer.commands.console import Handler, console, err
+from mailer.commands.console import Handler, console, err, open_pool
 from mailer.contacts.csvfile import FileError
 from mailer.core.settings import ConfigError, Settings, load
 from mailer.db import DatabaseUnreachable
-from mailer.db.migrations import MigrationError
+from mailer.db.migrations import MigrationError, pending, schema_error
 
 
 async def demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,6 +123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             err.print(f"[red]error:[/] cannot reach Postgres at database.url: {exc}")
             return 2
         raise
+    except Exception as exc:
+        if schema_error(exc) and args.command != "db" and _run(_behind(settings)):
+            # A new database, or code upgraded without `db migrate` (README, "Upgrading").
+            err.print(
+                f"[red]error:[/] the database at database.url is not migrated ({escape(str(exc))}):"
+                " run `mailer db migrate` (`mailer db status` lists what is pending)",
+                highlight=False,
+            )
+            return 2
+        raise
+
+
+async def _behind(settings: Settings) -> int:
+    """How many shipped migrations the database lacks."""
+    async with open_pool(settings) as pool:
+        return len(await pending(pool))
 
 
 if __name__ == "__main__":

@@ -22,3 +22,7 @@ SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY versi
 
 -- name: migrations_record
 INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)
+
+-- name: migrations_table_exists
+-- Read-only: asked when a command met a missing table, so it must not create the table.
+SELECT to_regclass('schema_migrations') IS NOT NULL AS present

@@ -97,6 +97,26 @@ async def migrate(pool: asyncpg.Pool) -> list[Migration]:
     return applied_now
 
 
+def schema_error(error: BaseException) -> bool:
+    """True for the errors of a schema older than the code: a table, column or function missing."""
+    return isinstance(
+        error,
+        asyncpg.UndefinedTableError
+        | asyncpg.UndefinedColumnError
+        | asyncpg.UndefinedFunctionError
+        | asyncpg.UndefinedObjectError,
+    )
+
+
+async def pending(pool: asyncpg.Pool) -> list[Migration]:
+    """The shipped migrations this database has not applied; reads only."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval(Q("migrations_table_exists")):
+            return available()
+        done = {r["version"] for r in await conn.fetch(Q("migrations_applied"))}
+    return [m for m in available() if m.version not in done]
+
+
 async def migration_status(pool: asyncpg.Pool) -> list[MigrationState]:
     """Every shipped migration with when it was applied (None = pending)."""
     async with pool.acquire() as conn:

@@ -28,3 +28,14 @@ async def test_a_database_that_does_not_exist_is_named_without_a_traceback_or_th
     assert "DATABASE_URL" in printed
     assert 'database "no_such_database_here" does not exist' in printed
     assert "s3cret-pw" not in printed
+
+
+@pytest.mark.parametrize("argv", [("topics", "list"), ("contacts", "show", "ana@example.com")])
+async def test_a_database_never_migrated_says_to_run_db_migrate_instead_of_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, empty_db_url: str, argv: tuple[str, ...]
+) -> None:
+    code, printed = await run_cli(monkeypatch, empty_db_url, *argv)
+    assert code == 2
+    assert "Traceback" not in printed
+    assert "not migrated" in printed
+    assert "mailer db migrate" in printed
