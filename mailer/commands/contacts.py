@@ -24,7 +24,7 @@ from mailer.core.addresses import InvalidAddress, address_hash, normalise
 from mailer.core.evidence import InboundEvidence
 from mailer.core.settings import Settings
 from mailer.core.topics import LANGUAGES as TOPIC_LANGUAGES
-from mailer.core.topics import topic_name
+from mailer.core.topics import slug_problem, topic_name
 from mailer.forms.wording import form_history_line
 
 
@@ -35,6 +35,9 @@ async def topics_add(args: argparse.Namespace, settings: Settings) -> int:
         for lang in TOPIC_LANGUAGES
         if getattr(args, f"name_{lang}") is not None
     }
+    if problem := slug_problem(args.slug):
+        err.print(f"[red]error:[/] {escape(problem)}", highlight=False)
+        return 2
     async with open_pool(settings) as pool:
         topic_id = await ContactStore(pool).topic_upsert(
             args.slug, args.name or None, args.description, not args.opt_in, names=names

@@ -13,14 +13,29 @@ the English one the default. Pure functions; no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from mailer.core.footer import SUPPORTED_LOCALES
 
-__all__ = ["LANGUAGES", "topic_name"]
+__all__ = ["LANGUAGES", "SLUG", "slug_problem", "topic_name"]
 
 # The languages pages and footers are written in: a topic can be named in each.
 LANGUAGES: tuple[str, ...] = SUPPORTED_LOCALES
+
+
+# The topics.slug CHECK constraint (migration 0001): slugs appear in URLs, CSV cells and segments.
+SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def slug_problem(slug: str) -> str | None:
+    """Why `slug` cannot name a topic, or None when it can."""
+    if SLUG.fullmatch(slug):
+        return None
+    return (
+        f"topic slug {slug[:70]!r}: expected 1 to 63 lowercase letters, digits, '-' or '_', "
+        "beginning with a letter or digit (e.g. service, spring-promotions)"
+    )
 
 
 def topic_name(names: Mapping[str, str] | None, name: str | None, slug: str, lang: str) -> str:

@@ -39,3 +39,17 @@ async def test_a_database_never_migrated_says_to_run_db_migrate_instead_of_a_tra
     assert "Traceback" not in printed
     assert "not migrated" in printed
     assert "mailer db migrate" in printed
+
+
+@pytest.mark.parametrize("slug", ["Bad Slug!", "x" * 64, "_leading", "rappels-été"])
+async def test_topics_add_refuses_a_slug_the_schema_cannot_hold_naming_the_rule(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, slug: str
+) -> None:
+    code, printed = await run_cli(monkeypatch, db_url, "topics", "add", slug)
+    assert code == 2
+    assert "Traceback" not in printed
+    assert "topic slug" in printed
+    assert "lowercase letters, digits" in printed
+    code, listed = await run_cli(monkeypatch, db_url, "topics", "list")
+    assert code == 0
+    assert slug[:10] not in listed
