@@ -13,11 +13,15 @@ from mailer.api.store import ApiStore
 from mailer.compliance.store import ActorKind, log_operator_action
 from mailer.db import Pool
 
+_LONGEST_DAYS = 36_525
+
 
 def when(text: str, option: str = "--expires") -> datetime:
     """An ISO 8601 time (UTC if no zone) or a number of days from now (`90d`)."""
     text = text.strip()
     if text.endswith("d") and text[:-1].isascii() and text[:-1].isdigit():
+        if int(text[:-1]) > _LONGEST_DAYS:  # a typo, and soon past any date a column holds
+            raise ApiKeyError(f"{option}: {text!r} is more than 100 years from now")
         return datetime.now(UTC) + timedelta(days=int(text[:-1]))
     try:
         parsed = datetime.fromisoformat(text)

@@ -111,12 +111,18 @@ def id_ranges(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
 _DURATION = re.compile(r"(\d+)\s*(d|day|days|w|week|weeks|m|month|months)")
 
 
+_LONGEST = {"d": 36_525, "w": 5_218, "m": 1_200}  # 100 years in each unit
+
+
 def parse_duration(text: str, *, now: datetime) -> timedelta:
     """'30d', '2w', '6m' (calendar months from now) as a timedelta; ValueError names the problem."""
     match = _DURATION.fullmatch(text.strip().lower())
     if match is None:
         raise ValueError(f"{text!r} is not a duration like 30d, 2w or 6m")
     amount, unit = int(match.group(1)), match.group(2)[0]
+    # Past a century the window is a typo, and past ~8,000 years no date can hold its end.
+    if amount > _LONGEST[unit]:
+        raise ValueError(f"{text!r} is longer than 100 years")
     if unit == "d":
         return timedelta(days=amount)
     if unit == "w":

@@ -53,3 +53,25 @@ async def test_topics_add_refuses_a_slug_the_schema_cannot_hold_naming_the_rule(
     code, listed = await run_cli(monkeypatch, db_url, "topics", "list")
     assert code == 0
     assert slug[:10] not in listed
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (("consents", "expiring", "--within", "99999999999d"), "--within"),
+        (("consents", "expiring", "--within", "3000000d"), "--within"),
+        (("transactional", "report", "--since", "99999999999w"), "--since"),
+        (("api-keys", "create", "dms", "--scopes", "contacts:read", "--expires", "9999999999d"),
+         "--expires"),
+    ],
+)  # fmt: skip
+async def test_a_huge_duration_is_refused_naming_the_option_instead_of_an_overflow(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, argv: tuple[str, ...], option: str
+) -> None:
+    code, printed = await run_cli(monkeypatch, db_url, *argv)
+    assert code == 2
+    assert "Traceback" not in printed
+    assert option in printed
+    assert "100 years" in printed
+    code, listed = await run_cli(monkeypatch, db_url, "api-keys", "list")
+    assert "dms" not in listed
