@@ -37,10 +37,19 @@ def day(value: Any) -> str:
     return value.date().isoformat() if value is not None else "-"
 
 
+class UsageError(Exception):
+    """An option's value the command cannot use; the message names the option."""
+
+
 def at_of(args: argparse.Namespace) -> datetime:
     """The --at option (ISO 8601, UTC when no zone is given), or now."""
     if getattr(args, "at", None):
-        parsed = datetime.fromisoformat(args.at)
+        try:
+            parsed = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise UsageError(
+                f"--at: {args.at!r} is not an ISO 8601 time (2026-03-10 or 2026-03-10T09:00-05:00)"
+            ) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return datetime.now(UTC)
 

@@ -32,7 +32,7 @@ from mailer.commands import (
     transactional,
     webhooks,
 )
-from mailer.commands.console import Handler, console, err, open_pool
+from mailer.commands.console import Handler, UsageError, console, err, open_pool
 from mailer.contacts.csvfile import FileError
 from mailer.core.settings import ConfigError, Settings, load
 from mailer.db import DatabaseUnreachable
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CampaignFileError,
         TemplateFileError,
         DatabaseUnreachable,
+        UsageError,
     ) as exc:
         # Escaped: a refused file's message quotes its line, and "[/x]" there is not markup.
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)

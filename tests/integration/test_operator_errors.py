@@ -75,3 +75,21 @@ async def test_a_huge_duration_is_refused_naming_the_option_instead_of_an_overfl
     assert "100 years" in printed
     code, listed = await run_cli(monkeypatch, db_url, "api-keys", "list")
     assert "dms" not in listed
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("consents", "expiring", "--within", "30d", "--at", "garbage"),
+        ("campaign", "audience", "spring", "--at", "2026-13-01"),
+        ("contacts", "explain", "ana@example.com", "--campaign", "spring", "--at", "tomorrow"),
+    ],
+)
+async def test_an_at_option_that_is_not_a_time_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, argv: tuple[str, ...]
+) -> None:
+    code, printed = await run_cli(monkeypatch, db_url, *argv)
+    assert code == 2
+    assert "Traceback" not in printed
+    assert "--at:" in printed
+    assert "ISO 8601" in printed
