@@ -49,6 +49,16 @@ def _domain(domain: str) -> str | None:
         return None
 
 
+def mailable(normalised: str) -> bool:
+    """True when the mailer can send to this normalised address.
+
+    The domain is already ASCII (IDNA); a non-ASCII local part (RFC 6531) would need SMTPUTF8
+    end to end, which the composer does not claim (campaigns/headers.py refuses it), so a door
+    that promises a mail (a sign-up's confirmation, a notice) refuses it up front.
+    """
+    return normalised.isascii()
+
+
 def _slow(text: str) -> str:
     try:
         checked = validate_email(text, check_deliverability=False)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.addresses import InvalidAddress, address_hash, mailable, normalise
 from mailer.core.settings import FormsSettings
 from mailer.core.tokens import Keyring, Purpose, Token, TokenError
 from mailer.forms.model import ConsentText, Form, clean_name
@@ -198,6 +198,8 @@ async def request_signup(
     try:
         email = normalise(submission.email)
     except InvalidAddress:
+        return Requested(Step.REFUSED_INVALID)
+    if not mailable(email):  # no confirmation mail could reach it: say so, as for a typo
         return Requested(Step.REFUSED_INVALID)
     lang = form.language(submission.locale)
     text = form.texts.get(lang)

@@ -549,3 +549,17 @@ async def test_a_later_campaign_cites_the_form_and_the_audit_export_carries_its_
     assert evidence["form"]["text_version"] == 1
     assert evidence["form"]["text_sha256"] == hashlib.sha256(FR.encode()).hexdigest()
     assert evidence["confirmation"]["at"]
+
+
+async def test_an_address_the_mailer_cannot_send_to_is_refused_instead_of_promised_a_mail(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    # RFC 6531 allows "émile@…", but the composer refuses non-ASCII addresses (no SMTPUTF8):
+    # the visitor would be told a confirmation is on its way, and it never would be.
+    status, body = await sign_up(client, "Émile@exemple.ca")
+    assert status == 400
+    assert "adresse courriel valide" in body
+    assert await counts(conn) == {"requests": 0, "consents": 0, "mails": 0, "contacts": 0}
+    status, _ = await sign_up(client, "emile@exämple.ca")  # an IDN domain is sent as IDNA
+    assert status == 200
+    assert await conn.fetchval("SELECT count(*) FROM signup_requests") == 1
