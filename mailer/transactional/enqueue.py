@@ -43,7 +43,7 @@ from mailer.campaigns.render import MessageError
 from mailer.campaigns.render_inputs import CampaignFields, RenderInputs, resolve_locale
 from mailer.campaigns.template_set import TemplateFileError, TemplateSet
 from mailer.contacts.store import ContactStore
-from mailer.core.addresses import InvalidAddress, address_hash, domain_of, normalise
+from mailer.core.addresses import InvalidAddress, address_hash, domain_of, mailable, normalise
 from mailer.core.consent import Channel, Policy, Verdict
 from mailer.core.eligibility import AudienceSpec, ContactFacts, evaluate
 from mailer.core.footer import SUPPORTED_LOCALES
@@ -176,6 +176,10 @@ async def enqueue(
         email = normalise(to)
     except InvalidAddress as exc:
         raise EnqueueError("to", f"{to!r} is not a valid address: {exc}") from None
+    if not mailable(email):  # accepted now, the lane would only skip it (invalid_address)
+        raise EnqueueError(
+            "to", f"{to!r}: a non-ASCII local part needs SMTPUTF8, which the mailer does not send"
+        )
     if idempotency_key is not None:
         # The fast path of a retry: the first answer, without loading anything.
         known = await store.message_by_key(idempotency_key)

@@ -199,3 +199,19 @@ async def test_erasing_a_person_strips_their_notices_and_skips_the_unsent_ones(
     )  # fmt: skip
     assert code == 1
     assert "erased" in out
+
+
+async def test_send_refuses_an_address_the_lane_could_never_send_to_instead_of_accepting_it(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(PARTS), encoding="utf-8")
+    code, out = await run_cli(
+        monkeypatch, db_url, "send", "parts_received", "--to", "émile@exemple.ca",
+        "--data", str(data), "--idempotency-key", "dms-utf8",
+    )  # fmt: skip
+    assert code == 2
+    assert "Traceback" not in out
+    assert "to: 'émile@exemple.ca'" in out
+    assert "SMTPUTF8" in out
+    assert await conn.fetchval("SELECT count(*) FROM transactional_messages") == 0
