@@ -15,6 +15,7 @@ from aiohttp import web
 
 from mailer.core.settings import Settings
 from mailer.core.tokens import Keyring, Purpose, Token, TokenError
+from mailer.optouts.store import message_ref
 from tracker import forms, ipprefix
 from tracker.buffer import EventBuffer
 from tracker.clicks import ClickTargets
@@ -114,8 +115,7 @@ class Tracker:
         address = ipprefix.client_address(request.remote, request.headers.get("X-Forwarded-For"))
         agent = request.headers.get("User-Agent")
         return {
-            "delivery_id": recipient.delivery_id,
-            "campaign_id": recipient.campaign_id,
+            **message_ref(recipient.delivery_id, recipient.campaign_id),
             "ip_prefix": ipprefix.truncate(address),
             "user_agent": agent[:USER_AGENT_MAX] if agent else None,
             "method": method,

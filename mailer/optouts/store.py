@@ -37,6 +37,18 @@ class Withdrawal:
     campaign_id: int | None = None
 
 
+def message_ref(delivery_id: int | None, campaign_id: int | None) -> dict[str, int | None]:
+    """The message an opt-out answered, under the key of its own id sequence.
+
+    A campaign delivery is `delivery_id`; a transactional message (no campaign) is
+    `transactional_id`: its ids are another sequence, and recorded as a delivery_id they
+    would name some campaign delivery (the audit export joins the ledger on that key).
+    """
+    if campaign_id is None and delivery_id is not None:
+        return {"transactional_id": delivery_id, "campaign_id": None}
+    return {"delivery_id": delivery_id, "campaign_id": campaign_id}
+
+
 class OptOutStore:
     """The opt-out statements on the caller's connection (no pool of its own)."""
 
@@ -49,7 +61,7 @@ class OptOutStore:
     @staticmethod
     async def withdraw(conn: Conn, email_hash: bytes, w: Withdrawal) -> int:
         """Append the withdraw rows, suppressions and switch changes; how many rows changed."""
-        detail: dict[str, Any] = {"delivery_id": w.delivery_id, "campaign_id": w.campaign_id}
+        detail: dict[str, Any] = message_ref(w.delivery_id, w.campaign_id)
         changed = 0
         if w.channels:
             changed += await conn.fetchval(
@@ -78,8 +90,9 @@ class OptOutStore:
                 "channels": sorted(w.channels),
                 "topic_ids": sorted(w.topic_ids),
                 "source": w.source,
-                "delivery_id": w.delivery_id,
+                **message_ref(w.delivery_id, w.campaign_id),
             }
+            what.pop("campaign_id")  # the event carries it beside its data
             await conn.fetchval(Q("outbox_unsubscribed"), w.contact_id, w.campaign_id, what)
         return int(changed)
 

@@ -3,6 +3,7 @@ and it is an unsubscribe from commercial mail: a later recall still goes, saying
 
 from __future__ import annotations
 
+import json
 import re
 from email import message_from_bytes, policy
 from urllib.parse import urlsplit
@@ -57,3 +58,34 @@ async def test_the_unsubscribe_link_of_a_sent_notice_unsubscribes_from_commercia
     assert recall.accepted
     assert recall.note is not None
     assert "unsubscribed from this channel" in recall.note
+
+
+async def test_an_unsubscribe_from_a_notice_is_recorded_as_that_notice_not_as_a_campaign_delivery(
+    stores: Stores, conn: asyncpg.Connection, db_url: str
+) -> None:
+    # Notices and campaign deliveries are numbered by separate sequences: recorded as
+    # "delivery_id", notice 1 would read as campaign delivery 1 (the audit export joins on it).
+    store = transactional_store(stores)
+    sent = await enqueue(store, template="parts_received", to="marie@example.com", data=PARTS)
+    with smtp_server() as (port, sink):
+        await lane_for(stores, lane_settings(port)).run(until_idle=True)
+    message = message_from_bytes(sink.messages[0].data, policy=policy.default)
+    match = re.match(r"<([^>]+)>", message["List-Unsubscribe"])
+    assert match is not None
+    tracker = Settings(
+        database=DatabaseSettings(url=db_url, pool_min=1, pool_max=2),
+        tracker=TrackerSettings(base_url="http://127.0.0.1"),
+        token_keys=KEYS,
+    )
+    client: TestClient[web.Request, web.Application]
+    async with TestClient(TestServer(create_app(tracker))) as client:
+        done = await client.post(urlsplit(match[1]).path, **ONE_CLICK)  # type: ignore[arg-type]
+        assert done.status == 200
+    ledger = await conn.fetch("SELECT evidence FROM consents WHERE action = 'withdraw'")
+    details = await conn.fetch("SELECT detail FROM suppressions")
+    assert ledger
+    assert details
+    for text in [r["evidence"] for r in ledger] + [r["detail"] for r in details]:
+        evidence = json.loads(text)  # this connection has no json codec
+        assert evidence["transactional_id"] == sent.message_id
+        assert "delivery_id" not in evidence
