@@ -20,9 +20,16 @@ class WebhookInputError(ValueError):
 
 def check_url(url: str) -> str:
     """An http(s) URL with a host (plain http only to loopback, as a test receiver is)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:  # "http://[::1" (an unclosed IPv6 address), "…:99999/"
+        raise WebhookInputError(f"url: {url!r} is not a URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookInputError(f"url: expected an http(s):// URL, got {url!r}")
+    if not url.isprintable() or " " in url:
+        # Every delivery attempt would fail on it (no HTTP request line holds it).
+        raise WebhookInputError(f"url: {url!r} holds spaces or control characters")
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         # Events carry personal data (addresses): never in clear across a network.
         raise WebhookInputError(f"url: {url!r}: plain http only to a loopback receiver")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
+from mailer.core.settings import Settings
+from tests.api_client import api_client, make_key
 from tests.cli_run import run_cli
 
 
@@ -93,3 +96,37 @@ async def test_an_at_option_that_is_not_a_time_is_refused_naming_it(
     assert "Traceback" not in printed
     assert "--at:" in printed
     assert "ISO 8601" in printed
+
+
+BAD_WEBHOOK_URLS = [
+    "http://[::1",  # an IPv6 address never closed
+    "http://127.0.0.1:99999/hook",  # no such port: every attempt would fail for 72 hours
+    "http://127.0.0.1:8999/a b",
+    "http://127.0.0.1:8999/a\r\nX-Injected: 1",
+]
+
+
+@pytest.mark.parametrize("url", BAD_WEBHOOK_URLS)
+async def test_webhooks_add_refuses_a_url_no_request_can_reach_naming_the_url(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, conn: asyncpg.Connection, url: str
+) -> None:
+    code, printed = await run_cli(
+        monkeypatch, db_url, "webhooks", "add", url, "--events", "contact.unsubscribed"
+    )
+    assert code == 2
+    assert "Traceback" not in printed
+    assert "url:" in printed
+    assert await conn.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+
+
+async def test_the_api_answers_a_bad_webhook_url_with_422_not_500(
+    settings: Settings, conn: asyncpg.Connection
+) -> None:
+    key = await make_key(settings, "webhooks:manage")
+    async with api_client(settings) as api:
+        for url in BAD_WEBHOOK_URLS:
+            hook = {"url": url, "events": ["contact.unsubscribed"]}
+            answer = await api.call("POST", "/api/v1/webhooks", key, hook)
+            assert answer.status == 422, (url, answer.body)
+            assert "url" in str(answer.body)
+    assert await conn.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
