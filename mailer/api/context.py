@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -36,7 +37,27 @@ async def body_of(request: web.Request, schema: str) -> dict[str, Any]:
         raise Problem(400, f"the body is not JSON: {exc}") from None
     check(schema, document)
     assert isinstance(document, dict)  # every body schema is an object
+    if nul := list(_nul_pointers(document, "")):
+        # JSON may carry U+0000; Postgres text and jsonb cannot hold it (a 500 at the insert).
+        errors = [{"pointer": p, "detail": "U+0000 (NUL) is not allowed in text"} for p in nul]
+        raise Problem(422, "the request body holds a NUL character", errors=errors[:50])
     return document
+
+
+def _nul_pointers(value: Any, at: str) -> Iterator[str]:
+    """The JSON pointer of every string (key or value) holding U+0000."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield at
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{at}/{str(k).replace('~', '~0').replace('/', '~1')}"
+            if "\x00" in str(k):
+                yield here
+            yield from _nul_pointers(v, here)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _nul_pointers(v, f"{at}/{i}")
 
 
 def email_of(request: web.Request) -> tuple[str, bytes]:

@@ -130,3 +130,37 @@ async def test_the_api_answers_a_bad_webhook_url_with_422_not_500(
             assert answer.status == 422, (url, answer.body)
             assert "url" in str(answer.body)
     assert await conn.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+
+
+async def test_a_nul_character_in_any_json_body_is_a_422_naming_the_field_not_a_500(
+    settings: Settings, conn: asyncpg.Connection
+) -> None:
+    # JSON allows "\u0000"; Postgres text and jsonb do not. A website relaying a form field
+    # with one must get an answer it can act on, and nothing may be half-written.
+    key = await make_key(
+        settings, "contacts:write", "consents:write", "transactional:send", "webhooks:manage"
+    )
+    bodies = [
+        ("/api/v1/contacts", {"contacts": [{"email": "a@example.com", "name": "A\x00B"}]},
+         "/contacts/0/name"),
+        ("/api/v1/consents", {"email": "b@example.com", "action": "grant", "kind": "express",
+                              "source": "web", "obtained_at": "2026-03-02T10:15:00Z",
+                              "evidence": {"ip\x00": "203.0.113.7"}}, "/evidence/ip\x00"),
+        ("/api/v1/contacts/c@example.com/opt-out", {"source": "SMS\x00STOP"}, "/source"),
+        ("/api/v1/transactional", {"template": "parts_received", "to": "d@example.com",
+                                   "data": {"order": "\x00"}}, "/data/order"),
+        ("/api/v1/webhooks", {"url": "http://127.0.0.1/\x00",
+                              "events": ["contact.unsubscribed"]}, "/url"),
+    ]  # fmt: skip
+    async with api_client(settings) as api:
+        for path, body, pointer in bodies:
+            answer = await api.call("POST", path, key, body)
+            assert answer.status == 422, (path, answer.body)
+            assert [e["pointer"] for e in answer.body["errors"]] == [pointer]
+    written = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM contacts) AS contacts,"
+        " (SELECT count(*) FROM consents) AS consents,"
+        " (SELECT count(*) FROM transactional_messages) AS notices,"
+        " (SELECT count(*) FROM webhook_endpoints) AS endpoints"
+    )
+    assert dict(written) == {"contacts": 0, "consents": 0, "notices": 0, "endpoints": 0}
