@@ -163,4 +163,5 @@ async def test_a_nul_character_in_any_json_body_is_a_422_naming_the_field_not_a_
         " (SELECT count(*) FROM transactional_messages) AS notices,"
         " (SELECT count(*) FROM webhook_endpoints) AS endpoints"
     )
+    assert written is not None
     assert dict(written) == {"contacts": 0, "consents": 0, "notices": 0, "endpoints": 0}
