@@ -124,6 +124,14 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+@web.middleware
+async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a NUL in the path or query: Postgres text cannot hold one (a search was a 500)."""
+    if "\x00" in request.path or any("\x00" in k + v for k, v in request.query.items()):
+        raise web.HTTPBadRequest(text="a NUL character (%00) in the address or query")
+    return await handler(request)
+
+
 def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
     if response.prepared:  # an event stream already sent its headers (with these)
         return
@@ -207,7 +215,12 @@ healthz.role = None  # type: ignore[attr-defined]
 def create_app(settings: Settings) -> web.Application:
     """The console app; its pool opens and closes with the app (cleanup_ctx)."""
     app = web.Application(
-        middlewares=[make_forwarded_middleware(settings), security_headers, session_and_csrf],
+        middlewares=[
+            make_forwarded_middleware(settings),
+            security_headers,
+            refuse_nul,
+            session_and_csrf,
+        ],
         client_max_size=2 * 1024 * 1024,  # a campaign file or a contacts search, not bulk data
     )
 

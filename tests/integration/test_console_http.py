@@ -490,3 +490,12 @@ async def test_a_console_launch_or_cancel_whose_log_line_fails_does_not_happen(
     assert await conn.fetchval("SELECT status FROM campaigns") == "cancelled"
     logged = await conn.fetch("SELECT action FROM operator_log WHERE action LIKE 'campaign.%'")
     assert [r["action"] for r in logged] == ["campaign.launch", "campaign.cancel"]
+
+
+async def test_a_nul_in_a_search_or_address_is_a_400_not_a_500(client: Client) -> None:
+    await log_in(client, "ada@example.com")
+    for path in ("/contacts?q=%00", "/contacts?after=a%00", "/contacts?q=ana&x%00=1"):
+        response = await client.get(path)
+        assert response.status == 400, path
+        assert "NUL" in await response.text()
+    assert (await client.get("/contacts?q=ana")).status == 200
