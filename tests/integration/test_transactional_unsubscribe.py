@@ -26,24 +26,32 @@ ONE_CLICK = {
 }
 
 
-async def test_the_unsubscribe_link_of_a_sent_notice_unsubscribes_from_commercial_mail_only(
-    stores: Stores, conn: asyncpg.Connection, db_url: str
-) -> None:
-    store = transactional_store(stores)
-    await enqueue(store, template="parts_received", to="marie@example.com", data=PARTS)
+def tracker_settings(db_url: str) -> Settings:
+    return Settings(
+        database=DatabaseSettings(url=db_url, pool_min=1, pool_max=2),
+        tracker=TrackerSettings(base_url="http://127.0.0.1"),
+        token_keys=KEYS,
+    )
+
+
+async def sent_unsubscribe_path(stores: Stores) -> str:
+    """Send the queued notice through the lane; the path of its List-Unsubscribe https link."""
     with smtp_server() as (port, sink):
         await lane_for(stores, lane_settings(port)).run(until_idle=True)
     message = message_from_bytes(sink.messages[0].data, policy=policy.default)
     match = re.match(r"<([^>]+)>", message["List-Unsubscribe"])
     assert match is not None
-    path = urlsplit(match[1]).path
-    tracker = Settings(
-        database=DatabaseSettings(url=db_url, pool_min=1, pool_max=2),
-        tracker=TrackerSettings(base_url="http://127.0.0.1"),
-        token_keys=KEYS,
-    )
+    return urlsplit(match[1]).path
+
+
+async def test_the_unsubscribe_link_of_a_sent_notice_unsubscribes_from_commercial_mail_only(
+    stores: Stores, conn: asyncpg.Connection, db_url: str
+) -> None:
+    store = transactional_store(stores)
+    await enqueue(store, template="parts_received", to="marie@example.com", data=PARTS)
+    path = await sent_unsubscribe_path(stores)
     client: TestClient[web.Request, web.Application]
-    async with TestClient(TestServer(create_app(tracker))) as client:
+    async with TestClient(TestServer(create_app(tracker_settings(db_url)))) as client:
         page = await client.get(path)
         html = await page.text()
         assert page.status == 200
@@ -67,19 +75,10 @@ async def test_an_unsubscribe_from_a_notice_is_recorded_as_that_notice_not_as_a_
     # "delivery_id", notice 1 would read as campaign delivery 1 (the audit export joins on it).
     store = transactional_store(stores)
     sent = await enqueue(store, template="parts_received", to="marie@example.com", data=PARTS)
-    with smtp_server() as (port, sink):
-        await lane_for(stores, lane_settings(port)).run(until_idle=True)
-    message = message_from_bytes(sink.messages[0].data, policy=policy.default)
-    match = re.match(r"<([^>]+)>", message["List-Unsubscribe"])
-    assert match is not None
-    tracker = Settings(
-        database=DatabaseSettings(url=db_url, pool_min=1, pool_max=2),
-        tracker=TrackerSettings(base_url="http://127.0.0.1"),
-        token_keys=KEYS,
-    )
+    path = await sent_unsubscribe_path(stores)
     client: TestClient[web.Request, web.Application]
-    async with TestClient(TestServer(create_app(tracker))) as client:
-        done = await client.post(urlsplit(match[1]).path, **ONE_CLICK)  # type: ignore[arg-type]
+    async with TestClient(TestServer(create_app(tracker_settings(db_url)))) as client:
+        done = await client.post(path, **ONE_CLICK)  # type: ignore[arg-type]
         assert done.status == 200
     ledger = await conn.fetch("SELECT evidence FROM consents WHERE action = 'withdraw'")
     details = await conn.fetch("SELECT detail FROM suppressions")
