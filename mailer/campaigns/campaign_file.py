@@ -75,6 +75,12 @@ def load(path: Path, templates_dir: Path) -> CampaignDefinition:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CampaignFileError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 (TOML 1.0): say where it is not
+        line = exc.object[: exc.start].count(b"\n") + 1
+        bad = exc.object[exc.start : exc.end + 3]
+        raise CampaignFileError(
+            str(path), [f"line {line}: not UTF-8 text (bytes {bad!r}); save the file as UTF-8"]
+        ) from None
     return parse(text, templates_dir=templates_dir, source=str(path))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -10,6 +11,7 @@ import pytest
 from mailer.core.settings import Settings
 from tests.api_client import api_client, make_key
 from tests.cli_run import run_cli
+from tests.engine_setup import TEMPLATES
 
 
 def _elsewhere(dsn: str, *, database: str, password: str) -> str:
@@ -165,3 +167,18 @@ async def test_a_nul_character_in_any_json_body_is_a_422_naming_the_field_not_a_
     )
     assert written is not None
     assert dict(written) == {"contacts": 0, "consents": 0, "notices": 0, "endpoints": 0}
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfeslug = 'x'\n", b'slug = "x"\nname = "caf\xe9"\n'])
+async def test_a_campaign_file_that_is_not_utf8_is_refused_naming_its_line(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "spring.toml"
+    path.write_bytes(content)  # as a Windows editor saves it (UTF-16, Windows-1252)
+    code, printed = await run_cli(monkeypatch, db_url, "campaign", "create", str(path))
+    assert code == 2
+    assert "Traceback" not in printed
+    assert "not UTF-8" in printed
+    newlines = content.count(b"\n")  # the bad byte is on the file's last line
+    assert f"line {newlines}:" in printed
+
