@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from mailer.campaigns import deliverability, lifecycle, lint
@@ -284,6 +285,10 @@ async def campaign_audience(args: argparse.Namespace, settings: Settings) -> int
 
 async def campaign_report(args: argparse.Namespace, settings: Settings) -> int:
     """`mailer campaign report C [--html FILE] [--json]`: print the report, write the page."""
+    if args.html and not Path(args.html).parent.is_dir():
+        # Checked first: a whole report printed, then a traceback, helps no one.
+        err.print(f"[red]error:[/] --html {escape(args.html)}: no such folder", highlight=False)
+        return 2
     async with open_pool(settings) as pool:
         spec = await CampaignStore(pool).campaign_spec(args.campaign)
         if spec is None:
@@ -297,7 +302,11 @@ async def campaign_report(args: argparse.Namespace, settings: Settings) -> int:
         console.print(render_rich(found))
     if args.html:
         out = Path(args.html)
-        await asyncio.to_thread(out.write_text, render_html(found), encoding="utf-8")
+        try:
+            await asyncio.to_thread(out.write_text, render_html(found), encoding="utf-8")
+        except OSError as exc:  # a directory, no permission, a full disk
+            err.print(f"[red]error:[/] --html {escape(args.html)}: {exc.strerror}", highlight=False)
+            return 2
         if not args.json:
             console.print(f"wrote {out}")
     return 0

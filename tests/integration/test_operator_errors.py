@@ -182,3 +182,19 @@ async def test_a_campaign_file_that_is_not_utf8_is_refused_naming_its_line(
     newlines = content.count(b"\n")  # the bad byte is on the file's last line
     assert f"line {newlines}:" in printed
 
+
+async def test_a_report_page_that_cannot_be_written_is_an_error_naming_html(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path
+) -> None:
+    campaign = str(TEMPLATES / "service_reminder.toml")
+    assert (await run_cli(monkeypatch, db_url, "topics", "add", "service"))[0] == 0
+    assert (await run_cli(monkeypatch, db_url, "campaign", "create", campaign))[0] == 0
+    slug = "service-reminder-2024-10"
+    for target, why in [(tmp_path / "no" / "r.html", "no such folder"), (tmp_path, "directory")]:
+        code, printed = await run_cli(
+            monkeypatch, db_url, "campaign", "report", slug, "--html", str(target)
+        )
+        assert code == 2
+        assert "Traceback" not in printed
+        assert f"--html {target}" in printed
+        assert why in printed
