@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from mailer.core.dkim import DkimKey
 from mailer.core.settings_reading import ConfigError, read_secret_file
+from mailer.core.tokens import Keyring
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,10 @@ class Settings:
                 "tokens.keys: not set; export MAILER_TOKEN_KEYS='1:<base64 secret>' "
                 "or point tokens.keys_file at a file holding it"
             )
+        try:  # checked here, so a malformed or short key stops the command with its name
+            Keyring.from_spec(self.token_keys)
+        except ValueError as exc:  # the message never echoes a secret (tokens.py)
+            raise ConfigError(f"tokens.keys: {exc}") from None
         return self.token_keys
 
     def relay_password(self, relay: RelaySettings) -> str | None:

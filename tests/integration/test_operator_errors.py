@@ -198,3 +198,18 @@ async def test_a_report_page_that_cannot_be_written_is_an_error_naming_html(
         assert "Traceback" not in printed
         assert f"--html {target}" in printed
         assert why in printed
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("keys", ["garbage", "1:" + "c2hvcnQ=", "x:" + "a" * 44])
+@pytest.mark.parametrize("argv", [("tracker", "serve"), ("worker",)])
+async def test_a_malformed_or_short_token_key_stops_the_command_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, keys: str, argv: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("MAILER_TOKEN_KEYS", keys)
+    monkeypatch.setenv("MAILER_ENGINE_METRICS_PORT", "0")
+    code, printed = await run_cli(monkeypatch, db_url, *argv)
+    assert code == 2
+    assert "Traceback" not in printed
+    assert "tokens.keys: " in printed
+    assert "c2hvcnQ" not in printed  # never the secret itself
