@@ -125,6 +125,10 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
         _, definition = await lifecycle.load_definition(campaigns, args.campaign)
         print_findings(deliverability.check(settings, definition))
         lifecycle.sending_setup(settings, args.campaign, definition)  # a fatal one: refused
+        metrics = EngineMetrics()
+        # Before the launch: a taken port must not leave the campaign running unwatched.
+        if not serve_metrics(metrics, 0 if args.no_metrics else settings.engine.metrics_port):
+            return 2
         limits = RenderLimits.from_settings(settings.engine)
         async with logged_write(pool, "campaign.send", "campaign", args.campaign) as w:
             launched = await lifecycle.launch(
@@ -140,8 +144,6 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
             console.print("scheduled: a `mailer worker` will start it at its time")
             return 0
         stop = asyncio.Event()
-        metrics = EngineMetrics()
-        metrics.serve(0 if args.no_metrics else settings.engine.metrics_port)
         engine = build_engine(
             pool, settings, stop=stop, metrics=metrics, only_campaigns={launched.campaign_id}
         )
@@ -236,12 +238,29 @@ async def resend_uncertain(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
 
+def serve_metrics(metrics: EngineMetrics, port: int) -> bool:
+    """Expose /metrics on engine.metrics_port; False (said) when the port is taken."""
+    try:
+        metrics.serve(port)
+    except OSError as exc:
+        # A second worker on this machine, or `campaign send` beside a running worker.
+        err.print(
+            f"[red]error:[/] engine.metrics_port {port}: {exc.strerror}; give each worker "
+            "on a machine its own (MAILER_ENGINE_METRICS_PORT), or 0 for none"
+            " (campaign send: --no-metrics)",
+            highlight=False,
+        )
+        return False
+    return True
+
+
 async def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Send every running campaign until SIGTERM; any number may run at once."""
     async with open_pool(settings) as pool, lane_pool(settings) as own:
         stop = asyncio.Event()
         metrics = EngineMetrics()
-        metrics.serve(settings.engine.metrics_port)
+        if not serve_metrics(metrics, settings.engine.metrics_port):
+            return 2
         engine = build_engine(pool, settings, stop=stop, metrics=metrics)
         # The reputation guard runs wherever campaigns are sent, not only beside `inbound
         # serve`: first-hop bounces are in the ledger the engine writes.

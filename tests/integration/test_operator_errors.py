@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -11,7 +12,7 @@ import pytest
 from mailer.core.settings import Settings
 from tests.api_client import api_client, make_key
 from tests.cli_run import run_cli
-from tests.engine_setup import TEMPLATES
+from tests.engine_setup import KEYS, TEMPLATES
 
 
 def _elsewhere(dsn: str, *, database: str, password: str) -> str:
@@ -213,3 +214,25 @@ async def test_a_malformed_or_short_token_key_stops_the_command_naming_the_setti
     assert "Traceback" not in printed
     assert "tokens.keys: " in printed
     assert "c2hvcnQ" not in printed  # never the secret itself
+
+
+@pytest.mark.timeout(60)
+async def test_a_metrics_port_already_taken_stops_send_and_worker_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, conn: asyncpg.Connection
+) -> None:
+    # A second worker on the machine, or `campaign send` beside a running worker.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    monkeypatch.setenv("MAILER_ENGINE_METRICS_PORT", str(taken.getsockname()[1]))
+    monkeypatch.setenv("MAILER_TOKEN_KEYS", KEYS)
+    assert (await run_cli(monkeypatch, db_url, "topics", "add", "service"))[0] == 0
+    campaign = str(TEMPLATES / "service_reminder.toml")
+    assert (await run_cli(monkeypatch, db_url, "campaign", "create", campaign))[0] == 0
+    with taken:
+        for argv in (("campaign", "send", "service-reminder-2024-10"), ("worker",)):
+            code, printed = await run_cli(monkeypatch, db_url, *argv)
+            assert code == 2, argv
+            assert "Traceback" not in printed
+            assert "engine.metrics_port" in printed
+    assert await conn.fetchval("SELECT status FROM campaigns") == "draft"
