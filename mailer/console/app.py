@@ -126,9 +126,14 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """400 for a NUL in the path or query: Postgres text cannot hold one (a search was a 500)."""
+    """400 for a NUL in the path, query or a plain form: Postgres text cannot hold one (a
+    search, a suppression's source were 500s). Multipart uploads stream: not read here."""
     if "\x00" in request.path or any("\x00" in k + v for k, v in request.query.items()):
         raise web.HTTPBadRequest(text="a NUL character (%00) in the address or query")
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()  # kept by aiohttp: the handler reads it again for free
+        if any("\x00" in k + str(v) for k, v in form.items()):
+            raise web.HTTPBadRequest(text="a NUL character (%00) in a form field")
     return await handler(request)
 
 

@@ -499,3 +499,14 @@ async def test_a_nul_in_a_search_or_address_is_a_400_not_a_500(client: Client) -
         assert response.status == 400, path
         assert "NUL" in await response.text()
     assert (await client.get("/contacts?q=ana")).status == 200
+
+
+async def test_a_nul_in_a_form_field_is_a_400_and_writes_nothing(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    token = await log_in(client, "ada@example.com")
+    form = {"csrf": token, "email": "zz@example.com", "source": "a\x00b", "reason": "manual"}
+    response = await client.post("/suppressions", data=form)
+    assert response.status == 400
+    assert "NUL" in await response.text()
+    assert await conn.fetchval("SELECT count(*) FROM suppressions") == 0
