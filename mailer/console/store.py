@@ -8,9 +8,13 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mailer.console.accounts import Operator, Role
 from mailer.db import Queries, affected
+
+# A pooled connection whose transaction a caller holds (a write and its operator-log line).
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 Q = Queries("mailer.console", "console.sql")
 
@@ -120,9 +124,11 @@ class ConsoleStore:
         password_hash: str | None = None,
         setup_token_hash: bytes | None = None,
         setup_expires_at: datetime | None = None,
+        conn: Conn | None = None,
     ) -> int | None:
-        """The new operator's id, or None when the address already has an account."""
-        found = await self.pool.fetchval(
+        """The new operator's id, or None when the address already has an account (on
+        `conn`'s transaction if given: the caller's, with its operator-log line)."""
+        found = await (conn or self.pool).fetchval(
             Q("operator_add"),
             email,
             role.label,
