@@ -45,7 +45,7 @@ async def _log(conn: asyncpg.Connection) -> list[Line]:
     rows = await conn.fetch(
         "SELECT actor_kind, actor_id, action, object_kind, object_id FROM operator_log ORDER BY id"
     )
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [tuple(r) for r in rows]
 
 
 async def _dormant_contact(conn: asyncpg.Connection) -> int:
