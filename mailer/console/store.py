@@ -237,11 +237,14 @@ class ConsoleStore:
         options: Mapping[str, Any],
         lease_s: float,
     ) -> int:
-        return int(
-            await self.pool.fetchval(
-                Q("upload_begin"), kind, file_name, operator_email, dict(options), lease_s
+        """A new upload's id; expired rejects files go on the way (one retention rule)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q("uploads_rejects_expire"))
+            return int(
+                await conn.fetchval(
+                    Q("upload_begin"), kind, file_name, operator_email, dict(options), lease_s
+                )
             )
-        )
 
     async def upload_leases_renew(self, upload_ids: list[int], lease_s: float) -> None:
         await self.pool.execute(Q("upload_leases_renew"), upload_ids, lease_s)
@@ -251,6 +254,7 @@ class ConsoleStore:
         return [int(r["id"]) for r in await self.pool.fetch(Q("uploads_interrupted"))]
 
     async def uploads_rejects_expire(self) -> int:
+        """Drop the rejects files past their retention (console.sql); how many."""
         return affected(await self.pool.execute(Q("uploads_rejects_expire")))
 
     async def upload_finish(
