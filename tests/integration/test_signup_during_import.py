@@ -14,8 +14,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from mailer.core.addresses import address_hash
 from mailer.core.locks import CONTACT_CREATION
 from tests.integration.test_signup import sign_up
-from tests.signup_setup import confirm_path, deliver_queued, hidden, make_form, parsed
-from tests.signup_setup import signup_settings
+from tests.signup_setup import (
+    confirm_path,
+    deliver_queued,
+    hidden,
+    make_form,
+    parsed,
+    signup_settings,
+)
 from tests.smtp_servers import smtp_server
 from tracker.app import create_app
 
@@ -55,7 +61,9 @@ async def test_a_confirmation_during_an_import_waits_for_it_and_takes_the_import
         async with importer.transaction():
             # What `mailer contacts import` holds for its whole transaction.
             await importer.execute("SELECT pg_advisory_xact_lock($1)", CONTACT_CREATION)
-            confirming = asyncio.ensure_future(client.post(path, data={"csrf": hidden(page, "csrf")}))
+            confirming = asyncio.ensure_future(
+                client.post(path, data={"csrf": hidden(page, "csrf")})
+            )
             for _ in range(500):
                 if await waits_on_advisory_lock(conn):
                     break
