@@ -3,40 +3,22 @@ a line that cannot be written leaves the form, its texts and the endpoint as the
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from mailer.console.app import create_app
-from mailer.core.settings import Settings
 from tests.console_pages import ADMIN, as_, settings_
 from tests.console_setup import Client
 from tests.integration.test_api_campaigns import REFUSE_LOG, REFUSER
+from tests.integration.test_console_forms import client  # the business is named
 
 pytestmark = pytest.mark.timeout(120)
-__all__ = ["settings_"]
+__all__ = ["client", "settings_"]
 
 EN = "Yes, send me the service newsletter."
 HOOK = [("url", "https://crm.example.com/hook"), ("events", "contact.consent.granted")]
-
-
-@pytest.fixture
-async def client(settings_: Settings) -> AsyncIterator[Client]:
-    named = dataclasses.replace(
-        settings_,
-        forms=dataclasses.replace(
-            settings_.forms,
-            business_name="Garage Tremblay",
-            postal_address="12 rue Principale, Québec",
-            contact="418 555 0100",
-        ),
-    )
-    async with TestClient(TestServer(create_app(named))) as c:
-        yield c
 
 
 async def test_a_console_form_or_webhook_write_whose_log_line_fails_does_not_happen(
