@@ -48,16 +48,3 @@ async def logged_write(
             await log_operator_action(
                 conn, "cli", cli_actor(), action, object_kind, write.object_id, write.detail
             )
-
-
-async def log_cli(
-    pool: Pool,
-    action: str,
-    object_kind: str,
-    object_id: str | None = None,
-    detail: Mapping[str, Any] | None = None,
-) -> None:
-    """A line on its own, for a change made by a store call that takes no connection."""
-    await log_operator_action(
-        pool, "cli", cli_actor(), action, object_kind, object_id, {"via": "cli", **(detail or {})}
-    )

@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from mailer.commands.console import console, open_pool
-from mailer.commands.oplog import log_cli
+from mailer.commands.oplog import logged_write
 from mailer.contacts.store import ContactStore
 from mailer.core.settings import Settings
 from mailer.core.topics import LANGUAGES as TOPIC_LANGUAGES
@@ -22,14 +22,16 @@ async def topics_add(args: argparse.Namespace, settings: Settings) -> int:
         for lang in TOPIC_LANGUAGES
         if getattr(args, f"name_{lang}") is not None
     }
-    async with open_pool(settings) as pool:
+    detail = {"opt_in": args.opt_in, "names": names}
+    async with (
+        open_pool(settings) as pool,
+        logged_write(pool, "topic.upsert", "topic", args.slug, detail) as write,
+    ):
         topic_id = await ContactStore(pool).topic_upsert(
-            args.slug, args.name or None, args.description, not args.opt_in, names=names
-        )
-        # After the change, not with it: ContactStore.topic_upsert takes no connection yet
-        # (mailer/contacts is being reworked for import speed meanwhile).
-        detail = {"id": topic_id, "opt_in": args.opt_in, "names": names}
-        await log_cli(pool, "topic.upsert", "topic", args.slug, detail)
+            args.slug, args.name or None, args.description, not args.opt_in,
+            names=names, conn=write.conn,
+        )  # fmt: skip
+        write.detail.update(id=topic_id)
     console.print(f"topic {args.slug} (id {topic_id})")
     return 0
 

@@ -215,14 +215,16 @@ class ContactStore:
         default_subscribed: bool = True,
         *,
         names: Mapping[str, str | None] | None = None,
+        conn: Conn | None = None,
     ) -> int:
         """Create or update a topic; return its id.
 
         `name` None keeps an existing topic's default name (a new one takes the slug);
-        `names` per language are merged into those held, a None value removing one.
+        `names` per language are merged into those held, a None value removing one. With
+        `conn`, in its transaction (the CLI's, which logs the change with it).
         """
         return int(
-            await self.pool.fetchval(
+            await (conn or self.pool).fetchval(
                 Q("topic_upsert"), slug, name, description, default_subscribed, dict(names or {})
             )
         )

@@ -180,11 +180,6 @@ async def test_a_cli_write_whose_log_line_fails_is_undone(
     assert await value("SELECT count(*) FROM privacy_log") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ContactStore.topic_upsert takes no connection (mailer/contacts left to the "
-    "import-speed work): `topics add` logs after its change",
-)
 async def test_a_topic_whose_log_line_fails_is_not_written(
     conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, db_url: str
 ) -> None:
