@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mailer.compliance.store import ActorKind, ComplianceStore, log_operator_action
+from mailer.compliance.store import ActorKind, log_operator_action
 from mailer.console.accounts import Role, hash_password, new_token, password_problem, token_hash
 from mailer.console.store import ConsoleStore
 from mailer.core.settings import Settings
@@ -31,14 +31,10 @@ async def add_operator(
     password: str | None = None,
     actor: str,
     actor_kind: ActorKind = "operator",
-    compliance: ComplianceStore | None = None,
 ) -> Enrolled:
     """A new operator with `password`, or with a one-time link to set one; logged as done
     by `actor` (an operator's login, or the system user running the CLI) in the same
-    transaction: the account and its log line commit together, or neither does.
-
-    `compliance` is not read any more (the line goes on the account's connection); it stays
-    for bench/console.py, which still passes it, until that is changed."""
+    transaction: the account and its log line commit together, or neither does."""
     email = email.strip().lower()
     if "@" not in email:
         raise EnrolmentError(f"{email!r} is not an email address")
