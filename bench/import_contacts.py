@@ -145,6 +145,7 @@ async def child_ours(url: str, path: Path, encoding: str | None) -> dict[str, ob
         )
         elapsed = time.perf_counter() - start
         client = time.process_time() - client_before
+        client += outcome.result.seconds.get("reader_process_cpu", 0.0)  # its child, if any
         server_after = _backend_cpu(pids)
     r = outcome.result
     return {
