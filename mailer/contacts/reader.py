@@ -9,13 +9,15 @@ event loop only streams them to Postgres. A large file is produced in a child
 process, which parses the next chunk while Postgres merges this one and even
 while its COPY streams, on the other core; a small one on a thread (starting
 an interpreter costs ~0.2 s, more than a few thousand rows take to parse).
-Either way the producer is at most one chunk ahead: it blocks handing over
-the next chunk until it is asked for, so memory stays flat.
+Either way the producer is at most two chunks ahead (a child's, received at
+once, and the one it parses; a thread's, the one it parses): it blocks handing
+over the next chunk until it is taken, so memory stays flat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import time
 import traceback
@@ -152,10 +154,13 @@ class ProcessSource:
         )
         self._process.start()
         send.close()  # the child's end: EOF here when the child is gone
+        self._pending: asyncio.Future[object] | None = None
 
     async def next(self) -> Message:
+        pending = self._pending or self._receive_next()
+        self._pending = None
         try:
-            message = await asyncio.to_thread(self._receive.recv)
+            message = await asyncio.shield(pending)
         except EOFError:
             raise RuntimeError(
                 f"the contacts reader process ended unexpectedly (exit code {self._exitcode()})"
@@ -165,17 +170,29 @@ class ProcessSource:
                 raise FileError(message.text)
             raise RuntimeError(f"the contacts reader process failed:\n{message.text}")
         assert isinstance(message, Opened | Parsed | Finished)
+        if not isinstance(message, Finished):
+            # Taken at once: the child parses the chunk after next while Postgres
+            # merges this one, two chunks ahead rather than one, so that a slow
+            # moment of the child's (a busy machine) does not stop Postgres.
+            self._pending = self._receive_next()
         return message
+
+    def _receive_next(self) -> asyncio.Future[object]:
+        return asyncio.ensure_future(asyncio.to_thread(self._receive.recv))
 
     def prefetch(self) -> None:
         """Nothing to start: the child parses ahead on its own."""
 
     async def aclose(self) -> None:
-        self._receive.close()
         if self._process.is_alive():
             self._process.terminate()  # a refused or failed import: the rest is not wanted
+        if self._pending is not None:  # ends with EOFError once the child is gone
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._pending)
+            self._pending = None
         await asyncio.to_thread(self._process.join)
         self._process.close()
+        self._receive.close()
 
     def _exitcode(self) -> int | None:
         self._process.join(timeout=5)
