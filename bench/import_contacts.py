@@ -257,6 +257,8 @@ async def child_main(kind: str, path: Path, sample: int, encoding: str | None) -
     finally:
         await drop_database(dsn, url)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The reader's child process (mailer/contacts/reader.py), the only process it waited for.
+    result["reader_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result, default=str))
 
 
@@ -341,6 +343,8 @@ def main() -> None:
         f"goal >= 50,000 rows/s: {'met' if rate(ours) >= 50_000 else 'NOT met'}"
     )
     print(f"where the {n} import's time goes (s): {ours['steps']}")
+    readers = [f"{label.strip()}: {r.get('reader_rss_mib', 0):.0f}" for label, r in results]
+    print("peak RSS of the reader process (MiB; 0: none): " + ", ".join(readers))
 
 
 if __name__ == "__main__":
