@@ -15,8 +15,9 @@ Prints, from one run against one Postgres:
 with rows/s, the ratio of each to the floor, peak RSS (memory must not grow
 with the file), the CPU seconds of the importing process (its reader process
 included) and of its Postgres backend (on a shared machine, CPU time varies
-less than wall time), and the load average before and after. Each measurement runs in a child process on a
-fresh database so RSS and caches do not leak between them.
+less than wall time), and the load average before and after. Each measurement
+runs in a child process on a fresh database so RSS and caches do not leak
+between them.
 
     DATABASE_URL=… python bench/import_contacts.py [--rows 1000000] [--before /work/main]
 """
