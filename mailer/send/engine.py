@@ -74,12 +74,6 @@ log = logging.getLogger("mailer.engine")
 # How often the claimer looks again when nothing is due, and how often dead
 # workers' leases are swept.
 IDLE_SLEEP_S = 0.5
-# While the pipeline has no room for a claim, the running campaigns are read at most this
-# often: the claimer wakes at every settled message, and reading them each time was ~1,300
-# rounds (with the pool's reset) per 20,000 messages for nothing to claim (bench/README.md,
-# "Send", session 8). A pause is still seen within this (the idle claimer's is IDLE_SLEEP_S),
-# and the start mark's last check holds every message of a paused campaign regardless.
-RUNNING_EVERY_S = 0.1
 SWEEP_EVERY_S = 10.0
 
 
@@ -127,7 +121,6 @@ class Engine:
         self.deadline = timedelta(hours=settings.engine.retry_deadline_hours)
         self._last_sweep = 0.0
         self._running: set[int] = set()
-        self._running_at = -RUNNING_EVERY_S  # time.monotonic() of the last read
         # Claimed deliveries that will not reach SMTP in this run (stop, errors):
         # handed back to the queue in one statement.
         self._unsent: list[int] = []
@@ -239,28 +232,19 @@ class Engine:
             await leases.sweep(self.store, self.metrics)
             await self.store.finish_campaigns()
         claimed = 0
-        least = max(1, self.settings.engine.batch_size // 4)
-        if (
-            sweep
-            or self.max_pending - self.pending >= least
-            or time.monotonic() - self._running_at >= RUNNING_EVERY_S
-        ):
-            running = await self.store.running_campaigns()
-            self._running_at = time.monotonic()
-            # Senders check this before each message: a pause or cancel seen here stops
-            # messages already rendered and queued, not only new claims.
-            self._running = set(running)
-            if sweep:
-                await self._publish_progress(running)
-            for campaign_id in running:
-                if self.only is not None and campaign_id not in self.only:
-                    continue
-                room = self.max_pending - self.pending
-                if room < least:
-                    break
-                claimed += await self._claim(
-                    campaign_id, min(room, self.settings.engine.batch_size)
-                )
+        running = await self.store.running_campaigns()
+        # Senders check this before each message: a pause or cancel seen here stops
+        # messages already rendered and queued, not only new claims.
+        self._running = set(running)
+        if sweep:
+            await self._publish_progress(running)
+        for campaign_id in running:
+            if self.only is not None and campaign_id not in self.only:
+                continue
+            room = self.max_pending - self.pending
+            if room < max(1, self.settings.engine.batch_size // 4):
+                break
+            claimed += await self._claim(campaign_id, min(room, self.settings.engine.batch_size))
         if claimed:
             return False
         if until_idle and self.pending == 0:
