@@ -54,10 +54,10 @@ GATHER_MAX = 64
 # A writer gives its connection back to the pool once idle this long, not at its first idle
 # moment: while messages flow each writer is idle between nearly every two rounds, and
 # giving the connection back each time cost a round trip for the pool's reset (four
-# statements) and, for the start writer, its session statement again on the next round:
-# ~10 % of a worker's CPU, 2,300 resets and as many session statements per 20,000 messages
-# (bench/README.md, "Send", session 8). Rounds._fetch still gives it back at once when the
-# pool has no other connection free.
+# statements) and, for the start writer, its session statement again on the next round
+# (per 20,000 messages ~2,500 of those statements and twice as many resets; py-spy: ~10 % of a
+# worker's busy CPU in all, bench/README.md, "Send", session 8). Rounds._fetch still gives
+# it back at once when the pool has no other connection free.
 KEEP_IDLE_S = 0.2
 
 
