@@ -41,7 +41,6 @@ from mailer.api.app import create_app as create_api_app  # noqa: E402
 from mailer.api.store import ApiStore  # noqa: E402
 from mailer.campaigns.store import CampaignStore  # noqa: E402
 from mailer.campaigns.store import Q as CAMPAIGN_SQL  # noqa: E402
-from mailer.compliance.store import ComplianceStore  # noqa: E402
 from mailer.console.accounts import Role  # noqa: E402
 from mailer.console.app import create_app  # noqa: E402
 from mailer.console.enrolment import add_operator  # noqa: E402
@@ -186,7 +185,7 @@ async def main() -> None:
             frozen = await store.freeze_audience(campaign, AT)
             await add_operator(
                 ConsoleStore(pool), settings, "bench@example.com", Role.VIEWER,
-                password=PASSWORD, actor="bench", compliance=ComplianceStore(pool),
+                password=PASSWORD, actor="bench",
             )  # fmt: skip
         recipients = frozen.added
         if 0 < args.recipients < frozen.added:

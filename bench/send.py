@@ -119,7 +119,12 @@ async def engine(
         ),
         token_keys=KEYS,
     )
-    async with open_stores(url, max_size=4) as stores:
+    # The pool `mailer worker` opens (commands/console.open_pool): with the 4 connections this
+    # used to take, the recorder's two writers, which keep a connection each while the pool
+    # has another free, gave theirs back at most rounds, each paying the pool's reset round
+    # trip and the start writer its session statement again (bench/README.md, session 8).
+    db = settings.database
+    async with open_stores(url, max_size=max(db.pool_max, db.audience_parts + 2)) as stores:
         relays = Relays([Relay(settings.smtp, None)])
         eng = Engine(stores.send, stores.campaigns, settings, Keyring.from_spec(KEYS), relays)
         cpu0 = usage()[0]

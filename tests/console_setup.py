@@ -12,7 +12,6 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Role
 from mailer.console.enrolment import add_operator
 from mailer.console.store import ConsoleStore
@@ -113,7 +112,6 @@ async def operator(settings: Settings, email: str, role: Role) -> None:
             role,
             password=PASSWORD,
             actor="test",
-            compliance=ComplianceStore(pool),
         )
 
 

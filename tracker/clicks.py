@@ -14,7 +14,8 @@ from typing import Generic, TypeVar
 
 from mailer.core.tokens import Token
 from tracker.metrics import Metrics
-from tracker.store import Link, SentDelivery, TrackerStore, Unavailable
+from tracker.rows import Link, SentDelivery
+from tracker.store import TrackerStore, Unavailable
 
 # A campaign has tens of links, so this holds hundreds of campaigns' worth (~200 bytes each).
 LINK_CACHE_SIZE = 10_000

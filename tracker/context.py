@@ -23,7 +23,8 @@ from tracker.events import USER_AGENT_MAX, Hit, to_event
 from tracker.metrics import Metrics
 from tracker.pages import HEADERS as PAGE_HEADERS
 from tracker.pages import Pages
-from tracker.store import Recipient, TrackerStore, Unavailable
+from tracker.rows import Recipient
+from tracker.store import TrackerStore, Unavailable
 from tracker.wording import Lang, language
 
 log = logging.getLogger(__name__)

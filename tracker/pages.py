@@ -17,7 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from mailer.core.consent_dates import zone
 from tracker.forms import REASON_MAX
 from tracker.preferences import LedgerRow, Preferences, Scope
-from tracker.store import Recipient
+from tracker.rows import Recipient
 from tracker.wording import TEXT, Lang, block_reason, channel_label, history_line, language
 
 # Pages carry a capability token in their URL: never let it leak to another site through a

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mailer.core.counts import parse_count
 from mailer.core.tokens import Purpose
 from tracker import forms
 from tracker.context import (
@@ -49,7 +50,7 @@ async def preferences_page(request: web.Request) -> web.Response:
 
 
 def _ints(values: list[Any]) -> set[int]:
-    return {int(v) for v in values if isinstance(v, str) and v.isascii() and v.isdigit()}
+    return {n for v in values if (n := parse_count(v)) is not None}
 
 
 async def save_preferences(request: web.Request) -> web.Response:

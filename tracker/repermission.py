@@ -18,7 +18,8 @@ from tracker.context import (
     recipient_for,
     unavailable,
 )
-from tracker.store import ConsentRequest, Recipient, Unavailable
+from tracker.rows import ConsentRequest, Recipient
+from tracker.store import Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from mailer.core.counts import parse_count
 from mailer.core.settings import FormsSettings, Settings
 from mailer.core.tokens import Keyring
 from mailer.db.bounded import Unavailable
@@ -168,11 +169,11 @@ class Signup:
         """The text the page showed (its id travels with the POST) if it is this form's and
         this language's; the current one when the POST names none."""
         current = form.texts.get(lang)
-        if not (isinstance(text_id, str) and text_id.isascii() and text_id.isdigit()):
+        if (shown := parse_count(text_id)) is None:
             return current
-        if current is not None and int(text_id) == current.id:
+        if current is not None and shown == current.id:
             return current
-        older = await self.store.text(form.id, int(text_id))
+        older = await self.store.text(form.id, shown)
         return older if older is not None and older.locale == lang else None
 
 

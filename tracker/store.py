@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -20,7 +19,6 @@ from typing import Any
 import asyncpg
 
 from mailer.core.settings import TrackerSettings
-from mailer.core.topics import topic_name
 from mailer.db.bounded import BoundedPool, Conn
 from mailer.db.bounded import (
     Unavailable as Unavailable,  # what every method raises; handlers catch it
@@ -31,12 +29,12 @@ from tracker.events import Event
 from tracker.preferences import (
     Changes,
     LedgerRow,
-    Preferences,
     SuppressionRow,
     TopicRow,
     changes,
     current,
 )
+from tracker.rows import ConsentRequest, Link, Recipient, SentDelivery, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -79,66 +77,6 @@ REQUIRED = frozenset(
 
 def _q(name: str) -> str:
     return queries()[name]
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A campaign link as registered: never changed afterwards, so cacheable by its id."""
-
-    url: str
-    campaign_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class SentDelivery:
-    """What a click needs of its delivery: whose campaign, and when it was sent."""
-
-    campaign_id: int
-    sent_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """Who a delivery went to and what it was about: what the pages show and act on."""
-
-    delivery_id: int
-    campaign_id: int | None  # None: a transactional message (mailer/transactional)
-    contact_id: int
-    email: str | None
-    email_hash: bytes | None
-    name: str | None
-    locale: str
-    erased: bool
-    sender: str | None  # the business's name; None only for a definition lacking it
-    channel: str
-    topic_id: int | None  # None: an exempt transactional message, about no topic
-    topic_name: str  # the default name; pages show topic_label(lang)
-    topic_slug: str = ""
-    topic_names: Mapping[str, str] = field(default_factory=dict)
-    # The campaign's time zone (IANA name; None: UTC), in which its footer printed dates.
-    timezone: str | None = None
-
-    def topic_label(self, lang: str) -> str:
-        """The campaign topic's name for a reader of `lang` (mailer.core.topics' fallback rule)."""
-        if self.topic_id is None:
-            return ""
-        return topic_name(self.topic_names, self.topic_name, self.topic_slug, lang)
-
-
-@dataclass(frozen=True, slots=True)
-class ConsentRequest:
-    """A re-permission campaign's ledger source and the exact wording asked for."""
-
-    source: str
-    consent_text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A contact's consent history and current preferences, read together."""
-
-    ledger: tuple[LedgerRow, ...]
-    preferences: Preferences
 
 
 class TrackerStore:

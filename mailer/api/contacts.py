@@ -16,6 +16,7 @@ from mailer.campaigns import audience
 from mailer.campaigns.store import CampaignStore
 from mailer.contacts.store import ContactStore
 from mailer.contacts.upsert import ItemsRejected, upsert_contacts
+from mailer.core.counts import parse_count
 from mailer.optouts.by_address import OptOutRefused, opt_out_address
 
 
@@ -86,10 +87,10 @@ async def list_contacts(request: web.Request) -> web.Response:
 
 
 def page_after_int(request: web.Request) -> int:
-    text = request.query.get("after", "0")
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    after = parse_count(request.query.get("after", "0"))
+    if after is None:
         raise Problem(400, "after: expected the last id of the previous page")
-    return int(text)
+    return after
 
 
 async def story(request: web.Request) -> web.Response:

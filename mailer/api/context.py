@@ -15,6 +15,7 @@ from mailer.api.keys import ApiKey
 from mailer.api.problems import Problem
 from mailer.api.store import ApiStore
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.counts import parse_count
 from mailer.core.settings import Settings
 from mailer.db import Pool
 
@@ -71,7 +72,7 @@ def email_of(request: web.Request) -> tuple[str, bytes]:
 
 
 def page_limit(request: web.Request) -> int:
-    text = request.query.get("limit", "100")
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1000:
+    limit = parse_count(request.query.get("limit", "100"), minimum=1, maximum=1000)
+    if limit is None:
         raise Problem(400, "limit: expected 1 to 1000")
-    return int(text)
+    return limit

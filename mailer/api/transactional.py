@@ -10,6 +10,7 @@ from aiohttp import web
 from mailer.api.context import KEY, POOL, SETTINGS, body_of
 from mailer.api.problems import Problem
 from mailer.api.writes import Conn, json_response, write
+from mailer.core.counts import parse_count
 from mailer.transactional.enqueue import (
     EnqueueError,
     IdempotencyConflict,
@@ -71,10 +72,10 @@ async def send(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     text = request.match_info["id"]
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    if (message_id := parse_count(text)) is None:
         raise Problem(400, "id: expected a message id")
     store = TransactionalStore.for_settings(request.app[POOL], request.app[SETTINGS])
-    found = await store.message(int(text))
+    found = await store.message(message_id)
     if found is None:
         raise Problem(404, f"no transactional message {text}")
     return json_response(

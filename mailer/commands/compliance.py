@@ -138,11 +138,20 @@ async def hygiene_purge(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 0
         try:
-            done = erasure_of(
-                await store.hygiene_purge(
-                    cutoff, now, rule=rule, os_user=operator(), evidence_kept=EVIDENCE_KEPT
+            detail = {"rule": rule, "inactive_before": cutoff.isoformat()}
+            async with logged_write(pool, "hygiene.purge", "privacy_log", None, detail) as w:
+                done = erasure_of(
+                    await store.hygiene_purge(
+                        cutoff,
+                        now,
+                        rule=rule,
+                        os_user=operator(),
+                        evidence_kept=EVIDENCE_KEPT,
+                        conn=w.conn,
+                    )
                 )
-            )
+                w.object_id = str(done.log_id)  # the purge's own record, counts per table
+                w.detail.update(contacts=done.contacts)
         except ErasureBusy as exc:
             console.print(f"[red]error:[/] {exc}", highlight=False)
             return 1

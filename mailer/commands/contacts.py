@@ -1,10 +1,10 @@
-"""`mailer topics …`, `contacts import|show|explain`, `consents expiring`, `suppress import`."""
+"""`mailer contacts import|show|explain`, `consents expiring`, `suppress import`: the contact
+commands (the story and explain in contact_story.py, topics in topics.py)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -13,49 +13,14 @@ from rich.table import Table
 
 from mailer.campaigns import audience
 from mailer.campaigns.store import CampaignStore
-from mailer.commands import transactional
-from mailer.commands.console import at_of, console, day, err, open_pool
+from mailer.commands.console import at_of, console, err, open_pool
+from mailer.commands.contact_story import contacts_explain, contacts_show, when
 from mailer.commands.oplog import logged_write
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
 from mailer.contacts.store import ContactStore, ImportRefused
 from mailer.core import consent_dates
-from mailer.core.addresses import InvalidAddress, address_hash, normalise
-from mailer.core.evidence import InboundEvidence
 from mailer.core.settings import Settings
-from mailer.core.topics import LANGUAGES as TOPIC_LANGUAGES
-from mailer.core.topics import slug_problem, topic_name
-from mailer.forms.wording import form_history_line
-
-
-async def topics_add(args: argparse.Namespace, settings: Settings) -> int:
-    # Only the names given change: `--name-en` later keeps the French name; "" removes one.
-    names = {
-        lang: getattr(args, f"name_{lang}") or None
-        for lang in TOPIC_LANGUAGES
-        if getattr(args, f"name_{lang}") is not None
-    }
-    if problem := slug_problem(args.slug):
-        err.print(f"[red]error:[/] {escape(problem)}", highlight=False)
-        return 2
-    async with open_pool(settings) as pool:
-        topic_id = await ContactStore(pool).topic_upsert(
-            args.slug, args.name or None, args.description, not args.opt_in, names=names
-        )
-    console.print(f"topic {args.slug} (id {topic_id})")
-    return 0
-
-
-async def topics_list(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_pool(settings) as pool:
-        topics = await ContactStore(pool).topics_list()
-    table = Table("slug", "name", *(f"name ({lang})" for lang in TOPIC_LANGUAGES), "subscription")
-    for t in topics:
-        # What a reader of each language sees, fallback included (mailer.core.topics).
-        shown = [topic_name(t.names, t.name, t.slug, lang) for lang in TOPIC_LANGUAGES]
-        table.add_row(t.slug, t.name, *shown, "opt-out" if t.default_subscribed else "opt-in")
-    console.print(table)
-    return 0
 
 
 async def contacts_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,132 +88,6 @@ def _print_rejects(examples: Sequence[Any], total: int, where: Path | None) -> N
         err.print(f"… and {total - len(examples)} more")
     if where is not None and total:
         err.print(f"all rejected rows: {where}")
-
-
-async def contacts_show(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        email = normalise(args.email)
-    except InvalidAddress as exc:
-        err.print(f"[red]error:[/] {args.email!r} is not a valid address: {exc}")
-        return 2
-    try:
-        here = consent_dates.zone(args.timezone)
-    except ValueError as exc:
-        err.print(f"[red]error:[/] --timezone: {exc}")
-        return 2
-    async with open_pool(settings) as pool:
-        store = ContactStore(pool)
-        story = await store.contact_story(email, address_hash(email))
-        mail = await store.inbound_evidence(email, address_hash(email))
-    if story is None:
-        err.print(f"no contact and no suppression for {email}")
-        return 1
-    contact = story.contact
-    if contact is None:
-        console.print(f"{email}: not a contact")
-    else:
-        console.print(
-            f"[bold]{contact.email}[/]  {contact.name or ''}  locale={contact.locale}  "
-            f"tracking={'on' if contact.tracking else 'off'}  "
-            f"last activity={day(contact.last_activity_at)}  "
-            f"attributes={contact.attributes}"
-        )
-        ledger = Table(
-            "when",
-            "channel",
-            "action",
-            "kind / topic",
-            "source",
-            "ends",
-            "evidence",
-            title="consent history",
-            caption=f"dates given without a time as given; times as days in {here}",
-        )
-        for row in story.ledger:
-            ledger.add_row(
-                when(row.obtained_at, here, date_only=row.obtained_date_only),
-                row.channel,
-                row.action,
-                row.kind or (f"topic {row.topic}" if row.topic else "-"),
-                row.source,
-                when(row.ends_at, here, date_only=row.ends_date_only),
-                str(row.evidence),
-            )
-        console.print(ledger)
-        for row in story.ledger:
-            # A sign-up form's grant in plain words, as the preference centre says it.
-            said = form_history_line(row.evidence or {}, row.obtained_at, "en", here)
-            if row.kind == "express" and said is not None:
-                console.print(said, highlight=False, markup=False)
-        prefs = Table("preference", "state", "since", title="preferences")
-        for topic in story.topics:
-            prefs.add_row(
-                f"topic {topic.slug}",
-                "subscribed" if topic.subscribed else "opted out",
-                when(topic.updated_at, here),
-            )
-        for channel in story.channels:
-            prefs.add_row(
-                f"channel {channel.channel}",
-                "on" if channel.enabled else "off",
-                when(channel.updated_at, here),
-            )
-        console.print(prefs)
-    sup = Table("scope", "reason", "source", "since", "evidence", title="suppressions")
-    for held in story.suppressions:
-        target = held.channel or held.topic or ""
-        sup.add_row(
-            f"{held.scope} {target}".strip(),
-            held.reason,
-            held.source,
-            when(held.created_at, here),
-            held.evidence(),
-        )
-    console.print(sup)
-    print_inbound_evidence(mail)
-    return 0
-
-
-def print_inbound_evidence(mail: Sequence[InboundEvidence]) -> None:
-    """The DSNs, feedback reports and mailto unsubscribes behind suppressions and opt-outs."""
-    if not mail:
-        return
-    console.print("[bold]inbound mail behind these[/] (bounces, complaints, mailto unsubscribes):")
-    for evidence in mail:
-        console.print(f"  {escape(evidence.line())}", highlight=False, soft_wrap=True)
-
-
-async def contacts_explain(args: argparse.Namespace, settings: Settings) -> int:
-    at = at_of(args)
-    try:
-        email = normalise(args.email)
-    except InvalidAddress as exc:
-        err.print(f"[red]error:[/] {args.email!r} is not a valid address: {exc}")
-        return 2
-    if args.template:
-        # Transactional templates answer by their basis's rules (mailer/transactional/basis.py).
-        return await transactional.explain_template(settings, email, args.template)
-    async with open_pool(settings) as pool:
-        spec = await CampaignStore(pool).campaign_spec(args.campaign)
-        inputs = await ContactStore(pool).contact_rule_inputs(email)
-        mail = await ContactStore(pool).inbound_evidence(email, address_hash(email))
-    if spec is None:
-        err.print(f"[red]error:[/] no campaign {args.campaign!r}")
-        return 2
-    if inputs is None:
-        err.print(f"no contact {email}")
-        return 1
-    verdict = audience.explain(inputs, spec, at)
-    if verdict.eligible:
-        console.print(f"[green]eligible[/] for {args.campaign}: {verdict.detail}", highlight=False)
-    else:
-        assert verdict.reason is not None
-        console.print(
-            f"[red]not eligible[/] for {args.campaign} ({verdict.reason.value}): {verdict.detail}",
-            highlight=False,
-        )
-    print_inbound_evidence(mail)
-    return 0
 
 
 async def consents_expiring(args: argparse.Namespace, settings: Settings) -> int:
@@ -322,13 +161,6 @@ async def suppress_import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def when(value: datetime | None, zone: tzinfo = UTC, *, date_only: bool = False) -> str:
-    """A day as YYYY-MM-DD, by the rule the footer and the preference centre print it with."""
-    if value is None:
-        return "-"
-    return consent_dates.consent_day(value, zone, date_only=date_only).isoformat()
-
-
 def _file_options(parser: argparse.ArgumentParser) -> None:
     """--encoding and --delimiter, read by mailer/contacts/textfile.py."""
     parser.add_argument(
@@ -344,23 +176,6 @@ def _file_options(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> Any:
     """Register the contact commands; return the `contacts` group (compliance adds to it)."""
-    topics = sub.add_parser("topics", help="message topics").add_subparsers(dest="t", required=True)
-    add = topics.add_parser("add", help="create or update a topic")
-    add.add_argument("slug")
-    add.add_argument("--name", help="default name, for languages without their own (default: slug)")
-    for lang in TOPIC_LANGUAGES:
-        add.add_argument(
-            f"--name-{lang}", help=f'the name {lang} readers see ("" removes it)', metavar="NAME"
-        )
-    add.add_argument("--description", default="")
-    add.add_argument(
-        "--opt-in",
-        action="store_true",
-        help="only contacts who subscribed to the topic receive it (newsletters)",
-    )
-    add.set_defaults(handler=topics_add)
-    topics.add_parser("list").set_defaults(handler=topics_list)
-
     contacts = sub.add_parser("contacts", help="contacts and their consent").add_subparsers(
         dest="c", required=True
     )

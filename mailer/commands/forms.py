@@ -10,11 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailer.commands.console import console, day, err, open_pool
+from mailer.commands.oplog import logged_write
 from mailer.core.settings import Settings
 from mailer.forms import authoring, embed
 from mailer.forms.authoring import NewForm
 from mailer.forms.model import FormError
-from mailer.forms.store import FormStore, PoolLender
+from mailer.forms.store import ConnLender, FormStore, PoolLender
 
 
 def _fail(message: str) -> int:
@@ -50,7 +51,11 @@ async def forms_add(args: argparse.Namespace, settings: Settings) -> int:
     )
     async with open_pool(settings) as pool:
         try:
-            form_id, slug = await authoring.create_form(FormStore(PoolLender(pool)), settings, new)
+            async with logged_write(pool, "form.add", "form", None, {"source": new.source}) as w:
+                store = FormStore(ConnLender(w.conn))
+                form_id, slug = await authoring.create_form(store, settings, new)
+                w.object_id = slug
+                w.detail.update(id=form_id)
         except FormError as exc:
             return _fail(str(exc))
     base = settings.tracker.base_url.rstrip("/")
@@ -124,9 +129,12 @@ async def forms_text(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(str(exc))
     async with open_pool(settings) as pool:
         try:
-            form, version = await authoring.reword(
-                FormStore(PoolLender(pool)), args.slug, lang, raw
-            )
+            async with logged_write(pool, "form.text", "form", args.slug, {"locale": lang}) as w:
+                store = FormStore(ConnLender(w.conn))
+                form, version = await authoring.reword(store, args.slug, lang, raw)
+                # Worded so already: no new version, nothing to log (as the console does).
+                w.object_id, w.unchanged = form.slug, not version
+                w.detail.update(version=version)
         except FormError as exc:
             return _fail(str(exc))
     if not version:
@@ -140,7 +148,8 @@ async def forms_text(args: argparse.Namespace, settings: Settings) -> int:
 async def forms_disable(args: argparse.Namespace, settings: Settings) -> int:
     async with open_pool(settings) as pool:
         try:
-            await authoring.disable(FormStore(PoolLender(pool)), args.slug)
+            async with logged_write(pool, "form.disable", "form", args.slug) as w:
+                await authoring.disable(FormStore(ConnLender(w.conn)), args.slug)
         except FormError as exc:
             return _fail(str(exc))
     console.print(f"form {args.slug} disabled: /s/{args.slug} answers 404; its records stay")

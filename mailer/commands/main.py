@@ -29,6 +29,7 @@ from mailer.commands import (
     inbound,
     operators,
     optouts,
+    topics,
     transactional,
     webhooks,
 )
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML settings file (or MAILER_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
     db.register(sub)
+    topics.register(sub)
     contacts_group = contacts.register(sub)
     compliance.register(sub, contacts_group)
     optouts.register(contacts_group)

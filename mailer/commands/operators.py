@@ -10,7 +10,6 @@ from rich.table import Table
 
 from mailer.commands.console import console, err, open_pool
 from mailer.commands.oplog import cli_actor
-from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Role
 from mailer.console.enrolment import EnrolmentError, add_operator
 from mailer.console.store import ConsoleStore
@@ -41,7 +40,6 @@ async def operators_add(args: argparse.Namespace, settings: Settings) -> int:
                 locale=args.locale,
                 password=password,
                 actor=cli_actor(),
-                compliance=ComplianceStore(pool),
                 actor_kind="cli",
             )
         except EnrolmentError as exc:

@@ -27,6 +27,9 @@ class CliWrite:
     conn: Conn
     object_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # Set when the command found nothing to change (a text already worded so, an endpoint
+    # already off): the transaction commits without a line, as the console logs nothing then.
+    unchanged: bool = False
 
 
 @asynccontextmanager
@@ -41,19 +44,7 @@ async def logged_write(
     async with pool.acquire() as conn, conn.transaction():
         write = CliWrite(conn, object_id, {"via": "cli", **(detail or {})})
         yield write
-        await log_operator_action(
-            conn, "cli", cli_actor(), action, object_kind, write.object_id, write.detail
-        )
-
-
-async def log_cli(
-    pool: Pool,
-    action: str,
-    object_kind: str,
-    object_id: str | None = None,
-    detail: Mapping[str, Any] | None = None,
-) -> None:
-    """A line on its own, for a change made by a store call that takes no connection."""
-    await log_operator_action(
-        pool, "cli", cli_actor(), action, object_kind, object_id, {"via": "cli", **(detail or {})}
-    )
+        if not write.unchanged:
+            await log_operator_action(
+                conn, "cli", cli_actor(), action, object_kind, write.object_id, write.detail
+            )

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, start_http_server
 from rich.table import Table
 
 from mailer.commands.console import console, err, open_pool, stop_on_signals
-from mailer.commands.oplog import cli_actor, log_cli, logged_write
+from mailer.commands.oplog import cli_actor, logged_write
 from mailer.core.settings import Settings
 from mailer.webhooks.dispatcher import EVENT_TYPES, WebhookMetrics, dispatch
 from mailer.webhooks.endpoints import WebhookInputError, add_endpoint, replay_window
@@ -57,8 +57,9 @@ async def webhooks_enable(args: argparse.Namespace, settings: Settings) -> int:
         if not await store.endpoint_exists(args.endpoint):
             err.print(f"[red]error:[/] no webhook endpoint {args.endpoint}")
             return 2
-        due = await store.endpoint_enable(args.endpoint)
-        await log_cli(pool, "webhook.enable", "webhook", str(args.endpoint))
+        async with logged_write(pool, "webhook.enable", "webhook", str(args.endpoint)) as w:
+            due = await store.endpoint_enable(args.endpoint, w.conn)
+            w.detail.update(due=due)
     console.print(f"endpoint {args.endpoint} enabled; {due} pending event(s) due now")
     return 0
 
@@ -69,9 +70,9 @@ async def webhooks_disable(args: argparse.Namespace, settings: Settings) -> int:
         if not await store.endpoint_exists(args.endpoint):
             err.print(f"[red]error:[/] no webhook endpoint {args.endpoint}")
             return 2
-        done = await store.endpoint_disable(args.endpoint, f"disabled by {cli_actor()}")
-        if done:
-            await log_cli(pool, "webhook.disable", "webhook", str(args.endpoint))
+        async with logged_write(pool, "webhook.disable", "webhook", str(args.endpoint)) as w:
+            done = await store.endpoint_disable(args.endpoint, f"disabled by {cli_actor()}", w.conn)
+            w.unchanged = not done
     state = "disabled" if done else "was already disabled"
     console.print(f"endpoint {args.endpoint} {state}; its events wait until it is enabled")
     return 0
@@ -88,11 +89,10 @@ async def webhooks_replay(args: argparse.Namespace, settings: Settings) -> int:
         if not await store.endpoint_exists(args.endpoint):
             err.print(f"[red]error:[/] no webhook endpoint {args.endpoint}")
             return 2
-        queued = await store.replay(args.endpoint, since, until)
-        await log_cli(
-            pool, "webhook.replay", "webhook", str(args.endpoint),
-            {"since": since.isoformat(), "until": until.isoformat(), "queued": queued},
-        )  # fmt: skip
+        window = {"since": since.isoformat(), "until": until.isoformat()}
+        async with logged_write(pool, "webhook.replay", "webhook", str(args.endpoint), window) as w:
+            queued = await store.replay(args.endpoint, since, until, w.conn)
+            w.detail.update(queued=queued)
     console.print(f"{queued} event(s) queued again for endpoint {args.endpoint}")
     return 0
 

@@ -134,8 +134,12 @@ class ComplianceStore:
         rule: str,
         os_user: str | None,
         evidence_kept: Sequence[str],
+        conn: PoolConnectionProxy | None = None,
     ) -> dict[str, Any]:
-        """Erase every purge candidate in one transaction, suppress and log; counts per table."""
+        """Erase every purge candidate in one transaction, suppress and log; counts per table.
+
+        With `conn`, inside that connection's transaction (the CLI's, with its operator-log line).
+        """
         return await self._erase(
             self._hygiene_candidates_sql(),
             (cutoff, now, 1),
@@ -145,6 +149,7 @@ class ComplianceStore:
             subject_hash=None,
             os_user=os_user,
             evidence_kept=evidence_kept,
+            conn=conn,
         )
 
     async def contact_erase(

@@ -102,12 +102,7 @@ DELETE FROM console_login_failures WHERE key = $1
 -- Files uploaded for import (console_uploads); the import itself is the CLI's.
 
 -- name: upload_begin
--- A new upload; on the way, rejects finished over 30 days ago are dropped: they hold the
--- addresses of rows never imported, kept to be fixed, not for ever (GDPR art. 5(1)(e)).
-WITH swept AS (
-    UPDATE console_uploads SET rejects_gz = NULL, rejects_hashes = NULL
-    WHERE rejects_gz IS NOT NULL AND finished_at < now() - interval '30 days'
-)
+-- A new upload (the store runs uploads_rejects_expire first, in its transaction).
 INSERT INTO console_uploads (kind, file_name, operator_email, options, lease_until)
 VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second') RETURNING id
 
@@ -145,9 +140,10 @@ WHERE state = 'running' AND lease_until < now()
 RETURNING id
 
 -- name: uploads_rejects_expire
--- Rejects finished over 30 days ago are dropped, by the console's upkeep (hourly) as
--- well as at each new upload: they hold the addresses of rows never imported, kept to
--- be fixed, not for ever (GDPR art. 5(1)(e)).
+-- The rejects files' retention, written here only: files finished over 30 days ago are
+-- dropped, by the console's upkeep (hourly) and at each new upload (upload_begin): they
+-- hold the addresses of rows never imported, kept to be fixed, not for ever (GDPR art.
+-- 5(1)(e)).
 UPDATE console_uploads SET rejects_gz = NULL, rejects_hashes = NULL
 WHERE rejects_gz IS NOT NULL AND finished_at < now() - interval '30 days'
 

@@ -15,6 +15,7 @@ from mailer.console.accounts import Role
 from mailer.console.web import console_of, operator_of, record, render, requires
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
 from mailer.core.consent import REASON_TEXT
+from mailer.core.counts import parse_count
 from mailer.report.store import ContactDelivery, ContactEvent
 
 PAGE = 50
@@ -25,9 +26,9 @@ def _delivery_cursor(text: str) -> int | None:
     """`?deliveries=ID`: the page below that delivery id (keyset, no OFFSET)."""
     if not text:
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    if (delivery_id := parse_count(text)) is None:
         raise web.HTTPBadRequest(text="deliveries: a delivery id")
-    return int(text)
+    return delivery_id
 
 
 def _event_cursor(text: str) -> tuple[datetime, str, int, int] | None:
@@ -38,14 +39,12 @@ def _event_cursor(text: str) -> tuple[datetime, str, int, int] | None:
     try:
         at, kind, ref, tie = text.split("~")
         when = datetime.fromisoformat(at)
-        for number in (ref, tie):
-            if not (number.isascii() and number.isdigit()) or len(number) > 18:
-                raise ValueError(text)
-        if when.tzinfo is None:
+        ref_id, tie_id = parse_count(ref), parse_count(tie)
+        if ref_id is None or tie_id is None or when.tzinfo is None:
             raise ValueError(text)
     except ValueError:
         raise web.HTTPBadRequest(text="events: TIME~KIND~REF~TIE from a next-page link") from None
-    return when, kind, int(ref), int(tie)
+    return when, kind, ref_id, tie_id
 
 
 def event_key(event: ContactEvent) -> str:

@@ -13,7 +13,7 @@ from mailer.console.accounts import Role
 from mailer.console.web import console_of, record, render, requires
 from mailer.forms import authoring, embed
 from mailer.forms.model import FormError
-from mailer.forms.store import FormStore, PoolLender
+from mailer.forms.store import ConnLender, FormStore, PoolLender
 
 LANGS = ("en", "fr")
 
@@ -78,10 +78,13 @@ async def forms_add(request: web.Request) -> web.Response:
     form = await request.post()
     new = _new_form(form)
     try:
-        form_id, slug = await authoring.create_form(_store(request), console.settings, new)
+        async with console.pool.acquire() as conn, conn.transaction():
+            store = FormStore(ConnLender(conn))
+            form_id, slug = await authoring.create_form(store, console.settings, new)
+            detail = {"id": form_id, "source": new.source}
+            await record(request, "form.add", "form", slug, detail, conn=conn)
     except FormError as exc:
         return await _list(request, 400, str(exc), {k: form.get(k) for k in form})
-    await record(request, "form.add", "form", slug, {"id": form_id, "source": new.source})
     raise web.HTTPSeeOther(f"/forms/{slug}")
 
 
@@ -125,11 +128,14 @@ async def form_reword(request: web.Request) -> web.Response:
     form = await request.post()
     lang = str(form.get("locale", ""))
     try:
-        _, version = await authoring.reword(_store(request), slug, lang, str(form.get("text", "")))
+        async with console_of(request).pool.acquire() as conn, conn.transaction():
+            text = str(form.get("text", ""))
+            _, version = await authoring.reword(FormStore(ConnLender(conn)), slug, lang, text)
+            if version:
+                detail = {"locale": lang, "version": version}
+                await record(request, "form.text", "form", slug, detail, conn=conn)
     except FormError as exc:
         return await _show(request, 400, error=str(exc))
-    if version:
-        await record(request, "form.text", "form", slug, {"locale": lang, "version": version})
     return await _show(request, notice=version)
 
 
@@ -138,10 +144,11 @@ async def form_disable(request: web.Request) -> web.Response:
     """`mailer forms disable`: no more sign-ups; every record stays."""
     slug = request.match_info["slug"]
     try:
-        await authoring.disable(_store(request), slug)
+        async with console_of(request).pool.acquire() as conn, conn.transaction():
+            await authoring.disable(FormStore(ConnLender(conn)), slug)
+            await record(request, "form.disable", "form", slug, conn=conn)
     except FormError as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
-    await record(request, "form.disable", "form", slug)
     raise web.HTTPSeeOther(f"/forms/{slug}")
 
 

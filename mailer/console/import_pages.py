@@ -13,6 +13,7 @@ from mailer.console.uploads import UPLOADS, UploadRefused, discard, read_upload
 from mailer.console.web import Handler, console_of, operator_of, record, render, requires
 from mailer.contacts.csvfile import Defaults
 from mailer.core.consent import Kind
+from mailer.core.counts import parse_count
 
 PAGE = 50
 ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "latin-1")
@@ -43,8 +44,7 @@ def upload_id_of(request: web.Request) -> int:
 
 
 def _keyset(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name, "")
-    return int(value) if value.isascii() and value.isdigit() else None
+    return parse_count(request.query.get(name, ""))
 
 
 async def _imports(

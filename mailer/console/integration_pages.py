@@ -84,16 +84,17 @@ async def webhook_add(request: web.Request) -> web.Response:
     """`mailer webhooks add`: the signing secret is on this answer only."""
     form = await request.post()
     events = [str(e) for e in form.getall("events", [])]
+    pool = console_of(request).pool
     try:
-        endpoint, secret = await add_endpoint(
-            WebhookStore(console_of(request).pool), str(form.get("url", "")).strip(), events
-        )
+        async with pool.acquire() as conn, conn.transaction():
+            url = str(form.get("url", "")).strip()
+            endpoint, secret = await add_endpoint(WebhookStore(pool), url, events, conn)
+            await record(
+                request, "webhook.add", "webhook", str(endpoint.id),
+                {"url": endpoint.url, "events": endpoint.events}, conn=conn,
+            )  # fmt: skip
     except WebhookInputError as exc:
         return await _hooks(request, 400, error=str(exc))
-    await record(
-        request, "webhook.add", "webhook", str(endpoint.id),
-        {"url": endpoint.url, "events": endpoint.events},
-    )  # fmt: skip
     return await _hooks(request, secret=(endpoint.id, secret))
 
 
@@ -106,11 +107,15 @@ async def webhook_switch(request: web.Request) -> web.Response:
     if not await store.endpoint_exists(endpoint_id):
         raise web.HTTPNotFound(text="no such endpoint")
     me = operator_of(request).email
-    if action == "enable":
-        due = await store.endpoint_enable(endpoint_id)
-        await record(request, "webhook.enable", "webhook", str(endpoint_id), {"due": due})
-    elif await store.endpoint_disable(endpoint_id, f"disabled by {me}"):
-        await record(request, "webhook.disable", "webhook", str(endpoint_id))
+    # Each change and its log line in one transaction: both commit, or neither.
+    async with store.pool.acquire() as conn, conn.transaction():
+        if action == "enable":
+            due = await store.endpoint_enable(endpoint_id, conn)
+            await record(
+                request, "webhook.enable", "webhook", str(endpoint_id), {"due": due}, conn=conn
+            )
+        elif await store.endpoint_disable(endpoint_id, f"disabled by {me}", conn):
+            await record(request, "webhook.disable", "webhook", str(endpoint_id), conn=conn)
     return await _hooks(request, done=True)
 
 
@@ -126,11 +131,12 @@ async def webhook_replay(request: web.Request) -> web.Response:
         since, until = replay_window(str(form.get("since", "")), None)
     except WebhookInputError as exc:
         return await _hooks(request, 400, error=str(exc))
-    queued = await store.replay(endpoint_id, since, until)
-    await record(
-        request, "webhook.replay", "webhook", str(endpoint_id),
-        {"since": since.isoformat(), "until": until.isoformat(), "queued": queued},
-    )  # fmt: skip
+    async with store.pool.acquire() as conn, conn.transaction():
+        queued = await store.replay(endpoint_id, since, until, conn)
+        await record(
+            request, "webhook.replay", "webhook", str(endpoint_id),
+            {"since": since.isoformat(), "until": until.isoformat(), "queued": queued}, conn=conn,
+        )  # fmt: skip
     return await _hooks(request, replayed=queued)
 
 

@@ -29,7 +29,6 @@ async def operators_add(request: web.Request) -> web.Response:
             email,
             role,
             actor=operator_of(request).email,
-            compliance=console.compliance,
         )
         link = enrolled.setup_link
     except (EnrolmentError, ValueError) as exc:

@@ -8,9 +8,13 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mailer.console.accounts import Operator, Role
 from mailer.db import Queries, affected
+
+# A pooled connection whose transaction a caller holds (a write and its operator-log line).
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 Q = Queries("mailer.console", "console.sql")
 
@@ -120,9 +124,11 @@ class ConsoleStore:
         password_hash: str | None = None,
         setup_token_hash: bytes | None = None,
         setup_expires_at: datetime | None = None,
+        conn: Conn | None = None,
     ) -> int | None:
-        """The new operator's id, or None when the address already has an account."""
-        found = await self.pool.fetchval(
+        """The new operator's id, or None when the address already has an account (on
+        `conn`'s transaction if given: the caller's, with its operator-log line)."""
+        found = await (conn or self.pool).fetchval(
             Q("operator_add"),
             email,
             role.label,
@@ -231,11 +237,14 @@ class ConsoleStore:
         options: Mapping[str, Any],
         lease_s: float,
     ) -> int:
-        return int(
-            await self.pool.fetchval(
-                Q("upload_begin"), kind, file_name, operator_email, dict(options), lease_s
+        """A new upload's id; expired rejects files go on the way (one retention rule)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q("uploads_rejects_expire"))
+            return int(
+                await conn.fetchval(
+                    Q("upload_begin"), kind, file_name, operator_email, dict(options), lease_s
+                )
             )
-        )
 
     async def upload_leases_renew(self, upload_ids: list[int], lease_s: float) -> None:
         await self.pool.execute(Q("upload_leases_renew"), upload_ids, lease_s)
@@ -245,6 +254,7 @@ class ConsoleStore:
         return [int(r["id"]) for r in await self.pool.fetch(Q("uploads_interrupted"))]
 
     async def uploads_rejects_expire(self) -> int:
+        """Drop the rejects files past their retention (console.sql); how many."""
         return affected(await self.pool.execute(Q("uploads_rejects_expire")))
 
     async def upload_finish(

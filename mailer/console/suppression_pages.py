@@ -22,6 +22,7 @@ from mailer.console.uploads import (
 from mailer.console.web import console_of, operator_of, render, requires
 from mailer.contacts import imports
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.counts import parse_count
 
 PAGE = 50
 
@@ -47,9 +48,7 @@ async def _page(
     reason = request.query.get("reason", "") or None
     if reason not in (None, *imports.SUPPRESSION_REASONS, "erasure"):
         reason = None
-    rows = await console.accounts.suppressions_page(
-        int(before) if before.isascii() and before.isdigit() else None, reason, PAGE
-    )
+    rows = await console.accounts.suppressions_page(parse_count(before), reason, PAGE)
     checked, found = None, None
     if (email_text := request.query.get("email", "").strip()) and status == 200:
         try:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from mailer.console.accounts import Role
 from mailer.console.web import console_of, render, requires
+from mailer.core.counts import parse_count
 from mailer.transactional import template as template_file
 from mailer.transactional.basis import BASIS_TEXT, Basis
 from mailer.transactional.compose import check
@@ -88,7 +89,7 @@ async def transactional_page(request: web.Request) -> web.Response:
     store = _store(request)
     before = request.query.get("before", "")
     chosen = request.query.get("template", "") or None
-    after_id = int(before) if before.isascii() and before.isdigit() else None
+    after_id = parse_count(before)
     messages = await store.messages_page(after_id, chosen, PAGE)
     since = datetime.now(UTC) - WEEK
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -1,10 +1,9 @@
-"""The import's rows in batches for Postgres, read ahead on a thread.
+"""The import's rows in batches for Postgres, and reading ahead on a thread.
 
 Postgres merges one batch while the next is parsed: on two cores the Python
-parsing (a few µs a row) and the database work then overlap instead of
-adding up. A thread, not a process: the parsing holds the GIL, but the event
-loop only waits on Postgres meanwhile, and rows reach asyncpg's binary COPY
-without being pickled across processes (measured in bench/README.md, "Import").
+parsing and the database work then overlap instead of adding up. Where the
+parsing runs, a child process for a large file or a thread for a small one,
+is mailer/contacts/reader.py's choice; ReadAhead is the thread's way.
 
 Within a batch every address appears once, so the merge needs no grouping: an
 address repeated within a chunk of the file goes to a later batch of that
@@ -12,8 +11,8 @@ chunk (its second line to the second batch, and so on), which then meets it
 as an existing contact, in line order. Memory holds one chunk being parsed
 and one being written, whatever the file's size.
 
-Each batch goes to Postgres in address order (sorted here, on the reader's
-thread, where there is CPU to spare): new contacts take their ids in that
+Each batch goes to Postgres in address order (sorted here, by the reader,
+where there is CPU to spare): new contacts take their ids in that
 order and are inserted in it, so the contacts' primary key fills at its
 right edge (ids given in file order to rows inserted in address order split
 its pages inside the batch's range), and the address index is probed and
@@ -98,8 +97,7 @@ class ReadAhead(Generic[T]):
 
     The caller starts the next item (`prefetch`) once it has put the current
     one into Postgres: the thread then parses while Postgres merges, and does
-    not compete for the GIL with asyncpg's encoding of the COPY data (which
-    measured at 6 µs a row, and ran at a third of its speed beside the parser).
+    not compete for the GIL with the event loop while the COPY streams.
     """
 
     def __init__(self, produce: Iterator[T]) -> None:

@@ -100,7 +100,7 @@ class ContactRow(NamedTuple):
     obtained_at: datetime | None
     ends_at: datetime | None
     # Ids of the topics listed (the slugs checked against the topics table).
-    topics: list[int]
+    topics: tuple[int, ...]
     # consent_date / consent_ends were calendar dates, without a time (mailer.core.consent_dates).
     obtained_date_only: bool
     ends_date_only: bool
@@ -226,7 +226,7 @@ class _RowParser:
         self.defaults = defaults
         self.topic_ids = dict(topics)
         self.topic_slugs = frozenset(topics)
-        self.listed: dict[str | None, list[int]] = {}  # a topics cell's ids, by its text
+        self.listed: dict[str | None, tuple[int, ...]] = {}  # a topics cell's ids, by its text
         self.now = now
 
     def __call__(self, line: int, raw: list[str]) -> ContactRow:
@@ -294,11 +294,11 @@ class _RowParser:
             ends_date_only,
         )
 
-    def _topics(self, text: str | None) -> list[int]:
+    def _topics(self, text: str | None) -> tuple[int, ...]:
         ids = self.listed.get(text)
         if ids is None:
             slugs = cells.topics(text, self.topic_slugs)
-            ids = self.listed[text] = [self.topic_ids[slug] for slug in slugs]
+            ids = self.listed[text] = tuple(self.topic_ids[slug] for slug in slugs)
         return ids
 
     def _too_long(self, texts: list[str]) -> RowError:

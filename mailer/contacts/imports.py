@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailer.contacts.batches import Chunk, ReadAhead, Tally, chunks
-from mailer.contacts.csvfile import ContactFile, Defaults, FileError, Rejected, RejectsWriter
+from mailer.contacts import batches
+from mailer.contacts.batches import Tally
+from mailer.contacts.csvfile import Defaults, FileError, Rejected, RejectsWriter
+from mailer.contacts.reader import FileSpec, Finished, Opened, Parsed, Source, open_source
 from mailer.contacts.store import (
     Conn,
     ContactImport,
@@ -51,14 +53,16 @@ async def import_contacts(
 ) -> ImportOutcome:
     """Import a contacts CSV; raise FileError or ImportRefused (nothing written) on bad input.
 
-    The file is parsed on a thread a chunk ahead of Postgres, which merges
-    each batch as it comes (mailer/contacts/batches.py), all in one
+    The file is parsed and encoded for COPY a chunk ahead of Postgres, in a
+    child process when it is large (mailer/contacts/reader.py), and Postgres
+    merges each batch as it comes (mailer/contacts/batches.py), all in one
     transaction. Rejected rows stream to the rejects CSV; the first
     `keep_rejects` are kept for display (on the outcome, or on the
     ImportRefused exception). Without `skip_invalid`, the first rejected row
     stops the database work, and the rest of the file is still read so that
     the rejects file lists every row to fix. `tally`, if given, counts the
-    rows read as they are (the console shows it as the import's progress).
+    rows read as each chunk arrives (the console shows it as the import's
+    progress).
     """
     topics = {t.slug: t.id for t in await store.topics_list()}
     target = rejects_path or rejects_path_for(path)
@@ -66,51 +70,69 @@ async def import_contacts(
         target.unlink()  # a stale rejects file from an earlier run would mislead
     shown: list[Rejected] = []
     tally = tally if tally is not None else Tally()
-    opened = ContactFile(
-        path, defaults, topics, datetime.now(UTC), encoding=encoding, delimiter=delimiter
+    spec = FileSpec(
+        path, defaults, topics, datetime.now(UTC), encoding, delimiter, batches.CHUNK_ROWS
     )
-    with RejectsWriter(target) as rejects, opened:
+    source = open_source(spec)
+    try:
+        opened = await source.next()  # FileError here: the header, before any database work
+        assert isinstance(opened, Opened)
+        with RejectsWriter(target) as rejects:
 
-        def on_reject(row: Rejected) -> None:  # on the reader's thread
-            rejects.write(row)
-            if len(shown) < keep_rejects:
-                shown.append(row)
+            def on_reject(row: Rejected) -> None:
+                rejects.write(row)
+                if len(shown) < keep_rejects:
+                    shown.append(row)
 
-        async with store.contact_import(
-            file_name=path.name, default_locale=default_locale
-        ) as session:
-            reader = ReadAhead(chunks(opened.rows(), tally, on_reject))
-            try:
-                await _write(session, reader, refuse=lambda: tally.rejected and not skip_invalid)
-            finally:
-                await reader.aclose()
-            if tally.rejected and not skip_invalid:
-                raise ImportRefused(tally.rejected, tally.valid, examples=shown, where=target)
-            result = await session.finish(
-                valid=tally.valid,
-                rejected=tally.rejected,
-                file_sha256=opened.sha256,
-                encoding=opened.dialect.encoding,
-                delimiter=opened.dialect.delimiter,
-            )
+            async with store.contact_import(
+                file_name=path.name, default_locale=default_locale
+            ) as session:
+
+                def refuse() -> bool:
+                    return bool(tally.rejected) and not skip_invalid
+
+                finished = await _write(session, source, tally, on_reject, refuse)
+                if tally.rejected and not skip_invalid:
+                    raise ImportRefused(tally.rejected, tally.valid, examples=shown, where=target)
+                result = await session.finish(
+                    valid=tally.valid,
+                    rejected=tally.rejected,
+                    file_sha256=finished.sha256,
+                    encoding=opened.dialect.encoding,
+                    delimiter=opened.dialect.delimiter,
+                )
+    finally:
+        await source.aclose()
     return ImportOutcome(result, target if rejects.count else None, shown, opened.dialect)
 
 
 async def _write(
-    session: ContactImport, reader: ReadAhead[Chunk], refuse: Callable[[], object]
-) -> None:
+    session: ContactImport,
+    source: Source,
+    tally: Tally,
+    on_reject: Callable[[Rejected], None],
+    refuse: Callable[[], object],
+) -> Finished:
     """Each chunk's batches into Postgres, the next chunk parsed meanwhile."""
     clock = time.perf_counter()
     waited = 0.0
-    while (chunk := await reader.next()) is not None:
+    while not isinstance(message := await source.next(), Finished):
+        assert isinstance(message, Parsed)
         waited += time.perf_counter() - clock
-        for batch in [] if refuse() else chunk.batches:  # refused: read on, for the rejects
-            await session.load(batch)
-            reader.prefetch()  # parsing while Postgres merges, not while asyncpg encodes
+        tally.valid += message.valid
+        for row in message.rejected:
+            tally.rejected += 1
+            on_reject(row)
+        for data in [] if refuse() else message.batches:  # refused: read on, for the rejects
+            await session.load_copy(data)
+            source.prefetch()  # on a thread: parsing while Postgres merges, not during the COPY
             await session.merge()
         clock = time.perf_counter()
     # How long the database waited for the parser: ~0 when parsing keeps ahead.
     session.seconds["waiting_for_reader"] = waited
+    if message.cpu_seconds:  # the child process's, which the importing process's CPU time omits
+        session.seconds["reader_process_cpu"] = message.cpu_seconds
+    return message
 
 
 def read_suppression_file(

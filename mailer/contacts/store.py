@@ -59,6 +59,10 @@ _STAGING_COLUMNS = (
 )
 
 
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 class ImportRefused(ValueError):
     """An all-or-nothing import found invalid rows; nothing was written."""
 
@@ -133,6 +137,18 @@ class ContactImport:
         await self._conn.copy_records_to_table(
             "import_rows", records=batch, columns=_STAGING_COLUMNS
         )
+        await self._loaded(clock)
+
+    async def load_copy(self, data: bytes) -> None:
+        """COPY one batch already encoded (mailer/contacts/copydata.py), as `load` does."""
+        clock = time.perf_counter()
+        await self._conn.execute(Q("import_clear_batch"))
+        await self._conn.copy_to_table(
+            "import_rows", source=_once(data), columns=_STAGING_COLUMNS, format="binary"
+        )
+        await self._loaded(clock)
+
+    async def _loaded(self, clock: float) -> None:
         if not self._batches:
             await self._conn.execute(Q("import_analyze_batch"))
         self._batches += 1
@@ -215,14 +231,16 @@ class ContactStore:
         default_subscribed: bool = True,
         *,
         names: Mapping[str, str | None] | None = None,
+        conn: Conn | None = None,
     ) -> int:
         """Create or update a topic; return its id.
 
         `name` None keeps an existing topic's default name (a new one takes the slug);
-        `names` per language are merged into those held, a None value removing one.
+        `names` per language are merged into those held, a None value removing one. With
+        `conn`, in its transaction (the CLI's, which logs the change with it).
         """
         return int(
-            await self.pool.fetchval(
+            await (conn or self.pool).fetchval(
                 Q("topic_upsert"), slug, name, description, default_subscribed, dict(names or {})
             )
         )

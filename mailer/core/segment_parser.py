@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, cast
 
+from mailer.core.counts import parse_count
 from mailer.core.segment import (
     MAX_CONDITIONS,
     MAX_DAYS,
@@ -283,13 +284,14 @@ class _Parser:
             )
         self.take()
         amount = self.take()
-        if amount.kind != "word" or not (amount.text.isascii() and amount.text.isdigit()):
+        n = parse_count(amount.text) if amount.kind == "word" else None
+        if n is None:
             raise self.error("expected a whole number after 'within'", amount)
         unit = self.take()
         plural = {"month": "months", "months": "months", "day": "days", "days": "days"}
         if unit.keyword not in plural:
             raise self.error(f"expected 'months' or 'days', found {unit.shown()}", unit)
-        n, kind = int(amount.text), plural[unit.keyword]
+        kind = plural[unit.keyword]
         # Keeps now - interval inside both datetime's and Postgres's range.
         limit = MAX_MONTHS if kind == "months" else MAX_DAYS
         if n > limit:

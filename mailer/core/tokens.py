@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from mailer.core.counts import parse_count
+
 __all__ = ["Keyring", "Purpose", "Token", "TokenError"]
 
 
@@ -155,9 +157,9 @@ class Keyring:
             where = f"{source} entry {number}"
             if not colon:
                 raise ValueError(f"{where}: expected KEY_ID:BASE64_SECRET")
-            if not (key_id_text.isascii() and key_id_text.isdigit()) or int(key_id_text) > 255:
+            key_id = parse_count(key_id_text, maximum=255)
+            if key_id is None:
                 raise ValueError(f"{where}: key id must be an integer from 0 to 255")
-            key_id = int(key_id_text)
             try:
                 secret = _decode_secret(secret_text)
             except ValueError:

@@ -26,7 +26,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from mailer.api.app import create_app as api_app
 from mailer.api.store import ApiStore
-from mailer.compliance.store import ComplianceStore, log_operator_action
+from mailer.compliance.store import log_operator_action
 from mailer.console.accounts import Role
 from mailer.console.app import create_app as console_app
 from mailer.console.enrolment import add_operator
@@ -192,10 +192,7 @@ async def console_tour(
         # A database kept while the demo's folder was removed: that password is gone.
         email = f"demo-{datetime.now(UTC):%Y%m%d%H%M%S}@garage-tremblay.example"
     if await accounts.operator_by_email(email) is None:
-        await add_operator(
-            accounts, settings, email, Role.VIEWER, password=password, actor="demo",
-            compliance=ComplianceStore(pool),
-        )  # fmt: skip
+        await add_operator(accounts, settings, email, Role.VIEWER, password=password, actor="demo")
         console.print(f"operator {email} added as viewer", highlight=False)
     port, served = _free_port(), settings.console.base_url
     settings = dataclasses.replace(

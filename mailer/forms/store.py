@@ -52,6 +52,25 @@ class PoolLender:
                 yield conn
 
 
+class ConnLender:
+    """One connection whose transaction the caller holds (the CLI's write and its
+    operator-log line): every call runs on it, one asking for a transaction in a savepoint."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    @asynccontextmanager
+    async def connection(
+        self, *, transaction: bool = False, readonly: bool = False, timeout_s: float | None = None
+    ) -> AsyncIterator[Conn]:
+        if transaction:
+            # A savepoint takes no access mode: reads here see the caller's writes.
+            async with self.conn.transaction():
+                yield self.conn
+        else:
+            yield self.conn
+
+
 @dataclass(frozen=True, slots=True)
 class AddressState:
     """What the database knows about an address that decides a sign-up's fate."""

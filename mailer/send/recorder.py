@@ -51,6 +51,14 @@ FLUSH_ROWS = 500
 # make one round; a connection that needs a start not yet written ends the wait (hurry).
 GATHER_S = 0.05
 GATHER_MAX = 64
+# A writer gives its connection back to the pool once idle this long, not at its first idle
+# moment: while messages flow each writer is idle between nearly every two rounds, and
+# giving the connection back each time cost a round trip for the pool's reset (four
+# statements) and, for the start writer, its session statement again on the next round
+# (per 20,000 messages ~2,500 of those statements and twice as many resets; py-spy: ~10 % of a
+# worker's busy CPU in all, bench/README.md, "Send", session 8). Rounds._fetch still gives
+# it back at once when the pool has no other connection free.
+KEEP_IDLE_S = 0.2
 
 
 class Verdict(enum.Enum):
@@ -102,6 +110,7 @@ class Recorder:
         self._hurried = False
         self._first_start = 0.0  # when the oldest start asked for was (monotonic)
         self.count = 0  # start rounds written
+        self._outcomes_at = 0.0  # when the outcome writer last wrote (monotonic)
         self.started = 0
 
     def record(self, row: OutcomeRow) -> None:
@@ -167,9 +176,12 @@ class Recorder:
                 if self._closing:
                     return
                 self._wake.clear()
-                with contextlib.suppress(*TRANSIENT_ERRORS):
-                    await self.start_rounds.close()  # idle: its connection back to the pool
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), KEEP_IDLE_S)
+                if not self._wake.is_set():
+                    with contextlib.suppress(*TRANSIENT_ERRORS):
+                        await self.start_rounds.close()  # idle: its connection back to the pool
+                    await self._wake.wait()
                 continue
             await self._gather()
             await self._start_round()
@@ -185,8 +197,9 @@ class Recorder:
                 if self._closing and not self.starts:
                     return
                 self._flush.clear()
-                with contextlib.suppress(*TRANSIENT_ERRORS):
-                    await self.outcome_rounds.close()
+                if time.monotonic() - self._outcomes_at >= KEEP_IDLE_S:
+                    with contextlib.suppress(*TRANSIENT_ERRORS):
+                        await self.outcome_rounds.close()  # idle: back to the pool
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._flush.wait(), FLUSH_EVERY_S)
                 continue
@@ -198,6 +211,7 @@ class Recorder:
             outcomes, self.outcomes = self.outcomes, []
             self.in_write = outcomes
             await self._outcomes_only(outcomes)
+            self._outcomes_at = time.monotonic()
             self.in_write = []
             self.written(len(outcomes))
 

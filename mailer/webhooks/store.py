@@ -102,14 +102,16 @@ class WebhookStore:
         """Remove an endpoint and its deliveries (the demo's receiver, once stopped)."""
         return affected(await self.pool.execute(Q("endpoint_remove"), endpoint_id)) > 0
 
-    async def endpoint_disable(self, endpoint_id: int, why: str) -> bool:
-        """Switch an endpoint off by hand (its events queue, delivered once enabled again)."""
-        rows = await self.pool.fetch(Q("endpoints_disable"), [endpoint_id], why)
+    async def endpoint_disable(self, endpoint_id: int, why: str, conn: Conn | None = None) -> bool:
+        """Switch an endpoint off by hand (its events queue, delivered once enabled again);
+        on `conn`'s transaction if given (the CLI's, with its operator-log line)."""
+        rows = await (conn or self.pool).fetch(Q("endpoints_disable"), [endpoint_id], why)
         return bool(rows)
 
-    async def endpoint_enable(self, endpoint_id: int) -> int:
-        """Enable an endpoint again; how many pending deliveries are due at once."""
-        return affected(await self.pool.execute(Q("endpoint_enable"), endpoint_id))
+    async def endpoint_enable(self, endpoint_id: int, conn: Conn | None = None) -> int:
+        """Enable an endpoint again; how many pending deliveries are due at once (on `conn`'s
+        transaction if given)."""
+        return affected(await (conn or self.pool).execute(Q("endpoint_enable"), endpoint_id))
 
     @asynccontextmanager
     async def claim(
@@ -144,9 +146,12 @@ class WebhookStore:
 
             yield due, record
 
-    async def replay(self, endpoint_id: int, since: datetime, until: datetime) -> int:
-        """Queue again every event of [since, until) the endpoint subscribes to; how many."""
-        return affected(await self.pool.execute(Q("replay"), endpoint_id, since, until))
+    async def replay(
+        self, endpoint_id: int, since: datetime, until: datetime, conn: Conn | None = None
+    ) -> int:
+        """Queue again every event of [since, until) the endpoint subscribes to; how many
+        (on `conn`'s transaction if given)."""
+        return affected(await (conn or self.pool).execute(Q("replay"), endpoint_id, since, until))
 
     async def backlog(self) -> Backlog:
         row = await self.pool.fetchrow(Q("backlog"))

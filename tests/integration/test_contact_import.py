@@ -15,6 +15,9 @@ from mailer.core.addresses import address_hash
 from mailer.demo.stores import Stores
 from tests.barriers import waiting_on_a_lock
 
+# Each test twice: the file read on a thread, then in a child process.
+pytestmark = pytest.mark.usefixtures("each_reader")
+
 HEADER = "email,name,locale,consent,consent_source,consent_date,topics,last_activity,attr.vehicle\n"
 
 

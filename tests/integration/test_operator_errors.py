@@ -67,8 +67,6 @@ async def test_topics_add_refuses_a_slug_the_schema_cannot_hold_naming_the_rule(
         (("consents", "expiring", "--within", "99999999999d"), "--within"),
         (("consents", "expiring", "--within", "3000000d"), "--within"),
         (("transactional", "report", "--since", "99999999999w"), "--since"),
-        (("api-keys", "create", "dms", "--scopes", "contacts:read", "--expires", "9999999999d"),
-         "--expires"),
     ],
 )  # fmt: skip
 async def test_a_huge_duration_is_refused_naming_the_option_instead_of_an_overflow(
