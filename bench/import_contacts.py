@@ -6,18 +6,16 @@ Prints, from one run against one Postgres:
       normalise, COPY to staging, set-based merge into contacts, ledger,
       consent_current, topics; at 1 M and 100 k rows, and the same 1 M rows as
       Excel writes them in a French locale (`;`-delimited, Windows-1252,
-      `--encoding cp1252`), and 100 k rows read on a thread as a small file is
-      (what the reader's child process buys, mailer/contacts/reader.py);
+      `--encoding cp1252`);
   (b') with --before PATH: the import of another checkout (e.g. main) on the
       same files, in the same run;
   (c) the naive way: one INSERT per contact and per consent, on a 20,000-row
       sample (listmonk-style), extrapolated as rows/s;
 with rows/s, the ratio of each to the floor, peak RSS (memory must not grow
-with the file), the CPU seconds of the importing process (its reader process
-included) and of its Postgres backend (on a shared machine, CPU time varies
-less than wall time), and the load average before and after. Each measurement
-runs in a child process on a fresh database so RSS and caches do not leak
-between them.
+with the file), the CPU seconds of the importing process and of its Postgres
+backend (on a shared machine, CPU time varies less than wall time), and the
+load average before and after. Each measurement runs in a child process on a
+fresh database so RSS and caches do not leak between them.
 
     DATABASE_URL=… python bench/import_contacts.py [--rows 1000000] [--before /work/main]
 """
@@ -43,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
-from mailer.contacts import imports, reader  # noqa: E402
+from mailer.contacts import batches, imports  # noqa: E402
 from mailer.contacts.csvfile import Defaults  # noqa: E402
 from mailer.core.spreadsheet import csv_writer  # noqa: E402
 from mailer.demo.stores import open_stores  # noqa: E402
@@ -147,7 +145,6 @@ async def child_ours(url: str, path: Path, encoding: str | None) -> dict[str, ob
         )
         elapsed = time.perf_counter() - start
         client = time.process_time() - client_before
-        client += outcome.result.seconds.get("reader_process_cpu", 0.0)  # its child, if any
         server_after = _backend_cpu(pids)
     r = outcome.result
     return {
@@ -247,9 +244,9 @@ async def child_main(kind: str, path: Path, sample: int, encoding: str | None) -
     try:
         if kind == "ours":
             result = await child_ours(url, path, encoding)
-        elif kind == "ours_thread":
-            # What the reader's child process buys: the file read on a thread, as a small one is.
-            reader.PROCESS_FROM_BYTES = 1 << 62
+        elif kind == "ours_sequential":
+            # What reading ahead on a thread buys: each chunk parsed only when asked for.
+            batches.ReadAhead.prefetch = lambda self: None  # type: ignore[method-assign]
             result = await child_ours(url, path, encoding)
         elif kind == "copy":
             result = await child_copy_limit(url, path)
@@ -258,8 +255,6 @@ async def child_main(kind: str, path: Path, sample: int, encoding: str | None) -
     finally:
         await drop_database(dsn, url)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # The reader's child process (mailer/contacts/reader.py), the only process it waited for.
-    result["reader_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result, default=str))
 
 
@@ -313,7 +308,7 @@ def main() -> None:
         (f"(b) mailer import, {n} rows", run_child("ours", dsn, big)),
         (f"    {n}, ';' + cp1252 (Excel fr-CA)", run_child("ours", dsn, office, encoding="cp1252")),
         ("    mailer import, 100 k rows", run_child("ours", dsn, small)),
-        ("    100 k, read on a thread", run_child("ours_thread", dsn, small)),
+        ("    100 k, parsing not read ahead", run_child("ours_sequential", dsn, small)),
     ]
     if args.before:
         results += [
@@ -344,8 +339,6 @@ def main() -> None:
         f"goal >= 50,000 rows/s: {'met' if rate(ours) >= 50_000 else 'NOT met'}"
     )
     print(f"where the {n} import's time goes (s): {ours['steps']}")
-    readers = [f"{label.strip()}: {r.get('reader_rss_mib', 0):.0f}" for label, r in results]
-    print("peak RSS of the reader process (MiB; 0: none): " + ", ".join(readers))
 
 
 if __name__ == "__main__":

@@ -115,19 +115,6 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-@pytest.fixture(params=["thread", "process"])
-def each_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a contact-import test twice: the file read on a thread (a small file), then in a
-    child process (a large one; mailer/contacts/reader.py), whatever the file's size."""
-    from mailer.contacts import reader
-
-    if request.param == "process":
-        monkeypatch.setattr(reader, "PROCESS_FROM_BYTES", 0)
-    else:
-        monkeypatch.setattr(reader, "PROCESS_FROM_BYTES", 1 << 62)
-    return str(request.param)
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """tests/unit is marked `unit` (no Postgres, no network), tests/integration `integration`."""
     for item in items:

@@ -41,7 +41,7 @@ from typing import IO, NamedTuple
 from mailer.contacts import cells
 from mailer.contacts.cells import CANONICAL_KINDS, KINDS, RowError
 from mailer.contacts.textfile import CsvRecords, Dialect, FileError
-from mailer.core.addresses import InvalidAddress, address_hash, normalise
+from mailer.core.addresses import InvalidAddress, address_hash, mailable, normalise
 from mailer.core.spreadsheet import SafeWriter, csv_writer
 
 __all__ = ["ContactFile", "ContactRow", "Defaults", "Dialect", "FileError", "Rejected"]
@@ -249,6 +249,13 @@ class _RowParser:
             email = normalise(address)
         except InvalidAddress as exc:
             raise RowError(f"email: {address!r} is not valid: {exc}") from None
+        if not mailable(email):
+            # Stored, it would be skipped at every send ("not an ASCII address"): said here,
+            # on its line, where the operator can still fix the file.
+            raise RowError(
+                f"email: {address!r} has a non-ASCII local part, which needs SMTPUTF8 "
+                "(RFC 6531): this mailer cannot send to it"
+            )
         kind_text = texts[consent_i] or d.consent
         kind = KINDS.get(kind_text.lower()) if kind_text else None
         if kind_text and kind is None:

@@ -130,8 +130,6 @@ async def _write(
         clock = time.perf_counter()
     # How long the database waited for the parser: ~0 when parsing keeps ahead.
     session.seconds["waiting_for_reader"] = waited
-    if message.cpu_seconds:  # the child process's, which the importing process's CPU time omits
-        session.seconds["reader_process_cpu"] = message.cpu_seconds
     return message
 
 

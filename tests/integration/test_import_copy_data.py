@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.contacts import copydata, imports, reader
-from mailer.contacts.csvfile import ContactRow, Defaults, FileError
+from mailer.contacts import copydata
+from mailer.contacts.csvfile import ContactRow
 from mailer.contacts.store import _STAGING_COLUMNS, Q
 from mailer.core.addresses import address_hash
-from mailer.demo.stores import Stores
 
 # Text as files hold it: accents, tabs, line breaks, backslashes, quotes, beyond the BMP.
 TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40)
@@ -110,24 +106,3 @@ async def test_a_consent_dated_year_one_keeps_its_date_not_minus_infinity(db_url
             )
     finally:
         await conn.close()
-
-
-async def test_the_reader_process_is_gone_after_an_import_and_after_a_refused_file(
-    stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(reader, "PROCESS_FROM_BYTES", 0)
-    good = tmp_path / "good.csv"
-    good.write_text("email,name\na@example.com,A\nb@example.com,B\n", encoding="utf-8")
-    outcome = await imports.import_contacts(
-        stores.contacts, good, Defaults(), default_locale="en", skip_invalid=False
-    )
-    assert outcome.result.contacts_created == 2
-    assert "reader_process_cpu" in outcome.result.seconds
-    bad = tmp_path / "bad.csv"
-    bad.write_bytes(b"email,name\n" + b"c@example.com,C\n" * 3 + b"d@example.com,\x00D\n")
-    with pytest.raises(FileError, match="line 5"):
-        await imports.import_contacts(
-            stores.contacts, bad, Defaults(), default_locale="en", skip_invalid=True
-        )
-    assert not [p for p in multiprocessing.active_children() if p.name.startswith("mailer-")]
-    assert await stores.pool.fetchval("SELECT count(*) FROM contacts") == 2  # none of bad.csv

@@ -10,14 +10,10 @@ import json
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from mailer.contacts import imports
 from mailer.contacts.csvfile import Defaults
 from mailer.demo.stores import Stores
-
-# Each test twice: the file read on a thread, then in a child process.
-pytestmark = pytest.mark.usefixtures("each_reader")
 
 HEADER = "email,name,consent,consent_source,consent_date\n"
 
