@@ -516,7 +516,8 @@ class SuppressionLine:
     detail: dict[str, Any] | None = None  # the evidence (delivery, inbound message, status)
 
     def evidence(self) -> str:
-        """The evidence in one line: the inbound message, its status or type, the delivery."""
+        """The evidence in one line: the inbound message, its status or type, the delivery
+        (a campaign's) or the notice (a transactional message's: numbered apart)."""
         d = self.detail or {}
         parts = [f"inbound message {d['inbound_id']}"] if d.get("inbound_id") else []
         for key in ("status", "feedback_type"):
@@ -526,6 +527,8 @@ class SuppressionLine:
             parts.append(f"{d['soft_bounces']} soft bounces in {d.get('within_days')} days")
         if d.get("delivery_id"):
             parts.append(f"delivery {d['delivery_id']}")
+        if d.get("transactional_id"):
+            parts.append(f"transactional message {d['transactional_id']}")
         return ", ".join(parts)
 
 

@@ -12,6 +12,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from mailer.core.addresses import address_hash
 from mailer.core.settings import DatabaseSettings, Settings, TrackerSettings
 from mailer.demo.stores import Stores
 from mailer.transactional.enqueue import enqueue
@@ -88,3 +89,11 @@ async def test_an_unsubscribe_from_a_notice_is_recorded_as_that_notice_not_as_a_
         evidence = json.loads(text)  # this connection has no json codec
         assert evidence["transactional_id"] == sent.message_id
         assert "delivery_id" not in evidence
+    # What `contacts show` prints for each suppression.
+    story = await stores.contacts.contact_story(
+        "marie@example.com", address_hash("marie@example.com")
+    )
+    assert story is not None
+    assert {held.evidence() for held in story.suppressions} == {
+        f"transactional message {sent.message_id}"
+    }
