@@ -62,6 +62,8 @@ class OptOutStore:
     async def withdraw(conn: Conn, email_hash: bytes, w: Withdrawal) -> int:
         """Append the withdraw rows, suppressions and switch changes; how many rows changed."""
         detail: dict[str, Any] = message_ref(w.delivery_id, w.campaign_id)
+        if "inbound_id" in w.evidence:  # a mailto unsubscribe: the mail it came in, kept
+            detail["inbound_id"] = w.evidence["inbound_id"]
         changed = 0
         if w.channels:
             changed += await conn.fetchval(

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from mailer.core.addresses import address_hash
 from mailer.core.settings import Settings
 from mailer.demo.stores import Stores
 from tests.cli_run import run_cli
@@ -71,6 +72,13 @@ async def test_contacts_explain_and_show_print_the_mail_behind_a_suppression_or_
     )
     assert "mailto unsubscribe" in out
     assert f"sha256 {hashes['unsubscribe']}" in out
+    # `contacts show` names that mail beside each suppression it caused.
+    mail = await conn.fetchval("SELECT id FROM inbound_messages WHERE kind = 'unsubscribe'")
+    story = await stores.contacts.contact_story(left.email, address_hash(left.email))
+    assert story is not None
+    assert story.suppressions
+    for held in story.suppressions:
+        assert held.evidence().startswith(f"inbound message {mail}"), held.evidence()
     code, out = await run_cli(monkeypatch, db_url, "contacts", "show", bounced.email)
     assert code == 0, out
     assert f"sha256 {hashes['dsn_hard']}" in out
