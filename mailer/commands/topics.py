@@ -13,7 +13,7 @@ from mailer.commands.oplog import logged_write
 from mailer.contacts.store import ContactStore
 from mailer.core.settings import Settings
 from mailer.core.topics import LANGUAGES as TOPIC_LANGUAGES
-from mailer.core.topics import slug_problem, topic_name
+from mailer.core.topics import name_problem, slug_problem, topic_name
 
 
 async def topics_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -23,7 +23,9 @@ async def topics_add(args: argparse.Namespace, settings: Settings) -> int:
         for lang in TOPIC_LANGUAGES
         if getattr(args, f"name_{lang}") is not None
     }
-    if problem := slug_problem(args.slug):
+    given = [("--name", args.name or "")] + [(f"--name-{k}", v or "") for k, v in names.items()]
+    problems = [slug_problem(args.slug)] + [name_problem(option, v) for option, v in given]
+    if problem := next((p for p in problems if p), None):
         err.print(f"[red]error:[/] {escape(problem)}", highlight=False)
         return 2
     detail = {"opt_in": args.opt_in, "names": names}

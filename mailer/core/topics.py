@@ -38,6 +38,20 @@ def slug_problem(slug: str) -> str | None:
     )
 
 
+# A topic's name is shown to recipients (preference centre, unsubscribe page) and in the
+# console: a line, not a paragraph.
+NAME_MAX = 100
+
+
+def name_problem(option: str, name: str) -> str | None:
+    """Why `name` (given as `option`) cannot name a topic, or None when it can."""
+    if len(name) > NAME_MAX:
+        return f"{option}: {len(name)} characters, at most {NAME_MAX} (recipients read it)"
+    if any(not c.isprintable() for c in name):
+        return f"{option}: {name[:70]!r} holds a control character"
+    return None
+
+
 def topic_name(names: Mapping[str, str] | None, name: str | None, slug: str, lang: str) -> str:
     """The name a reader of `lang` sees: its name in `lang`, else the default name, else slug."""
     return (names or {}).get(lang) or name or slug

@@ -62,6 +62,22 @@ async def test_topics_add_refuses_a_slug_the_schema_cannot_hold_naming_the_rule(
 
 
 @pytest.mark.parametrize(
+    ("option", "name", "why"),
+    [("--name", "Promotions " * 20, "at most 100"), ("--name-fr", "Rappels\x1b[2J", "control")],
+)
+async def test_topics_add_refuses_a_name_recipients_could_not_read_as_one_line(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, option: str, name: str, why: str
+) -> None:
+    code, printed = await run_cli(monkeypatch, db_url, "topics", "add", "promotions", option, name)
+    assert code == 2
+    assert "Traceback" not in printed
+    assert option in printed
+    assert why in printed
+    code, listed = await run_cli(monkeypatch, db_url, "topics", "list")
+    assert "promotions" not in listed
+
+
+@pytest.mark.parametrize(
     ("argv", "option"),
     [
         (("consents", "expiring", "--within", "99999999999d"), "--within"),
