@@ -233,6 +233,17 @@ UNION ALL
 SELECT status, count(*) AS n FROM deliveries
 WHERE campaign_id = $1 AND status NOT IN ('queued', 'deferred') GROUP BY status
 
+-- name: campaign_unbuilt
+-- The first messages of the campaign that could not be built for their
+-- contact (a template error on that contact's data, a render limit, over the
+-- relay's size): the engine skips them with the error as their reply. Read
+-- through deliveries_campaign_status_idx (skipped rows only).
+SELECT c.email, d.skip_reason, d.smtp_reply
+FROM deliveries d LEFT JOIN contacts c ON c.id = d.contact_id
+WHERE d.campaign_id = $1 AND d.status = 'skipped' AND d.smtp_reply IS NOT NULL
+ORDER BY d.id
+LIMIT $2
+
 -- name: campaign_set_status
 -- Transitions are checked in Python (lifecycle.py) and again here: the
 -- update only happens from the expected state. An operator's transition

@@ -115,6 +115,14 @@ class ReasonBreakdown:
     sample: list[str]
 
 
+class Unbuilt(NamedTuple):
+    """A message that could not be built for its contact, and why (campaign status)."""
+
+    email: str | None  # None: the contact was erased since
+    reason: str
+    error: str
+
+
 @dataclass(frozen=True)
 class FreezeResult:
     added: int
@@ -308,6 +316,11 @@ class CampaignStore:
             Q("campaign_status_counts"), campaign_id
         )
         return {r["status"]: int(r["n"]) for r in rows}
+
+    async def campaign_unbuilt(self, campaign_id: int, limit: int = 5) -> list[Unbuilt]:
+        """The first `limit` messages that could not be built, with their contact's address."""
+        rows = await self.pool.fetch(Q("campaign_unbuilt"), campaign_id, limit)
+        return [Unbuilt(r["email"], r["skip_reason"], r["smtp_reply"]) for r in rows]
 
     async def campaigns_overview(
         self, finished: int = 20, *, finished_counts: bool = True

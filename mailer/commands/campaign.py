@@ -189,6 +189,12 @@ async def _status(pool: Pool, slug: str) -> int:
         console.print(f"[red]{describe(row.pause_reason)}[/]", highlight=False)
     if counts.get("uncertain"):
         console.print(f"[yellow]{uncertain_explained(counts['uncertain'], slug)}[/]")
+    if counts.get("skipped") and (unbuilt := await store.campaign_unbuilt(row.id)):
+        # Which contacts and what went wrong: the template line is in the error's text.
+        errors = Table("contact", "reason", "error", title="messages that could not be built")
+        for u in unbuilt:
+            errors.add_row(escape(u.email or "(erased)"), u.reason, escape(u.error))
+        console.print(errors)
     return 0
 
 

@@ -20,6 +20,7 @@ from mailer.campaigns import lifecycle
 from mailer.commands.main import main as mailer_main
 from mailer.core.settings import ConfigError, load
 from mailer.demo.stores import Stores
+from tests.cli_run import run_cli
 from tests.engine_setup import KEYS, NOW, ROOT, TEMPLATES, add_contacts, engine_for, settings_for
 from tests.smtp_servers import smtp_server, wait_until
 
@@ -428,3 +429,24 @@ async def test_sigterm_stops_a_worker_whose_render_runs_away_within_its_grace_pe
     assert not statuses & {"claimed", "sending"}  # handed back (queued) or finished
     # The render processes and the fork server go with the worker.
     await wait_until(lambda: not any(alive(pid) for pid in below), 10)
+
+
+async def test_campaign_status_names_the_contacts_whose_message_could_not_be_built_and_why(
+    stores: Stores,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emails, rows, _ = await send_with_vips(stores, conn, tmp_path, "{{ 1 // 0 }}")
+    assert {rows[vip][:2] for vip in emails[:2]} == {("skipped", "render_error")}
+    slug = await conn.fetchval("SELECT slug FROM campaigns")
+    code, printed = await run_cli(monkeypatch, db_url, "campaign", "status", slug)
+    assert code == 0, printed
+    assert "messages that could not be built" in printed
+    for vip in emails[:2]:
+        assert vip in printed
+    assert "render_error" in printed
+    assert "division" in printed  # the template's own error, as the engine recorded it
+    for other in emails[2:]:
+        assert other not in printed
