@@ -120,9 +120,12 @@ async def create_campaign(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     text = await _posted_text(request)
     try:
-        _, definition = await lifecycle.create_from_text(
-            console.campaigns, text, _templates_dir(request)
-        )
+        # The draft and its log line commit together, or neither does.
+        async with console.pool.acquire() as conn, conn.transaction():
+            _, definition = await lifecycle.create_from_text(
+                console.campaigns, text, _templates_dir(request), conn=conn
+            )
+            await record(request, "campaign.create", "campaign", definition.slug, conn=conn)
     except (CampaignFileError, CampaignError, TemplateFileError) as exc:
         return render(
             request,
@@ -133,7 +136,6 @@ async def create_campaign(request: web.Request) -> web.StreamResponse:
             result=None,
             error=str(exc),
         )
-    await record(request, "campaign.create", "campaign", definition.slug)
     raise web.HTTPSeeOther(f"/campaigns/{definition.slug}")
 
 
@@ -289,8 +291,11 @@ def _transition(action: str, target: str) -> Handler:
 @requires(Role.SENDER)
 async def resend_uncertain(request: web.Request) -> web.StreamResponse:
     row = await _campaign_or_404(request)
-    count = await console_of(request).campaigns.resend_uncertain(row.id)
-    await record(request, "campaign.resend_uncertain", "campaign", row.slug, {"count": count})
+    console = console_of(request)
+    async with console.pool.acquire() as conn, conn.transaction():
+        count = await console.campaigns.resend_uncertain(row.id, conn)
+        detail = {"count": count}
+        await record(request, "campaign.resend_uncertain", "campaign", row.slug, detail, conn=conn)
     raise web.HTTPSeeOther(f"/campaigns/{row.slug}")
 
 

@@ -172,10 +172,14 @@ async def setup(request: web.Request) -> web.StreamResponse:
     )
     if problem:
         return render(request, "setup.html", 400, account=account, error=problem)
-    await console.accounts.operator_set_password(
-        account.id, accounts.hash_password(str(form["password"]))
-    )
-    await record(request, "operator.set_password", "operator", account.email, actor=account.email)
+    hashed = accounts.hash_password(str(form["password"]))
+    # The password and its log line commit together, or neither does.
+    async with console.pool.acquire() as conn, conn.transaction():
+        await console.accounts.operator_set_password(account.id, hashed, conn)
+        await record(
+            request, "operator.set_password", "operator", account.email,
+            actor=account.email, conn=conn,
+        )  # fmt: skip
     raise web.HTTPSeeOther("/login?done=1")
 
 

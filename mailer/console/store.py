@@ -145,8 +145,11 @@ class ConsoleStore:
     async def operator_by_setup_token(self, token_hash: bytes) -> Account | None:
         return _account(await self.pool.fetchrow(Q("operator_by_setup_token"), token_hash))
 
-    async def operator_set_password(self, operator_id: int, password_hash: str) -> None:
-        await self.pool.execute(Q("operator_set_password"), operator_id, password_hash)
+    async def operator_set_password(
+        self, operator_id: int, password_hash: str, conn: Conn | None = None
+    ) -> None:
+        """Set it (on `conn`'s transaction if given: the caller's, with its log line)."""
+        await (conn or self.pool).execute(Q("operator_set_password"), operator_id, password_hash)
 
     async def operator_set_locale(self, operator_id: int, locale: str) -> None:
         await self.pool.execute(Q("operator_set_locale"), operator_id, locale)

@@ -1,5 +1,5 @@
-"""The console's form and webhook writes commit with their operator-log line, or not at all:
-a line that cannot be written leaves the form, its texts and the endpoint as they were."""
+"""The console's writes commit with their operator-log line, or not at all: a line that
+cannot be written leaves forms, webhooks, campaigns and passwords as they were."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.console_pages import ADMIN, as_, settings_
-from tests.console_setup import Client
+from tests.console_pages import ADMIN, VIEWER, as_, settings_
+from tests.console_setup import Client, csrf_of
+from tests.engine_setup import TEMPLATES
 from tests.integration.test_api_campaigns import REFUSE_LOG, REFUSER
 from tests.integration.test_console_forms import client  # the business is named
 
@@ -64,3 +65,54 @@ async def test_a_console_form_or_webhook_write_whose_log_line_fails_does_not_hap
     await conn.execute("DROP TRIGGER refuse_log ON operator_log")
     assert (await client.post("/webhooks/1/replay", data=replay)).status == 200
     assert await queued() == 1
+
+
+async def test_a_console_campaign_or_password_write_whose_log_line_fails_does_not_happen(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    csrf = await as_(client, ADMIN)
+    await conn.execute("INSERT INTO topics (slug, name) VALUES ('service', 'Service reminders')")
+    text = (TEMPLATES / "service_reminder.toml").read_text(encoding="utf-8")
+    created = await client.post("/campaigns", data={"csrf": csrf, "text": text},
+                                allow_redirects=False)  # fmt: skip
+    assert created.status == 303, await created.text()
+    slug = await conn.fetchval("SELECT slug FROM campaigns")
+    # A row a crash left uncertain (what resend-uncertain queues again).
+    await conn.execute(
+        "INSERT INTO contacts (email, email_hash)"
+        " VALUES ('lea@example.com', sha256(convert_to('lea@example.com', 'UTF8')))"
+    )
+    await conn.execute(
+        "INSERT INTO deliveries (campaign_id, contact_id, status, domain)"
+        " SELECT p.id, c.id, 'uncertain', 'example.com' FROM campaigns p, contacts c"
+    )
+    await conn.execute("UPDATE campaigns SET status = 'done'")
+    await conn.execute(
+        "UPDATE operators SET setup_token_hash = sha256('tok'::bytea),"
+        " setup_expires_at = now() + interval '1 day' WHERE email = $1",
+        VIEWER,
+    )
+    await conn.execute(REFUSER)
+    await conn.execute(REFUSE_LOG)
+
+    other = text.replace(f'slug = "{slug}"', 'slug = "another-reminder"')
+    assert other != text
+    answer = await client.post("/campaigns", data={"csrf": csrf, "text": other})
+    assert answer.status == 500
+    assert await conn.fetchval("SELECT count(*) FROM campaigns") == 1
+    answer = await client.post(f"/campaigns/{slug}/resend-uncertain", data={"csrf": csrf})
+    assert answer.status == 500
+    assert await conn.fetchval("SELECT status FROM deliveries") == "uncertain"
+    password = await conn.fetchval("SELECT password_hash FROM operators WHERE email = $1", VIEWER)
+    setup = "/setup/tok"  # token_hash("tok") = sha256 of its bytes
+    page = await client.get(setup)
+    assert page.status == 200, await page.text()
+    new = "a long enough passphrase"
+    answer = await client.post(
+        setup, data={"csrf": csrf_of(await page.text()), "password": new, "password_again": new}
+    )
+    assert answer.status == 500
+    assert (
+        await conn.fetchval("SELECT password_hash FROM operators WHERE email = $1", VIEWER)
+        == password
+    )
