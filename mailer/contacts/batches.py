@@ -1,9 +1,10 @@
 """The import's rows in batches for Postgres, and reading ahead on a thread.
 
 Postgres merges one batch while the next is parsed: on two cores the Python
-parsing and the database work then overlap instead of adding up. Where the
-parsing runs, a child process for a large file or a thread for a small one,
-is mailer/contacts/reader.py's choice; ReadAhead is the thread's way.
+parsing and the database work then overlap instead of adding up. A thread,
+not a process: a reader process measured no faster on this machine, whose
+bottleneck is Postgres, and slower for a small file (bench/README.md,
+"Import", session 8).
 
 Within a batch every address appears once, so the merge needs no grouping: an
 address repeated within a chunk of the file goes to a later batch of that

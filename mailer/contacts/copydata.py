@@ -1,8 +1,8 @@
 """A batch of parsed rows as the bytes of a binary COPY into the import's staging table.
 
-Built where the file is parsed (mailer/contacts/reader.py), off the process
-that talks to Postgres: asyncpg's own encoding of records cost that process
-~6 µs a row, and it ran under the same lock as the parser. Here most cells
+Built on the reader's thread, as the file is parsed (mailer/contacts/imports.py),
+not on the event loop that talks to Postgres: asyncpg's own encoding of
+records cost that loop ~6 µs a row while Postgres waited for the COPY. Here most cells
 are the same few values throughout a file (locale, channel, kind, source,
 dates, topic lists, attribute values), so their encodings are cached and a
 row is mostly a join of ready bytes. The binary format, not text: Postgres

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailer.contacts import batches
-from mailer.contacts.batches import Tally
-from mailer.contacts.csvfile import Defaults, FileError, Rejected, RejectsWriter
-from mailer.contacts.reader import FileSpec, Finished, Opened, Parsed, Source, open_source
+from mailer.contacts import copydata
+from mailer.contacts.batches import ReadAhead, Tally, chunks
+from mailer.contacts.csvfile import ContactFile, Defaults, FileError, Rejected, RejectsWriter
 from mailer.contacts.store import (
     Conn,
     ContactImport,
@@ -53,16 +52,15 @@ async def import_contacts(
 ) -> ImportOutcome:
     """Import a contacts CSV; raise FileError or ImportRefused (nothing written) on bad input.
 
-    The file is parsed and encoded for COPY a chunk ahead of Postgres, in a
-    child process when it is large (mailer/contacts/reader.py), and Postgres
-    merges each batch as it comes (mailer/contacts/batches.py), all in one
+    The file is parsed, and each batch encoded as binary COPY data
+    (mailer/contacts/copydata.py), on a thread a chunk ahead of Postgres,
+    which merges each batch as it comes (mailer/contacts/batches.py), all in one
     transaction. Rejected rows stream to the rejects CSV; the first
     `keep_rejects` are kept for display (on the outcome, or on the
     ImportRefused exception). Without `skip_invalid`, the first rejected row
     stops the database work, and the rest of the file is still read so that
     the rejects file lists every row to fix. `tally`, if given, counts the
-    rows read as each chunk arrives (the console shows it as the import's
-    progress).
+    rows read as they are (the console shows it as the import's progress).
     """
     topics = {t.slug: t.id for t in await store.topics_list()}
     target = rejects_path or rejects_path_for(path)
@@ -70,67 +68,55 @@ async def import_contacts(
         target.unlink()  # a stale rejects file from an earlier run would mislead
     shown: list[Rejected] = []
     tally = tally if tally is not None else Tally()
-    spec = FileSpec(
-        path, defaults, topics, datetime.now(UTC), encoding, delimiter, batches.CHUNK_ROWS
+    opened = ContactFile(
+        path, defaults, topics, datetime.now(UTC), encoding=encoding, delimiter=delimiter
     )
-    source = open_source(spec)
-    try:
-        opened = await source.next()  # FileError here: the header, before any database work
-        assert isinstance(opened, Opened)
-        with RejectsWriter(target) as rejects:
+    with RejectsWriter(target) as rejects, opened:
 
-            def on_reject(row: Rejected) -> None:
-                rejects.write(row)
-                if len(shown) < keep_rejects:
-                    shown.append(row)
+        def on_reject(row: Rejected) -> None:  # on the reader's thread
+            rejects.write(row)
+            if len(shown) < keep_rejects:
+                shown.append(row)
 
-            async with store.contact_import(
-                file_name=path.name, default_locale=default_locale
-            ) as session:
-
-                def refuse() -> bool:
-                    return bool(tally.rejected) and not skip_invalid
-
-                finished = await _write(session, source, tally, on_reject, refuse)
-                if tally.rejected and not skip_invalid:
-                    raise ImportRefused(tally.rejected, tally.valid, examples=shown, where=target)
-                result = await session.finish(
-                    valid=tally.valid,
-                    rejected=tally.rejected,
-                    file_sha256=finished.sha256,
-                    encoding=opened.dialect.encoding,
-                    delimiter=opened.dialect.delimiter,
-                )
-    finally:
-        await source.aclose()
+        async with store.contact_import(
+            file_name=path.name, default_locale=default_locale
+        ) as session:
+            # Encoded on the reader's thread: the event loop only streams the bytes.
+            reader = ReadAhead(
+                [copydata.encode(batch) for batch in chunk.batches]
+                for chunk in chunks(opened.rows(), tally, on_reject)
+            )
+            try:
+                await _write(session, reader, refuse=lambda: tally.rejected and not skip_invalid)
+            finally:
+                await reader.aclose()
+            if tally.rejected and not skip_invalid:
+                raise ImportRefused(tally.rejected, tally.valid, examples=shown, where=target)
+            result = await session.finish(
+                valid=tally.valid,
+                rejected=tally.rejected,
+                file_sha256=opened.sha256,
+                encoding=opened.dialect.encoding,
+                delimiter=opened.dialect.delimiter,
+            )
     return ImportOutcome(result, target if rejects.count else None, shown, opened.dialect)
 
 
 async def _write(
-    session: ContactImport,
-    source: Source,
-    tally: Tally,
-    on_reject: Callable[[Rejected], None],
-    refuse: Callable[[], object],
-) -> Finished:
+    session: ContactImport, reader: ReadAhead[list[bytes]], refuse: Callable[[], object]
+) -> None:
     """Each chunk's batches into Postgres, the next chunk parsed meanwhile."""
     clock = time.perf_counter()
     waited = 0.0
-    while not isinstance(message := await source.next(), Finished):
-        assert isinstance(message, Parsed)
+    while (chunk := await reader.next()) is not None:
         waited += time.perf_counter() - clock
-        tally.valid += message.valid
-        for row in message.rejected:
-            tally.rejected += 1
-            on_reject(row)
-        for data in [] if refuse() else message.batches:  # refused: read on, for the rejects
+        for data in [] if refuse() else chunk:  # refused: read on, for the rejects
             await session.load_copy(data)
-            source.prefetch()  # on a thread: parsing while Postgres merges, not during the COPY
+            reader.prefetch()  # parsing while Postgres merges, not while the COPY streams
             await session.merge()
         clock = time.perf_counter()
     # How long the database waited for the parser: ~0 when parsing keeps ahead.
     session.seconds["waiting_for_reader"] = waited
-    return message
 
 
 def read_suppression_file(
