@@ -51,8 +51,11 @@ class Received:
 
 
 class RecordingHandler:
-    def __init__(self, faults: Faults | None = None, seed: int = 1) -> None:
+    def __init__(
+        self, faults: Faults | None = None, seed: int = 1, pipelining: bool = True
+    ) -> None:
         self.faults = faults or Faults()
+        self.pipelining = pipelining
         self.messages: list[Received] = []
         self.attempts: dict[str, int] = {}
         self.mails = 0
@@ -61,6 +64,16 @@ class RecordingHandler:
         self.mail_froms: list[tuple[str, float]] = []
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """Offer PIPELINING (RFC 2920) as large relays do; aiosmtpd itself does not advertise it,
+        though it answers grouped commands in order as the RFC asks."""
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
@@ -122,13 +135,14 @@ class RecordingHandler:
 
 @contextmanager
 def smtp_server(
-    faults: Faults | None = None, *, data_size_limit: int | None = None
+    faults: Faults | None = None, *, data_size_limit: int | None = None, pipelining: bool = True
 ) -> Iterator[tuple[int, RecordingHandler]]:
     """An aiosmtpd server on 127.0.0.1 in its own thread, recording what it accepts.
 
     With data_size_limit, it advertises EHLO SIZE and refuses larger messages (552).
+    It offers PIPELINING unless told not to.
     """
-    handler = RecordingHandler(faults)
+    handler = RecordingHandler(faults, pipelining=pipelining)
     port = free_port()
     size = DATA_SIZE_DEFAULT if data_size_limit is None else data_size_limit
     controller = Controller(handler, hostname="127.0.0.1", port=port, data_size_limit=size)

@@ -1,9 +1,10 @@
 """Persistent SMTP connections to the configured relays, many messages per connection.
 
-Each relay keeps `connections` lanes: a task owning one aiosmtplib client,
-taking messages from the relay's queue one after another (a dropped
-connection is reopened on next use). Every reply and error is classified by
-mailer.core.outcome, in one place.
+Each relay keeps `connections` lanes: a task owning one connection
+(mailer/send/connection.py: opened by aiosmtplib, MAIL, RCPT and DATA
+pipelined where the relay offers it), taking messages from the relay's queue
+one after another (a dropped connection is reopened on next use). Every reply
+and error is classified by mailer.core.outcome, in one place.
 
 A lane asks for a message's start (Envelope.ask) while it still carries the
 message before it, and awaits the answer right before MAIL FROM: the engine
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ import aiosmtplib
 from mailer.core import outcome
 from mailer.core.outcome import Outcome
 from mailer.core.settings import RelaySettings
+from mailer.send.connection import AfterData, Connection
 
 
 def _go() -> asyncio.Future[bool]:
@@ -161,23 +162,19 @@ class Relay:
         if lane.client is not None and not lane.client.is_connected:
             await self._drop(lane)
         if lane.client is None:
-            client = self._client()
             try:
-                await client.connect()
-                await client.ehlo()  # execute_command does not greet on its own
+                lane.client = await Connection.open(self._client())
             except (aiosmtplib.SMTPException, OSError) as exc:
-                client.close()
                 return outcome.from_connection_error(exc)
             self.opened += 1
-            lane.client = client
-        limit = advertised_size(lane.client)
+        limit = lane.client.size_limit()
         if limit is not None and len(envelope.data) > limit:
             return outcome.too_large(len(envelope.data), limit)
         try:
-            result = await _transaction(
-                lane.client, envelope.mail_from, envelope.rcpt, envelope.data, lane.look_ahead
+            result = await lane.client.carry(
+                envelope.mail_from, envelope.rcpt, envelope.data, lane.look_ahead
             )
-        except _AfterData as exc:
+        except AfterData as exc:
             await self._drop(lane)
             return outcome.from_connection_error(exc.__cause__ or exc, after_data=True)
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -197,17 +194,14 @@ class Relay:
             client, lane.client = lane.client, None
             await self._discard(client)
 
-    async def _discard(self, client: aiosmtplib.SMTP) -> None:
+    async def _discard(self, client: Connection) -> None:
         self.opened -= 1
         with contextlib.suppress(Exception):  # a broken connection may fail to close
             client.close()
 
-    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+    async def _quit(self, client: Connection) -> None:
         self.opened -= 1
-        try:
-            await client.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            client.close()
+        await client.quit()
 
     async def close(self) -> None:
         """Let each lane finish what it was given, then QUIT its connection."""
@@ -228,7 +222,7 @@ class _Lane:
         self.waiting = waiting
         self.depth = depth
         self.on_wait = on_wait
-        self.client: aiosmtplib.SMTP | None = None
+        self.client: Connection | None = None
         # Taken from the queue, their starts asked for, in order (None: the end marker).
         self.asked: deque[tuple[Envelope | None, asyncio.Future[bool]]] = deque()
         self.ended = False
@@ -260,90 +254,6 @@ def _ask(envelope: Envelope | None) -> asyncio.Future[bool]:
         no.set_result(False)
         return no
     return envelope.ask()
-
-
-def advertised_size(client: aiosmtplib.SMTP) -> int | None:
-    """The relay's EHLO SIZE (RFC 1870 s.4), or None when it states none (or 0: no limit)."""
-    value = client.esmtp_extensions.get("size", "").strip()
-    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
-
-
-async def _transaction(
-    client: aiosmtplib.SMTP,
-    mail_from: str,
-    rcpt: str,
-    data: bytes,
-    on_the_wire: Callable[[], None] = lambda: None,
-) -> Outcome:
-    """MAIL, RCPT, DATA for one recipient, on aiosmtplib's protocol and public execute_command.
-
-    Not `sendmail()`: it re-parses both addresses with the stdlib's email
-    address parser on every message, which measured ~30 % of the client's CPU
-    (../shared/DESIGN.md). Our addresses are already validated and
-    normalised at import, and the envelope sender is our own token address.
-    MAIL FROM is written on the protocol itself, as the payload is: so that
-    `on_the_wire` runs the moment it is written (the lane then asks for its
-    next message's start), before its reply is awaited.
-    """
-    protocol = client.protocol
-    if protocol is None:
-        raise aiosmtplib.SMTPServerDisconnected("Connection lost before MAIL FROM")
-    protocol.write(b"MAIL FROM:<" + mail_from.encode("ascii") + b">\r\n")
-    on_the_wire()  # must not yield: the reply is read from the next line on
-    mail = await protocol.read_response(timeout=client.timeout)
-    if mail.code != 250:
-        await _reset(client)
-        return outcome.from_sender_refusal(mail.code, mail.message)
-    accepted = await client.execute_command(b"RCPT", b"TO:<" + rcpt.encode("ascii") + b">")
-    if accepted.code not in (250, 251):
-        await _reset(client)
-        return outcome.from_reply(accepted.code, accepted.message)
-    start = await client.execute_command(b"DATA")
-    if start.code != 354:
-        if start.code != 421:
-            await _reset(client)
-        return outcome.from_reply(start.code, start.message)
-    # Nothing of the message has left yet: a connection found lost here is a plain
-    # connection error (retried), not "after data".
-    protocol = client.protocol
-    if protocol is None:
-        raise aiosmtplib.SMTPServerDisconnected("Connection lost before the message")
-    protocol.write(_wire(data))
-    try:
-        reply = await protocol.read_response(timeout=client.timeout)
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        # Timeout or disconnect while the server held the message: it may be queued.
-        raise _AfterData from exc
-    return outcome.from_reply(reply.code, reply.message)
-
-
-# RFC 5321 s.4.5.2: a line that starts with a period gets one more.
-_LEADING_PERIOD = re.compile(rb"(?m)^\.")
-
-
-def _wire(data: bytes) -> bytes:
-    """The message as DATA carries it: dot-stuffed, then the end marker.
-
-    Not `client.data()`: it runs two regular expressions over every message
-    (line endings, leading periods), measured at ~17 % of the engine's CPU.
-    Skeleton.assemble already writes CRLF line endings, and a leading period
-    is rare enough to check for before paying for the substitution. Written on
-    aiosmtplib's protocol (write, read_response), as its own data() does; the
-    connection is ours alone while borrowed, so its command lock is not needed.
-    """
-    if data.startswith(b".") or b"\n." in data:
-        data = _LEADING_PERIOD.sub(b"..", data)
-    return data + b".\r\n" if data.endswith(b"\r\n") else data + b"\r\n.\r\n"
-
-
-class _AfterData(Exception):
-    """The connection failed after DATA: the server may have accepted the message."""
-
-
-async def _reset(client: aiosmtplib.SMTP) -> None:
-    """RSET after a refusal so the connection can carry the next message."""
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-        await client.rset()
 
 
 class Relays:
