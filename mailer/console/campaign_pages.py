@@ -20,7 +20,7 @@ from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.preview import PreviewError, compose_preview
-from mailer.campaigns.store import Campaign, ReasonBreakdown
+from mailer.campaigns.rows import Campaign, ReasonBreakdown
 from mailer.campaigns.template_set import TemplateFileError
 from mailer.console.accounts import Role
 from mailer.console.web import Handler, console_of, logged_write, render, requires

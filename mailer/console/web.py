@@ -12,7 +12,8 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from mailer.campaigns.store import CampaignStore, ReasonBreakdown
+from mailer.campaigns.rows import ReasonBreakdown
+from mailer.campaigns.store import CampaignStore
 from mailer.compliance import logged
 from mailer.compliance.logged import LoggedWrite
 from mailer.compliance.store import ComplianceStore
