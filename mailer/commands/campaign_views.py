@@ -17,7 +17,7 @@ from mailer.core.reputation import describe
 from mailer.core.settings import Settings
 from mailer.db import Pool
 from mailer.report.document import render_json
-from mailer.report.figures import figures
+from mailer.report.figures import OUTCOMES, figures
 from mailer.report.html import render_html
 from mailer.report.store import ReportStore
 from mailer.report.terminal import render_rich
@@ -39,17 +39,7 @@ async def print_status(pool: Pool, slug: str) -> int:
     counts = await store.campaign_status_counts(row.id)
     frozen = sum(counts.values())
     table = Table("state", "deliveries", title=f"{slug}: {row.status}")
-    for state in (
-        "queued",
-        "claimed",
-        "sending",
-        "sent",
-        "deferred",
-        "bounced",
-        "failed",
-        "skipped",
-        "uncertain",
-    ):
+    for state in OUTCOMES:  # the ledger's order, as the report's
         if counts.get(state):
             table.add_row(state, f"{counts[state]:,}")
     table.add_row("[bold]frozen audience[/]", f"{frozen:,}")

@@ -10,16 +10,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from mailer.campaigns import lifecycle
-from mailer.demo.stores import Stores
 from tests.console_pages import ADMIN, VIEWER, as_, settings_
-from tests.console_setup import Client, csrf_of, small_world
+from tests.console_setup import Client, csrf_of
 from tests.engine_setup import TEMPLATES
 from tests.integration.test_api_campaigns import REFUSE_LOG, REFUSER
 from tests.integration.test_console_forms import client  # the business is named
+from tests.integration.test_console_http import draft  # small_world's service reminder
 
 pytestmark = pytest.mark.timeout(120)
-__all__ = ["client", "settings_"]
+__all__ = ["client", "draft", "settings_"]
 
 EN = "Yes, send me the service newsletter."
 HOOK = [("url", "https://crm.example.com/hook"), ("events", "contact.consent.granted")]
@@ -122,13 +121,9 @@ async def test_a_console_campaign_or_password_write_whose_log_line_fails_does_no
 
 
 async def test_a_console_launch_erasure_suppression_or_enrolment_whose_log_fails_is_undone(
-    client: Client, conn: asyncpg.Connection, stores: Stores
+    client: Client, conn: asyncpg.Connection, draft: str
 ) -> None:
-    await small_world(conn)
-    _, definition = await lifecycle.create(
-        stores.campaigns, TEMPLATES / "service_reminder.toml", TEMPLATES
-    )
-    slug = definition.slug
+    slug = draft
     csrf = await as_(client, ADMIN)
     await conn.execute(REFUSER)
     await conn.execute(REFUSE_LOG)
