@@ -22,7 +22,8 @@ from mailer.campaigns.definition import CampaignDefinition, CampaignFileError
 from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.message import CampaignContent
 from mailer.campaigns.render_process import lint_in_process
-from mailer.campaigns.store import Campaign, CampaignStore, Conn, FreezeResult
+from mailer.campaigns.rows import Campaign, FreezeResult
+from mailer.campaigns.store import CampaignStore, Conn
 from mailer.campaigns.template_set import TemplateFileError, TemplateSet
 from mailer.core.settings import Settings
 

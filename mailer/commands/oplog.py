@@ -5,13 +5,13 @@ so the change and its line commit together, or neither does."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from mailer.compliance import logged
+from mailer.compliance.logged import LoggedWrite
 from mailer.compliance.privacy import operator
-from mailer.compliance.store import Conn, log_operator_action
 from mailer.db import Pool
 
 
@@ -20,31 +20,14 @@ def cli_actor() -> str:
     return operator() or "unknown"
 
 
-@dataclass
-class CliWrite:
-    """The transaction's connection; what the line will name, set by the command as it goes."""
-
-    conn: Conn
-    object_id: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    # Set when the command found nothing to change (a text already worded so, an endpoint
-    # already off): the transaction commits without a line, as the console logs nothing then.
-    unchanged: bool = False
-
-
-@asynccontextmanager
-async def logged_write(
+def logged_write(
     pool: Pool,
     action: str,
     object_kind: str,
     object_id: str | None = None,
     detail: Mapping[str, Any] | None = None,
-) -> AsyncIterator[CliWrite]:
-    """A transaction for one command's write and its operator-log line (written on success)."""
-    async with pool.acquire() as conn, conn.transaction():
-        write = CliWrite(conn, object_id, {"via": "cli", **(detail or {})})
-        yield write
-        if not write.unchanged:
-            await log_operator_action(
-                conn, "cli", cli_actor(), action, object_kind, write.object_id, write.detail
-            )
+) -> AbstractAsyncContextManager[LoggedWrite]:
+    """A transaction for one command's write and its operator-log line (written on success);
+    the console's pages write through the same helper (mailer.console.web.logged_write)."""
+    said = {"via": "cli", **(detail or {})}
+    return logged.logged_write(pool, "cli", cli_actor(), action, object_kind, object_id, said)

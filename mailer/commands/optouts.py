@@ -11,8 +11,7 @@ from typing import Any
 from rich.markup import escape
 
 from mailer.commands.console import console, err, open_pool
-from mailer.commands.oplog import cli_actor
-from mailer.compliance.store import log_operator_action
+from mailer.commands.oplog import cli_actor, logged_write
 from mailer.core.settings import Settings
 from mailer.optouts.by_address import OptOutRefused, opt_out_address
 
@@ -25,23 +24,24 @@ async def contacts_opt_out(args: argparse.Namespace, settings: Settings) -> int:
     evidence: dict[str, Any] = {"operator": cli_actor()}
     if args.note:
         evidence["note"] = args.note
-    async with open_pool(settings) as pool, pool.acquire() as conn, conn.transaction():
-        try:
+    try:
+        async with (
+            open_pool(settings) as pool,
+            logged_write(pool, "contacts.opt_out", "contact") as w,
+        ):
             done = await opt_out_address(
-                conn,
+                w.conn,
                 args.email,
                 channels=_list(args.channels) if args.channels else None,
                 topics=_list(args.topics),
                 source=args.source,
                 evidence=evidence,
             )
-        except OptOutRefused as exc:
-            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-            return 2
-        await log_operator_action(
-            conn, "cli", cli_actor(), "contacts.opt_out", "contact",
-            str(done.contact_id), {"via": "cli", "channels": done.channels, "topics": done.topics},
-        )  # fmt: skip
+            w.object_id = str(done.contact_id)
+            w.detail.update(channels=done.channels, topics=done.topics)
+    except OptOutRefused as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
     what = ", ".join(done.channels + [f"topic {t}" for t in done.topics])
     state = "opted out of" if done.changed else "was already opted out of"
     console.print(f"{done.email} {state} {what}", highlight=False)

@@ -31,7 +31,7 @@ from mailer.core.spreadsheet import csv_writer
 
 if TYPE_CHECKING:
     from mailer.campaigns.render import Renderer
-    from mailer.campaigns.store import Campaign
+    from mailer.campaigns.rows import Campaign
     from mailer.compliance.store import ComplianceStore
 
 CSV_COLUMNS = (

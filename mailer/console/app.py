@@ -51,7 +51,7 @@ from mailer.console.web import (
 )
 from mailer.console.wording import pick
 from mailer.core.settings import Settings
-from mailer.db import TRANSIENT_ERRORS, create_pool, unreachable
+from mailer.db import connect
 
 log = logging.getLogger(__name__)
 
@@ -231,18 +231,15 @@ def create_app(settings: Settings) -> web.Application:
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         db = settings.database
-        try:
-            pool = await create_pool(
-                db.url, min_size=db.pool_min, max_size=db.pool_max, on_query=count_query
-            )
-        except TRANSIENT_ERRORS as exc:  # a wrong database.url is the operator's to fix
-            raise unreachable(db.url, exc) from exc
-        app[CONSOLE] = console = Console(settings, pool, jinja_environment())
-        try:
-            yield
-        finally:
-            await console.close()
-            await pool.close()
+        # A wrong database.url stops the start with connect's one line (DatabaseUnreachable).
+        async with connect(
+            db.url, min_size=db.pool_min, max_size=db.pool_max, on_query=count_query
+        ) as pool:
+            app[CONSOLE] = console = Console(settings, pool, jinja_environment())
+            try:
+                yield
+            finally:
+                await console.close()
 
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(uploads.uploads_ctx)  # after the pool: imports stop before it closes

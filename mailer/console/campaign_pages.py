@@ -20,10 +20,10 @@ from mailer.campaigns.definition import CampaignFileError
 from mailer.campaigns.lifecycle import CampaignError
 from mailer.campaigns.limits import RenderLimits
 from mailer.campaigns.preview import PreviewError, compose_preview
-from mailer.campaigns.store import Campaign, ReasonBreakdown
+from mailer.campaigns.rows import Campaign, ReasonBreakdown
 from mailer.campaigns.template_set import TemplateFileError
 from mailer.console.accounts import Role
-from mailer.console.web import Handler, console_of, record, render, requires
+from mailer.console.web import Handler, console_of, logged_write, render, requires
 from mailer.core import consent
 from mailer.core.reputation import describe
 from mailer.core.spreadsheet import csv_writer
@@ -121,11 +121,11 @@ async def create_campaign(request: web.Request) -> web.StreamResponse:
     text = await _posted_text(request)
     try:
         # The draft and its log line commit together, or neither does.
-        async with console.pool.acquire() as conn, conn.transaction():
+        async with logged_write(request, "campaign.create", "campaign") as w:
             _, definition = await lifecycle.create_from_text(
-                console.campaigns, text, _templates_dir(request), conn=conn
+                console.campaigns, text, _templates_dir(request), conn=w.conn
             )
-            await record(request, "campaign.create", "campaign", definition.slug, conn=conn)
+            w.object_id = definition.slug
     except (CampaignFileError, CampaignError, TemplateFileError) as exc:
         return render(
             request,
@@ -254,18 +254,11 @@ async def launch(request: web.Request) -> web.StreamResponse:
         lifecycle.sending_setup(console.settings, row.slug, definition)
         # The status change and its log line in one transaction. This connection plus the
         # freeze's (audience_parts, capped below the pool's size) fit in the pool.
-        async with console.pool.acquire() as conn, conn.transaction():
+        async with logged_write(request, "campaign.launch", "campaign", row.slug) as w:
             launched = await lifecycle.launch(
-                console.campaigns, row.slug, datetime.now(UTC), _limits(request), conn=conn
+                console.campaigns, row.slug, datetime.now(UTC), _limits(request), conn=w.conn
             )
-            await record(
-                request,
-                "campaign.launch",
-                "campaign",
-                row.slug,
-                {"status": launched.status, "audience": launched.freeze.counts},
-                conn=conn,
-            )
+            w.detail.update(status=launched.status, audience=launched.freeze.counts)
     except CampaignError as exc:
         return render(request, "launch.html", 409, c=row, eligible=None, error=str(exc))
     raise web.HTTPSeeOther(f"/campaigns/{row.slug}")
@@ -278,9 +271,8 @@ def _transition(action: str, target: str) -> Handler:
         console = console_of(request)
         try:
             # The transition and its log line commit together, or neither does.
-            async with console.pool.acquire() as conn, conn.transaction():
-                await lifecycle.transition(console.campaigns, slug, target, conn=conn)
-                await record(request, f"campaign.{action}", "campaign", slug, conn=conn)
+            async with logged_write(request, f"campaign.{action}", "campaign", slug) as w:
+                await lifecycle.transition(console.campaigns, slug, target, conn=w.conn)
         except CampaignError as exc:
             return render(request, "error.html", 409, message_key=None, message=str(exc))
         raise web.HTTPSeeOther(f"/campaigns/{slug}")
@@ -292,10 +284,8 @@ def _transition(action: str, target: str) -> Handler:
 async def resend_uncertain(request: web.Request) -> web.StreamResponse:
     row = await _campaign_or_404(request)
     console = console_of(request)
-    async with console.pool.acquire() as conn, conn.transaction():
-        count = await console.campaigns.resend_uncertain(row.id, conn)
-        detail = {"count": count}
-        await record(request, "campaign.resend_uncertain", "campaign", row.slug, detail, conn=conn)
+    async with logged_write(request, "campaign.resend_uncertain", "campaign", row.slug) as w:
+        w.detail["count"] = await console.campaigns.resend_uncertain(row.id, w.conn)
     raise web.HTTPSeeOther(f"/campaigns/{row.slug}")
 
 

@@ -12,7 +12,7 @@ from mailer.campaigns import audience
 from mailer.compliance.privacy import ErasureBusy
 from mailer.compliance.rights import erase_contact, export_contact
 from mailer.console.accounts import Role
-from mailer.console.web import console_of, operator_of, record, render, requires
+from mailer.console.web import console_of, logged_write, operator_of, record, render, requires
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
 from mailer.core.consent import REASON_TEXT
 from mailer.core.counts import parse_count
@@ -163,14 +163,13 @@ async def erase(request: web.Request) -> web.Response:
         return render(request, "erase.html", 400, email=email, done=None, error="confirm")
     try:
         # The erasure and its log line commit together, as the API's do.
-        async with console.pool.acquire() as conn, conn.transaction():
+        async with logged_write(
+            request, "contact.erase", "contact", address_hash(email).hex()
+        ) as w:
             done = await erase_contact(
-                console.compliance, email, operator_of(request).email, conn=conn
+                console.compliance, email, operator_of(request).email, conn=w.conn
             )
-            await record(
-                request, "contact.erase", "contact", address_hash(email).hex(),
-                {"contacts": done.contacts}, conn=conn,
-            )  # fmt: skip
+            w.detail["contacts"] = done.contacts
     except ErasureBusy as exc:
         return render(request, "erase.html", 409, email=email, done=None, error=str(exc))
     return render(request, "erase.html", email=email, done=done.lines(), error=None)

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from mailer.campaigns.store import CampaignOverview
+from mailer.campaigns.rows import CampaignOverview
 from mailer.compliance.privacy import sla_breached, sla_line
 from mailer.console.accounts import Role
 from mailer.console.web import HEADERS, console_of, operator_of, render, requires

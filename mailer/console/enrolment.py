@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mailer.compliance.store import ActorKind, log_operator_action
+from mailer.compliance.logged import logged_write
+from mailer.compliance.store import ActorKind
 from mailer.console.accounts import Role, hash_password, new_token, password_problem, token_hash
 from mailer.console.store import ConsoleStore
 from mailer.core.settings import Settings
@@ -54,7 +55,11 @@ async def add_operator(
         setup_token_hash = token_hash(token)
         setup_expires_at = datetime.now(UTC) + timedelta(hours=c.setup_link_hours)
         link = f"{c.base_url.rstrip('/')}/setup/{token}"
-    async with store.pool.acquire() as conn, conn.transaction():
+    how = "password" if password is not None else "link"
+    said = {"role": role.label, "by": how}
+    async with logged_write(
+        store.pool, actor_kind, actor, "operator.add", "operator", email, said
+    ) as w:
         found = await store.operator_add(
             email,
             role,
@@ -62,17 +67,8 @@ async def add_operator(
             password_hash=password_hash,
             setup_token_hash=setup_token_hash,
             setup_expires_at=setup_expires_at,
-            conn=conn,
+            conn=w.conn,
         )
         if found is None:
             raise EnrolmentError(f"{email} already has an account")
-        await log_operator_action(
-            conn,
-            actor_kind,
-            actor,
-            "operator.add",
-            "operator",
-            email,
-            {"role": role.label, "by": "password" if password is not None else "link"},
-        )
     return Enrolled(found, link)

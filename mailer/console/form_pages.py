@@ -10,7 +10,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from mailer.console.accounts import Role
-from mailer.console.web import console_of, record, render, requires
+from mailer.console.web import console_of, logged_write, render, requires
 from mailer.forms import authoring, embed
 from mailer.forms.model import FormError
 from mailer.forms.store import ConnLender, FormStore, PoolLender
@@ -78,11 +78,11 @@ async def forms_add(request: web.Request) -> web.Response:
     form = await request.post()
     new = _new_form(form)
     try:
-        async with console.pool.acquire() as conn, conn.transaction():
-            store = FormStore(ConnLender(conn))
+        async with logged_write(request, "form.add", "form") as w:
+            store = FormStore(ConnLender(w.conn))
             form_id, slug = await authoring.create_form(store, console.settings, new)
-            detail = {"id": form_id, "source": new.source}
-            await record(request, "form.add", "form", slug, detail, conn=conn)
+            w.object_id = slug
+            w.detail.update(id=form_id, source=new.source)
     except FormError as exc:
         return await _list(request, 400, str(exc), {k: form.get(k) for k in form})
     raise web.HTTPSeeOther(f"/forms/{slug}")
@@ -128,12 +128,12 @@ async def form_reword(request: web.Request) -> web.Response:
     form = await request.post()
     lang = str(form.get("locale", ""))
     try:
-        async with console_of(request).pool.acquire() as conn, conn.transaction():
+        async with logged_write(request, "form.text", "form", slug, {"locale": lang}) as w:
             text = str(form.get("text", ""))
-            _, version = await authoring.reword(FormStore(ConnLender(conn)), slug, lang, text)
-            if version:
-                detail = {"locale": lang, "version": version}
-                await record(request, "form.text", "form", slug, detail, conn=conn)
+            _, version = await authoring.reword(FormStore(ConnLender(w.conn)), slug, lang, text)
+            # The same words as the current version: nothing new, no line.
+            w.unchanged = not version
+            w.detail["version"] = version
     except FormError as exc:
         return await _show(request, 400, error=str(exc))
     return await _show(request, notice=version)
@@ -144,9 +144,8 @@ async def form_disable(request: web.Request) -> web.Response:
     """`mailer forms disable`: no more sign-ups; every record stays."""
     slug = request.match_info["slug"]
     try:
-        async with console_of(request).pool.acquire() as conn, conn.transaction():
-            await authoring.disable(FormStore(ConnLender(conn)), slug)
-            await record(request, "form.disable", "form", slug, conn=conn)
+        async with logged_write(request, "form.disable", "form", slug) as w:
+            await authoring.disable(FormStore(ConnLender(w.conn)), slug)
     except FormError as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
     raise web.HTTPSeeOther(f"/forms/{slug}")

@@ -13,7 +13,7 @@ from mailer.api import key_admin
 from mailer.api.keys import SCOPES, ApiKeyError
 from mailer.api.store import ApiStore
 from mailer.console.accounts import Role
-from mailer.console.web import console_of, operator_of, record, render, requires
+from mailer.console.web import console_of, logged_write, operator_of, render, requires
 from mailer.webhooks.dispatcher import EVENT_TYPES
 from mailer.webhooks.endpoints import WebhookInputError, add_endpoint, replay_window
 from mailer.webhooks.store import WebhookStore
@@ -84,15 +84,13 @@ async def webhook_add(request: web.Request) -> web.Response:
     """`mailer webhooks add`: the signing secret is on this answer only."""
     form = await request.post()
     events = [str(e) for e in form.getall("events", [])]
-    pool = console_of(request).pool
+    store = WebhookStore(console_of(request).pool)
     try:
-        async with pool.acquire() as conn, conn.transaction():
+        async with logged_write(request, "webhook.add", "webhook") as w:
             url = str(form.get("url", "")).strip()
-            endpoint, secret = await add_endpoint(WebhookStore(pool), url, events, conn)
-            await record(
-                request, "webhook.add", "webhook", str(endpoint.id),
-                {"url": endpoint.url, "events": endpoint.events}, conn=conn,
-            )  # fmt: skip
+            endpoint, secret = await add_endpoint(store, url, events, w.conn)
+            w.object_id = str(endpoint.id)
+            w.detail.update(url=endpoint.url, events=endpoint.events)
     except WebhookInputError as exc:
         return await _hooks(request, 400, error=str(exc))
     return await _hooks(request, secret=(endpoint.id, secret))
@@ -108,14 +106,11 @@ async def webhook_switch(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such endpoint")
     me = operator_of(request).email
     # Each change and its log line in one transaction: both commit, or neither.
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with logged_write(request, f"webhook.{action}", "webhook", str(endpoint_id)) as w:
         if action == "enable":
-            due = await store.endpoint_enable(endpoint_id, conn)
-            await record(
-                request, "webhook.enable", "webhook", str(endpoint_id), {"due": due}, conn=conn
-            )
-        elif await store.endpoint_disable(endpoint_id, f"disabled by {me}", conn):
-            await record(request, "webhook.disable", "webhook", str(endpoint_id), conn=conn)
+            w.detail["due"] = await store.endpoint_enable(endpoint_id, w.conn)
+        else:  # an endpoint already off is no change: no line
+            w.unchanged = not await store.endpoint_disable(endpoint_id, f"disabled by {me}", w.conn)
     return await _hooks(request, done=True)
 
 
@@ -131,12 +126,9 @@ async def webhook_replay(request: web.Request) -> web.Response:
         since, until = replay_window(str(form.get("since", "")), None)
     except WebhookInputError as exc:
         return await _hooks(request, 400, error=str(exc))
-    async with store.pool.acquire() as conn, conn.transaction():
-        queued = await store.replay(endpoint_id, since, until, conn)
-        await record(
-            request, "webhook.replay", "webhook", str(endpoint_id),
-            {"since": since.isoformat(), "until": until.isoformat(), "queued": queued}, conn=conn,
-        )  # fmt: skip
+    window = {"since": since.isoformat(), "until": until.isoformat()}
+    async with logged_write(request, "webhook.replay", "webhook", str(endpoint_id), window) as w:
+        queued = w.detail["queued"] = await store.replay(endpoint_id, since, until, w.conn)
     return await _hooks(request, replayed=queued)
 
 

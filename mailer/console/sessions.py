@@ -16,7 +16,15 @@ from aiohttp import web
 
 from mailer.console import accounts
 from mailer.console.accounts import Role, new_token, token_hash
-from mailer.console.web import PRE_CSRF, console_of, operator_of, record, render, requires
+from mailer.console.web import (
+    PRE_CSRF,
+    console_of,
+    logged_write,
+    operator_of,
+    record,
+    render,
+    requires,
+)
 from mailer.console.wording import LANGS
 
 SESSION_COOKIE = "console_session"
@@ -174,12 +182,9 @@ async def setup(request: web.Request) -> web.StreamResponse:
         return render(request, "setup.html", 400, account=account, error=problem)
     hashed = accounts.hash_password(str(form["password"]))
     # The password and its log line commit together, or neither does.
-    async with console.pool.acquire() as conn, conn.transaction():
-        await console.accounts.operator_set_password(account.id, hashed, conn)
-        await record(
-            request, "operator.set_password", "operator", account.email,
-            actor=account.email, conn=conn,
-        )  # fmt: skip
+    who = account.email  # no session yet: the account setting its password
+    async with logged_write(request, "operator.set_password", "operator", who, actor=who) as w:
+        await console.accounts.operator_set_password(account.id, hashed, w.conn)
     raise web.HTTPSeeOther("/login?done=1")
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from aiohttp import web
 
-from mailer.compliance.store import log_operator_action
 from mailer.console.accounts import Role
 from mailer.console.import_pages import ENCODINGS, streams_upload
 from mailer.console.uploads import (
@@ -19,7 +18,7 @@ from mailer.console.uploads import (
     discard,
     read_upload,
 )
-from mailer.console.web import console_of, operator_of, render, requires
+from mailer.console.web import console_of, logged_write, operator_of, render, requires
 from mailer.contacts import imports
 from mailer.core.addresses import InvalidAddress, address_hash, normalise
 from mailer.core.counts import parse_count
@@ -110,7 +109,9 @@ async def suppress_one(request: web.Request) -> web.Response:
     if not source:
         return await _page(request, 400, message="source: where this suppression comes from")
     hashed = address_hash(email)
-    async with console.pool.acquire() as conn, conn.transaction():
+    # In the suppression's own transaction, as the API's POST /suppressions logs it.
+    said = {"count": 1, "source": source}
+    async with logged_write(request, "suppressions.add", "suppression", None, said) as w:
         result = await console.contacts.import_suppressions(
             [(1, hashed)],
             file_name=f"console:{me.email}",
@@ -121,13 +122,9 @@ async def suppress_one(request: web.Request) -> web.Response:
             topic_id=topic_id,
             source=source,
             rejected=0,
-            conn=conn,
+            conn=w.conn,
         )
-        # In the suppression's own transaction, as the API's POST /suppressions logs it.
-        await log_operator_action(
-            conn, "operator", me.email, "suppressions.add", "suppression", None,
-            {"via": "console", "count": 1, "added": result.added, "source": source},
-        )  # fmt: skip
+        w.detail["added"] = result.added
     key = "added_suppression" if result.added else "already_suppressed"
     return await _page(request, notice=(key, email))
 

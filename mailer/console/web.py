@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,11 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from mailer.campaigns.store import CampaignStore, Conn, ReasonBreakdown
-from mailer.compliance.store import ComplianceStore, log_operator_action
+from mailer.campaigns.rows import ReasonBreakdown
+from mailer.campaigns.store import CampaignStore
+from mailer.compliance import logged
+from mailer.compliance.logged import LoggedWrite
+from mailer.compliance.store import ComplianceStore
 from mailer.console.accounts import Operator, Role
 from mailer.console.background import Background
 from mailer.console.store import ConsoleStore
@@ -161,21 +165,37 @@ async def record(
     detail: dict[str, Any] | None = None,
     *,
     actor: str | None = None,
-    conn: Conn | None = None,
 ) -> None:
     """One line in the operator log (#19's, mailer/compliance), actor: the logged-in operator.
 
-    Written once the action has succeeded, by the same statement the CLI and API use; with
-    `conn`, in the transaction of the change it records (both commit, or neither).
+    For an action that is its own change (a login, a download); a page that changes data
+    writes through `logged_write`, so the change and its line commit together.
     """
     who = actor or request[OPERATOR].email
     said = {"via": "console", **(detail or {})}
-    if conn is not None:
-        await log_operator_action(conn, "operator", who, action, object_kind, object_id, said)
-    else:
-        await console_of(request).compliance.log_operator_action(
-            "operator", who, action, object_kind, object_id, said
-        )
+    await console_of(request).compliance.log_operator_action(
+        "operator", who, action, object_kind, object_id, said
+    )
+
+
+def logged_write(
+    request: web.Request,
+    action: str,
+    object_kind: str | None = None,
+    object_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    *,
+    actor: str | None = None,
+) -> AbstractAsyncContextManager[LoggedWrite]:
+    """A transaction for a page's write and its operator-log line, written on success by the
+    logged-in operator (or `actor`, on a page with no session): both commit, or neither.
+
+    The CLI's commands write through the same helper (mailer.commands.oplog.logged_write).
+    """
+    who = actor or request[OPERATOR].email
+    said = {"via": "console", **(detail or {})}
+    pool = console_of(request).pool
+    return logged.logged_write(pool, "operator", who, action, object_kind, object_id, said)
 
 
 def requires(role: Role | None) -> Callable[[Handler], Handler]:

@@ -8,7 +8,6 @@ from mailer.db.pool import (
     connect,
     create_pool,
     unavailable,
-    unreachable,
 )
 from mailer.db.queries import Queries, QueryFileError
 
@@ -22,5 +21,4 @@ __all__ = [
     "connect",
     "create_pool",
     "unavailable",
-    "unreachable",
 ]

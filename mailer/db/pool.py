@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 
-# What a caller may retry or report as "database unavailable" rather than a bug.
+# What a caller may retry or report as "database unavailable" rather than a bug; at start,
+# what `connect` turns into DatabaseUnreachable (the one place that message is made).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -41,7 +42,7 @@ class DatabaseUnreachable(Exception):
     """No connection to database.url at start: a wrong host, database, role or password."""
 
 
-def unreachable(dsn: str, error: BaseException) -> DatabaseUnreachable:
+def _unreachable(dsn: str, error: BaseException) -> DatabaseUnreachable:
     """The operator's message for a pool that could not open: where (never the password), why."""
     try:
         parts = urlsplit(dsn)
@@ -135,18 +136,24 @@ async def create_pool(
 
 @asynccontextmanager
 async def connect(
-    dsn: str, *, min_size: int = 1, max_size: int = 10
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    on_query: Callable[[Any], None] | None = None,
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool for the block's lifetime, closed on the way out.
+    """A pool for the block's lifetime (create_pool's), closed on the way out.
 
     A pool that cannot open raises DatabaseUnreachable naming the setting and the cause
-    (database "x" does not exist, password authentication failed…): at start these are
-    settings to fix, not bugs, so a command prints one line instead of asyncpg's traceback.
+    (connection refused, database "x" does not exist, password authentication failed…):
+    at start these are settings to fix, not bugs, so a command or a server prints one line
+    instead of asyncpg's traceback. Every process's start opens its pool here (the CLI, the
+    console, the API, the workers), so that line is worded once.
     """
     try:
-        pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise unreachable(dsn, exc) from exc
+        pool = await create_pool(dsn, min_size=min_size, max_size=max_size, on_query=on_query)
+    except TRANSIENT_ERRORS as exc:
+        raise _unreachable(dsn, exc) from exc
     try:
         yield pool
     finally:

@@ -1,5 +1,6 @@
 """The console's writes commit with their operator-log line, or not at all: a line that
-cannot be written leaves forms, webhooks, campaigns and passwords as they were."""
+cannot be written leaves forms, webhooks, campaigns, contacts, suppressions, operators and
+passwords as they were."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from tests.console_setup import Client, csrf_of
 from tests.engine_setup import TEMPLATES
 from tests.integration.test_api_campaigns import REFUSE_LOG, REFUSER
 from tests.integration.test_console_forms import client  # the business is named
+from tests.integration.test_console_http import draft  # small_world's service reminder
 
 pytestmark = pytest.mark.timeout(120)
-__all__ = ["client", "settings_"]
+__all__ = ["client", "draft", "settings_"]
 
 EN = "Yes, send me the service newsletter."
 HOOK = [("url", "https://crm.example.com/hook"), ("events", "contact.consent.granted")]
@@ -116,3 +118,53 @@ async def test_a_console_campaign_or_password_write_whose_log_line_fails_does_no
         await conn.fetchval("SELECT password_hash FROM operators WHERE email = $1", VIEWER)
         == password
     )
+
+
+async def test_a_console_launch_erasure_suppression_or_enrolment_whose_log_fails_is_undone(
+    client: Client, conn: asyncpg.Connection, draft: str
+) -> None:
+    slug = draft
+    csrf = await as_(client, ADMIN)
+    await conn.execute(REFUSER)
+    await conn.execute(REFUSE_LOG)
+
+    async def undone(path: str, data: dict[str, str], sql: str, *args: object) -> None:
+        before = await conn.fetchval(sql, *args)
+        answer = await client.post(path, data={"csrf": csrf, **data}, allow_redirects=False)
+        assert answer.status == 500, (path, answer.status, await answer.text())
+        assert await conn.fetchval(sql, *args) == before, path
+
+    # The freeze commits on its own connections (lifecycle.launch); the status change is
+    # the write that goes with the line, and launching again completes the freeze.
+    status = "SELECT status FROM campaigns"
+    await undone(f"/campaigns/{slug}/launch", {}, status)
+    await undone(f"/campaigns/{slug}/cancel", {}, status)
+    person = "SELECT count(*) FROM contacts WHERE email = $1"
+    erase = {"confirm": "person1@example.com"}
+    await undone("/contacts/person1@example.com/erase", erase, person, "person1@example.com")
+    one = {"email": "zz@example.com", "source": "phone call", "reason": "manual"}
+    await undone("/suppressions", one, "SELECT count(*) FROM suppressions")
+    enrol = {"email": "new@example.com", "role": "sender"}
+    await undone("/operators", enrol, "SELECT count(*) FROM operators")
+    # The same pages write, and log once each, when the log can take the line.
+    await conn.execute("DROP TRIGGER refuse_log ON operator_log")
+    last = await conn.fetchval("SELECT max(id) FROM operator_log")
+    pages = [
+        (f"/campaigns/{slug}/launch", {}),
+        ("/suppressions", one),
+        ("/contacts/person1@example.com/erase", erase),
+        ("/operators", enrol),
+    ]
+    for path, data in pages:
+        answer = await client.post(path, data={"csrf": csrf, **data}, allow_redirects=False)
+        assert answer.status in (200, 303), (path, await answer.text())
+    logged = await conn.fetch(
+        "SELECT action, detail->>'via' AS via FROM operator_log WHERE id > $1 ORDER BY id",
+        last,
+    )
+    assert [(r["action"], r["via"]) for r in logged] == [
+        ("campaign.launch", "console"),
+        ("suppressions.add", "console"),
+        ("contact.erase", "console"),
+        ("operator.add", None),
+    ]

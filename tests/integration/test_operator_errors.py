@@ -8,10 +8,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestServer
 
+from mailer.console.app import create_app
 from mailer.core.settings import Settings
+from mailer.db import DatabaseUnreachable
 from tests.api_client import api_client, make_key
 from tests.cli_run import run_cli
+from tests.console_setup import console_settings
 from tests.engine_setup import KEYS, TEMPLATES
 
 
@@ -250,3 +254,36 @@ async def test_a_metrics_port_already_taken_stops_send_and_worker_before_anythin
             assert "Traceback" not in printed
             assert "engine.metrics_port" in printed
     assert await conn.fetchval("SELECT status FROM campaigns") == "draft"
+
+
+def _closed_port() -> int:
+    """A port of 127.0.0.1 nobody listens on (bound, then let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("argv", [("topics", "list"), ("console", "serve")])
+async def test_a_database_nobody_listens_for_is_one_line_naming_the_setting_and_the_address(
+    monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
+) -> None:
+    url = f"postgresql://mailer:s3cret-pw@127.0.0.1:{_closed_port()}/mailer"
+    code, printed = await run_cli(monkeypatch, url, *argv)
+    assert code == 2
+    assert "Traceback" not in printed
+    assert "cannot connect to Postgres (database.url or DATABASE_URL" in printed
+    assert "127.0.0.1:" in printed
+    assert "s3cret-pw" not in printed
+
+
+async def test_the_console_app_does_not_start_on_a_database_nobody_listens_for() -> None:
+    # The app factory's own start (what `mailer console serve` runs, and any host of the app).
+    url = f"postgresql://mailer:s3cret-pw@127.0.0.1:{_closed_port()}/mailer"
+    app = create_app(console_settings(url, TEMPLATES))
+    with pytest.raises(DatabaseUnreachable) as refused:
+        async with TestServer(app):
+            pass
+    said = str(refused.value)
+    assert said.startswith("cannot connect to Postgres (database.url or DATABASE_URL: 127.0.0.1:")
+    assert "as mailer" in said
+    assert "s3cret-pw" not in said

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from rich.console import Console
 
-from mailer.commands.campaign import campaign_report
+from mailer.commands.campaign_views import campaign_report
 from mailer.core.addresses import address_hash
 from mailer.core.settings import Settings
 from mailer.demo.stores import Stores
