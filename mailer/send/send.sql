@@ -99,13 +99,7 @@ WITH outcome AS (
                            ELSE o.skip_reason END,
         lease_until = NULL, worker = NULL, updated_at = now()
     FROM outcome o, campaigns c
-    -- d.id = ANY($1) as well as the join: without it the planner, sure from the
-    -- statistics that few rows are in flight, read every row of the campaign in
-    -- flight (claimed or sending: up to max_pending per worker) through the
-    -- (campaign_id, status) index and matched each against the batch, ~11 ms a
-    -- round for 1,000 in flight against ~1 ms (bench/README.md, "Send", session 9).
-    WHERE d.id = ANY($1::bigint[]) AND d.id = o.id
-      AND d.status IN ('claimed', 'sending', 'uncertain') AND d.worker = $9
+    WHERE d.id = o.id AND d.status IN ('claimed', 'sending', 'uncertain') AND d.worker = $9
       AND c.id = d.campaign_id
     RETURNING d.id, d.contact_id
 ), archived AS (
