@@ -11,6 +11,9 @@ Prints, from one run against one Postgres:
       same files, in the same run;
   (c) the naive way: one INSERT per contact and per consent, on a 20,000-row
       sample (listmonk-style), extrapolated as rows/s;
+  (r) the reader alone, no database: CPU µs a row to read, validate, batch and
+      encode the file as binary COPY data (beside --before's, and whether both
+      produced the same bytes); `--reader-only RUNS` runs only this;
 with rows/s, the ratio of each to the floor, peak RSS (memory must not grow
 with the file), the CPU seconds of the importing process and of its Postgres
 backend (on a shared machine, CPU time varies less than wall time), and the
@@ -38,7 +41,8 @@ from pathlib import Path
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# BENCH_CODE: another checkout whose mailer package this script measures (the reader alone).
+sys.path.insert(0, os.environ.get("BENCH_CODE") or str(ROOT))
 
 from bench.scratch import create_database, drop_database, server_dsn  # noqa: E402
 from mailer.contacts import batches, imports  # noqa: E402
@@ -161,6 +165,40 @@ async def child_ours(url: str, path: Path, encoding: str | None) -> dict[str, ob
     }
 
 
+def child_reader(path: Path, encoding: str | None) -> dict[str, object]:
+    """The reader alone, no database: the file read, validated, batched and encoded as
+    binary COPY data, as the import's reader thread does it; its CPU time per row (CPU,
+    not wall: robust to a shared machine's load) and a digest of everything it produced
+    (COPY bytes, rejects, file hash), equal between two checkouts that store the same."""
+    import hashlib
+
+    from mailer.contacts import copydata
+    from mailer.contacts.csvfile import ContactFile, Rejected
+
+    produced = hashlib.sha256()
+    tally = batches.Tally()
+
+    def on_reject(row: Rejected) -> None:
+        produced.update(f"{row.line}\x00{row.reason}\x00{row.raw!r}\n".encode())
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    topics = {"service": 1, "promotions": 2}
+    start = time.process_time()
+    with ContactFile(path, Defaults(), topics, now, encoding=encoding) as opened:
+        for chunk in batches.chunks(opened.rows(), tally, on_reject):
+            for data in [copydata.encode(batch) for batch in chunk.batches]:
+                produced.update(data)
+        produced.update(opened.sha256)
+    cpu = time.process_time() - start
+    rows = tally.valid + tally.rejected
+    return {
+        "rows": rows,
+        "cpu": cpu,
+        "us_per_row": cpu / rows * 1e6,
+        "digest": produced.hexdigest(),
+    }
+
+
 async def child_copy_limit(url: str, path: Path) -> dict[str, object]:
     """Rows parsed by csv only, COPY'd into a bare table: the floor any import pays."""
     conn = await asyncpg.connect(url)
@@ -237,7 +275,39 @@ def run_child(
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def reader_cpu(path: Path, checkout: Path = ROOT, encoding: str | None = None) -> dict[str, object]:
+    """The reader alone (child_reader) in a child process importing `checkout`'s code."""
+    command = [sys.executable, str(ROOT / "bench" / "import_contacts.py")]
+    command += ["--child", "reader", "--file", str(path)]
+    command += ["--encoding", encoding] if encoding else []
+    out = subprocess.run(
+        command,
+        env={**os.environ, "BENCH_CODE": str(checkout.resolve())},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def compare_readers(path: Path, before: Path | None, runs: int, encoding: str | None) -> None:
+    """Reader CPU µs a row, this code and --before alternating, and whether both produced
+    the same COPY data and rejects."""
+    label = path.name + (f" ({encoding})" if encoding else "")
+    for _ in range(runs):
+        ours = reader_cpu(path, encoding=encoding)
+        line = f"reader CPU, {label}: {num(ours, 'us_per_row'):.2f} µs/row"
+        if before is not None:
+            theirs = reader_cpu(path, before, encoding)
+            same = "same output" if ours["digest"] == theirs["digest"] else "OUTPUT DIFFERS"
+            line += f" (--before {num(theirs, 'us_per_row'):.2f} µs/row; {same})"
+        print(line, flush=True)
+
+
 async def child_main(kind: str, path: Path, sample: int, encoding: str | None) -> None:
+    if kind == "reader":
+        print(json.dumps(child_reader(path, encoding)))
+        return
     dsn = os.environ["DATABASE_URL"]
     url = await fresh_database(dsn)
     result: dict[str, object]
@@ -287,12 +357,27 @@ def main() -> None:
     parser.add_argument("--file")
     parser.add_argument("--encoding")
     parser.add_argument("--sample", type=int, default=20_000)
+    parser.add_argument(
+        "--reader-only",
+        type=int,
+        metavar="RUNS",
+        help="only the reader's CPU a row (no database), RUNS times, beside --before",
+    )
     args = parser.parse_args()
     if args.child:
         asyncio.run(child_main(args.child, Path(args.file), args.sample, args.encoding))
         return
-    dsn = server_dsn()
     DATA.mkdir(parents=True, exist_ok=True)
+    if args.reader_only:
+        for delimiter, encoding in ((",", None), (";", "cp1252")):
+            suffix = ".semicolon-cp1252" if encoding else ""
+            path = DATA / f"contacts_fr_{args.rows}{suffix}.csv"
+            if not path.exists():
+                print(f"generating {path.name} …", flush=True)
+                generate(path, args.rows, delimiter=delimiter)
+            compare_readers(path, args.before, args.reader_only, encoding)
+        return
+    dsn = server_dsn()
     small, big = DATA / "contacts_fr_100k.csv", DATA / f"contacts_fr_{args.rows}.csv"
     office = DATA / f"contacts_fr_{args.rows}.semicolon-cp1252.csv"
     files = ((small, 100_000, ","), (big, args.rows, ","), (office, args.rows, ";"))
@@ -339,6 +424,8 @@ def main() -> None:
         f"goal >= 50,000 rows/s: {'met' if rate(ours) >= 50_000 else 'NOT met'}"
     )
     print(f"where the {n} import's time goes (s): {ours['steps']}")
+    # The reader alone (no database), CPU a row: robust to the machine's load.
+    compare_readers(big, args.before, 1, None)
 
 
 if __name__ == "__main__":
