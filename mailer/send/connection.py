@@ -140,8 +140,9 @@ class Connection:
 
     def __init__(self, replies: Replies, extensions: dict[str, str]) -> None:
         self.replies = replies
-        self.extensions = extensions
+        # What the relay's EHLO offered, read once for the connection's every message.
         self.pipelining = "pipelining" in extensions
+        self.size_limit = _size_limit(extensions)
 
     @classmethod
     async def open(cls, client: aiosmtplib.SMTP) -> Connection:
@@ -167,11 +168,6 @@ class Connection:
     @property
     def is_connected(self) -> bool:
         return self.replies.is_connected
-
-    def size_limit(self) -> int | None:
-        """The relay's EHLO SIZE (RFC 1870 s.4), or None when it states none (or 0: no limit)."""
-        value = self.extensions.get("size", "").strip()
-        return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
 
     async def carry(
         self, mail_from: str, rcpt: str, data: bytes, on_the_wire: Callable[[], None]
@@ -274,6 +270,12 @@ class Connection:
 
     def close(self) -> None:
         self.replies.close()
+
+
+def _size_limit(extensions: dict[str, str]) -> int | None:
+    """The relay's EHLO SIZE (RFC 1870 s.4), or None when it states none (or 0: no limit)."""
+    value = extensions.get("size", "").strip()
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
 
 
 def _envelope_accepted(replies: list[SMTPResponse]) -> bool:

@@ -167,7 +167,7 @@ class Relay:
             except (aiosmtplib.SMTPException, OSError) as exc:
                 return outcome.from_connection_error(exc)
             self.opened += 1
-        limit = lane.client.size_limit()
+        limit = lane.client.size_limit
         if limit is not None and len(envelope.data) > limit:
             return outcome.too_large(len(envelope.data), limit)
         try:
