@@ -31,9 +31,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import asyncpg
@@ -81,6 +82,16 @@ def usage() -> tuple[float, float]:
     return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime, r.ru_maxrss / 1024
 
 
+async def measured(loops: list[Coroutine[Any, Any, None]], messages: int) -> dict[str, float]:
+    """The raw loops' connections sending at once: wall seconds, CPU and peak RSS."""
+    cpu0 = usage()[0]
+    start = time.perf_counter()
+    await asyncio.gather(*loops)
+    elapsed = time.perf_counter() - start
+    cpu, rss = usage()
+    return {"messages": messages, "seconds": elapsed, "cpu": cpu - cpu0, "rss": rss}
+
+
 async def raw(port: int, count: int, connections: int) -> dict[str, float]:
     """The limit: pre-rendered bytes, N persistent connections, nothing else."""
     message = (ROOT / "bench" / ".data" / "sample.eml").read_bytes()
@@ -96,14 +107,10 @@ async def raw(port: int, count: int, connections: int) -> dict[str, float]:
         for i in range(per):
             await client.sendmail("bounces@bench.example", [f"user{base + i}@d1.example"], message)
 
-    cpu0 = usage()[0]
-    start = time.perf_counter()
-    await asyncio.gather(*(loop(c, n * per) for n, c in enumerate(clients)))
-    elapsed = time.perf_counter() - start
-    cpu, rss = usage()
+    result = await measured([loop(c, n * per) for n, c in enumerate(clients)], per * connections)
     for client in clients:
         await client.quit()
-    return {"messages": per * connections, "seconds": elapsed, "cpu": cpu - cpu0, "rss": rss}
+    return result
 
 
 async def raw_pipelined(port: int, count: int, connections: int) -> dict[str, float]:
@@ -127,14 +134,11 @@ async def raw_pipelined(port: int, count: int, connections: int) -> dict[str, fl
             )
             assert result.code == 250, result
 
-    cpu0 = usage()[0]
-    start = time.perf_counter()
-    await asyncio.gather(*(loop(lane, n * per) for n, lane in enumerate(lanes)))
-    elapsed = time.perf_counter() - start
-    cpu, rss = usage()
+    loops = [loop(lane, n * per) for n, lane in enumerate(lanes)]
+    result = await measured(loops, per * connections)
     for lane in lanes:
         await lane.quit()
-    return {"messages": per * connections, "seconds": elapsed, "cpu": cpu - cpu0, "rss": rss}
+    return result
 
 
 async def engine(
