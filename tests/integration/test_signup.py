@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -534,7 +535,9 @@ async def test_a_later_campaign_cites_the_form_and_the_audit_export_carries_its_
         await engine_for(stores, engine_settings(port)).run(until_idle=True)
         [message] = [m for m in handler.messages if m.rcpt == "lectrice@example.com"]
     footer = text_part(parsed(message.data))
-    today = format_date(datetime.now(UTC).date(), "fr")
+    # The footer dates the consent in the campaign's time zone: around midnight UTC,
+    # Toronto's day is still the one before.
+    today = format_date(datetime.now(ZoneInfo(definition.timezone)).date(), "fr")
     assert f"vous vous êtes abonné le {today} au Site web — infolettre." in footer
 
     out = tmp_path / "audit.zip"
