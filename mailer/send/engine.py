@@ -75,14 +75,6 @@ log = logging.getLogger("mailer.engine")
 # workers' leases are swept.
 IDLE_SLEEP_S = 0.5
 SWEEP_EVERY_S = 10.0
-# The running campaigns are read at most this often while messages are in the pipeline
-# (and every IDLE_SLEEP_S when none are): claims between two reads use the list read
-# last. Reading them after every outcome round, as the claimer did, cost 1,313 reads
-# (each a pool round trip and its reset) for 261 claims per 20,000 messages
-# (bench/README.md, "Send", session 8). A pause or cancel is still seen at once where
-# it matters: the start mark before each MAIL FROM checks the campaign runs (send.sql:
-# start_sending), and its first `held` answer drops the campaign here (_not_started).
-RUNNING_EVERY_S = 0.2
 
 
 class SideTaskDied(RuntimeError):
@@ -128,15 +120,7 @@ class Engine:
         self.progress = Progress()
         self.deadline = timedelta(hours=settings.engine.retry_deadline_hours)
         self._last_sweep = 0.0
-        # The running campaigns as last read (in claiming order), when, and the ones
-        # among them the senders still treat as running (a `held` start removes one).
-        self._campaigns: list[int] = []
-        self._read_at = float("-inf")
         self._running: set[int] = set()
-        # The claimer is woken (`room`) once no more than this many are pending:
-        # enough room for a claim, or none at all (until_idle's end).
-        self._wake_at = 0
-        self._min_claim = max(1, settings.engine.batch_size // 4)
         # Claimed deliveries that will not reach SMTP in this run (stop, errors):
         # handed back to the queue in one statement.
         self._unsent: list[int] = []
@@ -247,55 +231,29 @@ class Engine:
             self._last_sweep = time.monotonic()
             await leases.sweep(self.store, self.metrics)
             await self.store.finish_campaigns()
-        read = sweep or time.monotonic() - self._read_at >= RUNNING_EVERY_S
-        if read:
-            await self._read_running()
-        if sweep:
-            await self._publish_progress(self._campaigns)
         claimed = 0
-        short = False  # stopped for want of room, not for want of due rows
-        for campaign_id in self._campaigns:
-            if campaign_id not in self._running:
-                continue  # held since the last read (_not_started): not claimed again
+        running = await self.store.running_campaigns()
+        # Senders check this before each message: a pause or cancel seen here stops
+        # messages already rendered and queued, not only new claims.
+        self._running = set(running)
+        if sweep:
+            await self._publish_progress(running)
+        for campaign_id in running:
             if self.only is not None and campaign_id not in self.only:
                 continue
             room = self.max_pending - self.pending
-            if room < self._min_claim:
-                short = True
+            if room < max(1, self.settings.engine.batch_size // 4):
                 break
             claimed += await self._claim(campaign_id, min(room, self.settings.engine.batch_size))
         if claimed:
             return False
         if until_idle and self.pending == 0:
-            if not read:
-                self._read_at = float("-inf")  # the end is decided on a fresh read
-                return False
             await self.store.finish_campaigns()
             return True
-        # Woken when a claim could be made (room), or when the pipeline is empty; and
-        # by the timeout, to read the running campaigns again (a pause or cancel then
-        # hands back what waits in the send queues, _held_back).
-        self._wake_at = self.max_pending - self._min_claim if short else 0
         self.room.clear()
-        if self.pending <= self._wake_at:
-            self.room.set()
-        timeout = (
-            IDLE_SLEEP_S
-            if self.pending == 0
-            else max(0.0, self._read_at + RUNNING_EVERY_S - time.monotonic())
-        )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wait_stop_or_room(), timeout)
+            await asyncio.wait_for(self._wait_stop_or_room(), IDLE_SLEEP_S)
         return False
-
-    async def _read_running(self) -> None:
-        """Start the campaigns due, and read which run (what the senders check too)."""
-        running = await self.store.running_campaigns()
-        self._read_at = time.monotonic()
-        self._campaigns = running
-        # Senders check this before each message: a pause or cancel seen here stops
-        # messages already rendered and queued, not only new claims.
-        self._running = set(running)
 
     async def _publish_progress(self, running: list[int]) -> None:
         """Deliveries by state of the campaigns this worker sends, for the dashboard."""
@@ -549,10 +507,6 @@ class Engine:
             await self._done(row, "none")
         else:
             # Its campaign was paused or cancelled (HELD), or the worker is stopping.
-            if verdict is Verdict.HELD:
-                # Seen before the claimer's next read: the messages of the campaign still
-                # queued are handed back without a start round each (_held_back).
-                self._running.discard(job.campaign_id)
             self._unsent.append(job.delivery_id)
             if not self.stop.is_set():
                 await self._logged(self._release_unsent(), "handing back deliveries")
@@ -585,8 +539,7 @@ class Engine:
     def _settled(self, count: int) -> None:
         """`count` claimed deliveries are done with: room to claim as many."""
         self.pending -= count
-        if self.pending <= self._wake_at:
-            self.room.set()
+        self.room.set()
 
     async def _release_unsent(self) -> None:
         """Messages never handed to SMTP go back to the queue (or to `skipped` if cancelled)."""
